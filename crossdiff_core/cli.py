@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1024, help="tokens per step (default 1024)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the TrainConfig default)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default: the TrainConfig default)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
     _add_model_args(p, required=False)
     _add_harvest_args(p)
@@ -141,6 +142,8 @@ def cmd_train(args) -> int:
     )
     config.validate()
     overrides = {"lr": args.lr} if args.lr is not None else {}
+    if args.checkpoint_every is not None:
+        overrides["checkpoint_every"] = args.checkpoint_every
     train_config = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, **overrides)
     result = train(config, train_config, source, args.out, resume=not args.no_resume, show_tqdm=True)
     metrics = result.metrics
@@ -227,6 +230,13 @@ def cmd_diff(args) -> int:
     return 0
 
 
+def torch_oom() -> type:
+    """Return torch's out-of-memory exception type."""
+    import torch
+
+    return torch.OutOfMemoryError
+
+
 COMMANDS = {"harvest": cmd_harvest, "train": cmd_train, "info": cmd_info, "diff": cmd_diff}
 
 
@@ -246,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
-    except MemoryError:
+    except (MemoryError, torch_oom()):
         if args.debug:
             raise
         print("error: out of memory: use --quant nf4, a smaller --batch-size or --batch-windows, or a smaller --dict-size", file=sys.stderr)
