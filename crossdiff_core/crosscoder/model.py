@@ -1,0 +1,254 @@
+"""`CrossCoder`: a (Dedicated Feature) crosscoder over two models of possibly different widths.
+
+Latents are ordered `[A-exclusive | shared | B-exclusive]`. The partition is structural: model A's
+encoder and decoder only have rows for latents `[0, nA + nS)` and model B's only for
+`[nA, F)`, so an A-exclusive latent has no weights at all for model B (and vice versa) and can
+never read from or write to it. Encoders are stored latent-major, like `nn.Linear.weight`.
+
+Inputs and outputs of `encode`, `decode` and `forward` are raw model activations; the stored
+scales map them to the normalized space the crosscoder works in (`x_normalized = x · scale`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from crossdiff_core.crosscoder.config import CrossCoderConfig
+from crossdiff_core.errors import CrossCoderError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+BLOCK_A_EXCLUSIVE = "A-exclusive"
+BLOCK_SHARED = "shared"
+BLOCK_B_EXCLUSIVE = "B-exclusive"
+
+
+class CrossCoder(
+    nn.Module, PyTorchModelHubMixin, library_name="crossdiff", tags=["crosscoder", "dfc", "model-diffing"]
+):
+    """A crosscoder whose latents are split into A-exclusive, shared and B-exclusive blocks.
+
+    `save_pretrained(dir)` writes `config.json` and `model.safetensors`;
+    `CrossCoder.from_pretrained(dir_or_hub_id)` restores it, buffers included.
+    """
+
+    def __init__(self, config: CrossCoderConfig | dict, seed: int | None = None):
+        """Build a freshly initialized crosscoder (`seed` makes the initialization reproducible)."""
+        super().__init__()
+        if isinstance(config, dict):
+            config = CrossCoderConfig.from_dict(config)
+        self.config = config
+        self.n_a = config.n_exclusive_a  # A-exclusive latents
+        self.n_shared = config.n_shared  # shared latents
+        self.n_b = config.n_exclusive_b  # B-exclusive latents
+        self.dict_size = config.dict_size
+        n_rows_a, n_rows_b = self.n_a + self.n_shared, self.n_shared + self.n_b
+
+        self.W_enc_a = nn.Parameter(torch.empty(n_rows_a, config.d_a))
+        self.W_enc_b = nn.Parameter(torch.empty(n_rows_b, config.d_b))
+        self.b_enc = nn.Parameter(torch.zeros(config.dict_size))
+        self.W_dec_a = nn.Parameter(torch.empty(n_rows_a, config.d_a))
+        self.W_dec_b = nn.Parameter(torch.empty(n_rows_b, config.d_b))
+        self.b_dec_a = nn.Parameter(torch.zeros(config.d_a))
+        self.b_dec_b = nn.Parameter(torch.zeros(config.d_b))
+        self.register_buffer("threshold", torch.tensor(0.0))
+        self.register_buffer("scale_a", torch.tensor(1.0 if config.scale_a is None else float(config.scale_a)))
+        self.register_buffer("scale_b", torch.tensor(1.0 if config.scale_b is None else float(config.scale_b)))
+        self._initialize(seed)
+
+    def _initialize(self, seed: int | None) -> None:
+        """Set decoder rows to random directions of norm `dec_init_norm`, encoders to the decoders (tied init)."""
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        with torch.no_grad():
+            for W_dec, W_enc in ((self.W_dec_a, self.W_enc_a), (self.W_dec_b, self.W_enc_b)):
+                direction = torch.randn(W_dec.shape, generator=generator)
+                direction /= direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                W_dec.copy_(direction * self.config.dec_init_norm)
+                W_enc.copy_(W_dec)
+
+    # ------------------------------------------------------------------ blocks
+
+    @property
+    def slice_a_exclusive(self) -> slice:
+        """Return the latent range of the A-exclusive block."""
+        return slice(0, self.n_a)
+
+    @property
+    def slice_shared(self) -> slice:
+        """Return the latent range of the shared block."""
+        return slice(self.n_a, self.n_a + self.n_shared)
+
+    @property
+    def slice_b_exclusive(self) -> slice:
+        """Return the latent range of the B-exclusive block."""
+        return slice(self.n_a + self.n_shared, self.dict_size)
+
+    @property
+    def slice_a(self) -> slice:
+        """Return the latent range model A reads from and writes to (A-exclusive + shared)."""
+        return slice(0, self.n_a + self.n_shared)
+
+    @property
+    def slice_b(self) -> slice:
+        """Return the latent range model B reads from and writes to (shared + B-exclusive)."""
+        return slice(self.n_a, self.dict_size)
+
+    def block_of(self, latent: int) -> str:
+        """Return the block of a latent index: "A-exclusive", "shared" or "B-exclusive"."""
+        if not 0 <= latent < self.dict_size:
+            raise CrossCoderError(f"latent {latent} is out of range: this crosscoder has {self.dict_size} latents")
+        if latent < self.n_a:
+            return BLOCK_A_EXCLUSIVE
+        if latent < self.n_a + self.n_shared:
+            return BLOCK_SHARED
+        return BLOCK_B_EXCLUSIVE
+
+    def block_names(self) -> list[str]:
+        """Return the block name of every latent, in latent order (length F)."""
+        return [BLOCK_A_EXCLUSIVE] * self.n_a + [BLOCK_SHARED] * self.n_shared + [BLOCK_B_EXCLUSIVE] * self.n_b
+
+    # ------------------------------------------------------------------ math
+
+    def normalize(self, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return raw activations mapped into the crosscoder's normalized space (× scale)."""
+        return x_a_BD * self.scale_a, x_b_BD * self.scale_b
+
+    def denormalize(self, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return normalized-space activations mapped back to raw model space (÷ scale)."""
+        return x_a_BD / self.scale_a, x_b_BD / self.scale_b
+
+    def pre_activations(self, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor) -> torch.Tensor:
+        """Return the [B, F] encoder pre-activations of NORMALIZED inputs (differentiable).
+
+        This is the one dense matmul of a training step; it allocates a single [B, F] result.
+        """
+        pre_BF = self.b_enc.expand(x_a_BD.shape[0], -1).clone()
+        pre_BF[:, self.slice_a].addmm_(x_a_BD, self.W_enc_a.T)
+        pre_BF[:, self.slice_b].addmm_(x_b_BD, self.W_enc_b.T)
+        return pre_BF
+
+    def decoder_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (norm_a_F, norm_b_F): each latent's decoder-row L2 norm per model, 0 where it has no weights."""
+        norm_a_F = self.W_dec_a.new_zeros(self.dict_size)
+        norm_b_F = self.W_dec_b.new_zeros(self.dict_size)
+        norm_a_F[self.slice_a] = self.W_dec_a.norm(dim=1)
+        norm_b_F[self.slice_b] = self.W_dec_b.norm(dim=1)
+        return norm_a_F, norm_b_F
+
+    def activate(self, pre_BF: torch.Tensor) -> torch.Tensor:
+        """Return latent activations from pre-activations: ReLU, then (BatchTopK) the inference threshold.
+
+        Under BatchTopK an entry is kept when `relu(pre) · (‖d_a‖ + ‖d_b‖) > threshold`; under L1 it is plain ReLU.
+        """
+        f_BF = pre_BF.relu()
+        if self.config.sparsity == "batchtopk":
+            norm_a_F, norm_b_F = self.decoder_norms()
+            f_BF = f_BF.where(f_BF * (norm_a_F + norm_b_F) > self.threshold, 0.0)
+        return f_BF
+
+    def encode(self, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor) -> torch.Tensor:
+        """Return the [B, F] latent activations of RAW model activations (inference)."""
+        return self.activate(self.pre_activations(*self.normalize(x_a_BD, x_b_BD)))
+
+    def decode_normalized(self, f_BF: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (x_hat_a_BD, x_hat_b_BD) in normalized space; model A only sees its latents, model B its own."""
+        x_hat_a_BD = f_BF[:, self.slice_a] @ self.W_dec_a + self.b_dec_a
+        x_hat_b_BD = f_BF[:, self.slice_b] @ self.W_dec_b + self.b_dec_b
+        return x_hat_a_BD, x_hat_b_BD
+
+    def decode(self, f_BF: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (x_hat_a_BD, x_hat_b_BD): reconstructions of both models in RAW model space."""
+        return self.denormalize(*self.decode_normalized(f_BF))
+
+    def forward(self, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return (x_hat_a_BD, x_hat_b_BD, f_BF) for raw activations: reconstructions in raw space and latents."""
+        f_BF = self.encode(x_a_BD, x_b_BD)
+        x_hat_a_BD, x_hat_b_BD = self.decode(f_BF)
+        return x_hat_a_BD, x_hat_b_BD, f_BF
+
+    # ------------------------------------------------------------------ files
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write `model.safetensors` and `config.json` into `save_directory`."""
+        tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
+        save_file(tensors, str(save_directory / WEIGHTS_FILE), metadata={"format": "pt"})
+        (save_directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> CrossCoder:
+        """Return the crosscoder saved in a local directory or Hub repo (see `save_pretrained`)."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CrossCoderError(
+                f"{CONFIG_FILE} of {pretrained_model_name_or_path} is not valid JSON ({error}): the file is "
+                "corrupt or truncated; re-download the crosscoder or save it again"
+            ) from error
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        config: dict | CrossCoderConfig | None = None,
+        map_location: str = "cpu",
+        **_: object,
+    ) -> CrossCoder:
+        """Return the crosscoder built from `config` with weights read from `model.safetensors`."""
+        if config is None:
+            raise CrossCoderError(
+                f"no readable {CONFIG_FILE} in {model_id}: it is not a saved crosscoder; "
+                "point to the folder written by save_pretrained or train one"
+            )
+        model = cls(config)
+        if os.path.isdir(model_id):
+            weights_file = os.path.join(model_id, WEIGHTS_FILE)
+        else:
+            weights_file = hf_hub_download(
+                repo_id=model_id, filename=WEIGHTS_FILE, revision=revision, cache_dir=cache_dir,
+                force_download=force_download, token=token, local_files_only=local_files_only,
+            )  # fmt: skip
+        model.load_state_dict(read_weights(weights_file, model.state_dict()))
+        return model.to(map_location).eval()
+
+
+def read_weights(path: str | os.PathLike, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Return the tensors (on CPU) of a crosscoder safetensors file after checking names and shapes against `expected`.
+
+    Raises `CrossCoderError` naming the file when it is missing, corrupt, truncated or does not fit the config.
+    """
+    try:
+        tensors = load_file(str(path))
+    except FileNotFoundError as error:
+        raise CrossCoderError(f"{path} is missing: re-download the crosscoder or save it again") from error
+    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        raise CrossCoderError(
+            f"{path} is corrupt or truncated ({error}); re-download the crosscoder or re-train it"
+        ) from error
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [
+        f"{name} {tuple(tensors[name].shape)} vs {tuple(ref.shape)}"
+        for name, ref in expected.items()
+        if name in tensors and tensors[name].shape != ref.shape
+    ]
+    if missing or unexpected or wrong:
+        raise CrossCoderError(
+            f"{path} does not match its {CONFIG_FILE} (missing {missing}, unexpected {unexpected}, "
+            f"shape mismatches {wrong}); the files come from different crosscoders: re-download or re-train"
+        )
+    return tensors

@@ -1,0 +1,631 @@
+"""Train a crosscoder (DFC or standard) on a stream of paired activations, with resumable checkpoints.
+
+`train(config, train_config, source, out_dir)` fits the normalization scales, builds the
+crosscoder, and runs Adam (linear warmup, then linear decay to 0) on
+
+    loss = Σ_m mean_tokens ‖x̂_m − x_m‖²  (normalized space)
+           + auxk_coeff · auxk loss                          (BatchTopK)
+           or + l1_coeff · mean_tokens Σ_j f_j (‖d_a,j‖ + ‖d_b,j‖)   (L1)
+
+BatchTopK steps use the sparse kernels of `crossdiff_core.crosscoder.sparse_ops`; the L1 baseline
+is dense. Every `checkpoint_every` steps the full training state is written atomically to
+`out_dir/checkpoint/`; a later call with the same arguments continues from there and ends with
+the same weights as an uninterrupted run. The finished crosscoder is written with
+`save_pretrained(out_dir)` next to `metrics.jsonl` and `training.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as nnf
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from crossdiff_core.batches import BatchSource
+from crossdiff_core.crosscoder.batchtopk import (
+    LatentSelection,
+    default_k_aux,
+    select_batch_topk,
+    select_dead_topk,
+    updated_threshold,
+)
+from crossdiff_core.crosscoder.config import CrossCoderConfig
+from crossdiff_core.crosscoder.model import CrossCoder
+from crossdiff_core.crosscoder.sparse_ops import SPARSE, LatentOps
+from crossdiff_core.errors import CheckpointError, CrossCoderError
+
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_STATE_FILE = "state.safetensors"
+CHECKPOINT_META_FILE = "checkpoint.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "training.json"
+
+_PREVIOUS_CHECKPOINT_DIR = ".checkpoint-previous"
+_PARTIAL_CHECKPOINT_PREFIX = ".checkpoint-partial-"
+_CHECKPOINT_FORMAT = 1
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+# Train-config fields that may change between a run and its resumption.
+_RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "device")
+PAIR_INFO_KEYS = ("model_a", "model_b", "revision_a", "revision_b", "layer_a", "layer_b", "tokenizer_a", "tokenizer_b")
+
+
+@dataclass
+class TrainConfig:
+    """How to train: schedule, optimizer, dead-latent handling, checkpoints and hardware."""
+
+    steps: int = 10_000
+    """Number of optimizer steps."""
+
+    batch_size: int = 1024
+    """Tokens (paired activations) per step; BatchTopK selects k·batch_size latents per batch."""
+
+    lr: float | None = None
+    """Adam learning rate; None scales it with the dictionary size: 2e-4 / sqrt(dict_size / 16384)."""
+
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam betas."""
+
+    warmup_steps: int = 100
+    """Steps over which the learning rate rises linearly from 0 to `lr`."""
+
+    decay_start: float = 0.8
+    """Fraction of `steps` after which the learning rate decays linearly to 0 at the last step."""
+
+    auxk_coeff: float = 1 / 32
+    """Weight of the auxk loss that revives dead latents (BatchTopK only)."""
+
+    k_aux: int | None = None
+    """Dead latents the auxk loss uses per token; None = half the wider model's width."""
+
+    dead_after_tokens: int = 10_000_000
+    """A latent is dead once it has not fired for this many tokens."""
+
+    threshold_decay: float = 0.99
+    """EMA decay of the BatchTopK inference threshold (the smallest selected score per batch)."""
+
+    seed: int = 0
+    """Seeds the initialization and the data order; same seed and data ⇒ same crosscoder."""
+
+    checkpoint_every: int = 1000
+    """Steps between checkpoints (a checkpoint is also written at the end and when stopped)."""
+
+    log_every: int = 10
+    """Steps between logged metrics (and progress callbacks); the last step is always logged."""
+
+    device: str | None = None
+    """Torch device ("cpu", "cuda", "cuda:1"); None = CUDA when available, else CPU."""
+
+    dtype: str = "float32"
+    """Parameter and activation dtype: "float32", "bfloat16", "float16" or "float64"."""
+
+    def validate(self) -> None:
+        """Raise `CrossCoderError` saying what to change if a field is out of range; return None."""
+        positive = ("steps", "batch_size", "dead_after_tokens", "checkpoint_every", "log_every")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CrossCoderError(f"{name}={value!r} must be a positive integer")
+        if self.lr is not None and not self.lr > 0:
+            raise CrossCoderError(f"lr={self.lr!r} must be > 0 (or None for the size-scaled default)")
+        if self.warmup_steps < 0 or not 0 <= self.decay_start <= 1:
+            raise CrossCoderError(
+                f"warmup_steps={self.warmup_steps} must be >= 0 and decay_start={self.decay_start} in [0, 1]"
+            )
+        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
+            raise CrossCoderError(f"betas={self.betas!r} must be two numbers in [0, 1)")
+        if self.auxk_coeff < 0 or (self.k_aux is not None and self.k_aux < 1):
+            raise CrossCoderError(f"auxk_coeff={self.auxk_coeff} must be >= 0 and k_aux={self.k_aux} >= 1 (or None)")
+        if not 0 <= self.threshold_decay < 1:
+            raise CrossCoderError(f"threshold_decay={self.threshold_decay} must be in [0, 1)")
+        if self.dtype not in _DTYPES:
+            raise CrossCoderError(f"dtype={self.dtype!r} is not supported; use one of {', '.join(_DTYPES)}")
+
+    def to_dict(self) -> dict:
+        """Return the config as a JSON-serializable dict."""
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Return the config stored in `data` (unknown keys are ignored, missing ones take defaults)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+
+@dataclass
+class TrainProgress:
+    """What the progress callback receives at every logged step."""
+
+    step: int
+    """Optimizer steps done so far (1-based after the first step)."""
+
+    total_steps: int
+    """Steps the run will do in total."""
+
+    tokens_seen: int
+    """Tokens trained on so far (step × batch_size)."""
+
+    metrics: dict[str, float]
+    """Metrics of this step (see `train` for the keys)."""
+
+    elapsed_s: float
+    """Training time so far, including earlier runs this one resumed."""
+
+
+@dataclass
+class TrainResult:
+    """The outcome of `train`."""
+
+    crosscoder: CrossCoder
+    """The trained (or, if stopped early, partly trained) crosscoder, in eval mode."""
+
+    metrics: dict[str, float]
+    """Metrics of the last logged step (empty if no step was logged)."""
+
+    history: list[dict[str, float]]
+    """Metrics of every logged step, including those of runs this one resumed."""
+
+    out_dir: Path
+    """Where the crosscoder, checkpoint and logs were written."""
+
+    steps_done: int
+    """Optimizer steps completed (equals `TrainConfig.steps` unless stopped early)."""
+
+    resumed_from: int | None
+    """The checkpoint step training continued from, or None for a fresh start."""
+
+
+@dataclass
+class StepOutput:
+    """The loss of one training step and what the step needs besides the gradient."""
+
+    loss: torch.Tensor
+    """Scalar loss to backpropagate."""
+
+    stats: dict[str, torch.Tensor]
+    """Detached scalar statistics: mse, fvu_a, fvu_b, l0, and auxk_loss or l1_loss."""
+
+    fired_F: torch.Tensor
+    """Boolean [F]: which latents fired on this batch."""
+
+    selection: LatentSelection | None = None
+    """The BatchTopK selection (None for L1), used to update the inference threshold."""
+
+
+# ---------------------------------------------------------------------------- losses
+
+
+def training_loss(
+    model: CrossCoder,
+    x_a_BD: torch.Tensor,
+    x_b_BD: torch.Tensor,
+    dead_F: torch.Tensor,
+    train_config: TrainConfig,
+    ops: LatentOps = SPARSE,
+) -> StepOutput:
+    """Return the loss and statistics of one step on NORMALIZED activations.
+
+    `dead_F` marks dead latents (for auxk). `ops` chooses the BatchTopK kernels: the sparse fast
+    path, or `sparse_ops.DENSE_REFERENCE` to check it.
+    """
+    if model.config.sparsity == "l1":
+        return _l1_loss(model, x_a_BD, x_b_BD)
+    batch = x_a_BD.shape[0]
+    with torch.no_grad():
+        pre_BF = model.pre_activations(x_a_BD, x_b_BD)
+        norm_a_F, norm_b_F = model.decoder_norms()
+    selection = select_batch_topk(pre_BF, norm_a_F + norm_b_F, model.config.k)
+    values_N = _gather(ops, model, pre_BF, selection, x_a_BD, x_b_BD)
+    x_hat_a_BD, x_hat_b_BD = _decode_active(ops, model, selection, values_N, batch)
+    err_a_BD = x_hat_a_BD + model.b_dec_a - x_a_BD
+    err_b_BD = x_hat_b_BD + model.b_dec_b - x_b_BD
+    mse = err_a_BD.pow(2).sum(1).mean() + err_b_BD.pow(2).sum(1).mean()
+    auxk = _auxk_loss(model, dead_F, train_config, x_a_BD, x_b_BD, err_a_BD.detach(), err_b_BD.detach())
+    fired_F = torch.zeros(model.dict_size, dtype=torch.bool, device=x_a_BD.device)
+    fired_F[selection.latents_N] = True
+    stats = _reconstruction_stats(mse, err_a_BD, err_b_BD, x_a_BD, x_b_BD)
+    stats["auxk_loss"] = auxk.detach()
+    stats["l0"] = torch.tensor(selection.latents_N.numel() / batch)
+    return StepOutput(loss=mse + train_config.auxk_coeff * auxk, stats=stats, fired_F=fired_F, selection=selection)
+
+
+def _l1_loss(model: CrossCoder, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor) -> StepOutput:
+    """Return the dense L1-crosscoder step: reconstruction + decoder-norm-weighted L1 of the latents."""
+    f_BF = model.pre_activations(x_a_BD, x_b_BD).relu()
+    x_hat_a_BD, x_hat_b_BD = model.decode_normalized(f_BF)
+    err_a_BD, err_b_BD = x_hat_a_BD - x_a_BD, x_hat_b_BD - x_b_BD
+    mse = err_a_BD.pow(2).sum(1).mean() + err_b_BD.pow(2).sum(1).mean()
+    norm_a_F, norm_b_F = model.decoder_norms()
+    l1 = (f_BF * (norm_a_F + norm_b_F)).sum(1).mean()
+    active_BF = f_BF.detach() > 0
+    stats = _reconstruction_stats(mse, err_a_BD, err_b_BD, x_a_BD, x_b_BD)
+    stats["l1_loss"] = l1.detach()
+    stats["l0"] = active_BF.sum(1).float().mean()
+    return StepOutput(loss=mse + model.config.l1_coeff * l1, stats=stats, fired_F=active_BF.any(0))
+
+
+def _gather(ops, model, pre_BF, selection: LatentSelection, x_a_BD, x_b_BD) -> torch.Tensor:
+    """Return the selected pre-activations, differentiable w.r.t. the encoders."""
+    return ops.gather_preacts(
+        pre_BF, selection.rows_N, selection.latents_N, x_a_BD, model.W_enc_a, x_b_BD, model.W_enc_b, model.b_enc
+    )
+
+
+def _decode_active(ops, model: CrossCoder, selection: LatentSelection, values_N: torch.Tensor, batch: int):
+    """Return (x̂_a, x̂_b) without decoder biases from active values; each model decodes only its own latents."""
+    in_a = selection.latents_N < model.slice_a.stop
+    in_b = selection.latents_N >= model.slice_b.start
+    x_hat_a_BD = ops.decode(selection.rows_N[in_a], selection.latents_N[in_a], values_N[in_a], model.W_dec_a, batch)
+    x_hat_b_BD = ops.decode(
+        selection.rows_N[in_b], selection.latents_N[in_b] - model.slice_b.start, values_N[in_b], model.W_dec_b, batch
+    )
+    return x_hat_a_BD, x_hat_b_BD
+
+
+def _auxk_loss(model: CrossCoder, dead_F, train_config, x_a_BD, x_b_BD, err_a_BD, err_b_BD) -> torch.Tensor:
+    """Return the auxk loss: how well the top dead latents reconstruct the residual, relative to its variance.
+
+    Zero when no latent is dead or `auxk_coeff` is 0. Each token uses its `k_aux` largest dead
+    pre-activations. With k_aux = d/2 the [B, n_dead] activation matrix is dense in practice, so it
+    is computed with dense matmuls over the dead latents only (never over all F).
+    """
+    zero = x_a_BD.new_zeros(())
+    dead_K = dead_F.nonzero().squeeze(1)
+    if train_config.auxk_coeff == 0 or dead_K.numel() == 0:
+        return zero
+    # Sorted dead latents: the first n_in_a belong to model A, those from b_start on to model B.
+    n_in_a = int((dead_K < model.slice_a.stop).sum())
+    b_start = int((dead_K < model.slice_b.start).sum())
+    dead_a_K, dead_b_K = dead_K[:n_in_a], dead_K[b_start:] - model.slice_b.start
+    n_dead = dead_K.numel()
+    pre_BK = (
+        model.b_enc[dead_K]
+        + nnf.pad(x_a_BD @ model.W_enc_a[dead_a_K].T, (0, n_dead - n_in_a))
+        + nnf.pad(x_b_BD @ model.W_enc_b[dead_b_K].T, (b_start, 0))
+    )
+    k_aux = train_config.k_aux or default_k_aux(model.config.d_a, model.config.d_b)
+    f_BK = pre_BK.relu() * select_dead_topk(pre_BK.detach(), k_aux)
+    residual_a_BD, residual_b_BD = -err_a_BD, -err_b_BD
+    e_hat_a_BD = f_BK[:, :n_in_a] @ model.W_dec_a[dead_a_K]
+    e_hat_b_BD = f_BK[:, b_start:] @ model.W_dec_b[dead_b_K]
+    variance = (residual_a_BD - residual_a_BD.mean(0)).pow(2).sum()
+    variance = variance + (residual_b_BD - residual_b_BD.mean(0)).pow(2).sum()
+    error = (e_hat_a_BD - residual_a_BD).pow(2).sum() + (e_hat_b_BD - residual_b_BD).pow(2).sum()
+    return error / variance.clamp_min(torch.finfo(variance.dtype).tiny)
+
+
+def _reconstruction_stats(mse, err_a_BD, err_b_BD, x_a_BD, x_b_BD) -> dict[str, torch.Tensor]:
+    """Return detached mse and per-model fraction of variance unexplained on this batch."""
+    with torch.no_grad():
+        var_a = (x_a_BD - x_a_BD.mean(0)).pow(2).sum().clamp_min(1e-12)
+        var_b = (x_b_BD - x_b_BD.mean(0)).pow(2).sum().clamp_min(1e-12)
+        return {"mse": mse.detach(), "fvu_a": err_a_BD.pow(2).sum() / var_a, "fvu_b": err_b_BD.pow(2).sum() / var_b}
+
+
+def learning_rate(step: int, train_config: TrainConfig, base_lr: float) -> float:
+    """Return the learning rate of 0-based `step`: linear warmup, constant, then linear decay to 0."""
+    factor = 1.0
+    if step < train_config.warmup_steps:
+        factor = (step + 1) / train_config.warmup_steps
+    decay_from = int(train_config.decay_start * train_config.steps)
+    if step >= decay_from:
+        factor = min(factor, (train_config.steps - step) / max(1, train_config.steps - decay_from))
+    return base_lr * factor
+
+
+# ---------------------------------------------------------------------------- training loop
+
+
+def train(
+    config: CrossCoderConfig,
+    train_config: TrainConfig,
+    source: BatchSource,
+    out_dir: str | os.PathLike,
+    progress: Callable[[TrainProgress], None] | None = None,
+    resume: bool = True,
+    show_tqdm: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train a crosscoder on `source` and return the `TrainResult`; files go to `out_dir`.
+
+    Metrics per logged step: loss, mse, fvu_a, fvu_b, l0, auxk_loss (BatchTopK) or l1_loss (L1),
+    threshold (BatchTopK), dead_a_exclusive, dead_shared, dead_b_exclusive, lr.
+
+    With `resume`, an existing `out_dir/checkpoint` of the same run is continued. When
+    `should_stop()` returns True (checked after each step), a checkpoint is written and the
+    partly trained result is returned; calling `train` again resumes. On KeyboardInterrupt a
+    checkpoint of the last completed step is written before the interrupt propagates.
+    """
+    train_config.validate()
+    config = fit_to_source(config, source)
+    device = torch.device(train_config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = _DTYPES[train_config.dtype]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    model = CrossCoder(config, seed=train_config.seed).to(device=device, dtype=dtype).train()
+    base_lr = train_config.lr or 2e-4 / math.sqrt(config.dict_size / 2**14)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=base_lr, betas=train_config.betas, fused=device.type in ("cpu", "cuda")
+    )
+    run = _RunState(tokens_since_fired_F=torch.zeros(config.dict_size, dtype=torch.int64, device=device))
+    resumed_from = None
+    if resume:
+        checkpoint_dir = _existing_checkpoint(out_dir)
+        if checkpoint_dir is not None:
+            run = _load_checkpoint(checkpoint_dir, model, optimizer, config, train_config, device)
+            resumed_from = run.step
+    _remove_partial_checkpoints(out_dir)
+
+    session_start = time.perf_counter()
+    elapsed_before = run.elapsed_s
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - session_start
+
+    def checkpoint() -> None:
+        run.elapsed_s = elapsed()
+        _save_checkpoint(out_dir, model, optimizer, run, config, train_config)
+
+    batches = source.iter_batches(train_config.batch_size, train_config.seed, start_batch=run.step)
+    bar = tqdm(total=train_config.steps, initial=run.step, disable=not show_tqdm, desc="training crosscoder")
+    applying = False
+    stopped = False
+    try:
+        while run.step < train_config.steps:
+            x_a_BD, x_b_BD = next(batches)
+            x_a_BD, x_b_BD = model.normalize(x_a_BD.to(device, dtype), x_b_BD.to(device, dtype))
+            lr = learning_rate(run.step, train_config, base_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            dead_F = run.tokens_since_fired_F >= train_config.dead_after_tokens
+            out = training_loss(model, x_a_BD, x_b_BD, dead_F, train_config)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+
+            applying = True
+            optimizer.step()
+            if out.selection is not None:
+                new_threshold = updated_threshold(
+                    model.threshold, out.selection, train_config.threshold_decay, first=run.step == 0
+                )
+                model.threshold.copy_(new_threshold)
+            run.tokens_since_fired_F += x_a_BD.shape[0]
+            run.tokens_since_fired_F[out.fired_F] = 0
+            run.step += 1
+            applying = False
+
+            bar.update(1)
+            if run.step % train_config.log_every == 0 or run.step == train_config.steps:
+                metrics = _metrics(model, out, run, train_config, lr)
+                run.history.append(metrics)
+                bar.set_postfix(
+                    loss=f"{metrics['loss']:.4g}", fvu_a=f"{metrics['fvu_a']:.3f}", fvu_b=f"{metrics['fvu_b']:.3f}"
+                )
+                if progress is not None:
+                    progress(TrainProgress(run.step, train_config.steps, run.step * train_config.batch_size,
+                                           metrics, elapsed()))  # fmt: skip
+            if run.step % train_config.checkpoint_every == 0 or run.step == train_config.steps:
+                checkpoint()
+            if should_stop is not None and run.step < train_config.steps and should_stop():
+                checkpoint()
+                stopped = True
+                break
+    except KeyboardInterrupt:
+        if not applying:
+            checkpoint()
+        raise
+    finally:
+        bar.close()
+
+    model.eval()
+    if not stopped:
+        model.save_pretrained(out_dir)
+    _write_logs(out_dir, run, config, train_config, resumed_from, finished=not stopped, elapsed_s=elapsed())
+    return TrainResult(
+        crosscoder=model,
+        metrics=dict(run.history[-1]) if run.history else {},
+        history=[dict(m) for m in run.history],
+        out_dir=out_dir,
+        steps_done=run.step,
+        resumed_from=resumed_from,
+    )
+
+
+def fit_to_source(config: CrossCoderConfig, source: BatchSource) -> CrossCoderConfig:
+    """Return a copy of `config` with normalization scales and pair metadata filled from `source` where None.
+
+    scale_m = sqrt(d_m / E‖x_m‖²), so normalized activations have mean squared norm d_m.
+    """
+    if (config.d_a, config.d_b) != (source.d_a, source.d_b):
+        raise CrossCoderError(
+            f"the crosscoder expects widths d_a={config.d_a}, d_b={config.d_b} but the activations have "
+            f"{source.d_a} and {source.d_b}; set d_a/d_b from the activation store"
+        )
+    updates: dict = {}
+    if config.scale_a is None or config.scale_b is None:
+        for side, d, mean_sq in zip("ab", (config.d_a, config.d_b), source.mean_sq_norms(), strict=True):
+            if not (mean_sq > 0 and math.isfinite(mean_sq)):
+                raise CrossCoderError(
+                    f"model {side.upper()}'s activations have mean squared norm {mean_sq}; they are all zero "
+                    "or contain NaN/inf: rebuild the activation store"
+                )
+            if getattr(config, f"scale_{side}") is None:
+                updates[f"scale_{side}"] = math.sqrt(d / mean_sq)
+    info = source.pair_info()
+    for key in PAIR_INFO_KEYS:
+        if getattr(config, key) is None and info.get(key) is not None:
+            updates[key] = info[key]
+    return dataclasses.replace(config, **updates)
+
+
+@dataclass
+class _RunState:
+    """Mutable training state beyond the model and optimizer."""
+
+    tokens_since_fired_F: torch.Tensor
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+def _metrics(model: CrossCoder, out: StepOutput, run: _RunState, train_config: TrainConfig, lr: float) -> dict:
+    """Return the logged metrics of a step as plain floats."""
+    metrics = {"step": run.step, "loss": float(out.loss.detach())}
+    metrics.update({name: float(value) for name, value in out.stats.items()})
+    if model.config.sparsity == "batchtopk":
+        metrics["threshold"] = float(model.threshold)
+    dead_F = run.tokens_since_fired_F >= train_config.dead_after_tokens
+    for name, block in (("dead_a_exclusive", model.slice_a_exclusive), ("dead_shared", model.slice_shared),
+                        ("dead_b_exclusive", model.slice_b_exclusive)):  # fmt: skip
+        metrics[name] = float(dead_F[block].float().mean()) if block.stop > block.start else 0.0
+    metrics["lr"] = lr
+    return metrics
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def _existing_checkpoint(out_dir: Path) -> Path | None:
+    """Return the newest complete checkpoint folder in `out_dir`, or None."""
+    for name in (CHECKPOINT_DIR, _PREVIOUS_CHECKPOINT_DIR):
+        if (out_dir / name).is_dir():
+            return out_dir / name
+    return None
+
+
+def _remove_partial_checkpoints(out_dir: Path) -> None:
+    """Delete half-written checkpoint folders left by a crash."""
+    for partial in out_dir.glob(_PARTIAL_CHECKPOINT_PREFIX + "*"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _save_checkpoint(out_dir: Path, model, optimizer, run: _RunState, config, train_config: TrainConfig) -> None:
+    """Write the training state to `out_dir/checkpoint/` atomically; the old one stays until the new is complete."""
+    tensors = {f"model.{name}": value for name, value in model.state_dict().items()}
+    for name, param in model.named_parameters():
+        for key, value in optimizer.state.get(param, {}).items():
+            tensors[f"adam.{name}.{key}"] = value
+    tensors["stats.tokens_since_fired"] = run.tokens_since_fired_F
+    meta = {
+        "format": _CHECKPOINT_FORMAT,
+        "step": run.step,
+        "tokens_seen": run.step * train_config.batch_size,
+        "elapsed_s": run.elapsed_s,
+        "crosscoder_config": config.to_dict(),
+        "train_config": train_config.to_dict(),
+        "history": run.history,
+    }
+    partial = Path(tempfile.mkdtemp(prefix=_PARTIAL_CHECKPOINT_PREFIX, dir=out_dir))
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(partial / CHECKPOINT_STATE_FILE))
+    (partial / CHECKPOINT_META_FILE).write_text(json.dumps(meta, indent=1))
+    for name in (CHECKPOINT_STATE_FILE, CHECKPOINT_META_FILE):
+        with open(partial / name, "rb") as handle:
+            os.fsync(handle.fileno())
+    final, previous = out_dir / CHECKPOINT_DIR, out_dir / _PREVIOUS_CHECKPOINT_DIR
+    shutil.rmtree(previous, ignore_errors=True)
+    if final.exists():
+        os.replace(final, previous)
+    os.replace(partial, final)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _load_checkpoint(checkpoint_dir: Path, model, optimizer, config, train_config: TrainConfig, device) -> _RunState:
+    """Restore model, optimizer and run state from `checkpoint_dir`; return the run state.
+
+    Raises `CheckpointError` naming the file when it is corrupt, or saying what differs when the
+    checkpoint belongs to another run.
+    """
+    meta_file, state_file = checkpoint_dir / CHECKPOINT_META_FILE, checkpoint_dir / CHECKPOINT_STATE_FILE
+    try:
+        meta = json.loads(meta_file.read_text())
+        step, history = int(meta["step"]), list(meta["history"])
+        saved_config, saved_train = meta["crosscoder_config"], meta["train_config"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"{meta_file} is missing or corrupt ({error}); delete {checkpoint_dir} to start over, or pass resume=False"
+        ) from error
+    _check_same_run(checkpoint_dir, saved_config, config.to_dict(), saved_train, train_config.to_dict())
+    try:
+        tensors = load_file(str(state_file))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        raise CheckpointError(
+            f"{state_file} is missing, corrupt or truncated ({error}); delete {checkpoint_dir} to start over, "
+            "or pass resume=False"
+        ) from error
+    try:
+        state = {name: tensors.pop(f"model.{name}") for name in model.state_dict()}
+        model.load_state_dict(state)
+        names = [name for name, _ in model.named_parameters()]
+        adam_state = {}
+        for index, name in enumerate(names):
+            entries = {
+                key.rsplit(".", 1)[1]: tensors.pop(key) for key in list(tensors) if key.startswith(f"adam.{name}.")
+            }
+            if entries:
+                adam_state[index] = entries
+        optimizer.load_state_dict({"state": adam_state, "param_groups": optimizer.state_dict()["param_groups"]})
+        tokens_since_fired_F = tensors.pop("stats.tokens_since_fired").to(device)
+        if tokens_since_fired_F.shape != (model.dict_size,):
+            raise ValueError(f"firing statistics have shape {tuple(tokens_since_fired_F.shape)}")
+    except (KeyError, RuntimeError, ValueError) as error:
+        raise CheckpointError(
+            f"{state_file} does not hold a complete training state for this crosscoder ({error}); "
+            f"delete {checkpoint_dir} to start over, or pass resume=False"
+        ) from error
+    return _RunState(
+        tokens_since_fired_F=tokens_since_fired_F, step=step, history=history, elapsed_s=float(meta.get("elapsed_s", 0))
+    )
+
+
+def _check_same_run(checkpoint_dir: Path, saved_config: dict, config: dict, saved_train: dict, train: dict) -> None:
+    """Raise `CheckpointError` listing the differences if the checkpoint was written by a different run."""
+    differences = [
+        f"{key}: checkpoint has {saved_config.get(key)!r}, now {value!r}"
+        for key, value in config.items()
+        if saved_config.get(key) != value
+    ]
+    differences += [
+        f"{key}: checkpoint has {saved_train.get(key)!r}, now {value!r}"
+        for key, value in train.items()
+        if key not in _RESUMABLE_CHANGES and saved_train.get(key) != value
+    ]
+    if differences:
+        raise CheckpointError(
+            f"{checkpoint_dir} was written by a different training run ({'; '.join(differences)}); "
+            "use a new out_dir, or pass resume=False to start over"
+        )
+
+
+def _write_logs(out_dir: Path, run: _RunState, config, train_config, resumed_from, finished: bool, elapsed_s: float):
+    """Write `metrics.jsonl` (one line per logged step) and the `training.json` summary."""
+    with open(out_dir / METRICS_FILE, "w") as handle:
+        handle.writelines(json.dumps(metrics) + "\n" for metrics in run.history)
+    summary = {
+        "finished": finished,
+        "steps_done": run.step,
+        "total_steps": train_config.steps,
+        "tokens_seen": run.step * train_config.batch_size,
+        "resumed_from": resumed_from,
+        "elapsed_s": elapsed_s,
+        "final_metrics": run.history[-1] if run.history else {},
+        "crosscoder_config": config.to_dict(),
+        "train_config": train_config.to_dict(),
+    }
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,228 @@
+"""Training on synthetic paired activations from a known sparse dictionary (d_a=24, d_b=32)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+
+from crossdiff_core.batches import TensorBatchSource
+from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
+from crossdiff_core.crosscoder.sparse_ops import DENSE_REFERENCE
+from crossdiff_core.errors import CheckpointError, CrossCoderError
+from crossdiff_core.train import (
+    TrainConfig,
+    TrainProgress,
+    fit_to_source,
+    learning_rate,
+    train,
+    training_loss,
+)
+
+D_A, D_B = 24, 32
+PAIR_INFO = {
+    "model_a": "toy-a",
+    "model_b": "toy-b",
+    "layer_a": 3,
+    "layer_b": 5,
+    "tokenizer_a": "ta",
+    "tokenizer_b": "tb",
+}
+METRIC_KEYS = {
+    "step", "loss", "mse", "fvu_a", "fvu_b", "l0", "dead_a_exclusive", "dead_shared", "dead_b_exclusive", "lr",
+}  # fmt: skip
+
+
+def synthetic_pairs(n: int = 4096, n_features: int = 40, seed: int = 0):
+    """Return paired activations from a sparse dictionary: features 0-4 exist only in B, 5-9 only in A."""
+    generator = torch.Generator().manual_seed(seed)
+    dirs_a = torch.randn(n_features, D_A, generator=generator)
+    dirs_b = torch.randn(n_features, D_B, generator=generator)
+    dirs_a[:5] = 0
+    dirs_b[5:10] = 0
+    on = torch.rand(n, n_features, generator=generator) < 0.08
+    coefficients = on * torch.rand(n, n_features, generator=generator) * 3
+    noise_a = 0.01 * torch.randn(n, D_A, generator=generator)
+    noise_b = 0.01 * torch.randn(n, D_B, generator=generator)
+    return 5.0 * (coefficients @ dirs_a + noise_a), coefficients @ dirs_b + noise_b
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Run these tiny-tensor trainings on one thread: on a busy machine OpenMP contention slows them ~5x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def source():
+    x_a, x_b = synthetic_pairs()
+    return TensorBatchSource(x_a, x_b, PAIR_INFO)
+
+
+def crosscoder_config(**overrides) -> CrossCoderConfig:
+    values = dict(d_a=D_A, d_b=D_B, dict_size=64, exclusive_a=8, exclusive_b=8, k=4)
+    values.update(overrides)
+    return CrossCoderConfig(**values)
+
+
+def train_config(**overrides) -> TrainConfig:
+    values = dict(steps=60, batch_size=128, lr=3e-3, warmup_steps=5, log_every=10, checkpoint_every=20,
+                  dead_after_tokens=1024, device="cpu")  # fmt: skip
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_batchtopk_training_reduces_loss_and_fvu(tmp_path, source):
+    seen: list[TrainProgress] = []
+    result = train(crosscoder_config(), train_config(steps=250, log_every=25), source, tmp_path, progress=seen.append)
+    first, last = result.history[0], result.history[-1]
+    assert last["loss"] < 0.3 * first["loss"]
+    assert last["fvu_a"] < 0.1 and last["fvu_b"] < 0.1
+    assert last["fvu_a"] < 0.5 * first["fvu_a"] and last["fvu_b"] < 0.5 * first["fvu_b"]
+    assert last["l0"] == pytest.approx(4, abs=0.5)
+    assert last["threshold"] > 0
+    assert set(last) == METRIC_KEYS | {"auxk_loss", "threshold"}
+    assert [p.step for p in seen] == list(range(25, 251, 25))
+    assert seen[-1].total_steps == 250 and seen[-1].tokens_seen == 250 * 128 and seen[-1].elapsed_s > 0
+    assert result.steps_done == 250 and result.resumed_from is None and result.metrics == last
+
+
+def test_training_writes_a_loadable_crosscoder_and_logs(tmp_path, source):
+    result = train(crosscoder_config(), train_config(), source, tmp_path)
+    loaded = CrossCoder.from_pretrained(tmp_path)
+    x_a, x_b = source.x_a_ND[:16], source.x_b_ND[:16]
+    for ours, theirs in zip(result.crosscoder(x_a, x_b), loaded(x_a, x_b)):
+        assert torch.equal(ours, theirs)
+    mean_sq_a, mean_sq_b = source.mean_sq_norms()
+    assert loaded.config.scale_a == pytest.approx(math.sqrt(D_A / mean_sq_a))
+    assert loaded.config.scale_b == pytest.approx(math.sqrt(D_B / mean_sq_b))
+    assert (loaded.config.model_a, loaded.config.layer_b, loaded.config.tokenizer_a) == ("toy-a", 5, "ta")
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [10, 20, 30, 40, 50, 60]
+    summary = json.loads((tmp_path / "training.json").read_text())
+    assert summary["finished"] and summary["steps_done"] == 60 and summary["tokens_seen"] == 60 * 128
+    assert sorted(p.name for p in tmp_path.iterdir() if "checkpoint" in p.name) == ["checkpoint"]
+
+
+def test_normalization_gives_mean_squared_norm_d(source):
+    config = fit_to_source(crosscoder_config(), source)
+    assert float((source.x_a_ND * config.scale_a).pow(2).sum(1).mean()) == pytest.approx(D_A, rel=1e-4)
+    assert float((source.x_b_ND * config.scale_b).pow(2).sum(1).mean()) == pytest.approx(D_B, rel=1e-4)
+
+
+def test_stopped_and_resumed_run_matches_uninterrupted_run(tmp_path, source):
+    config, tc = crosscoder_config(), train_config(steps=70, checkpoint_every=20, dead_after_tokens=512)
+    full = train(config, tc, source, tmp_path / "full")
+    assert full.history[-1]["dead_shared"] + full.history[-1]["dead_a_exclusive"] > 0  # auxk was active
+
+    calls = []
+    stopped = train(config, tc, source, tmp_path / "split", should_stop=lambda: calls.append(1) or len(calls) == 33)
+    assert stopped.steps_done == 33 and not (tmp_path / "split" / "model.safetensors").exists()
+    assert not json.loads((tmp_path / "split" / "training.json").read_text())["finished"]
+    resumed = train(config, tc, source, tmp_path / "split")
+    assert resumed.resumed_from == 33 and resumed.steps_done == 70
+
+    for name, tensor in full.crosscoder.state_dict().items():
+        torch.testing.assert_close(resumed.crosscoder.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    assert [m["step"] for m in resumed.history] == [m["step"] for m in full.history]
+    assert resumed.history[-1]["loss"] == pytest.approx(full.history[-1]["loss"], rel=1e-4)
+
+
+def test_finished_run_resumes_as_a_no_op(tmp_path, source):
+    first = train(crosscoder_config(), train_config(steps=20), source, tmp_path)
+    again = train(crosscoder_config(), train_config(steps=20), source, tmp_path)
+    assert again.resumed_from == 20 and again.steps_done == 20
+    assert torch.equal(first.crosscoder.W_dec_a, again.crosscoder.W_dec_a)
+
+
+def stop_after(n: int):
+    calls = []
+    return lambda: calls.append(1) or len(calls) >= n
+
+
+def test_truncated_checkpoint_raises_checkpoint_error(tmp_path, source):
+    train(crosscoder_config(), train_config(), source, tmp_path, should_stop=stop_after(5))
+    state = tmp_path / "checkpoint" / "state.safetensors"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"state\.safetensors is missing, corrupt or truncated.*resume=False"):
+        train(crosscoder_config(), train_config(), source, tmp_path)
+    result = train(crosscoder_config(), train_config(), source, tmp_path, resume=False)
+    assert result.resumed_from is None and result.steps_done == 60
+
+
+def test_corrupt_checkpoint_json_raises_checkpoint_error(tmp_path, source):
+    train(crosscoder_config(), train_config(), source, tmp_path, should_stop=stop_after(5))
+    (tmp_path / "checkpoint" / "checkpoint.json").write_text('{"step": 5, "hist')
+    with pytest.raises(CheckpointError, match=r"checkpoint\.json is missing or corrupt"):
+        train(crosscoder_config(), train_config(), source, tmp_path)
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path, source):
+    train(crosscoder_config(), train_config(), source, tmp_path, should_stop=stop_after(5))
+    with pytest.raises(CheckpointError, match=r"different training run \(k: checkpoint has 4, now 6\).*new out_dir"):
+        train(crosscoder_config(k=6), train_config(), source, tmp_path)
+    with pytest.raises(CheckpointError, match=r"lr: checkpoint has 0\.003, now 0\.001"):
+        train(crosscoder_config(), train_config(lr=1e-3), source, tmp_path)
+    resumed = train(crosscoder_config(), train_config(log_every=7), source, tmp_path)  # logging may change
+    assert resumed.resumed_from == 5
+
+
+def test_previous_checkpoint_is_used_if_a_swap_was_interrupted(tmp_path, source):
+    train(crosscoder_config(), train_config(), source, tmp_path, should_stop=stop_after(5))
+    (tmp_path / "checkpoint").rename(tmp_path / ".checkpoint-previous")
+    (tmp_path / ".checkpoint-partial-x").mkdir()
+    result = train(crosscoder_config(), train_config(), source, tmp_path)
+    assert result.resumed_from == 5
+    assert not (tmp_path / ".checkpoint-partial-x").exists()
+
+
+def test_l1_crosscoder_trains(tmp_path, source):
+    result = train(crosscoder_config(sparsity="l1", l1_coeff=0.3), train_config(steps=150), source, tmp_path)
+    first, last = result.history[0], result.history[-1]
+    assert last["loss"] < 0.5 * first["loss"] and last["fvu_a"] < 0.2 and last["fvu_b"] < 0.2
+    assert set(last) == METRIC_KEYS | {"l1_loss"}
+    assert 0 < last["l0"] < 64
+
+
+def test_sparse_step_matches_dense_reference(source):
+    model = CrossCoder(fit_to_source(crosscoder_config(), source), seed=1).double()
+    with torch.no_grad():
+        model.b_enc.normal_(0, 0.1)
+    x_a, x_b = model.normalize(source.x_a_ND[:96].double(), source.x_b_ND[:96].double())
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[[0, 3, 9, 20, 40, 57, 60]] = True  # dead latents in every block, so auxk runs
+    tc = train_config()
+    results = []
+    for ops in (None, DENSE_REFERENCE):
+        model.zero_grad()
+        out = training_loss(model, x_a, x_b, dead, tc) if ops is None else training_loss(model, x_a, x_b, dead, tc, ops)
+        out.loss.backward()
+        results.append((out, {name: p.grad.clone() for name, p in model.named_parameters()}))
+    (fast, fast_grads), (ref, ref_grads) = results
+    assert float(fast.stats["auxk_loss"]) > 0
+    torch.testing.assert_close(fast.loss, ref.loss, rtol=1e-10, atol=1e-10)
+    for name in fast_grads:
+        torch.testing.assert_close(fast_grads[name], ref_grads[name], rtol=1e-8, atol=1e-10, msg=name)
+
+
+def test_learning_rate_warms_up_and_decays_to_zero():
+    tc = TrainConfig(steps=100, warmup_steps=10, decay_start=0.8)
+    rates = [learning_rate(step, tc, 1.0) for step in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0) and rates[50] == 1.0
+    assert rates[80] == pytest.approx(1.0) and rates[99] == pytest.approx(0.05)
+    assert all(a >= b for a, b in itertools.pairwise(rates[9:]))
+
+
+def test_width_mismatch_and_bad_train_config_are_actionable(tmp_path, source):
+    with pytest.raises(CrossCoderError, match="d_a=20, d_b=32 but the activations have 24 and 32"):
+        train(crosscoder_config(d_a=20), train_config(), source, tmp_path)
+    with pytest.raises(CrossCoderError, match="batch_size=0 must be a positive integer"):
+        train(crosscoder_config(), train_config(batch_size=0), source, tmp_path)
+    with pytest.raises(CrossCoderError, match="dtype='fp8' is not supported"):
+        train(crosscoder_config(), train_config(dtype="fp8"), source, tmp_path)
