@@ -116,3 +116,22 @@ def test_demo_models_load_in_nf4_with_their_real_shapes(demo_pair):
     ids = model_b.tokenizer(["The capital of France is"], return_tensors="pt").input_ids
     acts = model_b.activations(ids)
     assert acts.shape == (1, ids.shape[1], 640) and torch.isfinite(acts).all()
+
+
+def test_int8_loads_on_cpu(tiny_llama):
+    full = load_model(str(tiny_llama), quant="none", dtype="fp32", device="cpu")
+    int8 = load_model(str(tiny_llama), quant="int8", device="cpu")
+    assert any("8bit" in type(m).__name__ for m in int8.model.modules())
+    ids = full.tokenizer(["Eight-bit weights."], return_tensors="pt").input_ids
+    a, b = full.activations(ids), int8.activations(ids)
+    assert (a - b).norm() / a.norm() < 0.2
+
+
+def test_gguf_file_converts_once_to_a_cached_safetensors_folder(demo_pair):
+    from crossdiff_core.models import convert_gguf, find_demo
+
+    gguf = find_demo("smollm2-135m").local_gguf()
+    folder = convert_gguf(gguf)
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert convert_gguf(gguf) == folder and (folder / "model.safetensors").stat().st_mtime_ns == stamp
