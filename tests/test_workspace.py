@@ -1,0 +1,55 @@
+"""The shared workspace: models loaded once, crosscoders cached, train jobs that cancel and resume."""
+
+from __future__ import annotations
+
+import pytest
+
+from crossdiff_core.crosscoder import CrossCoder
+from crossdiff_core.errors import CrossDiffError
+from crossdiff_core.workspace import PairKey, TrainJob, Workspace, run_train_job
+
+DEMO = PairKey("smollm2-135m", "gemma3-270m", quant="nf4")
+
+
+@pytest.fixture(scope="module")
+def workspace(demo_pair):
+    ws = Workspace(device="cpu")
+    ws._pairs[DEMO] = demo_pair  # reuse the session's loaded pair instead of loading it twice
+    return ws
+
+
+def test_pairs_are_loaded_once_and_shared(workspace, demo_pair):
+    assert workspace.pair(DEMO) is workspace.pair(DEMO)
+    assert workspace.pair(DEMO)[0] is demo_pair[0]
+
+
+def test_train_job_reports_phases_cancels_and_resumes(workspace, tmp_path):
+    job = TrainJob(pair=DEMO, out_dir=tmp_path / "job", n_tokens=1500, dict_size=128, k=8, steps=40, batch_size=128)
+    phases, metrics = [], []
+    calls = {"n": 0}
+
+    def stop_during_training():
+        calls["n"] += 1
+        return bool(phases) and phases[-1][0] == "train" and phases[-1][1] >= 0.25
+
+    cancelled = run_train_job(workspace, job, progress=lambda *p: phases.append(p), should_stop=stop_during_training)
+    assert cancelled is None
+    assert [p for p, *_ in phases][:2] == ["load", "harvest"] and any(p == "train" for p, *_ in phases)
+    assert (tmp_path / "job" / "crosscoder" / "checkpoint").exists()
+    phases.clear()
+    done = run_train_job(workspace, job, progress=lambda *p: phases.append(p), on_metrics=metrics.append)
+    assert done == tmp_path / "job" / "crosscoder" and phases[-1][0] == "done"
+    assert metrics and {"fvu_a", "fvu_b", "l0"} <= set(metrics[-1])
+    assert metrics[0]["step"] > 1, "the resumed job must continue, not restart"
+    cc = workspace.crosscoder(str(done))
+    assert isinstance(cc, CrossCoder) and workspace.crosscoder(str(done)) is cc
+
+
+def test_bad_crosscoder_sources_are_explained(workspace, tmp_path):
+    with pytest.raises(CrossDiffError, match="no crosscoder chosen"):
+        workspace.crosscoder("  ")
+    with pytest.raises(CrossDiffError, match="no crosscoder at"):
+        workspace.crosscoder(str(tmp_path / "missing" / "deep"))
+    (tmp_path / "file.bin").write_bytes(b"x")
+    with pytest.raises(CrossDiffError, match="is a file"):
+        workspace.crosscoder(str(tmp_path / "file.bin"))
