@@ -1,0 +1,525 @@
+"""Publish, find and load CrossDiff crosscoders on the Hugging Face Hub.
+
+- `push_to_hub(crosscoder, repo_id)` uploads `config.json`, `model.safetensors`, any `feature_index/`
+  folder and a generated model card (`README.md`) whose front matter says `library_name: crossdiff`,
+  tags it `crosscoder`, `dfc`, `model-diffing`, names both models as `base_model` and records the pair
+  under a `crossdiff:` key. The card body is `.huggingface/model_card_template.md`, filled in.
+- `load_crosscoder(repo_id_or_path)` loads a local folder, or downloads only the files it needs from a
+  Hub repo (honouring `HF_HUB_OFFLINE`: then only the local cache is used).
+- `find_on_hub(model_a, model_b)` lists the published crosscoders of a model pair, in either order.
+
+The endpoint, cache and offline mode are huggingface_hub's own (`HF_ENDPOINT`, `HF_HUB_CACHE`,
+`HF_HUB_OFFLINE`). Tokens go straight to huggingface_hub: CrossDiff never logs them, writes them to
+disk or puts them in an error message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import string
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import httpx2
+from huggingface_hub import HfApi, ModelCardData, snapshot_download
+from huggingface_hub import constants as hub_constants
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.repocard import metadata_load
+from huggingface_hub.utils import validate_repo_id
+
+from crossdiff_core import __version__
+from crossdiff_core.crosscoder.config import CrossCoderConfig
+from crossdiff_core.crosscoder.model import CONFIG_FILE, WEIGHTS_FILE, CrossCoder
+from crossdiff_core.errors import CrossCoderError
+from crossdiff_core.models import find_demo
+from crossdiff_core.train import SUMMARY_FILE
+
+LIBRARY_NAME = "crossdiff"
+CARD_TAGS = ("crosscoder", "dfc", "model-diffing")
+CARD_FILE = "README.md"
+FEATURE_INDEX_DIR = "feature_index"
+CARD_TEMPLATE = Path(__file__).resolve().parents[1] / ".huggingface" / "model_card_template.md"
+CARD_METADATA_KEY = "crossdiff"
+"""Front-matter key of the card that records the model pair, layers and block sizes (read by `find_on_hub`)."""
+
+_LOAD_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
+_RESERVED_NAMES = frozenset({CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, FEATURE_INDEX_DIR})
+
+
+@dataclass(frozen=True)
+class HubCrosscoder:
+    """A crosscoder published on the Hub for a model pair, as `find_on_hub` reports it."""
+
+    repo_id: str
+    """The Hub repo holding the crosscoder; pass it to `load_crosscoder`."""
+
+    model_a: str
+    """The crosscoder's model A (its first block reads from this model)."""
+
+    model_b: str
+    """The crosscoder's model B."""
+
+    layer_a: int | None
+    """Layer of model A whose activations the crosscoder reads."""
+
+    layer_b: int | None
+    """Layer of model B whose activations the crosscoder reads."""
+
+    dict_size: int | None
+    """Total number of latents."""
+
+    n_exclusive_a: int | None
+    """Number of A-exclusive latents (0 for a standard crosscoder)."""
+
+    n_exclusive_b: int | None
+    """Number of B-exclusive latents (0 for a standard crosscoder)."""
+
+    swapped: bool
+    """True when the repo's model A is the model you asked for as model B (and vice versa)."""
+
+    last_modified: datetime | None
+    """When the repo last changed on the Hub."""
+
+    def describe(self) -> str:
+        """Return a one-line description, saying so when models A and B are swapped relative to the query."""
+        layers = f"layers {self.layer_a} / {self.layer_b}"
+        blocks = f"{self.n_exclusive_a} A-exclusive + {self.n_exclusive_b} B-exclusive of {self.dict_size} latents"
+        line = f"{self.repo_id}: A = {self.model_a}, B = {self.model_b} ({layers}; {blocks})"
+        if self.swapped:
+            line += "; models A and B are swapped relative to your query: its model A is the model you gave as B"
+        return line
+
+
+# ---------------------------------------------------------------------------------------------- push
+
+
+def push_to_hub(
+    crosscoder: CrossCoder | str | os.PathLike,
+    repo_id: str,
+    token: str | None = None,
+    private: bool = False,
+    extra_files: Sequence[str | os.PathLike] = (),
+    commit_message: str = "Upload CrossDiff crosscoder",
+) -> str:
+    """Upload a crosscoder (a `CrossCoder` or its saved folder) with a generated model card; return the repo URL.
+
+    From a folder, `config.json` and `model.safetensors` are uploaded, plus `feature_index/` when present;
+    `training.json` (if any) fills the card's training section. `extra_files` (files or folders) are
+    uploaded next to them under their own names. The repo is created if needed (`private` only applies then).
+    """
+    _require_online("pushing to the Hub")
+    with tempfile.TemporaryDirectory(prefix="crossdiff-push-") as tmp:
+        staging = Path(tmp)
+        config, training = _stage_crosscoder(crosscoder, staging)
+        for extra in extra_files:
+            _stage_extra(Path(extra), staging)
+        card = render_model_card(config, repo_id, training, has_feature_index=(staging / FEATURE_INDEX_DIR).is_dir())
+        (staging / CARD_FILE).write_text(card, encoding="utf-8")
+        api = HfApi(token=token, library_name=LIBRARY_NAME, library_version=__version__)
+        try:
+            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            api.upload_folder(repo_id=repo_id, folder_path=staging, commit_message=commit_message)
+        except (HfHubHTTPError, httpx2.HTTPError, OfflineModeIsEnabled) as error:
+            raise _hub_error(error, f"pushing to {repo_id}", token, write=True) from None
+    return str(url)
+
+
+def _stage_crosscoder(
+    crosscoder: CrossCoder | str | os.PathLike, staging: Path
+) -> tuple[CrossCoderConfig, dict | None]:
+    """Put the crosscoder's files into `staging`; return its config and training summary (None if absent)."""
+    if isinstance(crosscoder, CrossCoder):
+        crosscoder.save_pretrained(staging)
+        return crosscoder.config, None
+    folder = Path(crosscoder)
+    config = _read_config(folder, str(folder))
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise CrossCoderError(f"{folder} has no {WEIGHTS_FILE}: save the crosscoder with save_pretrained first")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        _link_or_copy(folder / name, staging / name)
+    if (folder / FEATURE_INDEX_DIR).is_dir():
+        shutil.copytree(folder / FEATURE_INDEX_DIR, staging / FEATURE_INDEX_DIR)
+    return config, _read_training(folder / SUMMARY_FILE)
+
+
+def _stage_extra(path: Path, staging: Path) -> None:
+    """Copy one extra file or folder into `staging` under its own name; refuse names the crosscoder already uses."""
+    if not path.exists():
+        raise CrossCoderError(f"extra file {path} does not exist; check the path")
+    if path.name in _RESERVED_NAMES:
+        raise CrossCoderError(
+            f"extra file {path} would replace the crosscoder's own {path.name}; rename it or leave it out"
+        )
+    if path.is_dir():
+        shutil.copytree(path, staging / path.name)
+    else:
+        _link_or_copy(path, staging / path.name)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link `source` to `target` (no copy of large weights), or copy it where linking is impossible."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _read_training(path: Path) -> dict | None:
+    """Return the training summary in `path`, or None when there is none or it is unreadable."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+# ---------------------------------------------------------------------------------------------- card
+
+
+def card_metadata(config: CrossCoderConfig) -> dict:
+    """Return the card front matter for a crosscoder: library, tags, base models and the `crossdiff:` pair record."""
+    base_models = [hub_id for hub_id in (hub_model_id(config.model_a), hub_model_id(config.model_b)) if hub_id]
+    record = {
+        "model_a": _name(config.model_a), "model_b": _name(config.model_b),
+        "layer_a": config.layer_a, "layer_b": config.layer_b,
+        "d_a": config.d_a, "d_b": config.d_b, "dict_size": config.dict_size,
+        "n_exclusive_a": config.n_exclusive_a, "n_shared": config.n_shared, "n_exclusive_b": config.n_exclusive_b,
+        "sparsity": config.sparsity,
+    }  # fmt: skip
+    if config.sparsity == "batchtopk":
+        record["k"] = config.k
+    data = ModelCardData(
+        library_name=LIBRARY_NAME, tags=list(CARD_TAGS), base_model=list(dict.fromkeys(base_models)) or None,
+        **{CARD_METADATA_KEY: record},
+    )
+    return data.to_dict()
+
+
+def render_model_card(config: CrossCoderConfig, repo_id: str, training: dict | None, has_feature_index: bool) -> str:
+    """Return the full model card (YAML front matter + the filled-in template) for a crosscoder."""
+    try:
+        template = string.Template(CARD_TEMPLATE.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise CrossCoderError(
+            f"the model card template {CARD_TEMPLATE} is missing ({error}); run from a CrossDiff checkout "
+            "that has the .huggingface/ folder"
+        ) from error
+    is_dfc = config.n_exclusive_a + config.n_exclusive_b > 0
+    values = {
+        "title": f"CrossDiff {'DFC' if is_dfc else 'crosscoder'}: {_name(config.model_a)} × {_name(config.model_b)}",
+        "kind": "Dedicated Feature Crosscoder (DFC)" if is_dfc else "standard crosscoder (no exclusive latents)",
+        "model_a": _name(config.model_a), "model_b": _name(config.model_b),
+        "layer_a": _value(config.layer_a), "layer_b": _value(config.layer_b),
+        "n_exclusive_a": config.n_exclusive_a, "n_shared": config.n_shared, "n_exclusive_b": config.n_exclusive_b,
+        "dict_size": config.dict_size,
+        "config_table": _config_table(config),
+        "training": _training_section(training),
+        "feature_index": (
+            f"The `{FEATURE_INDEX_DIR}/` folder holds the feature index computed for this crosscoder."
+            if has_feature_index else "No feature index was published with this crosscoder."
+        ),
+        "repo_id": repo_id,
+    }  # fmt: skip
+    try:
+        body = template.substitute(values)
+    except (KeyError, ValueError) as error:
+        raise CrossCoderError(
+            f"the model card template {CARD_TEMPLATE} uses an unknown or malformed field ({error}); "
+            f"available fields: {', '.join(sorted(values))}"
+        ) from error
+    front_matter = ModelCardData(**card_metadata(config)).to_yaml()
+    return f"---\n{front_matter}\n---\n\n{body.strip()}\n"
+
+
+def _config_table(config: CrossCoderConfig) -> str:
+    """Return a Markdown table of the settings a reader needs to use the crosscoder."""
+    sparsity = f"BatchTopK, k = {config.k} (threshold at inference)" if config.sparsity == "batchtopk" else (
+        f"ReLU + decoder-norm-weighted L1 (coefficient {config.l1_coeff})"
+    )
+    rows = [
+        ("", "model A", "model B"),
+        ("model", _name(config.model_a), _name(config.model_b)),
+        ("revision", _value(config.revision_a), _value(config.revision_b)),
+        ("layer read", _value(config.layer_a), _value(config.layer_b)),
+        ("activation width", config.d_a, config.d_b),
+        ("input scale (raw × scale = normalized)", _value(config.scale_a), _value(config.scale_b)),
+        ("tokenizer fingerprint", _value(config.tokenizer_a), _value(config.tokenizer_b)),
+    ]
+    lines = [_row(rows[0]), "|---|---|---|", *(_row(row) for row in rows[1:])]
+    return "\n".join(lines) + f"\n\nSparsity: {sparsity}."
+
+
+def _training_section(training: dict | None) -> str:
+    """Return the card's training section: progress and final metrics from `training.json`, when published."""
+    if not training:
+        return f"No training summary (`{SUMMARY_FILE}`) was published with this crosscoder."
+    progress = [
+        ("steps", f"{_value(training.get('steps_done'))} of {_value(training.get('total_steps'))}"),
+        ("tokens seen", _value(training.get("tokens_seen"))),
+        ("finished", _value(training.get("finished"))),
+    ]
+    metrics = training.get("final_metrics")
+    metrics = metrics if isinstance(metrics, dict) else {}
+    scalars = [(key, value) for key, value in metrics.items() if isinstance(value, (int, float, str, bool))]
+    lines = ["| | |", "|---|---|", *(_row(row) for row in progress + scalars)]
+    return "Final metrics of the training run:\n\n" + "\n".join(lines)
+
+
+def _row(cells: Iterable) -> str:
+    """Return one Markdown table row, numbers formatted compactly."""
+    return "| " + " | ".join(f"{cell:.4g}" if isinstance(cell, float) else str(cell) for cell in cells) + " |"
+
+
+def _name(model: str | None) -> str:
+    """Return how the card names a model: its Hub id when it has one, else the spec, `unknown` when not recorded."""
+    return hub_model_id(model) or model or "unknown"
+
+
+def _value(value: object) -> object:
+    """Return a config value for display, `—` when unknown."""
+    return "—" if value is None else value
+
+
+def hub_model_id(model: str | None) -> str | None:
+    """Return the Hub id a model spec stands for (demo names map to theirs), or None for local paths and unknowns."""
+    if not model:
+        return None
+    demo = find_demo(model)
+    if demo is not None:
+        return demo.hub_id
+    if os.path.exists(model) or model.endswith(".gguf"):
+        return None
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        return None
+    return model
+
+
+# ---------------------------------------------------------------------------------------------- load
+
+
+def load_crosscoder(
+    repo_id_or_path: str | os.PathLike, revision: str | None = None, token: str | None = None
+) -> CrossCoder:
+    """Return the crosscoder in a local folder or a Hub repo (downloading only config, weights and card).
+
+    With `HF_HUB_OFFLINE=1` only the local cache is used. A Hub repo that is not a CrossDiff crosscoder
+    raises `CrossCoderError` saying what it is instead.
+    """
+    path = Path(repo_id_or_path).expanduser()
+    if path.is_dir():
+        return _load_folder(path, str(path), offline=False)
+    if path.exists():
+        raise CrossCoderError(f"{path} is a file: pass the folder that holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+    repo_id = str(repo_id_or_path)
+    folder = download_repo_files(repo_id, _LOAD_FILES, revision=revision, token=token)
+    return _load_folder(folder, f"Hub repo {repo_id}", offline=hub_constants.is_offline_mode())
+
+
+def download_repo_files(
+    repo_id: str, patterns: Sequence[str], revision: str | None = None, token: str | None = None
+) -> Path:
+    """Return the local snapshot folder of the files of a Hub repo matching `patterns` (from the cache when offline).
+
+    Raises `CrossCoderError` for an invalid id, a missing repo or revision, no access, or (offline) files not cached.
+    """
+    _check_repo_id(repo_id)
+    offline = hub_constants.is_offline_mode()
+    where = repo_id if revision is None else f"{repo_id}@{revision}"
+    try:
+        folder = snapshot_download(
+            repo_id, revision=revision, token=token, allow_patterns=list(patterns), local_files_only=offline,
+            library_name=LIBRARY_NAME, library_version=__version__,
+        )  # fmt: skip
+    except LocalEntryNotFoundError as error:
+        if offline:
+            raise CrossCoderError(
+                f"offline and not in the cache: {where} (HF_HUB_OFFLINE is set). Unset HF_HUB_OFFLINE and connect "
+                "once to download it, or pass a local folder"
+            ) from None
+        raise CrossCoderError(
+            f"could not reach the Hub to download {where} and it is not in the cache ({_scrub(str(error), token)}); "
+            "check your network or HF_ENDPOINT, or pass a local folder"
+        ) from None
+    except (HfHubHTTPError, httpx2.HTTPError, OfflineModeIsEnabled) as error:
+        raise _hub_error(error, f"downloading {where}", token) from None
+    return Path(folder)
+
+
+def _load_folder(folder: Path, source: str, offline: bool) -> CrossCoder:
+    """Return the crosscoder in `folder` after checking it is one (`source` names it in errors)."""
+    card = folder / CARD_FILE
+    library = _card_library(card)
+    if library is not None and library != LIBRARY_NAME:
+        raise CrossCoderError(
+            f"{source} is not a CrossDiff crosscoder: its model card says library_name: {library}. "
+            "Load it with that library, or pick a repo from find_on_hub()"
+        )
+    if offline and not (folder / CONFIG_FILE).is_file():
+        raise CrossCoderError(
+            f"offline and not in the cache: {source} ({CONFIG_FILE} is not cached). Unset HF_HUB_OFFLINE and "
+            "connect once to download it"
+        )
+    _read_config(folder, source)
+    if not (folder / WEIGHTS_FILE).is_file():
+        if offline:
+            raise CrossCoderError(
+                f"offline and not in the cache: {source} ({WEIGHTS_FILE} is not cached). Unset HF_HUB_OFFLINE "
+                "and connect once to download it"
+            )
+        raise CrossCoderError(f"{source} has {CONFIG_FILE} but no {WEIGHTS_FILE}: it is incomplete; re-upload it")
+    return CrossCoder.from_pretrained(str(folder))
+
+
+def _read_config(folder: Path, source: str) -> CrossCoderConfig:
+    """Return the CrossDiff config in `folder`, or raise `CrossCoderError` saying why it is not a crosscoder."""
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise CrossCoderError(
+            f"{source} is not a CrossDiff crosscoder: it has no {CONFIG_FILE}. Pass a folder written by "
+            "save_pretrained or a repo published with push_to_hub"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CrossCoderError(
+            f"{CONFIG_FILE} of {source} is not valid JSON ({error}); re-download or re-save it"
+        ) from error
+    required = ("d_a", "d_b", "dict_size")
+    if not isinstance(data, dict) or any(key not in data for key in required):
+        hint = (
+            " It looks like a dictionary_learning crosscoder: convert it with "
+            "crossdiff_core.importers.import_dictionary_learning"
+            if isinstance(data, dict) and "activation_dim" in data else ""
+        )
+        raise CrossCoderError(
+            f"{source} is not a CrossDiff crosscoder: its {CONFIG_FILE} lacks {', '.join(required)}.{hint}"
+        )
+    return CrossCoderConfig.from_dict(data)
+
+
+def _card_library(card: Path) -> str | None:
+    """Return the `library_name` in a model card's front matter, or None when there is no card or no such key."""
+    if not card.is_file():
+        return None
+    try:
+        metadata = metadata_load(card)
+    except (ValueError, OSError, UnicodeDecodeError):
+        return None
+    library = (metadata or {}).get("library_name")
+    return str(library) if library is not None else None
+
+
+# ---------------------------------------------------------------------------------------------- find
+
+
+def find_on_hub(model_a: str, model_b: str, token: str | None = None) -> list[HubCrosscoder]:
+    """Return the CrossDiff crosscoders published for a model pair (either order), newest first.
+
+    Each result's `swapped` says whether the repo's model A is your `model_b`. Demo names
+    (`smollm2-135m`) stand for their Hub ids.
+    """
+    _require_online("searching the Hub")
+    want_a, want_b = hub_model_id(model_a), hub_model_id(model_b)
+    anchor = want_a or want_b
+    if anchor is None:
+        raise CrossCoderError(
+            f"neither {model_a!r} nor {model_b!r} is a Hub model id, so no published crosscoder can name them; "
+            "pass Hub ids such as HuggingFaceTB/SmolLM2-135M-Instruct"
+        )
+    api = HfApi(token=token, library_name=LIBRARY_NAME, library_version=__version__)
+    try:
+        query = api.list_models(filter=[LIBRARY_NAME, f"base_model:{anchor}"], expand=["cardData", "lastModified"])
+        listed = list(query)
+    except (HfHubHTTPError, httpx2.HTTPError, OfflineModeIsEnabled) as error:
+        raise _hub_error(error, "searching the Hub", token) from None
+    found = []
+    for info in listed:
+        record = info.card_data.get(CARD_METADATA_KEY) if info.card_data is not None else None
+        if not isinstance(record, dict):
+            continue
+        pair = (_same_model(record.get("model_a"), model_a), _same_model(record.get("model_b"), model_b))
+        crossed = (_same_model(record.get("model_a"), model_b), _same_model(record.get("model_b"), model_a))
+        if all(pair) or all(crossed):
+            found.append(
+                HubCrosscoder(
+                    repo_id=info.id, model_a=str(record["model_a"]), model_b=str(record["model_b"]),
+                    layer_a=record.get("layer_a"), layer_b=record.get("layer_b"), dict_size=record.get("dict_size"),
+                    n_exclusive_a=record.get("n_exclusive_a"), n_exclusive_b=record.get("n_exclusive_b"),
+                    swapped=not all(pair), last_modified=info.last_modified,
+                )  # fmt: skip
+            )
+    return sorted(found, key=lambda hit: hit.last_modified.timestamp() if hit.last_modified else 0.0, reverse=True)
+
+
+def _same_model(recorded, asked: str) -> bool:
+    """Return True when a model recorded on a card and a model spec name the same model (demo names resolved)."""
+    if not recorded:
+        return False
+    return (hub_model_id(str(recorded)) or str(recorded)).lower() == (hub_model_id(asked) or asked).lower()
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def _require_online(action: str) -> None:
+    """Raise `CrossCoderError` when huggingface_hub is in offline mode; `action` says what needs the network."""
+    if hub_constants.is_offline_mode():
+        raise CrossCoderError(f"{action} needs the network but HF_HUB_OFFLINE is set; unset it (or set it to 0)")
+
+
+def _check_repo_id(repo_id: str) -> None:
+    """Raise `CrossCoderError` unless `repo_id` is a well-formed Hub repo id."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise CrossCoderError(
+            f"{repo_id!r} is neither an existing folder nor a Hub repo id (owner/name); check the path or id"
+        ) from None
+
+
+def _hub_error(error: Exception, action: str, token: str | None, write: bool = False) -> CrossCoderError:
+    """Return a `CrossCoderError` that explains a huggingface_hub failure and what to do; never includes the token."""
+    if isinstance(error, OfflineModeIsEnabled):
+        return CrossCoderError(f"{action} needs the network but HF_HUB_OFFLINE is set; unset it (or set it to 0)")
+    if isinstance(error, GatedRepoError):
+        return CrossCoderError(f"{action}: the repo is gated; accept its conditions on the Hub and pass a token")
+    if isinstance(error, RevisionNotFoundError):
+        return CrossCoderError(f"{action}: that revision does not exist in the repo; check the branch, tag or commit")
+    if isinstance(error, RepositoryNotFoundError):
+        return CrossCoderError(
+            f"{action}: the repo does not exist, or it is private and the token gives no access; "
+            "check the id, or pass a token that can read it (token=... or `hf auth login`)"
+        )
+    if isinstance(error, HfHubHTTPError) and error.response is not None and error.response.status_code in (401, 403):
+        need = "write access to it" if write else "read access to it"
+        return CrossCoderError(
+            f"{action}: the Hub refused the request (HTTP {error.response.status_code}); log in with "
+            f"`hf auth login` or pass a token with {need}"
+        )
+    if isinstance(error, HfHubHTTPError):
+        status = error.response.status_code if error.response is not None else "?"
+        return CrossCoderError(f"{action} failed: the Hub answered HTTP {status} ({_scrub(str(error), token)})")
+    return CrossCoderError(
+        f"{action} failed: could not reach the Hub ({_scrub(str(error), token)}); check your network or HF_ENDPOINT"
+    )
+
+
+def _scrub(message: str, token: str | None) -> str:
+    """Return `message` with the token (if any) replaced by `***`, and only its first line."""
+    first_line = message.strip().splitlines()[0] if message.strip() else "no details"
+    return first_line.replace(token, "***") if token else first_line

@@ -1,0 +1,481 @@
+"""Convert crosscoders of the dictionary_learning family into CrossDiff crosscoders with identical outputs.
+
+Sources: `crosscoder_learning` (science-of-finetuning: `CrossCoder`, `BatchTopKCrossCoder`) and
+`dfc_learning` (Dedicated Feature Crosscoders), trained on two models that share a tokenizer (base vs
+chat). They come as a `.pt` state dict or as PyTorchModelHubMixin files (`model.safetensors` +
+`config.json`), locally or on the Hub. Their tensors and inference rule:
+
+    encoder.weight [2, d, F]   encoder.bias [F]   decoder.weight [2, F, d]   decoder.bias [2, d]
+    k, threshold               (BatchTopK only)   code_normalization_id     (1 = CROSSCODER, ...)
+    activation_mean, activation_std [2, d], target_rms, activation_global_scale   (optional)
+
+    x_n^m = (x^m − μ^m) · g                           only when mean and std are set (no NaN)
+    f     = relu(Σ_m x_n^m W_enc^m + b_enc)
+    f     = f · (f · Σ_m ‖d_j^m‖ > threshold)          BatchTopK at inference
+    x̂^m  = (f W_dec^m + b_dec^m) / (g + 1e-8) + μ^m
+
+Model A is layer 0 and model B layer 1. A DFC orders its latents `[A-exclusive | B-exclusive | shared]`
+and stores the forbidden weights as zeros; its partition comes from `_partition_config` or
+`model_a_exclusive_pct`/`model_b_exclusive_pct` (sizes `int(dict_size · pct)`, as their code computes them).
+
+The conversion is exact by construction: latents are permuted to CrossDiff's
+`[A-exclusive | shared | B-exclusive]` (see `source_latent_order`), the zero forbidden weights are
+dropped (after checking they are zero), and the mean/scale normalization is folded into the weights,
+biases and CrossDiff's per-model input scale (affine maps compose), leaving the decoder, and therefore
+the latent selection `f · (‖d_a‖ + ‖d_b‖) > threshold`, unchanged. Variants whose outputs CrossDiff
+cannot reproduce exactly are refused with a `CrossCoderError` that says why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import warnings
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from crossdiff_core.crosscoder.config import CrossCoderConfig
+from crossdiff_core.crosscoder.model import CONFIG_FILE, WEIGHTS_FILE, CrossCoder
+from crossdiff_core.errors import CrossCoderError
+from crossdiff_core.hub import download_repo_files
+
+PICKLE_SUFFIXES = (".pt", ".pth")
+CROSSCODER_CLASSES = (
+    "CrossCoder", "BatchTopKCrossCoder", "DedicatedFeatureCrossCoder", "DedicatedFeatureBatchTopKCrossCoder"
+)
+CODE_NORMALIZATIONS = {1: "CROSSCODER", 2: "SAE", 3: "MIXED", 4: "NONE", 5: "DECOUPLED"}
+"""dictionary_learning's `CodeNormalization` enum: `code_normalization_id` → name."""
+
+_CORE_KEYS = ("encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias")
+_COMPILED_PREFIX = "_orig_mod."  # state dicts saved from a torch.compile'd module
+_VARIANCE_EPS = 1e-8  # their global scale is target_rms / sqrt(Σσ² + 1e-8)
+_DENORMALIZE_EPS = 1e-8  # their decoder output is divided by (global scale + 1e-8)
+
+
+@dataclass
+class SourceCrosscoder:
+    """A dictionary_learning crosscoder as read from its files, before conversion."""
+
+    tensors: dict[str, torch.Tensor]
+    """Every tensor of the state dict (names as saved)."""
+
+    metadata: dict
+    """`config.json` next to the weights, merged with the non-tensor entries of a `.pt` file."""
+
+    source: str
+    """What the files are, for messages (a path or `Hub repo owner/name`)."""
+
+
+@dataclass
+class _Sparsity:
+    """How the source picks active latents at inference."""
+
+    kind: str  # "batchtopk" or "l1"
+    k: int | None
+    threshold: float
+
+
+def import_dictionary_learning(
+    path_or_repo: str | os.PathLike,
+    model_a: str | None = None,
+    model_b: str | None = None,
+    layer_a: int | None = None,
+    layer_b: int | None = None,
+) -> CrossCoder:
+    """Return a CrossDiff crosscoder with the same outputs as a dictionary_learning crosscoder.
+
+    `path_or_repo` is a `.pt`/`.safetensors` file, a folder holding one, a Hub repo (`owner/name`, whose
+    `model.safetensors` + `config.json` are downloaded) or a file in a Hub repo (`owner/name/path/ae.pt`);
+    an existing local path wins over a Hub id. A `config.json` next to the weights supplies the metadata.
+    The model ids and layers are recorded in the config (the source files do not hold them reliably).
+    CrossDiff latent `i` is source latent `source_latent_order(...)[i]`.
+    """
+    source = read_source(path_or_repo)
+    return convert(source, model_a=model_a, model_b=model_b, layer_a=layer_a, layer_b=layer_b)
+
+
+def source_latent_order(n_exclusive_a: int, n_exclusive_b: int, dict_size: int) -> list[int]:
+    """Return, for each CrossDiff latent in order, the index of the same latent in the dictionary_learning file."""
+    start_shared = n_exclusive_a + n_exclusive_b
+    return [*range(n_exclusive_a), *range(start_shared, dict_size), *range(n_exclusive_a, start_shared)]
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def read_source(path_or_repo: str | os.PathLike) -> SourceCrosscoder:
+    """Return the tensors and metadata of a dictionary_learning crosscoder (local file or folder, or Hub)."""
+    path = Path(path_or_repo).expanduser()
+    if not path.exists():
+        path = _download(str(path_or_repo))
+    if path.is_dir():
+        path = _weights_in_folder(path)
+    metadata = _read_json(path.parent / CONFIG_FILE)
+    if path.suffix == ".safetensors":
+        return SourceCrosscoder(_load_safetensors(path), metadata, str(path))
+    if path.suffix in PICKLE_SUFFIXES:
+        tensors, embedded = _load_pickle(path)
+        return SourceCrosscoder(tensors, {**metadata, **embedded}, str(path))
+    raise CrossCoderError(
+        f"{path} is neither a .safetensors nor a .pt file; pass the crosscoder's weights file or its folder"
+    )
+
+
+def _download(spec: str) -> Path:
+    """Return the local path of a Hub crosscoder: `owner/name` (mixin files) or `owner/name/path/file.pt`."""
+    if Path(spec).is_absolute() or spec.startswith((".", "~")):
+        raise CrossCoderError(f"{spec} does not exist; check the path")
+    parts = spec.split("/")
+    repo_id, inner = "/".join(parts[:2]), "/".join(parts[2:])
+    patterns = [CONFIG_FILE, WEIGHTS_FILE]
+    if inner:
+        patterns = [inner, str(PurePosixPath(inner).parent / CONFIG_FILE).removeprefix("./")]
+    try:
+        folder = download_repo_files(repo_id, patterns)
+    except CrossCoderError as error:
+        raise CrossCoderError(f"{spec} is not a local file or folder, and as a Hub repo: {error}") from None
+    target = folder / inner if inner else folder / WEIGHTS_FILE
+    if not target.is_file():
+        if inner:
+            raise CrossCoderError(f"Hub repo {repo_id} has no file {inner}; check the path inside the repo")
+        raise CrossCoderError(
+            f"Hub repo {repo_id} has no {WEIGHTS_FILE}; if it holds .pt checkpoints, name one: {repo_id}/<path>.pt"
+        )
+    return target
+
+
+def _weights_in_folder(folder: Path) -> Path:
+    """Return the weights file in a folder: `model.safetensors`, else its only `.pt`/`.pth` file."""
+    if (folder / WEIGHTS_FILE).is_file():
+        return folder / WEIGHTS_FILE
+    candidates = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise CrossCoderError(f"{folder} holds neither {WEIGHTS_FILE} nor a .pt file; pass the weights file itself")
+    names = ", ".join(p.name for p in candidates)
+    raise CrossCoderError(f"{folder} holds several checkpoints ({names}); pass the one to import")
+
+
+def _read_json(path: Path) -> dict:
+    """Return the JSON object in `path`, {} when there is no such file."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CrossCoderError(f"{path} is not valid JSON ({error}); re-download it or remove it") from error
+    if not isinstance(data, dict):
+        raise CrossCoderError(f"{path} is not a JSON object; it is not a dictionary_learning config")
+    return data
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Return the tensors of a safetensors file."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        raise CrossCoderError(f"{path} is corrupt or truncated ({error}); download it again") from error
+
+
+def _load_pickle(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Return (tensors, other entries) of a `.pt` state dict, loaded with `weights_only=True` only."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = _unpickler_reason(str(error))
+        if "Unsupported global" not in reason:
+            raise CrossCoderError(f"{path} is corrupt or not a PyTorch file ({reason}); download it again") from None
+        raise CrossCoderError(
+            f"{path} holds Python objects other than tensors and plain containers ({reason}). CrossDiff loads .pt "
+            "files with torch.load(weights_only=True) only and will not run code a pickle can carry; re-save the "
+            "state dict as plain tensors (or as safetensors) in the library that wrote it"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CrossCoderError(f"{path} is corrupt or not a PyTorch file ({error}); download it again") from error
+    if not isinstance(payload, dict):
+        raise CrossCoderError(
+            f"{path} holds a {type(payload).__name__}, not a state dict; pass the crosscoder's state dict"
+        )
+    tensors = {key: value for key, value in payload.items() if isinstance(value, torch.Tensor)}
+    return tensors, {key: value for key, value in payload.items() if not isinstance(value, torch.Tensor)}
+
+
+def _unpickler_reason(message: str) -> str:
+    """Return the part of torch's weights-only refusal that says what was refused (not its advice to unpickle)."""
+    _, _, detail = message.partition("WeightsUnpickler error:")
+    detail = detail.strip().split("\n")[0].strip() or message.strip().split("\n")[0]
+    return detail.split(" was not an allowed global")[0]
+
+
+# ---------------------------------------------------------------------------------------------- conversion
+
+
+def convert(
+    source: SourceCrosscoder,
+    model_a: str | None = None,
+    model_b: str | None = None,
+    layer_a: int | None = None,
+    layer_b: int | None = None,
+) -> CrossCoder:
+    """Return the CrossDiff crosscoder equivalent to `source`, or raise `CrossCoderError` for unsupported variants."""
+    tensors = {key.removeprefix(_COMPILED_PREFIX): value for key, value in source.tensors.items()}
+    where = source.source
+    _check_class(source.metadata, where)
+    W_enc_LDF, b_enc_F, W_dec_LFD, b_dec_LD = _core_weights(tensors, where)
+    d, dict_size = W_enc_LDF.shape[1], W_enc_LDF.shape[2]
+    sparsity = _sparsity(tensors, dict_size, where)
+    _check_code_normalization(tensors, source.metadata, sparsity, where)
+    _check_layer_options(source.metadata, where)
+    n_a, n_b = _partition(source.metadata, dict_size, where)
+    _check_forbidden_zero(W_enc_LDF, W_dec_LFD, n_a, n_b, where)
+
+    scale = 1.0
+    normalization = _normalization(tensors, d, where)
+    if normalization is not None:
+        # With G = g + 1e-8:  (x − μ)·g·W = (x·G)·(W·g/G) − g·μ·W  and  (f·W_dec + b)/G + μ = (f·W_dec + b + μ·G)/G.
+        mean_LD, g = normalization
+        scale = g + _DENORMALIZE_EPS
+        b_enc_F = b_enc_F - g * torch.einsum("ld,ldf->f", mean_LD, W_enc_LDF)
+        W_enc_LDF = W_enc_LDF * (g / scale)
+        b_dec_LD = b_dec_LD + mean_LD * scale
+
+    order = torch.tensor(source_latent_order(n_a, n_b, dict_size))
+    n_shared = dict_size - n_a - n_b
+    rows_a, rows_b = order[: n_a + n_shared], order[n_a:]
+    config = CrossCoderConfig(
+        d_a=d, d_b=d, dict_size=dict_size, exclusive_a=n_a, exclusive_b=n_b, sparsity=sparsity.kind,
+        k=sparsity.k or min(CrossCoderConfig.k, dict_size),  # k is unused by an L1 crosscoder
+        scale_a=scale, scale_b=scale, model_a=model_a, model_b=model_b, layer_a=layer_a, layer_b=layer_b,
+    )  # fmt: skip
+    state = {
+        "W_enc_a": W_enc_LDF[0][:, rows_a].T, "W_enc_b": W_enc_LDF[1][:, rows_b].T, "b_enc": b_enc_F[order],
+        "W_dec_a": W_dec_LFD[0][rows_a], "W_dec_b": W_dec_LFD[1][rows_b],
+        "b_dec_a": b_dec_LD[0], "b_dec_b": b_dec_LD[1],
+        **{name: torch.tensor(value, dtype=torch.float32)
+           for name, value in (("threshold", sparsity.threshold), ("scale_a", scale), ("scale_b", scale))},
+    }  # fmt: skip
+    with torch.device("meta"):  # no random init of weights that are replaced right away
+        model = CrossCoder(config)
+    model.load_state_dict({name: t.contiguous() for name, t in state.items()}, assign=True)
+    return model.eval()
+
+
+def _check_class(metadata: dict, where: str) -> None:
+    """Raise `CrossCoderError` when the metadata names a dictionary class that is not a two-model crosscoder."""
+    dict_class = _find_key(metadata, "dict_class")
+    if dict_class is not None and str(dict_class) not in CROSSCODER_CLASSES:
+        raise CrossCoderError(
+            f"{where} holds a {dict_class}, not a crosscoder CrossDiff can import; supported classes: "
+            f"{', '.join(CROSSCODER_CLASSES)}"
+        )
+
+
+def _core_weights(tensors: dict[str, torch.Tensor], where: str) -> tuple[torch.Tensor, ...]:
+    """Return (W_enc_LDF, b_enc_F, W_dec_LFD, b_dec_LD) in float32 after checking names, shapes and values.
+
+    float32 is CrossDiff's dtype; half-precision sources are widened, and no float64 copy of a large
+    dictionary is ever made.
+    """
+    missing = [key for key in _CORE_KEYS if key not in tensors]
+    if missing:
+        raise CrossCoderError(f"{where} is not a dictionary_learning crosscoder: {_what_it_is(tensors, missing)}")
+    W_enc, b_enc, W_dec, b_dec = (tensors[key] for key in _CORE_KEYS)
+    if W_enc.ndim == 2:
+        raise CrossCoderError(
+            f"{where} is a sparse autoencoder (encoder.weight is 2-D), not a crosscoder; CrossDiff imports "
+            "crosscoders over two models"
+        )
+    if W_enc.ndim != 3:
+        raise CrossCoderError(f"{where}: encoder.weight has shape {tuple(W_enc.shape)}, expected [2, d, F]")
+    n_layers, d, dict_size = W_enc.shape
+    if n_layers != 2:
+        raise CrossCoderError(
+            f"{where} is a crosscoder over {n_layers} layers; CrossDiff crosscoders pair exactly two models "
+            "(model A = layer 0, model B = layer 1)"
+        )
+    expected = {"encoder.bias": (dict_size,), "decoder.weight": (2, dict_size, d), "decoder.bias": (2, d)}
+    wrong = [f"{key} {tuple(tensors[key].shape)} (expected {shape})" for key, shape in expected.items()
+             if tuple(tensors[key].shape) != shape]  # fmt: skip
+    if wrong:
+        raise CrossCoderError(
+            f"{where} has inconsistent shapes: {'; '.join(wrong)}; encoder.weight is {tuple(W_enc.shape)}. "
+            "Multi-decoder or embedding-bag variants are not supported"
+        )
+    weights = tuple(t.detach().to(torch.float32) for t in (W_enc, b_enc, W_dec, b_dec))
+    if not all(torch.isfinite(t).all() for t in weights):
+        raise CrossCoderError(f"{where} contains NaN or infinite weights; the checkpoint is broken")
+    return weights
+
+
+def _what_it_is(tensors: dict[str, torch.Tensor], missing: list[str]) -> str:
+    """Return why a state dict is not a dictionary_learning crosscoder, naming what it looks like instead."""
+    if "W_enc_a" in tensors:
+        return "it is already a CrossDiff crosscoder; load it with crossdiff_core.hub.load_crosscoder"
+    if "W_enc" in tensors or "log_threshold" in tensors:
+        return "it looks like a JumpReLU/single-layer autoencoder (W_enc, threshold), which CrossDiff does not import"
+    if any(key.startswith("decoder.layers.") for key in tensors):
+        return "its decoder is an embedding-bag decoder (decoder.layers.*), which CrossDiff does not import"
+    names = ", ".join(sorted(tensors)[:8]) or "none"
+    return f"it lacks {', '.join(missing)} (tensors found: {names})"
+
+
+def _sparsity(tensors: dict[str, torch.Tensor], dict_size: int, where: str) -> _Sparsity:
+    """Return the source's inference sparsity: BatchTopK with a fixed threshold, or plain ReLU (L1 training)."""
+    if "k" not in tensors and "threshold" not in tensors:
+        return _Sparsity("l1", None, 0.0)
+    if "k" not in tensors or "threshold" not in tensors:
+        raise CrossCoderError(f"{where} has only one of k and threshold; a BatchTopK crosscoder stores both")
+    threshold_T = tensors["threshold"]
+    if threshold_T.numel() != 1:
+        raise CrossCoderError(
+            f"{where} has a threshold of shape {tuple(threshold_T.shape)}: per-layer thresholds (decoupled code "
+            "normalization) or per-latent ones (JumpReLU) select latents differently from CrossDiff's single threshold"
+        )
+    k, threshold = int(tensors["k"].item()), float(threshold_T.item())
+    if not 1 <= k <= dict_size:
+        raise CrossCoderError(f"{where} has k={k}, outside 1..dict_size={dict_size}; the checkpoint is broken")
+    if not math.isfinite(threshold) or threshold < 0:
+        raise CrossCoderError(
+            f"{where} has threshold={threshold}: the inference threshold was never estimated (training stopped "
+            "before it started updating). Without it the source picks latents per batch, which no fixed rule "
+            "reproduces; import a checkpoint from later in training"
+        )
+    return _Sparsity("batchtopk", k, threshold)
+
+
+def _check_code_normalization(
+    tensors: dict[str, torch.Tensor], metadata: dict, sparsity: _Sparsity, where: str
+) -> None:
+    """Raise `CrossCoderError` unless the code normalization leaves the outputs reproducible by CrossDiff."""
+    if "code_normalization_id" in tensors:
+        code_id = int(tensors["code_normalization_id"].item())
+        if code_id not in CODE_NORMALIZATIONS:
+            raise CrossCoderError(
+                f"{where} has code_normalization_id={code_id}, which dictionary_learning does not define "
+                f"(known: {CODE_NORMALIZATIONS}); it comes from an unsupported fork"
+            )
+        name = CODE_NORMALIZATIONS[code_id]
+    elif _find_key(metadata, "code_normalization") is not None:
+        name = str(_find_key(metadata, "code_normalization")).upper()
+        if name not in CODE_NORMALIZATIONS.values():
+            raise CrossCoderError(f"{where} has code_normalization={name!r}, which CrossDiff does not know")
+    else:
+        warnings.warn(
+            f"{where} does not record its code normalization; assuming CROSSCODER, as dictionary_learning does",
+            stacklevel=2,
+        )
+        name = "CROSSCODER"
+    if name == "DECOUPLED":
+        raise CrossCoderError(
+            f"{where} uses decoupled code normalization (one latent code per model); CrossDiff crosscoders have one "
+            "code for both models and cannot reproduce it"
+        )
+    if sparsity.kind == "batchtopk" and name != "CROSSCODER":
+        raise CrossCoderError(
+            f"{where} selects latents on f times its {name} code normalization, but CrossDiff selects on "
+            "f·(‖d_a‖ + ‖d_b‖) (CROSSCODER); the active latents would differ, so it is not imported"
+        )
+
+
+def _check_layer_options(metadata: dict, where: str) -> None:
+    """Raise `CrossCoderError` for encoder-layer selections or decoder types CrossDiff cannot express."""
+    for key in ("encoder_layers", "encoder_layers_indices"):
+        layers = _find_key(metadata, key)
+        if layers is not None and list(layers) != [0, 1]:
+            raise CrossCoderError(
+                f"{where} encodes from layers {list(layers)} only ({key}); CrossDiff crosscoders read both models"
+            )
+    decoder_type = _find_key(metadata, "decoder_type")
+    if decoder_type is not None and decoder_type != "linear":
+        raise CrossCoderError(f"{where} has decoder_type={decoder_type!r}; only the linear decoder is supported")
+
+
+def _partition(metadata: dict, dict_size: int, where: str) -> tuple[int, int]:
+    """Return (A-exclusive, B-exclusive) latent counts of a DFC, (0, 0) for a standard crosscoder."""
+    spec = _find_key(metadata, "_partition_config")
+    spec = spec if isinstance(spec, dict) else {
+        key: _find_key(metadata, key) for key in ("model_a_exclusive_pct", "model_b_exclusive_pct")
+    }  # fmt: skip
+    if "model_a_exclusive_size" in spec and "model_b_exclusive_size" in spec:
+        n_a, n_b = spec["model_a_exclusive_size"], spec["model_b_exclusive_size"]
+    elif spec.get("model_a_exclusive_pct") is not None and spec.get("model_b_exclusive_pct") is not None:
+        total = spec.get("dict_size", dict_size)
+        n_a, n_b = int(total * spec["model_a_exclusive_pct"]), int(total * spec["model_b_exclusive_pct"])
+    else:
+        if "DedicatedFeature" in str(_find_key(metadata, "dict_class")):
+            raise CrossCoderError(
+                f"{where} is a Dedicated Feature Crosscoder without its partition (_partition_config or "
+                "model_a_exclusive_pct/model_b_exclusive_pct); put the config.json it was saved with next to it"
+            )
+        return 0, 0
+    if spec.get("dict_size", dict_size) != dict_size:
+        raise CrossCoderError(
+            f"{where}: the partition is for dict_size={spec['dict_size']} but the weights have {dict_size} latents; "
+            "the config and weights come from different crosscoders"
+        )
+    if not (isinstance(n_a, int) and isinstance(n_b, int) and n_a >= 0 and n_b >= 0 and n_a + n_b <= dict_size):
+        raise CrossCoderError(
+            f"{where} has an invalid partition ({n_a} A-exclusive + {n_b} B-exclusive of {dict_size} latents)"
+        )
+    return n_a, n_b
+
+
+def _check_forbidden_zero(W_enc_LDF: torch.Tensor, W_dec_LFD: torch.Tensor, n_a: int, n_b: int, where: str) -> None:
+    """Raise `CrossCoderError` unless each model's weights for the other model's exclusive latents are exactly zero."""
+    block_a, block_b = slice(0, n_a), slice(n_a, n_a + n_b)
+    forbidden = {
+        "model A's encoder weights for B-exclusive latents": W_enc_LDF[0][:, block_b],
+        "model B's encoder weights for A-exclusive latents": W_enc_LDF[1][:, block_a],
+        "model A's decoder weights for B-exclusive latents": W_dec_LFD[0][block_b],
+        "model B's decoder weights for A-exclusive latents": W_dec_LFD[1][block_a],
+    }
+    nonzero = [f"{name} (largest |w| = {weights.abs().max().item():.3g})"
+               for name, weights in forbidden.items() if weights.numel() and weights.abs().max() > 0]  # fmt: skip
+    if nonzero:
+        raise CrossCoderError(
+            f"{where} is not a valid DFC for a partition of {n_a} A-exclusive and {n_b} B-exclusive latents: "
+            f"{'; '.join(nonzero)} are not zero. CrossDiff has no such weights, so importing would change the "
+            "outputs; check the partition sizes in its config"
+        )
+
+
+def _normalization(tensors: dict[str, torch.Tensor], d: int, where: str) -> tuple[torch.Tensor, float] | None:
+    """Return (mean_LD, global scale g) when the source normalizes its inputs, None when it does not."""
+    mean, std = tensors.get("activation_mean"), tensors.get("activation_std")
+    if mean is None or std is None or torch.isnan(mean).any() or torch.isnan(std).any():
+        return None  # their rule: normalization is off unless both buffers are set
+    if tuple(mean.shape) != (2, d) or tuple(std.shape) != (2, d):
+        raise CrossCoderError(
+            f"{where} has activation_mean {tuple(mean.shape)} / activation_std {tuple(std.shape)}; expected [2, {d}]"
+        )
+    if "activation_global_scale" in tensors:
+        g = float(tensors["activation_global_scale"].item())
+    elif "target_rms" in tensors:
+        variance = float((std.to(torch.float64) ** 2).sum())
+        g = float(tensors["target_rms"].item()) / math.sqrt(variance + _VARIANCE_EPS)
+    else:
+        raise CrossCoderError(
+            f"{where} has activation_mean/std but neither activation_global_scale nor target_rms; the scale it "
+            "normalizes with is unknown"
+        )
+    if not (math.isfinite(g) and g > 0):
+        raise CrossCoderError(f"{where} normalizes with a global scale of {g}; it must be a positive finite number")
+    return mean.to(torch.float32), g
+
+
+def _find_key(metadata: dict, key: str):
+    """Return the value of `key` in `metadata` or in the dicts nested in it (breadth first), None if absent."""
+    pending = [metadata]
+    while pending:
+        current = pending.pop(0)
+        if key in current:
+            return current[key]
+        pending.extend(value for value in current.values() if isinstance(value, dict))
+    return None
