@@ -1,4 +1,4 @@
-"""Command line: `python -m crossdiff_core {harvest,train,info,diff} --help`.
+"""Command line: `python -m crossdiff_core {harvest,train,info,diff,index,steer,report} --help`.
 
 Errors are printed to stderr as one readable line with a non-zero exit code; `--debug` shows the
 traceback.
@@ -80,13 +80,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("diff", help="show the exclusive latents that fire on a prompt, for each model",
-                       description="Run both models on a prompt and list each model's exclusive latents that fire.")
+                       description="Run both models on a prompt and list each model's exclusive latents that fire "
+                                   "(labelled from the feature index when there is one).")
     p.add_argument("prompt", help="text to compare the models on")
     p.add_argument("--crosscoder", required=True, help="crosscoder folder")
     p.add_argument("--top", type=int, default=10, help="latents to show per model (default 10)")
+    p.add_argument("--chat", action="store_true",
+                   help="send the prompt as a user message through each model's chat template (plain 'User: ...' without one)")
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_model_args(p, required=False)
+
+    p = sub.add_parser("index", help="build the feature index of a crosscoder (contexts, scores, labels)",
+                       description="Run both models over corpus windows and store, next to the crosscoder, what every "
+                                   "latent does: frequency, top contexts, promoted tokens, transfer R², ranking, labels.")
+    p.add_argument("--crosscoder", required=True, help="crosscoder folder (the index goes to its feature_index/)")
+    _add_index_args(p)
+    p.add_argument("--explain-with", default=None, metavar="MODEL",
+                   help="chat model that writes one-line explanations of the top latents (e.g. smollm2-135m or a Hub id)")
+    p.add_argument("--explain-top", type=int, default=10, help="latents per model to explain (default 10)")
+    _add_model_args(p, required=False)
+
+    p = sub.add_parser("steer", help="generate with a latent amplified or suppressed, next to the baseline",
+                       description="Generate from the latent's model twice (baseline and steered) and print both.")
+    p.add_argument("prompt", help="text the model continues (a user message with --chat)")
+    p.add_argument("--crosscoder", required=True, help="crosscoder folder")
+    p.add_argument("--latent", type=int, required=True, help="latent id")
+    p.add_argument("--strength", type=float, default=None,
+                   help="amount of decoder direction added, in activation units (negative: suppress); "
+                        "default: the latent's max activation from the feature index")
+    p.add_argument("--suppress", action="store_true",
+                   help="remove the latent's contribution where it fires (--strength then scales it; default 1)")
+    p.add_argument("--model", choices=["a", "b"], default=None, help="model to steer a shared latent in (default a)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
+    p.add_argument("--chat", action="store_true", help="send the prompt through the model's chat template")
+    p.add_argument("--sample", action="store_true", help="sample (seeded) instead of greedy decoding")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_model_args(p, required=False)
+
+    p = sub.add_parser("report", help="write an HTML + Markdown screening report and a CSV of all latents",
+                       description="Write a screening report from the crosscoder's feature index (per model: top "
+                                   "exclusive latents with labels, scores, contexts; histograms; CSV).")
+    p.add_argument("--crosscoder", required=True, help="crosscoder folder")
+    p.add_argument("--out", default=None, help="report folder (default: <crosscoder>/report)")
+    p.add_argument("--top", type=int, default=20, help="latents per model (default 20)")
+    p.add_argument("--contexts", type=int, default=3, help="example contexts per latent (default 3)")
+    p.add_argument("--build-index", action="store_true", help="build the feature index first when there is none")
+    _add_index_args(p)
+    _add_model_args(p, required=False)
     return parser
+
+
+def _add_index_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("feature index")
+    group.add_argument("--store", default=None,
+                       help="the activation store the crosscoder was trained on: use its corpus and skip the windows "
+                            "it consumed, so the index sees held-out text")
+    group.add_argument("--corpus", default=None, help="corpus spec (default: the store's corpus, else builtin:demo)")
+    group.add_argument("--windows", type=int, default=256, help="corpus windows to index (default 256)")
+    group.add_argument("--skip-windows", type=int, default=None,
+                       help="windows skipped first (default: those the --store harvest used, else 0)")
+    group.add_argument("--ctx-len", type=int, default=None, help="window length in model A tokens (default: the store's, else 128)")
+    group.add_argument("--top-contexts", type=int, default=10, help="top contexts kept per latent (default 10)")
 
 
 def _load_pair(args, model_a=None, model_b=None, layer_a=None, layer_b=None):
@@ -202,31 +257,148 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _open_crosscoder(spec: str):
+    """Return the crosscoder in a local folder (or a Hub repo `org/name`), or raise `CrossDiffError` for a bad path."""
+    from crossdiff_core.crosscoder import CrossCoder
+
+    folder = Path(spec).expanduser()
+    if folder.is_dir() and (folder / "config.json").is_file():
+        return CrossCoder.from_pretrained(str(folder))
+    if folder.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        raise CrossDiffError(f"{spec} is not a crosscoder folder (no config.json there): check the path, "
+                             "or train one with `python -m crossdiff_core train`")
+    return CrossCoder.from_pretrained(spec)
+
+
+def _load_crosscoder_and_pair(args):
+    """Return `(crosscoder, (model_a, model_b))` for `--crosscoder`, loading the models it records unless overridden."""
+    cc = _open_crosscoder(args.crosscoder)
+    c = cc.config
+    if not (args.model_a or c.model_a) or not (args.model_b or c.model_b):
+        raise CrossDiffError("this crosscoder does not record its models: pass --model-a and --model-b")
+    pair = _load_pair(args, args.model_a or c.model_a, args.model_b or c.model_b,
+                      args.layer_a if args.layer_a is not None else c.layer_a,
+                      args.layer_b if args.layer_b is not None else c.layer_b)
+    return cc, pair
+
+
+def _index_labels(crosscoder_dir, cc) -> list[str] | None:
+    """Return the labels of the crosscoder's feature index, or None (with a hint) when there is no usable index."""
+    from crossdiff_core.analysis import has_index, load_index
+
+    if not has_index(crosscoder_dir):
+        log.info("no feature index: latents are unlabelled (build one with "
+                 "`python -m crossdiff_core index --crosscoder %s`)", crosscoder_dir)
+        return None
+    try:
+        return load_index(crosscoder_dir, cc).labels
+    except CrossDiffError as exc:
+        log.warning("%s; latents are unlabelled", exc)
+        return None
+
+
 def cmd_diff(args) -> int:
     """Print the exclusive latents that fire on a prompt for each model."""
-    from crossdiff_core.crosscoder import CrossCoder
     from crossdiff_core.diff import diff_prompt
 
     if not args.prompt.strip():
         raise CrossDiffError("the prompt is empty: type some text to compare the two models on")
-    cc = CrossCoder.from_pretrained(args.crosscoder)
-    c = cc.config
-    if not (args.model_a or c.model_a) or not (args.model_b or c.model_b):
-        raise CrossDiffError("this crosscoder does not record its models: pass --model-a and --model-b")
-    model_a, model_b = _load_pair(args, args.model_a or c.model_a, args.model_b or c.model_b,
-                                  args.layer_a if args.layer_a is not None else c.layer_a,
-                                  args.layer_b if args.layer_b is not None else c.layer_b)
-    result = diff_prompt(cc, model_a, model_b, args.prompt, top=args.top)
+    cc, (model_a, model_b) = _load_crosscoder_and_pair(args)
+    result = diff_prompt(cc, model_a, model_b, args.prompt, top=args.top, chat=args.chat,
+                         labels=_index_labels(args.crosscoder, cc))
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
+    for message in result["warnings"]:
+        print(f"warning: {message}", file=sys.stderr)
     for side in ("model_a", "model_b"):
         entry = result[side]
-        print(f"\n{entry['model']}: {len(entry['tokens'])} tokens, exclusive latents that fire:")
+        print(f"\n{entry['model']}: {len(entry['tokens'])} tokens ({entry['coverage']:.0%} paired), "
+              "exclusive latents that fire:")
         if not entry["exclusive"]:
             print("  (none)")
         for row in entry["exclusive"]:
             print(f"  {row['latent']:>6}  {row['activation']:8.3f}  {row['label']}")
+    return 0
+
+
+def _index_config(args):
+    """Return the `IndexConfig` the index options ask for (corpus, skip and window length default to the store's)."""
+    from crossdiff_core.analysis import IndexConfig
+    from crossdiff_core.store import read_meta
+
+    store = read_meta(args.store) if args.store else {}
+    corpus = args.corpus or store.get("corpus") or "builtin:demo"
+    skip = args.skip_windows
+    if skip is None:
+        skip = store.get("windows_done", 0) if corpus == store.get("corpus") else 0
+    return IndexConfig(corpus=corpus, n_windows=args.windows, skip_windows=skip,
+                       ctx_len=args.ctx_len or store.get("ctx_len") or 128, top_contexts=args.top_contexts)
+
+
+def _build_index(args, cc, pair):
+    """Build and save the feature index the index options ask for; return it."""
+    from crossdiff_core.analysis import build_index, index_dir
+
+    config = _index_config(args)
+    log.info("indexing %d windows of %s (skipping %d)", config.n_windows, config.corpus, config.skip_windows)
+    return build_index(cc, pair, config, out_dir=index_dir(args.crosscoder), show_tqdm=True)
+
+
+def cmd_index(args) -> int:
+    """Build the feature index of a crosscoder, optionally with chat-model explanations."""
+    from crossdiff_core.analysis import explain_latents
+    from crossdiff_core.models import load_model
+
+    cc, pair = _load_crosscoder_and_pair(args)
+    index = _build_index(args, cc, pair)
+    if args.explain_with:
+        explainer = load_model(args.explain_with, quant=args.quant, dtype=args.dtype, device=args.device,
+                               trust_remote_code=args.trust_remote_code)
+        latents = index.ranked("a", args.explain_top) + index.ranked("b", args.explain_top)
+        explain_latents(index, explainer, latents)
+    print(f"feature index of {index.dict_size} latents written to {index.path} "
+          f"({index.meta['n_rows']} paired tokens from {index.meta['n_windows']} windows)", file=sys.stderr)
+    for side in ("a", "b"):
+        for latent in index.ranked(side, 3):
+            print(f"  {side.upper()} {latent:>6}  {index.labels[latent]}", file=sys.stderr)
+    return 0
+
+
+def cmd_steer(args) -> int:
+    """Generate from a latent's model with and without steering and print both."""
+    from crossdiff_core.analysis import has_index, load_index, steer
+
+    cc, pair = _load_crosscoder_and_pair(args)
+    strength = args.strength
+    if args.suppress:
+        strength = -abs(strength) if strength is not None else -1.0  # 1 × its contribution: exactly removed
+    elif strength is None:
+        if not has_index(args.crosscoder):
+            raise CrossDiffError("pass --strength (or build the feature index, whose max activation is the default)")
+        strength = float(load_index(args.crosscoder, cc).stats(args.latent)["max_activation"])
+    result = steer(pair, cc, args.latent, strength, args.prompt, args.max_new_tokens, model=args.model,
+                   chat=args.chat, greedy=not args.sample, seed=args.seed)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    print(result.note)
+    print(f"activation on the prompt: {result.activation_before:.3f} -> {result.activation_after:.3f}")
+    print(f"\nbaseline:\n{result.baseline}\n\n{result.mode} (strength {result.strength:g}):\n{result.steered}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """Write the screening report of a crosscoder from its feature index."""
+    from crossdiff_core.analysis import has_index, load_index, write_report
+
+    if args.build_index and not has_index(args.crosscoder):
+        cc, pair = _load_crosscoder_and_pair(args)
+        index = _build_index(args, cc, pair)
+    else:
+        index = load_index(args.crosscoder, _open_crosscoder(args.crosscoder))
+    files = write_report(index, args.out or Path(args.crosscoder) / "report", top=args.top, n_contexts=args.contexts)
+    print(f"wrote {files.html}, {files.markdown} and {files.csv}", file=sys.stderr)
     return 0
 
 
@@ -237,7 +409,10 @@ def torch_oom() -> type:
     return torch.OutOfMemoryError
 
 
-COMMANDS = {"harvest": cmd_harvest, "train": cmd_train, "info": cmd_info, "diff": cmd_diff}
+COMMANDS = {
+    "harvest": cmd_harvest, "train": cmd_train, "info": cmd_info, "diff": cmd_diff,
+    "index": cmd_index, "steer": cmd_steer, "report": cmd_report,
+}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,56 @@
+"""Analysis engine: turns a trained crosscoder into answers a person can read. The app and the CLI call it.
+
+One module per concept:
+
+- `prompt_diff.diff` — per model, every token of a prompt (plain or chat) with its active latents,
+  block and exclusivity score, and a ranked summary of the model's exclusive latents that fired.
+- `chat` — each model reads a conversation through its own chat template (plain `User: …` fallback);
+  pairing runs on the message content.
+- `feature_index.build_index` / `load_index` — per-latent evidence stored next to the crosscoder in
+  `feature_index/` (safetensors arrays + JSON): frequency, activations, decoder norms, top contexts
+  with per-token activations, promoted/suppressed tokens, scores, labels.
+- `scores` — ranking of exclusive latents: alive but not dense, strong consistent contexts, low
+  transfer, no shrinkage flag. `stats` computes transfer R² (ridge regression from the other model)
+  and Latent Scaling (Minder et al. 2025).
+- `labels` / `explain` — short labels from evidence; optional one-line explanations by a chat model.
+- `steering.steer` — add or remove a latent's decoder direction in its model while it generates.
+- `report.write_report` — HTML + Markdown screening report, PNG histograms, CSV of all latents.
+
+Scores (one sentence each; the same text is stored in every index and in SCORES.md):
+
+- frequency / n_fires: how often the latent fired on the index corpus's paired tokens.
+- mean_activation / max_activation: its mean activation when firing, and its largest.
+- dec_norm_a / dec_norm_b / relative_norm: its decoder norms per model, and ‖d_b‖ / (‖d_a‖ + ‖d_b‖).
+- owner: the model it belongs to (its exclusive block, else the larger decoder norm).
+- transfer_r2 (and _from_a / _from_b): test R² of a ridge regression predicting it from the
+  other model's paired activations; near 0 means the other model holds no linear trace of it.
+- ls_error_* / ls_recon_* / nu_error / nu_recon: Latent Scaling scales of its unit decoder direction
+  in each model's error and reconstruction, and their other/own ratios ν^ε and ν^r; high ratios flag
+  latents that look exclusive only through shrinkage or decoupling (formulas in SCORES.md).
+- score_alive, score_not_dense, score_consistency, score_strength, score_specificity, score_shrinkage:
+  the factors of rank_score = alive · not_dense · (consistency + strength) / 2 · specificity · shrinkage.
+"""
+
+from crossdiff_core.analysis.explain import Explanation, explain_latents
+from crossdiff_core.analysis.feature_index import (
+    FeatureIndex,
+    IndexConfig,
+    IndexProgress,
+    LatentCard,
+    build_index,
+    has_index,
+    index_dir,
+    load_index,
+    load_or_build_index,
+)
+from crossdiff_core.analysis.pairing import ModelPair, check_models
+from crossdiff_core.analysis.prompt_diff import PromptDiff, diff
+from crossdiff_core.analysis.report import ReportFiles, write_report
+from crossdiff_core.analysis.scores import SCORE_DOCS
+from crossdiff_core.analysis.steering import SteerResult, steer
+
+__all__ = [
+    "SCORE_DOCS", "Explanation", "FeatureIndex", "IndexConfig", "IndexProgress", "LatentCard", "ModelPair",
+    "PromptDiff", "ReportFiles", "SteerResult", "build_index", "check_models", "diff", "explain_latents",
+    "has_index", "index_dir", "load_index", "load_or_build_index", "steer", "write_report",
+]  # fmt: skip

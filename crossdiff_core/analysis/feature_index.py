@@ -1,0 +1,614 @@
+"""The feature index: what every latent of a crosscoder does, measured once and stored next to it.
+
+`build_index(crosscoder, pair, IndexConfig(...))` re-runs both models over corpus windows (the
+harvest's stores keep no text), encodes the paired activations, and records per latent: firing
+frequency, mean and max activation, decoder norms, top contexts as each model tokenized them (with
+per-token activations for highlighting), the tokens its decoder direction promotes and suppresses
+through the owning model's final norm and unembedding (both models for shared latents), transfer R²,
+Latent Scaling ratios, the ranking scores of `scores`, and a label. The same crosscoder, models and
+config give the same index, bit for bit.
+
+Windows are taken in corpus order: `skip_windows` windows are skipped, then `n_windows` are used.
+Skip the windows a harvest consumed (its store's `windows_done`) to index held-out text; the CLI does
+this when given `--store`. Every `test_every`-th window is the test split of the transfer regression.
+
+On disk (`<crosscoder>/feature_index/`, written atomically):
+
+- `index.json`: format, version, the crosscoder's weight fingerprint, the config, the models, counts,
+  and one sentence per stored score;
+- `arrays.safetensors`: per-latent arrays (`[F]` scores, `top_*` `[F, top_contexts]`, `ctx_acts`
+  `[F, top_contexts, context_before + 1 + context_after]` fp16, `promote_*`/`suppress_*` `[F, top_tokens]`
+  per model, -1 where a latent has no decoder for that model); loads in milliseconds;
+- `windows.json`: the corpus windows (text, each model's tokens as `[shown, start, end, special]`, and
+  the kept pairs `[pos_a, pos_b, char_end]`), read only when contexts are asked for;
+- `vocab.json`: the text of every token id the arrays mention, per model;
+- `labels.json`: one label per latent, plus optional explanations written by a chat model
+  (`{"latent": {"text", "model"}}`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+
+from crossdiff_core.alignment import align_batch
+from crossdiff_core.analysis import blocks
+from crossdiff_core.analysis.contexts import Context, build_context
+from crossdiff_core.analysis.labels import heuristic_label, word_at
+from crossdiff_core.analysis.logit_lens import top_tokens
+from crossdiff_core.analysis.pairing import ModelPair, check_models, display_strings, run_paired
+from crossdiff_core.analysis.scores import SCORE_DOCS, other_over_own, owner_of, rank_order, ranking_scores
+from crossdiff_core.analysis.serialize import json_ready
+from crossdiff_core.analysis.stats import ActivationStats, LatentScaling, TransferRidge
+from crossdiff_core.corpus import iter_windows
+from crossdiff_core.crosscoder import CrossCoder
+from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError
+
+log = logging.getLogger(__name__)
+
+INDEX_DIR = "feature_index"
+INDEX_FORMAT = "crossdiff-feature-index"
+INDEX_VERSION = 1
+_FILES = ("index.json", "arrays.safetensors", "windows.json", "vocab.json", "labels.json")
+
+
+@dataclass
+class IndexConfig:
+    """What the feature index is built from and how much it keeps."""
+
+    corpus: str = "builtin:demo"
+    """Corpus spec the windows come from (see `crossdiff_core.corpus`)."""
+    n_windows: int = 256
+    """Windows to run both models over."""
+    skip_windows: int = 0
+    """Windows skipped first (e.g. those a harvest used, so the index sees held-out text)."""
+    ctx_len: int = 128
+    """Window length in model A's tokens (model B may use up to twice as many)."""
+    batch_windows: int = 8
+    """Windows per forward pass."""
+    top_contexts: int = 10
+    """Top contexts kept per latent (one per window: its peak)."""
+    context_before: int = 24
+    """Paired positions kept before a context's peak for highlighting."""
+    context_after: int = 8
+    """Paired positions kept after a context's peak."""
+    top_tokens: int = 10
+    """Promoted and suppressed tokens kept per latent and model."""
+    ridge_alpha: float = 0.1
+    """Ridge penalty of the transfer regression, relative to the mean activation variance."""
+    test_every: int = 4
+    """Every `test_every`-th window is held out to measure transfer R²."""
+    outlier_factor: float = 10.0
+    """Drop pairs whose activation norm exceeds this multiple of the batch median (as the harvest does)."""
+
+    def validate(self) -> None:
+        """Raise `CrossDiffError` saying what to change when a field is out of range; returns None."""
+        positive = ("n_windows", "ctx_len", "batch_windows", "top_contexts", "top_tokens", "test_every")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CrossDiffError(f"index setting {name}={value!r} must be a positive integer")
+        for name in ("skip_windows", "context_before", "context_after"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise CrossDiffError(f"index setting {name}={value!r} must be a non-negative integer")
+        if self.test_every < 2:
+            raise CrossDiffError("test_every must be at least 2 so that some windows train the transfer regression")
+        if not self.ridge_alpha > 0 or not self.outlier_factor > 0:
+            raise CrossDiffError("ridge_alpha and outlier_factor must be positive")
+
+
+@dataclass
+class IndexProgress:
+    """What the progress callback receives while an index is built."""
+
+    stage: str
+    """"windows" (running the models), "tokens" (promoted tokens) or "done"."""
+    done: int
+    total: int
+
+
+@dataclass
+class LatentCard:
+    """Everything the index knows about one latent, ready to show."""
+
+    latent: int
+    block: str
+    label: str
+    explanation: dict | None
+    """`{"text", "model"}` written by a chat model, or None."""
+    stats: dict[str, float]
+    """Every per-latent score of the index (see `SCORE_DOCS`)."""
+    promoted: dict[str, list[tuple[str, float]]]
+    """Per model ("a"/"b") that the latent writes to: promoted tokens with their logits."""
+    suppressed: dict[str, list[tuple[str, float]]]
+    contexts: list[Context]
+
+    def to_dict(self) -> dict:
+        """Return the card as a JSON-serializable dict (NaN scores become None)."""
+        return json_ready(self)
+
+
+def index_dir(crosscoder_dir) -> Path:
+    """Return where the feature index of a crosscoder folder lives (`<dir>/feature_index`)."""
+    return Path(crosscoder_dir) / INDEX_DIR
+
+
+def has_index(crosscoder_dir) -> bool:
+    """Return True when a crosscoder folder holds a complete feature index."""
+    folder = index_dir(crosscoder_dir)
+    return all((folder / name).is_file() for name in _FILES)
+
+
+def crosscoder_fingerprint(crosscoder: CrossCoder) -> str:
+    """Return a SHA-256 over the crosscoder's tensors (names, shapes, values): which weights an index belongs to."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(crosscoder.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FeatureIndex:
+    """A built feature index: per-latent arrays, labels, and (loaded on demand) windows and token texts."""
+
+    def __init__(
+        self,
+        meta: dict,
+        arrays: dict[str, np.ndarray],
+        labels: list[str],
+        explanations: dict[int, dict],
+        windows: list[dict] | None = None,
+        vocab: dict[str, dict[int, str]] | None = None,
+        path: Path | None = None,
+    ):
+        self.meta = meta
+        self.arrays = arrays
+        self.labels = labels
+        self.explanations = explanations
+        self.path = path
+        self._windows = windows
+        self._vocab = vocab
+
+    # ------------------------------------------------------------------ files
+
+    @classmethod
+    def load(cls, path, crosscoder: CrossCoder | None = None) -> FeatureIndex:
+        """Return the index stored in `path`; with `crosscoder`, check it was built for exactly these weights."""
+        path = Path(path)
+        if not all((path / name).is_file() for name in _FILES):
+            raise CrossDiffError(
+                f"no complete feature index in {path}: build it with "
+                f"`python -m crossdiff_core index --crosscoder {path.parent}`"
+            )
+        try:
+            meta = json.loads((path / "index.json").read_text())
+            labels_file = json.loads((path / "labels.json").read_text())
+            arrays = load_file(str(path / "arrays.safetensors"))
+        except (OSError, ValueError) as exc:
+            raise CrossDiffError(
+                f"the feature index in {path} is damaged ({exc}); delete the folder and build it again"
+            ) from exc
+        if meta.get("format") != INDEX_FORMAT or meta.get("version", 0) > INDEX_VERSION:
+            raise CrossDiffError(f"{path} is not a feature index this CrossDiff can read; build it again")
+        if crosscoder is not None and meta.get("crosscoder_sha256") != crosscoder_fingerprint(crosscoder):
+            raise CrossDiffError(
+                f"the feature index in {path} was built for other crosscoder weights; rebuild it with "
+                f"`python -m crossdiff_core index --crosscoder {path.parent}`"
+            )
+        explanations = {int(k): v for k, v in labels_file.get("explanations", {}).items()}
+        return cls(meta, arrays, list(labels_file["labels"]), explanations, path=path)
+
+    def save(self, path) -> Path:
+        """Write the index into folder `path` atomically (replacing an older one) and return the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".feature-index-", dir=path.parent))
+        try:
+            (tmp / "index.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
+            arrays = {k: np.ascontiguousarray(v) for k, v in sorted(self.arrays.items())}
+            save_file(arrays, str(tmp / "arrays.safetensors"))
+            (tmp / "windows.json").write_text(json.dumps(self.windows(), ensure_ascii=False, separators=(",", ":")))
+            vocab = {side: {str(k): v for k, v in sorted(table.items())} for side, table in self.vocab().items()}
+            (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, sort_keys=True))
+            (tmp / "labels.json").write_text(self._labels_json())
+            old = None
+            if path.exists():
+                old = path.with_name(f".{path.name}-old-{os.getpid()}")
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        self.path = path
+        return path
+
+    def save_labels(self) -> None:
+        """Rewrite `labels.json` (labels and explanations) in place, atomically; returns None."""
+        if self.path is None:
+            raise CrossDiffError("this feature index has not been saved yet: call save(path) first")
+        tmp = self.path / ".labels.json.tmp"
+        tmp.write_text(self._labels_json())
+        os.replace(tmp, self.path / "labels.json")
+
+    def _labels_json(self) -> str:
+        explanations = {str(k): v for k, v in sorted(self.explanations.items())}
+        return json.dumps({"labels": self.labels, "explanations": explanations}, ensure_ascii=False, indent=1) + "\n"
+
+    def windows(self) -> list[dict]:
+        """Return the corpus windows (loaded from `windows.json` on first use)."""
+        if self._windows is None:
+            self._windows = json.loads((self.path / "windows.json").read_text())
+        return self._windows
+
+    def vocab(self) -> dict[str, dict[int, str]]:
+        """Return, per model ("a"/"b"), the text of every token id the arrays mention (loaded on first use)."""
+        if self._vocab is None:
+            raw = json.loads((self.path / "vocab.json").read_text())
+            self._vocab = {side: {int(k): v for k, v in table.items()} for side, table in raw.items()}
+        return self._vocab
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def dict_size(self) -> int:
+        """Return the number of latents F."""
+        return int(self.meta["dict_size"])
+
+    def check_latent(self, latent: int) -> int:
+        """Return `latent` if it is a valid id, else raise `CrossCoderError` naming the range."""
+        if isinstance(latent, bool) or not isinstance(latent, (int, np.integer)) or not 0 <= latent < self.dict_size:
+            raise CrossCoderError(
+                f"latent {latent!r} is out of range: this crosscoder has {self.dict_size} latents, "
+                f"numbered 0..{self.dict_size - 1}"
+            )
+        return int(latent)
+
+    def block(self, latent: int) -> str:
+        """Return the block name of a latent."""
+        code = int(self.arrays["block"][self.check_latent(latent)])
+        return next(name for name, value in blocks.BLOCK_CODES.items() if value == code)
+
+    def exclusive(self, side: str) -> np.ndarray:
+        """Return the ids of model `side`'s exclusive latents (block, or relative norm for a standard crosscoder)."""
+        return np.flatnonzero(self.arrays[f"exclusive_{blocks.check_side(side)}"]).astype(np.int64)
+
+    def ranked(self, side: str, top: int | None = None) -> list[int]:
+        """Return model `side`'s exclusive latents, best `rank_score` first (at most `top`)."""
+        order = rank_order(self.arrays["rank_score"], self.exclusive(side))
+        return [int(j) for j in order[:top]]
+
+    def stats(self, latent: int) -> dict[str, float]:
+        """Return every per-latent score of a latent as plain numbers (NaN where not measurable)."""
+        latent = self.check_latent(latent)
+        return {name: _plain(self.arrays[name][latent]) for name in SCORE_DOCS}
+
+    def tokens(self, latent: int, side: str, kind: str = "promote") -> list[tuple[str, float]]:
+        """Return the tokens a latent promotes (`kind="suppress"`: suppresses) in model `side`, with their logits."""
+        latent, side = self.check_latent(latent), blocks.check_side(side)
+        ids = self.arrays[f"{kind}_ids_{side}"][latent]
+        logits = self.arrays[f"{kind}_logits_{side}"][latent]
+        table = self.vocab()[side]
+        return [(table[int(i)], float(v)) for i, v in zip(ids, logits) if i >= 0]
+
+    def contexts(self, latent: int, n: int | None = None) -> list[Context]:
+        """Return a latent's top contexts, strongest first (at most `n`), with each model's tokens and activations."""
+        latent = self.check_latent(latent)
+        windows = self.windows()
+        out = []
+        for k in range(self.arrays["top_window"].shape[1] if n is None else min(n, self.arrays["top_window"].shape[1])):
+            window = int(self.arrays["top_window"][latent, k])
+            if window < 0:
+                break
+            out.append(build_context(windows[window], window, int(self.arrays["top_pair"][latent, k]),
+                                     int(self.arrays["ctx_start"][latent, k]),
+                                     self.arrays["ctx_acts"][latent, k].astype(np.float32),
+                                     float(self.arrays["top_act"][latent, k])))
+        return out
+
+    def card(self, latent: int, n_contexts: int | None = None) -> LatentCard:
+        """Return the `LatentCard` of a latent: label, explanation, scores, promoted/suppressed tokens, contexts."""
+        latent = self.check_latent(latent)
+        sides = [s for s in blocks.SIDES if self.arrays[f"promote_ids_{s}"][latent, 0] >= 0]
+        return LatentCard(
+            latent=latent,
+            block=self.block(latent),
+            label=self.labels[latent],
+            explanation=self.explanations.get(latent),
+            stats=self.stats(latent),
+            promoted={s: self.tokens(latent, s, "promote") for s in sides},
+            suppressed={s: self.tokens(latent, s, "suppress") for s in sides},
+            contexts=self.contexts(latent, n_contexts),
+        )
+
+    def set_explanation(self, latent: int, text: str, model: str) -> None:
+        """Record a chat model's one-line explanation of a latent (call `save_labels` to persist); returns None."""
+        self.explanations[self.check_latent(latent)] = {"text": text, "model": model}
+
+    def rows(self) -> list[dict]:
+        """Return one flat dict per latent (id, block, label, explanation, every score): the CSV of all latents."""
+        blocks_by_code = {value: name for name, value in blocks.BLOCK_CODES.items()}
+        out = []
+        for latent in range(self.dict_size):
+            explanation = self.explanations.get(latent)
+            row = {"latent": latent, "block": blocks_by_code[int(self.arrays["block"][latent])],
+                   "label": self.labels[latent], "explanation": explanation["text"] if explanation else ""}
+            row.update({name: _plain(self.arrays[name][latent]) for name in SCORE_DOCS})
+            out.append(row)
+        return out
+
+
+def load_index(crosscoder_dir, crosscoder: CrossCoder | None = None) -> FeatureIndex:
+    """Return the feature index stored next to a crosscoder, or raise `CrossDiffError` saying how to build it."""
+    if not has_index(crosscoder_dir):
+        raise CrossDiffError(
+            f"the crosscoder in {crosscoder_dir} has no feature index yet: build it with "
+            f"`python -m crossdiff_core index --crosscoder {crosscoder_dir}` (a few minutes on CPU)"
+        )
+    return FeatureIndex.load(index_dir(crosscoder_dir), crosscoder)
+
+
+def load_or_build_index(
+    crosscoder_dir,
+    crosscoder: CrossCoder,
+    pair: ModelPair,
+    config: IndexConfig | None = None,
+    progress: Callable[[IndexProgress], None] | None = None,
+    show_tqdm: bool = False,
+) -> FeatureIndex:
+    """Return the crosscoder's feature index, building and saving it first when there is none (or it is stale)."""
+    if has_index(crosscoder_dir):
+        meta = json.loads((index_dir(crosscoder_dir) / "index.json").read_text())
+        if meta.get("crosscoder_sha256") == crosscoder_fingerprint(crosscoder):
+            return FeatureIndex.load(index_dir(crosscoder_dir))
+        log.info("the feature index of %s is stale (other weights); rebuilding it", crosscoder_dir)
+    out_dir = index_dir(crosscoder_dir)
+    return build_index(crosscoder, pair, config, out_dir=out_dir, progress=progress, show_tqdm=show_tqdm)
+
+
+@torch.no_grad()
+def build_index(
+    crosscoder: CrossCoder,
+    pair: ModelPair,
+    config: IndexConfig | None = None,
+    out_dir=None,
+    progress: Callable[[IndexProgress], None] | None = None,
+    show_tqdm: bool = False,
+) -> FeatureIndex:
+    """Return the feature index of `crosscoder` on the windows of `config`, saved to `out_dir` when given."""
+    from tqdm.auto import tqdm
+
+    config = config or IndexConfig()
+    config.validate()
+    model_a, model_b = pair
+    check_models(crosscoder, model_a, model_b)
+    crosscoder = crosscoder.eval()
+    device = blocks.crosscoder_device(crosscoder)
+    texts = list(itertools.islice(iter_windows(config.corpus, model_a.tokenizer, config.ctx_len),
+                                  config.skip_windows, config.skip_windows + config.n_windows))
+    if not texts:
+        raise CorpusError(
+            f"corpus {config.corpus!r} has no windows left after skipping {config.skip_windows}; "
+            "lower --skip-windows or use a larger corpus"
+        )
+    F = crosscoder.dict_size
+    stats = ActivationStats(F, config.top_contexts)
+    ridges = {"a": TransferRidge(crosscoder.config.d_a, F), "b": TransferRidge(crosscoder.config.d_b, F)}
+    scalings = {
+        "a": LatentScaling(crosscoder.W_dec_a, crosscoder.slice_a, F),
+        "b": LatentScaling(crosscoder.W_dec_b, crosscoder.slice_b, F),
+    }
+    windows: list[dict] = []
+    row_start: list[int] = []
+    n_outliers = 0
+    bar = tqdm(total=len(texts), desc="feature index", unit="window", disable=not show_tqdm)
+    for first in range(0, len(texts), config.batch_windows):
+        batch = texts[first : first + config.batch_windows]
+        aligned = align_batch(model_a.tokenizer, model_b.tokenizer, batch, max_tokens=config.ctx_len,
+                              max_tokens_b=2 * config.ctx_len)
+        runs = run_paired(model_a, model_b, aligned, config.outlier_factor)
+        window_ids = []
+        for offset, ((tok_a, tok_b, _), run) in enumerate(zip(aligned, runs)):
+            row_start.append(stats.n_rows + sum(len(ids) for ids in window_ids))
+            windows.append({
+                "text": tok_a.text,
+                "a": _token_records(model_a.tokenizer, tok_a),
+                "b": _token_records(model_b.tokenizer, tok_b),
+                "pairs": [[int(p), int(q), int(e)] for p, q, e in zip(run.pos_a, run.pos_b, run.char_end)],
+            })  # fmt: skip
+            window_ids.append(torch.full((len(run.pos_a),), first + offset, dtype=torch.int64))
+            n_outliers += run.n_outliers
+        window_N = torch.cat(window_ids)
+        if len(window_N):
+            x_a_ND = torch.cat([run.x_a_PD for run in runs]).to(device)
+            x_b_ND = torch.cat([run.x_b_PD for run in runs]).to(device)
+            x_a_ND, x_b_ND = crosscoder.normalize(x_a_ND, x_b_ND)
+            f_NF = crosscoder.activate(crosscoder.pre_activations(x_a_ND, x_b_ND))
+            x_hat_a_ND, x_hat_b_ND = crosscoder.decode_normalized(f_NF)
+            test_N = (window_N % config.test_every) == config.test_every - 1
+            stats.add(f_NF, window_N)
+            ridges["a"].add(x_a_ND, f_NF, test_N)
+            ridges["b"].add(x_b_ND, f_NF, test_N)
+            scalings["a"].add(x_a_ND, x_hat_a_ND, crosscoder.b_dec_a.detach(), f_NF)
+            scalings["b"].add(x_b_ND, x_hat_b_ND, crosscoder.b_dec_b.detach(), f_NF)
+        bar.update(len(batch))
+        if progress is not None:
+            progress(IndexProgress("windows", len(windows), len(texts)))
+    bar.close()
+    if stats.n_rows == 0:
+        raise CorpusError(
+            f"the {len(texts)} windows of {config.corpus!r} gave no paired tokens; use a larger or different corpus"
+        )
+
+    arrays = _latent_arrays(crosscoder, stats, ridges, scalings, config)
+    arrays.update(_context_arrays(stats, row_start, windows, config))
+    vocab = {}
+    for side, model in (("a", model_a), ("b", model_b)):
+        token_arrays, vocab[side] = _token_arrays(crosscoder, model, side, config.top_tokens, progress)
+        arrays.update(token_arrays)
+    arrays.update(ranking_scores(arrays, config.top_contexts))
+    labels = _labels(arrays, windows, vocab)
+    meta = {
+        "format": INDEX_FORMAT,
+        "version": INDEX_VERSION,
+        "crosscoder_sha256": crosscoder_fingerprint(crosscoder),
+        "config": asdict(config),
+        "models": {
+            side: {
+                "model_id": m.model_id, "revision": m.revision, "layer": m.layer, "tokenizer": m.tokenizer_fingerprint,
+            }  # fmt: skip
+            for side, m in (("a", model_a), ("b", model_b))
+        },
+        "dict_size": F,
+        "n_exclusive_a": crosscoder.n_a,
+        "n_shared": crosscoder.n_shared,
+        "n_exclusive_b": crosscoder.n_b,
+        "standard": blocks.is_standard(crosscoder),
+        "sparsity": crosscoder.config.sparsity,
+        "n_windows": len(windows),
+        "n_rows": stats.n_rows,
+        "n_outliers": n_outliers,
+        "scores": SCORE_DOCS,
+    }
+    index = FeatureIndex(meta, arrays, labels, {}, windows=windows, vocab=vocab)
+    if out_dir is not None:
+        index.save(out_dir)
+    if progress is not None:
+        progress(IndexProgress("done", len(windows), len(texts)))
+    return index
+
+
+def _token_records(tokenizer, tok) -> list[list]:
+    """Return a window's tokens as `[shown, start, end, special]` records."""
+    shown = display_strings(tokenizer, tok)
+    return [[s, int(a), int(b), int(sp)] for s, (a, b), sp in zip(shown, tok.offsets, tok.special)]
+
+
+def _latent_arrays(crosscoder: CrossCoder, stats: ActivationStats, ridges: dict, scalings: dict,
+                   config: IndexConfig) -> dict[str, np.ndarray]:
+    """Return the per-latent statistics, decoder norms, transfer R² and Latent Scaling arrays."""
+    norm_a_F, norm_b_F = (n.detach().float().cpu().numpy() for n in crosscoder.decoder_norms())
+    exclusive = {side: np.zeros(crosscoder.dict_size, dtype=np.uint8) for side in blocks.SIDES}
+    for side in blocks.SIDES:
+        exclusive[side][blocks.exclusive_latents(crosscoder, side).numpy()] = 1
+    owner = owner_of(exclusive["a"], exclusive["b"], norm_a_F, norm_b_F)
+    r2_a = ridges["a"].r2(config.ridge_alpha).numpy()
+    r2_b = ridges["b"].r2(config.ridge_alpha).numpy()
+    (err_a, rec_a), (err_b, rec_b) = ((s.numpy() for s in scalings[side].scales()) for side in blocks.SIDES)
+    return {
+        "block": blocks.block_codes(crosscoder).numpy(),
+        "exclusive_a": exclusive["a"],
+        "exclusive_b": exclusive["b"],
+        "owner": owner,
+        "frequency": stats.frequency().float().numpy(),
+        "n_fires": stats.count_F.numpy(),
+        "mean_activation": stats.mean_when_active().float().numpy(),
+        "max_activation": stats.max_F.numpy(),
+        "dec_norm_a": norm_a_F,
+        "dec_norm_b": norm_b_F,
+        "relative_norm": blocks.relative_norm(crosscoder).cpu().numpy(),
+        "transfer_r2_from_a": r2_a,
+        "transfer_r2_from_b": r2_b,
+        "transfer_r2": np.where(owner == 0, r2_b, r2_a).astype(np.float32),
+        "ls_error_a": err_a,
+        "ls_error_b": err_b,
+        "ls_recon_a": rec_a,
+        "ls_recon_b": rec_b,
+        "nu_error": other_over_own(err_a, err_b, owner),
+        "nu_recon": other_over_own(rec_a, rec_b, owner),
+    }
+
+
+def _context_arrays(stats: ActivationStats, row_start: list[int], windows: list[dict],
+                    config: IndexConfig) -> dict[str, np.ndarray]:
+    """Return the top-context arrays: peak activation, window, peak pair, crop start and the crop's activations."""
+    top_window_FN = stats.top_window_NF.T.numpy()
+    top_row_FN = stats.top_row_NF.T.numpy()
+    valid_FN = top_window_FN >= 0
+    starts = np.asarray(row_start, dtype=np.int64)
+    n_pairs = np.asarray([len(w["pairs"]) for w in windows], dtype=np.int64)
+    safe_window_FN = np.where(valid_FN, top_window_FN, 0)
+    peak_FN = np.where(valid_FN, top_row_FN - starts[safe_window_FN], -1)
+    crop_start_FN = np.where(valid_FN, np.maximum(peak_FN - config.context_before, 0), -1)
+    width = config.context_before + 1 + config.context_after
+    offsets_C = np.arange(width)
+    local_FNC = crop_start_FN[..., None] + offsets_C
+    inside_FNC = valid_FN[..., None] & (local_FNC < n_pairs[safe_window_FN][..., None])
+    rows_FNC = starts[safe_window_FN][..., None] + local_FNC
+    n_rows = max(stats.n_rows, 1)
+    sparse_rows, sparse_latents, sparse_values = (t.numpy() for t in stats.sparse())
+    keys = sparse_latents * n_rows + sparse_rows
+    latent_FNC = np.broadcast_to(np.arange(len(top_window_FN))[:, None, None], rows_FNC.shape)
+    queries = latent_FNC * n_rows + rows_FNC
+    found = np.minimum(np.searchsorted(keys, queries), max(len(keys) - 1, 0))
+    hit_FNC = inside_FNC & (keys[found] == queries) if len(keys) else np.zeros_like(inside_FNC)
+    ctx_acts = np.where(hit_FNC, sparse_values[found] if len(keys) else 0.0, 0.0).astype(np.float16)
+    return {
+        "top_act": stats.top_act_NF.T.numpy().copy(),
+        "top_window": top_window_FN.astype(np.int32),
+        "top_pair": peak_FN.astype(np.int32),
+        "ctx_start": crop_start_FN.astype(np.int32),
+        "ctx_acts": ctx_acts,
+    }
+
+
+def _token_arrays(
+    crosscoder: CrossCoder, model, side: str, k: int, progress
+) -> tuple[dict[str, np.ndarray], dict[int, str]]:
+    """Return the promoted/suppressed token arrays `[F, k]` of model `side` (-1 without a decoder) and their texts."""
+    F = crosscoder.dict_size
+    own = blocks.model_slice(crosscoder, side)
+    directions_LD = blocks.decoder_rows(crosscoder, side).float()
+    report = (lambda n: progress(IndexProgress("tokens", n, len(directions_LD)))) if progress is not None else None
+    found = top_tokens(model, directions_LD, k, progress=report)
+    kk = found.promote_ids_LK.shape[1] if len(found.promote_ids_LK) else k
+    out = {}
+    for kind, ids_LK, logits_LK in (("promote", found.promote_ids_LK, found.promote_logits_LK),
+                                    ("suppress", found.suppress_ids_LK, found.suppress_logits_LK)):
+        ids_FK = np.full((F, kk), -1, dtype=np.int64)
+        logits_FK = np.full((F, kk), np.nan, dtype=np.float32)
+        ids_FK[own] = ids_LK.numpy()
+        logits_FK[own] = logits_LK.numpy()
+        out[f"{kind}_ids_{side}"] = ids_FK
+        out[f"{kind}_logits_{side}"] = logits_FK
+    used = sorted({int(i) for kind in ("promote", "suppress") for i in out[f"{kind}_ids_{side}"].ravel() if i >= 0})
+    texts = model.tokenizer.batch_decode([[i] for i in used]) if used else []
+    return out, dict(zip(used, texts))
+
+
+def _labels(arrays: dict[str, np.ndarray], windows: list[dict], vocab: dict[str, dict[int, str]]) -> list[str]:
+    """Return a heuristic label per latent from its top contexts (owner model's words) and promoted tokens."""
+    labels = []
+    for latent in range(len(arrays["block"])):
+        side = "a" if arrays["owner"][latent] == 0 else "b"
+        column = 0 if side == "a" else 1
+        words = []
+        for window, peak in zip(arrays["top_window"][latent], arrays["top_pair"][latent]):
+            if window < 0:
+                break
+            record = windows[window]
+            position = record["pairs"][peak][column]
+            _, start, end, _ = record[side][position]
+            words.append(word_at(record["text"], start, end))
+        promoted = [vocab[side][int(i)] for i in arrays[f"promote_ids_{side}"][latent] if i >= 0]
+        labels.append(heuristic_label(words, promoted, int(arrays["n_fires"][latent])))
+    return labels
+
+
+def _plain(value) -> float | int:
+    """Return a numpy scalar as a Python int or float."""
+    return int(value) if np.issubdtype(np.asarray(value).dtype, np.integer) else float(value)

@@ -1,0 +1,66 @@
+"""Short plain-language labels for latents, built from their evidence.
+
+`heuristic_label` writes labels such as `fires on: Paris, Lyon, France · promotes: ' French'`: the words
+at the latent's strongest contexts (most frequent first) and the readable tokens its decoder direction
+promotes. Dead latents say so. A chat model can add a one-line explanation on top (see `explain`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+FIRE_WORDS = 3
+"""Words listed after `fires on:`."""
+PROMOTED_TOKENS = 2
+"""Tokens listed after `promotes:`."""
+MAX_WORD_CHARS = 16
+"""A word longer than this is shown as the token alone."""
+
+_WORD = re.compile(r"\w+")
+_CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_SPECIAL_LOOKING = re.compile(r"^\s*<[^<>]*>\s*$|^\s*\[[^\[\]]*\]\s*$")
+_VISIBLE_WHITESPACE = {"\n": "⏎", "\t": "⇥", " ": "␣"}
+
+
+def word_at(text: str, start: int, end: int) -> str:
+    """Return the word around characters `[start, end)` of `text`; the token itself for CJK text or a long word."""
+    token = text[start:end].strip() or text[start:end]
+    for match in _WORD.finditer(text, max(0, start - MAX_WORD_CHARS), min(len(text), end + MAX_WORD_CHARS)):
+        if match.start() < end and match.end() > start:
+            word = match.group()
+            return token if len(word) > MAX_WORD_CHARS or _CJK.search(word) else word
+    return token
+
+
+def show_token(token: str) -> str:
+    """Return a token quoted for a label, with whitespace made visible (`' French'`, `'⏎'`)."""
+    if token and not token.strip():
+        token = "".join(_VISIBLE_WHITESPACE.get(ch, ch) for ch in token)
+    return "'" + token + "'"
+
+
+def readable(token: str) -> bool:
+    """Return True for a token worth showing in a label (not empty, not a special-looking `<...>` name, printable)."""
+    return bool(token.strip()) and not _SPECIAL_LOOKING.match(token) and token.isprintable() and "\ufffd" not in token
+
+
+def heuristic_label(peak_words: Sequence[str], promoted: Sequence[str], n_fires: int) -> str:
+    """Return a short label from the words at the latent's top contexts and the tokens it promotes."""
+    if n_fires == 0:
+        return "dead: never fired on the index corpus"
+    counts = Counter(w for w in peak_words if w.strip())
+    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], peak_words.index(kv[0])))][:FIRE_WORDS]
+    parts = []
+    if words:
+        parts.append("fires on: " + ", ".join(_visible(w) for w in words))
+    tokens = [show_token(t) for t in promoted if readable(t)][:PROMOTED_TOKENS]
+    if tokens:
+        parts.append("promotes: " + ", ".join(tokens))
+    return " · ".join(parts) if parts else f"fires on {n_fires} tokens"
+
+
+def _visible(word: str) -> str:
+    """Return a word with whitespace-only words shown as visible symbols."""
+    return word if word.strip() else show_token(word)

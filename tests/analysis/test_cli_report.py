@@ -1,0 +1,82 @@
+"""CLI commands `index`, `report` and `steer` (models injected in-process), the report files, explanations."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from crossdiff_core import cli
+from crossdiff_core.analysis import FeatureIndex, explain_latents, load_index
+
+
+@pytest.fixture()
+def tiny_cli(tiny_pair, monkeypatch):
+    """Make the CLI load the tiny pair instead of real models."""
+    monkeypatch.setattr(cli, "_load_pair", lambda *args, **kwargs: tiny_pair)
+    return tiny_pair
+
+
+@pytest.fixture()
+def tiny_folder(tiny_dfc, tmp_path):
+    """A fresh copy of the tiny crosscoder folder (no feature index)."""
+    folder = tmp_path / "tiny"
+    tiny_dfc.crosscoder.save_pretrained(folder)
+    return folder
+
+
+def test_report_without_index_says_how_to_build_one(tiny_folder, capsys):
+    assert cli.main(["report", "--crosscoder", str(tiny_folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error:") and "python -m crossdiff_core index --crosscoder" in err
+    assert cli.main(["report", "--crosscoder", str(tiny_folder / "nowhere")]) == 2
+    assert "not a crosscoder folder" in capsys.readouterr().err
+
+
+def test_index_then_report_then_steer(tiny_cli, tiny_folder, tiny_store, tmp_path, capsys):
+    args = ["index", "--crosscoder", str(tiny_folder), "--store", str(tiny_store), "--windows", "12",
+            "--top-contexts", "3"]
+    assert cli.main(args) == 0
+    index = load_index(tiny_folder)
+    store_meta = json.loads((tiny_store / "meta.json").read_text())
+    assert index.meta["config"]["skip_windows"] == store_meta["windows_done"]  # held-out windows
+    assert index.meta["config"]["ctx_len"] == store_meta["ctx_len"]
+
+    out = tmp_path / "report"
+    assert cli.main(["report", "--crosscoder", str(tiny_folder), "--out", str(out), "--top", "5"]) == 0
+    html = (out / "report.html").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "Model A" in html and "Model B" in html and "<img src='frequency.png'" in html
+    assert "## Model A" in markdown and "| rank | latent | label |" in markdown
+    assert (out / "frequency.png").read_bytes()[:4] == b"\x89PNG" and (out / "decoder_norms.png").is_file()
+    with open(out / "latents.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == index.dict_size and {"latent", "block", "label", "rank_score", "transfer_r2"} <= set(rows[0])
+    top_a = index.ranked("a", 1)[0]
+    assert f"Latent {top_a}" in markdown
+
+    capsys.readouterr()
+    assert cli.main(["steer", "--crosscoder", str(tiny_folder), "--latent", str(top_a), "--max-new-tokens", "2",
+                     "The Roman Empire", "--json"]) == 0
+    steered = json.loads(capsys.readouterr().out)
+    assert steered["strength"] == pytest.approx(index.stats(top_a)["max_activation"])  # default from the index
+    assert {"baseline", "steered", "note", "activation_before", "activation_after"} <= set(steered)
+    assert cli.main(["steer", "--crosscoder", str(tiny_folder), "--latent", str(top_a), "--max-new-tokens", "1",
+                     "--suppress", "The Roman Empire", "--json"]) == 0
+    suppressed = json.loads(capsys.readouterr().out)
+    assert suppressed["mode"] == "suppress" and suppressed["strength"] == -1.0
+    assert cli.main(["steer", "--crosscoder", str(tiny_folder), "--latent", "9999", "hi", "--strength", "1"]) == 2
+    assert "out of range" in capsys.readouterr().err
+
+
+def test_chat_model_explanations_are_stored_with_their_author(tiny_pair, tiny_dfc, tiny_index_config, tmp_path):
+    from crossdiff_core.analysis import build_index
+
+    index = build_index(tiny_dfc.crosscoder, tiny_pair, tiny_index_config, out_dir=tmp_path / "index")
+    latents = index.ranked("a", 2)
+    explanations = explain_latents(index, tiny_pair[0], latents, max_new_tokens=5)
+    assert [e.latent for e in explanations] == [j for j in latents if index.arrays["n_fires"][j] > 0]
+    reloaded = FeatureIndex.load(tmp_path / "index")
+    for e in explanations:
+        assert reloaded.explanations[e.latent] == {"text": e.text, "model": tiny_pair[0].model_id}

@@ -1,0 +1,117 @@
+"""The feature index: what it stores, that it reloads and rebuilds identically, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from crossdiff_core.analysis import FeatureIndex, build_index, has_index, index_dir, load_index, load_or_build_index
+from crossdiff_core.analysis.blocks import BLOCK_CODES
+from crossdiff_core.analysis.scores import SCORE_DOCS
+from crossdiff_core.crosscoder import CrossCoder
+from crossdiff_core.errors import CrossCoderError, CrossDiffError
+
+
+def test_real_index_holds_every_score_context_and_token(real_index, real_dfc, real_index_progress):
+    index, cc = real_index, real_dfc.crosscoder
+    F, n_ctx = cc.dict_size, index.meta["config"]["top_contexts"]
+    assert {p.stage for p in real_index_progress} == {"windows", "tokens", "done"}
+    assert real_index_progress[-1].stage == "done"
+    for name in SCORE_DOCS:
+        assert index.arrays[name].shape == (F,), name
+    assert index.arrays["ctx_acts"].shape[:2] == (F, n_ctx)
+    assert (index.arrays["block"] == BLOCK_CODES["A-exclusive"]).sum() == cc.n_a
+    assert index.meta["n_rows"] > 100 and 0 < index.arrays["frequency"].max() <= 1
+    alive = np.flatnonzero(index.arrays["n_fires"] > 0)
+    assert len(alive) > 10
+    assert np.isfinite(index.arrays["transfer_r2"][alive]).any()
+    for latent in alive[:5]:
+        card = index.card(int(latent), 2)
+        assert card.contexts and card.label and not card.label.startswith("dead")
+        top = card.contexts[0]
+        assert top.activation == pytest.approx(card.stats["max_activation"], rel=1e-5)
+        peaks_a = [t for t in top.tokens_a if t.peak]
+        assert len(peaks_a) == 1 and peaks_a[0].activation == pytest.approx(top.activation, rel=1e-2)
+        assert top.text and "[[" in top.marked("a") and "[[" in top.marked("b")
+        assert sum(t.activation is not None for t in top.tokens_b) >= 1
+        expected_sides = {"A-exclusive": {"a"}, "shared": {"a", "b"}, "B-exclusive": {"b"}}[card.block]
+        assert set(card.promoted) == expected_sides and all(len(v) == 10 for v in card.promoted.values())
+    a_only = index.exclusive("a")
+    assert len(a_only) == cc.n_a and (index.arrays["promote_ids_b"][a_only] == -1).all()
+    assert np.isnan(index.arrays["nu_error"][a_only]).all()  # no B decoder: Latent Scaling does not apply
+    ranked = index.ranked("a")
+    assert sorted(ranked) == sorted(a_only.tolist())
+    scores = index.arrays["rank_score"][ranked]
+    assert (np.diff(scores) <= 0).all()
+
+
+def test_saved_index_reloads_and_checks_its_crosscoder(real_index, real_dfc):
+    loaded = load_index(real_dfc.out_dir, real_dfc.crosscoder)
+    assert loaded.labels == real_index.labels
+    for name, array in real_index.arrays.items():
+        np.testing.assert_array_equal(loaded.arrays[name], array)
+    assert loaded.contexts(int(np.argmax(loaded.arrays["n_fires"])), 1)[0].text
+    json.dumps(loaded.card(0).to_dict(), allow_nan=False)  # NaN scores become null
+    other = CrossCoder(real_dfc.crosscoder.config, seed=1)
+    with pytest.raises(CrossDiffError, match="other crosscoder weights"):
+        load_index(real_dfc.out_dir, other)
+
+
+def test_building_twice_gives_the_same_index(tiny_dfc, tiny_pair, tiny_index_config, tmp_path):
+    first = build_index(tiny_dfc.crosscoder, tiny_pair, tiny_index_config, out_dir=tmp_path / "one")
+    second = build_index(tiny_dfc.crosscoder, tiny_pair, tiny_index_config, out_dir=tmp_path / "two")
+    assert first.arrays.keys() == second.arrays.keys()
+    for name in first.arrays:
+        np.testing.assert_array_equal(first.arrays[name], second.arrays[name], err_msg=name)
+    for name in ("index.json", "arrays.safetensors", "windows.json", "vocab.json", "labels.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_missing_index_says_how_to_build_it_and_load_or_build_builds_it(
+    tiny_dfc, tiny_pair, tiny_index_config, tmp_path
+):
+    cc = tiny_dfc.crosscoder
+    folder = tmp_path / "cc"
+    cc.save_pretrained(folder)
+    assert not has_index(folder)
+    with pytest.raises(CrossDiffError, match="python -m crossdiff_core index --crosscoder"):
+        load_index(folder)
+    built = load_or_build_index(folder, cc, tiny_pair, tiny_index_config)
+    assert has_index(folder) and built.path == index_dir(folder)
+    mtime = (index_dir(folder) / "arrays.safetensors").stat().st_mtime_ns
+    again = load_or_build_index(folder, cc, tiny_pair, tiny_index_config)  # up to date: loaded, not rebuilt
+    assert (index_dir(folder) / "arrays.safetensors").stat().st_mtime_ns == mtime and again.labels == built.labels
+
+
+def test_index_rejects_bad_settings_and_bad_latents(tiny_dfc, tiny_pair, tiny_index_config, real_index):
+    from dataclasses import replace
+
+    from crossdiff_core.errors import CorpusError
+
+    with pytest.raises(CrossDiffError, match="n_windows"):
+        build_index(tiny_dfc.crosscoder, tiny_pair, replace(tiny_index_config, n_windows=0))
+    with pytest.raises(CorpusError, match="skip"):
+        build_index(tiny_dfc.crosscoder, tiny_pair, replace(tiny_index_config, skip_windows=10**7))
+    with pytest.raises(CrossCoderError, match="out of range"):
+        real_index.card(real_index.dict_size)
+    with pytest.raises(CrossCoderError, match="out of range"):
+        real_index.contexts(-1)
+
+
+def test_index_files_are_documented_json_and_safetensors(real_dfc):
+    folder = index_dir(real_dfc.out_dir)
+    meta = json.loads((folder / "index.json").read_text())
+    assert meta["format"] == "crossdiff-feature-index" and meta["scores"] == SCORE_DOCS
+    assert meta["models"]["a"]["model_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    windows = json.loads((folder / "windows.json").read_text())
+    record = windows[0]
+    assert "".join(t[0] for t in record["a"] if not t[3]) == record["text"]
+    for pos_a, pos_b, end in record["pairs"]:
+        assert record["a"][pos_a][2] == record["b"][pos_b][2] == end
+    labels = json.loads((folder / "labels.json").read_text())
+    assert len(labels["labels"]) == real_dfc.crosscoder.dict_size
+    assert isinstance(FeatureIndex.load(folder).vocab()["b"], dict)
+    assert torch.is_tensor(real_dfc.crosscoder.W_dec_a)
