@@ -4,8 +4,16 @@
 crosscoder, and runs Adam (linear warmup, then linear decay to 0) on
 
     loss = Σ_m mean_tokens ‖x̂_m − x_m‖²  (normalized space)
-           + auxk_coeff · auxk loss                          (BatchTopK)
+           + auxk_coeff · (d_a + d_b) · auxk loss              (BatchTopK)
            or + l1_coeff · mean_tokens Σ_j f_j (‖d_a,j‖ + ‖d_b,j‖)   (L1)
+
+The auxk loss is relative (residual error over residual variance); the reconstruction term is in
+units where model m's mean squared norm is d_m, so the auxk term is scaled by d_a + d_b to keep
+`auxk_coeff` the weight it has against a normalized reconstruction loss (Gao et al. 2024).
+In a DFC, every `relocate_every` steps an alive shared latent that only writes to one model
+(relative decoder norm beyond `relocate_relative_norm`) moves into a dead latent of that model's
+exclusive block: shared latents pick up one-model features as easily as exclusive ones do, and
+nothing else would carry such a feature to the block that says what it is.
 
 BatchTopK steps use the sparse kernels of `crossdiff_core.crosscoder.sparse_ops`; the L1 baseline
 is dense. Every `checkpoint_every` steps the full training state is written atomically to
@@ -84,13 +92,19 @@ class TrainConfig:
     """Fraction of `steps` after which the learning rate decays linearly to 0 at the last step."""
 
     auxk_coeff: float = 1 / 32
-    """Weight of the auxk loss that revives dead latents (BatchTopK only)."""
+    """Weight of the auxk loss that revives dead shared latents, against a normalized reconstruction loss (BatchTopK)."""
 
     k_aux: int | None = None
     """Dead latents the auxk loss uses per token; None = half the wider model's width."""
 
     dead_after_tokens: int = 10_000_000
     """A latent is dead once it has not fired for this many tokens."""
+
+    relocate_every: int = 100
+    """Steps between moves of one-model shared latents into dead exclusive latents (DFC only)."""
+
+    relocate_relative_norm: float = 0.9
+    """A shared latent writes to one model only when ‖d_a‖/(‖d_a‖+‖d_b‖) is above this (A) or below 1 − this (B)."""
 
     threshold_decay: float = 0.99
     """EMA decay of the BatchTopK inference threshold (the smallest selected score per batch)."""
@@ -112,7 +126,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise `CrossCoderError` saying what to change if a field is out of range; return None."""
-        positive = ("steps", "batch_size", "dead_after_tokens", "checkpoint_every", "log_every")
+        positive = ("steps", "batch_size", "dead_after_tokens", "relocate_every", "checkpoint_every", "log_every")
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -127,6 +141,8 @@ class TrainConfig:
             raise CrossCoderError(f"betas={self.betas!r} must be two numbers in [0, 1)")
         if self.auxk_coeff < 0 or (self.k_aux is not None and self.k_aux < 1):
             raise CrossCoderError(f"auxk_coeff={self.auxk_coeff} must be >= 0 and k_aux={self.k_aux} >= 1 (or None)")
+        if not 0.5 < self.relocate_relative_norm < 1:
+            raise CrossCoderError(f"relocate_relative_norm={self.relocate_relative_norm} must be in (0.5, 1)")
         if not 0 <= self.threshold_decay < 1:
             raise CrossCoderError(f"threshold_decay={self.threshold_decay} must be in [0, 1)")
         if self.dtype not in _DTYPES:
@@ -242,7 +258,8 @@ def training_loss(
     stats = _reconstruction_stats(mse, err_a_BD, err_b_BD, x_a_BD, x_b_BD)
     stats["auxk_loss"] = auxk.detach()
     stats["l0"] = torch.tensor(selection.latents_N.numel() / batch)
-    return StepOutput(loss=mse + train_config.auxk_coeff * auxk, stats=stats, fired_F=fired_F, selection=selection)
+    auxk_weight = train_config.auxk_coeff * (model.config.d_a + model.config.d_b)
+    return StepOutput(loss=mse + auxk_weight * auxk, stats=stats, fired_F=fired_F, selection=selection)
 
 
 def _l1_loss(model: CrossCoder, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor) -> StepOutput:
@@ -279,14 +296,16 @@ def _decode_active(ops, model: CrossCoder, selection: LatentSelection, values_N:
 
 
 def _auxk_loss(model: CrossCoder, dead_F, train_config, x_a_BD, x_b_BD, err_a_BD, err_b_BD) -> torch.Tensor:
-    """Return the auxk loss: how well the top dead latents reconstruct the residual, relative to its variance.
+    """Return the auxk loss: how well the top dead shared latents reconstruct the residual, relative to its variance.
 
-    Zero when no latent is dead or `auxk_coeff` is 0. Each token uses its `k_aux` largest dead
-    pre-activations. With k_aux = d/2 the [B, n_dead] activation matrix is dense in practice, so it
+    Zero when no shared latent is dead or `auxk_coeff` is 0. Dead exclusive latents are left out:
+    one model's residual is mostly shared content not learned yet, so auxk would turn them into
+    copies of one side of shared features; they are filled by relocation instead (see
+    `relocate_one_sided`). Each token uses its `k_aux` largest dead pre-activations. With k_aux = d/2 the [B, n_dead] activation matrix is dense in practice, so it
     is computed with dense matmuls over the dead latents only (never over all F).
     """
     zero = x_a_BD.new_zeros(())
-    dead_K = dead_F.nonzero().squeeze(1)
+    dead_K = dead_F[model.slice_shared].nonzero().squeeze(1) + model.slice_shared.start
     if train_config.auxk_coeff == 0 or dead_K.numel() == 0:
         return zero
     # Sorted dead latents: the first n_in_a belong to model A, those from b_start on to model B.
@@ -308,6 +327,66 @@ def _auxk_loss(model: CrossCoder, dead_F, train_config, x_a_BD, x_b_BD, err_a_BD
     variance = variance + (residual_b_BD - residual_b_BD.mean(0)).pow(2).sum()
     error = (e_hat_a_BD - residual_a_BD).pow(2).sum() + (e_hat_b_BD - residual_b_BD).pow(2).sum()
     return error / variance.clamp_min(torch.finfo(variance.dtype).tiny)
+
+
+def relocate_one_sided(
+    model: CrossCoder,
+    optimizer: torch.optim.Optimizer,
+    tokens_since_fired_F: torch.Tensor,
+    train_config: TrainConfig,
+    step: int,
+) -> int:
+    """Move alive shared latents that write to one model only into dead exclusive latents of it; return how many.
+
+    The most one-sided latents move first, as many as there are dead latents in the block. A moved
+    latent keeps its Adam moments and is marked as just fired; the vacated shared latent is
+    re-drawn (seeded by `train_config.seed` and `step`), loses its first Adam moment and is marked
+    dead, so auxk revives it. A no-op for a standard crosscoder.
+    """
+    dead_F = tokens_since_fired_F >= train_config.dead_after_tokens
+    with torch.no_grad():
+        norm_a_F, norm_b_F = model.decoder_norms()
+        relative_F = norm_a_F / (norm_a_F + norm_b_F).clamp_min(1e-12)
+    shared_S = torch.arange(model.slice_shared.start, model.slice_shared.stop, device=dead_F.device)
+    alive_S = shared_S[~dead_F[shared_S]]
+    bound = train_config.relocate_relative_norm
+    moved = 0
+    blocks = ((model.slice_a_exclusive, relative_F > bound), (model.slice_b_exclusive, relative_F < 1 - bound))
+    for block, one_sided in blocks:
+        slots_N = torch.arange(block.start, block.stop, device=dead_F.device)
+        slots_N = slots_N[dead_F[slots_N]]
+        candidates_N = alive_S[one_sided[alive_S]]
+        order = (relative_F[candidates_N] - 0.5).abs().argsort(descending=True)
+        count = min(slots_N.numel(), candidates_N.numel())
+        if count == 0:
+            continue
+        shared_N, exclusive_N = candidates_N[order[:count]], slots_N[:count]
+        generator = torch.Generator().manual_seed(train_config.seed * 1_000_003 + step)
+        model.move_to_exclusive(shared_N, exclusive_N, generator)
+        _move_adam_rows(model, optimizer, shared_N, exclusive_N)
+        tokens_since_fired_F[exclusive_N] = 0
+        tokens_since_fired_F[shared_N] = train_config.dead_after_tokens
+        moved += count
+    return moved
+
+
+def _move_adam_rows(model: CrossCoder, optimizer, shared_N: torch.Tensor, exclusive_N: torch.Tensor) -> None:
+    """Mirror `CrossCoder.move_to_exclusive` in Adam's moments: copy the moved rows, zero the first moment of re-drawn ones."""
+    offset_b = model.slice_b.start
+    if bool(exclusive_N[0] < model.n_a):
+        moved = ((model.W_enc_a, 0), (model.W_dec_a, 0), (model.b_enc, 0))
+    else:
+        moved = ((model.W_enc_b, offset_b), (model.W_dec_b, offset_b), (model.b_enc, 0))
+    for param, offset in moved:
+        for moments in optimizer.state.get(param, {}).values():
+            if moments.dim() > 0:  # skip the scalar step count
+                moments[exclusive_N - offset] = moments[shared_N - offset]
+    redrawn = ((model.W_enc_a, 0), (model.W_dec_a, 0), (model.W_enc_b, offset_b), (model.W_dec_b, offset_b),
+               (model.b_enc, 0))  # fmt: skip
+    for param, offset in redrawn:
+        state = optimizer.state.get(param, {})
+        if "exp_avg" in state:
+            state["exp_avg"][shared_N - offset] = 0.0
 
 
 def _reconstruction_stats(mse, err_a_BD, err_b_BD, x_a_BD, x_b_BD) -> dict[str, torch.Tensor]:
@@ -410,6 +489,8 @@ def train(
                 model.threshold.copy_(new_threshold)
             run.tokens_since_fired_F += x_a_BD.shape[0]
             run.tokens_since_fired_F[out.fired_F] = 0
+            if (run.step + 1) % train_config.relocate_every == 0:
+                relocate_one_sided(model, optimizer, run.tokens_since_fired_F, train_config, run.step + 1)
             run.step += 1
             applying = False
 

@@ -70,10 +70,39 @@ class CrossCoder(
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         with torch.no_grad():
             for W_dec, W_enc in ((self.W_dec_a, self.W_enc_a), (self.W_dec_b, self.W_enc_b)):
-                direction = torch.randn(W_dec.shape, generator=generator)
-                direction /= direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
-                W_dec.copy_(direction * self.config.dec_init_norm)
+                W_dec.copy_(self._initial_rows(W_dec.shape, generator))
                 W_enc.copy_(W_dec)
+
+    def _initial_rows(self, shape: tuple[int, int], generator: torch.Generator | None) -> torch.Tensor:
+        """Return CPU rows pointing in random directions, each of norm `dec_init_norm`."""
+        direction = torch.randn(shape, generator=generator)
+        direction /= direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return direction * self.config.dec_init_norm
+
+    def move_to_exclusive(
+        self, shared_N: torch.Tensor, exclusive_N: torch.Tensor, generator: torch.Generator | None = None
+    ) -> None:
+        """Move shared latents into exclusive latents of ONE block, then re-initialize the shared ones; return None.
+
+        Shared latent `shared_N[i]` hands its encoder row, decoder row and encoder bias for the block's
+        model to `exclusive_N[i]` (whose old weights are discarded); its weights for the other model are
+        dropped. The vacated shared latents are re-drawn as at initialization (tied, random, zero bias).
+        """
+        on_a = bool((exclusive_N < self.n_a).all())
+        if not on_a and not bool((exclusive_N >= self.slice_b_exclusive.start).all()):
+            raise CrossCoderError("move_to_exclusive needs target latents of a single exclusive block")
+        shared_N, exclusive_N = shared_N.to(self.b_enc.device), exclusive_N.to(self.b_enc.device)
+        offset = 0 if on_a else self.n_a
+        W_enc, W_dec = (self.W_enc_a, self.W_dec_a) if on_a else (self.W_enc_b, self.W_dec_b)
+        with torch.no_grad():
+            W_enc[exclusive_N - offset] = W_enc[shared_N - offset]
+            W_dec[exclusive_N - offset] = W_dec[shared_N - offset]
+            self.b_enc[exclusive_N] = self.b_enc[shared_N]
+            self.b_enc[shared_N] = 0.0
+            for W_enc, W_dec, offset in ((self.W_enc_a, self.W_dec_a, 0), (self.W_enc_b, self.W_dec_b, self.n_a)):
+                rows_ND = self._initial_rows((shared_N.numel(), W_dec.shape[1]), generator)
+                W_dec[shared_N - offset] = rows_ND.to(W_dec)
+                W_enc[shared_N - offset] = rows_ND.to(W_enc)
 
     # ------------------------------------------------------------------ blocks
 
