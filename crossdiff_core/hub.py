@@ -5,7 +5,9 @@
   tags it `crosscoder`, `dfc`, `model-diffing`, names both models as `base_model` and records the pair
   under a `crossdiff:` key. The card body is `.huggingface/model_card_template.md`, filled in.
 - `load_crosscoder(repo_id_or_path)` loads a local folder, or downloads only the files it needs from a
-  Hub repo (honouring `HF_HUB_OFFLINE`: then only the local cache is used).
+  Hub repo (honouring `HF_HUB_OFFLINE`: then only the local cache is used). `open_crosscoder` does the
+  same and also returns the local folder, with the repo's `feature_index/` downloaded next to the weights
+  when it has one (so labels and the index come along).
 - `find_on_hub(model_a, model_b)` lists the published crosscoders of a model pair, in either order.
 
 The endpoint, cache and offline mode are huggingface_hub's own (`HF_ENDPOINT`, `HF_HUB_CACHE`,
@@ -313,21 +315,41 @@ def hub_model_id(model: str | None) -> str | None:
 
 
 def load_crosscoder(
-    repo_id_or_path: str | os.PathLike, revision: str | None = None, token: str | None = None
+    repo_id_or_path: str | os.PathLike,
+    revision: str | None = None,
+    token: str | None = None,
+    feature_index: bool = False,
 ) -> CrossCoder:
     """Return the crosscoder in a local folder or a Hub repo (downloading only config, weights and card).
 
-    With `HF_HUB_OFFLINE=1` only the local cache is used. A Hub repo that is not a CrossDiff crosscoder
-    raises `CrossCoderError` saying what it is instead.
+    With `feature_index=True` a Hub repo's `feature_index/` is downloaded into the cache too (see
+    `open_crosscoder`, which also returns where it is). With `HF_HUB_OFFLINE=1` only the local cache is used.
+    A Hub repo that is not a CrossDiff crosscoder raises `CrossCoderError` saying what it is instead.
+    """
+    return open_crosscoder(repo_id_or_path, revision=revision, token=token, feature_index=feature_index)[0]
+
+
+def open_crosscoder(
+    repo_id_or_path: str | os.PathLike,
+    revision: str | None = None,
+    token: str | None = None,
+    feature_index: bool = True,
+) -> tuple[CrossCoder, Path]:
+    """Return `(crosscoder, folder)`: the crosscoder and the local folder holding its files.
+
+    A local folder is used as it is. For a Hub repo the folder is its snapshot in the huggingface_hub cache,
+    holding config, weights, card and (with `feature_index`, when the repo has one) `feature_index/`, so the
+    feature index loads from it like from a local folder. Read-only: write nothing into a Hub snapshot.
     """
     path = Path(repo_id_or_path).expanduser()
     if path.is_dir():
-        return _load_folder(path, str(path), offline=False)
+        return _load_folder(path, str(path), offline=False), path
     if path.exists():
         raise CrossCoderError(f"{path} is a file: pass the folder that holds {CONFIG_FILE} and {WEIGHTS_FILE}")
     repo_id = str(repo_id_or_path)
-    folder = download_repo_files(repo_id, _LOAD_FILES, revision=revision, token=token)
-    return _load_folder(folder, f"Hub repo {repo_id}", offline=hub_constants.is_offline_mode())
+    patterns = _LOAD_FILES + ((f"{FEATURE_INDEX_DIR}/*",) if feature_index else ())
+    folder = download_repo_files(repo_id, patterns, revision=revision, token=token)
+    return _load_folder(folder, f"Hub repo {repo_id}", offline=hub_constants.is_offline_mode()), folder
 
 
 def download_repo_files(
@@ -503,7 +525,7 @@ def _hub_error(error: Exception, action: str, token: str | None, write: bool = F
     if isinstance(error, RepositoryNotFoundError):
         return CrossCoderError(
             f"{action}: the repo does not exist, or it is private and the token gives no access; "
-            "check the id, or pass a token that can read it (token=... or `hf auth login`)"
+            "check the id, or pass a token that can read it (token=..., the HF_TOKEN variable or `hf auth login`)"
         )
     if isinstance(error, HfHubHTTPError) and error.response is not None and error.response.status_code in (401, 403):
         need = "write access to it" if write else "read access to it"
