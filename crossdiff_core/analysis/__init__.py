@@ -7,23 +7,26 @@ One module per concept:
 - `chat` — each model reads a conversation through its own chat template (plain `User: …` fallback);
   pairing runs on the message content.
 - `feature_index.build_index` / `load_index` — per-latent evidence stored next to the crosscoder in
-  `feature_index/` (safetensors arrays + JSON): frequency, activations, decoder norms, top contexts
-  with per-token activations, promoted/suppressed tokens, scores, labels.
-- `scores` — ranking of exclusive latents: alive but not dense, strong consistent contexts, low
-  transfer, no shrinkage flag. `stats` computes transfer R² (ridge regression from the other model)
-  and Latent Scaling (Minder et al. 2025).
+  `feature_index/` (safetensors arrays + JSON): frequency, activations and their histogram, decoder
+  norms, top contexts with per-token activations, promoted/suppressed tokens, scores, labels.
+- `histogram` — a latent's activation histogram from the index, and its matplotlib figure for the app.
+- `scores` — ranking of exclusive latents: alive (seen in enough windows) but not dense, strong
+  consistent contexts, low transfer, no shrinkage flag; latents that never fired rank last. `stats`
+  computes transfer R² (ridge regression from the other model) and Latent Scaling (Minder et al. 2025).
 - `labels` / `explain` — short labels from evidence; optional one-line explanations by a chat model.
 - `steering.steer` — add or remove a latent's decoder direction in its model while it generates.
 - `report.write_report` — HTML + Markdown screening report, PNG histograms, CSV of all latents.
 
 Scores (one sentence each; the same text is stored in every index and in SCORES.md):
 
-- frequency / n_fires: how often the latent fired on the index corpus's paired tokens.
+- frequency / n_fires / n_contexts: how often the latent fired on the index corpus's paired tokens,
+  and in how many distinct windows.
 - mean_activation / max_activation: its mean activation when firing, and its largest.
 - dec_norm_a / dec_norm_b / relative_norm: its decoder norms per model, and ‖d_b‖ / (‖d_a‖ + ‖d_b‖).
 - owner: the model it belongs to (its exclusive block, else the larger decoder norm).
 - transfer_r2 (and _from_a / _from_b): test R² of a ridge regression predicting it from the
-  other model's paired activations; near 0 means the other model holds no linear trace of it.
+  other model's paired activations; near 0 means the other model holds no linear trace of it (NaN when
+  it fired on too few test tokens to tell).
 - ls_error_* / ls_recon_* / nu_error / nu_recon: Latent Scaling scales of its unit decoder direction
   in each model's error and reconstruction, and their other/own ratios ν^ε and ν^r; high ratios flag
   latents that look exclusive only through shrinkage or decoupling (formulas in SCORES.md).
@@ -43,6 +46,7 @@ from crossdiff_core.analysis.feature_index import (
     load_index,
     load_or_build_index,
 )
+from crossdiff_core.analysis.histogram import ActivationHistogram, histogram_figure
 from crossdiff_core.analysis.pairing import ModelPair, check_models
 from crossdiff_core.analysis.prompt_diff import PromptDiff, diff
 from crossdiff_core.analysis.report import ReportFiles, write_report
@@ -50,7 +54,7 @@ from crossdiff_core.analysis.scores import SCORE_DOCS
 from crossdiff_core.analysis.steering import SteerResult, steer
 
 __all__ = [
-    "SCORE_DOCS", "Explanation", "FeatureIndex", "IndexConfig", "IndexProgress", "LatentCard", "ModelPair",
-    "PromptDiff", "ReportFiles", "SteerResult", "build_index", "check_models", "diff", "explain_latents",
-    "has_index", "index_dir", "load_index", "load_or_build_index", "steer", "write_report",
+    "SCORE_DOCS", "ActivationHistogram", "Explanation", "FeatureIndex", "IndexConfig", "IndexProgress", "LatentCard",
+    "ModelPair", "PromptDiff", "ReportFiles", "SteerResult", "build_index", "check_models", "diff", "explain_latents",
+    "has_index", "histogram_figure", "index_dir", "load_index", "load_or_build_index", "steer", "write_report",
 ]  # fmt: skip

@@ -2,11 +2,11 @@
 
 `build_index(crosscoder, pair, IndexConfig(...))` re-runs both models over corpus windows (the
 harvest's stores keep no text), encodes the paired activations, and records per latent: firing
-frequency, mean and max activation, decoder norms, top contexts as each model tokenized them (with
-per-token activations for highlighting), the tokens its decoder direction promotes and suppresses
-through the owning model's final norm and unembedding (both models for shared latents), transfer R²,
-Latent Scaling ratios, the ranking scores of `scores`, and a label. The same crosscoder, models and
-config give the same index, bit for bit.
+frequency, mean and max activation, an activation histogram, decoder norms, top contexts as each
+model tokenized them (with per-token activations for highlighting), the tokens its decoder direction
+promotes and suppresses through the owning model's final norm and unembedding (both models for shared
+latents), transfer R², Latent Scaling ratios, the ranking scores of `scores`, and a label. The same
+crosscoder, models and config give the same index, bit for bit.
 
 Windows are taken in corpus order: `skip_windows` windows are skipped, then `n_windows` are used.
 Skip the windows a harvest consumed (its store's `windows_done`) to index held-out text; the CLI does
@@ -14,11 +14,13 @@ this when given `--store`. Every `test_every`-th window is the test split of the
 
 On disk (`<crosscoder>/feature_index/`, written atomically):
 
-- `index.json`: format, version, the crosscoder's weight fingerprint, the config, the models, counts,
-  and one sentence per stored score;
+- `index.json`: format, version (`INDEX_VERSION`; an index of another version must be rebuilt), the
+  crosscoder's weight fingerprint, the config, the models, counts, and one sentence per stored score;
 - `arrays.safetensors`: per-latent arrays (`[F]` scores, `top_*` `[F, top_contexts]`, `ctx_acts`
-  `[F, top_contexts, context_before + 1 + context_after]` fp16, `promote_*`/`suppress_*` `[F, top_tokens]`
-  per model, -1 where a latent has no decoder for that model); loads in milliseconds;
+  `[F, top_contexts, context_before + 1 + context_after]` fp16, `act_hist` `[F, HISTOGRAM_BINS]` int32:
+  the latent's positive activations counted in equal-width bins from 0 to its `max_activation` (see
+  `histogram`), `promote_*`/`suppress_*` `[F, top_tokens]` per model, -1 where a latent has no decoder
+  for that model); loads in milliseconds;
 - `windows.json`: the corpus windows (text, each model's tokens as `[shown, start, end, special]`, and
   the kept pairs `[pos_a, pos_b, char_end]`), read only when contexts are asked for;
 - `vocab.json`: the text of every token id the arrays mention, per model;
@@ -46,6 +48,7 @@ from safetensors.numpy import load_file, save_file
 from crossdiff_core.alignment import align_batch
 from crossdiff_core.analysis import blocks
 from crossdiff_core.analysis.contexts import Context, build_context
+from crossdiff_core.analysis.histogram import HISTOGRAM_BINS, ActivationHistogram
 from crossdiff_core.analysis.labels import heuristic_label, word_at
 from crossdiff_core.analysis.logit_lens import top_tokens
 from crossdiff_core.analysis.pairing import ModelPair, check_models, display_strings, run_paired
@@ -60,7 +63,8 @@ log = logging.getLogger(__name__)
 
 INDEX_DIR = "feature_index"
 INDEX_FORMAT = "crossdiff-feature-index"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
+"""Version 2 added `n_contexts`, `act_hist` and the ranking that puts dead and rarely seen latents last."""
 _FILES = ("index.json", "arrays.safetensors", "windows.json", "vocab.json", "labels.json")
 
 
@@ -135,6 +139,8 @@ class LatentCard:
     """Per model ("a"/"b") that the latent writes to: promoted tokens with their logits."""
     suppressed: dict[str, list[tuple[str, float]]]
     contexts: list[Context]
+    histogram: ActivationHistogram
+    """How strongly it fires: its activations on the index corpus in bins up to its max activation."""
 
     def to_dict(self) -> dict:
         """Return the card as a JSON-serializable dict (NaN scores become None)."""
@@ -201,8 +207,20 @@ class FeatureIndex:
             raise CrossDiffError(
                 f"the feature index in {path} is damaged ({exc}); delete the folder and build it again"
             ) from exc
-        if meta.get("format") != INDEX_FORMAT or meta.get("version", 0) > INDEX_VERSION:
+        if meta.get("format") != INDEX_FORMAT:
             raise CrossDiffError(f"{path} is not a feature index this CrossDiff can read; build it again")
+        version = meta.get("version", 0)
+        if version < INDEX_VERSION:
+            raise CrossDiffError(
+                f"the feature index in {path} has format version {version}, older than this CrossDiff's "
+                f"{INDEX_VERSION}; rebuild it with `python -m crossdiff_core index --crosscoder {path.parent}`"
+            )
+        if version > INDEX_VERSION:
+            raise CrossDiffError(
+                f"the feature index in {path} has format version {version}, newer than this CrossDiff reads "
+                f"({INDEX_VERSION}); update CrossDiff, or rebuild it with "
+                f"`python -m crossdiff_core index --crosscoder {path.parent}`"
+            )
         if crosscoder is not None and meta.get("crosscoder_sha256") != crosscoder_fingerprint(crosscoder):
             raise CrossDiffError(
                 f"the feature index in {path} was built for other crosscoder weights; rebuild it with "
@@ -288,8 +306,8 @@ class FeatureIndex:
         return np.flatnonzero(self.arrays[f"exclusive_{blocks.check_side(side)}"]).astype(np.int64)
 
     def ranked(self, side: str, top: int | None = None) -> list[int]:
-        """Return model `side`'s exclusive latents, best `rank_score` first (at most `top`)."""
-        order = rank_order(self.arrays["rank_score"], self.exclusive(side))
+        """Return model `side`'s exclusive latents, best `rank_score` first, never-fired ones last (at most `top`)."""
+        order = rank_order(self.arrays["rank_score"], self.arrays["n_fires"], self.exclusive(side))
         return [int(j) for j in order[:top]]
 
     def stats(self, latent: int) -> dict[str, float]:
@@ -304,6 +322,11 @@ class FeatureIndex:
         logits = self.arrays[f"{kind}_logits_{side}"][latent]
         table = self.vocab()[side]
         return [(table[int(i)], float(v)) for i, v in zip(ids, logits) if i >= 0]
+
+    def histogram(self, latent: int) -> ActivationHistogram:
+        """Return a latent's activation histogram on the index corpus (bins from 0 to its max activation)."""
+        latent = self.check_latent(latent)
+        return ActivationHistogram.from_index(self.arrays["act_hist"][latent], self.arrays["max_activation"][latent])
 
     def contexts(self, latent: int, n: int | None = None) -> list[Context]:
         """Return a latent's top contexts, strongest first (at most `n`), with each model's tokens and activations."""
@@ -321,7 +344,7 @@ class FeatureIndex:
         return out
 
     def card(self, latent: int, n_contexts: int | None = None) -> LatentCard:
-        """Return the `LatentCard` of a latent: label, explanation, scores, promoted/suppressed tokens, contexts."""
+        """Return the `LatentCard` of a latent: label, explanation, scores, tokens, contexts and histogram."""
         latent = self.check_latent(latent)
         sides = [s for s in blocks.SIDES if self.arrays[f"promote_ids_{s}"][latent, 0] >= 0]
         return LatentCard(
@@ -333,6 +356,7 @@ class FeatureIndex:
             promoted={s: self.tokens(latent, s, "promote") for s in sides},
             suppressed={s: self.tokens(latent, s, "suppress") for s in sides},
             contexts=self.contexts(latent, n_contexts),
+            histogram=self.histogram(latent),
         )
 
     def set_explanation(self, latent: int, text: str, model: str) -> None:
@@ -370,12 +394,17 @@ def load_or_build_index(
     progress: Callable[[IndexProgress], None] | None = None,
     show_tqdm: bool = False,
 ) -> FeatureIndex:
-    """Return the crosscoder's feature index, building and saving it first when there is none (or it is stale)."""
+    """Return the crosscoder's feature index, building and saving it first when there is none or it is stale
+    (built for other weights, or in another format version)."""
     if has_index(crosscoder_dir):
         meta = json.loads((index_dir(crosscoder_dir) / "index.json").read_text())
-        if meta.get("crosscoder_sha256") == crosscoder_fingerprint(crosscoder):
+        if meta.get("version") != INDEX_VERSION:
+            log.info("the feature index of %s has format version %s; rebuilding it as version %d",
+                     crosscoder_dir, meta.get("version"), INDEX_VERSION)
+        elif meta.get("crosscoder_sha256") == crosscoder_fingerprint(crosscoder):
             return FeatureIndex.load(index_dir(crosscoder_dir))
-        log.info("the feature index of %s is stale (other weights); rebuilding it", crosscoder_dir)
+        else:
+            log.info("the feature index of %s is stale (other weights); rebuilding it", crosscoder_dir)
     out_dir = index_dir(crosscoder_dir)
     return build_index(crosscoder, pair, config, out_dir=out_dir, progress=progress, show_tqdm=show_tqdm)
 
@@ -516,8 +545,10 @@ def _latent_arrays(crosscoder: CrossCoder, stats: ActivationStats, ridges: dict,
         "owner": owner,
         "frequency": stats.frequency().float().numpy(),
         "n_fires": stats.count_F.numpy(),
+        "n_contexts": stats.window_count_F.numpy(),
         "mean_activation": stats.mean_when_active().float().numpy(),
         "max_activation": stats.max_F.numpy(),
+        "act_hist": stats.histogram(HISTOGRAM_BINS).numpy().astype(np.int32),
         "dec_norm_a": norm_a_F,
         "dec_norm_b": norm_b_F,
         "relative_norm": blocks.relative_norm(crosscoder).cpu().numpy(),

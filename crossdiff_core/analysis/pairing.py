@@ -1,9 +1,10 @@
 """Run both models on aligned text and return their activations at the paired positions.
 
 Shared by the prompt diff, the feature index and the report: pad a batch of tokenized texts, run each
-model up to its read layer, pick the paired positions, and drop attention-sink outliers with the same
-rule the harvest uses (a pair is dropped when either model's activation norm exceeds
-`outlier_factor` × the batch median), so the crosscoder sees the kind of rows it was trained on.
+model up to its read layer, pick the paired positions, and drop attention-sink outliers with the
+harvest's own rule (`crossdiff_core.harvest.inliers`: a pair is dropped when either model's activation
+is not finite or its norm exceeds `outlier_factor` × the batch median), so the crosscoder sees the kind
+of rows it was trained on.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from crossdiff_core.alignment import Alignment, TokenizedText
 from crossdiff_core.crosscoder import CrossCoder
+from crossdiff_core.harvest import inliers
 from crossdiff_core.models import LoadedModel
 
 ModelPair = tuple[LoadedModel, LoadedModel]
@@ -93,15 +95,6 @@ def pad_id(tokenizer) -> int:
     return 0
 
 
-def inlier_mask(x_ND: torch.Tensor, factor: float) -> torch.Tensor:
-    """Return a bool `[N]` mask of finite rows whose norm is at most `factor` × the median norm of finite rows."""
-    finite_N = torch.isfinite(x_ND).all(-1) & (x_ND.abs().amax(-1) < 60_000)
-    if not finite_N.any():
-        return finite_N
-    norms_N = x_ND.norm(dim=-1)
-    return finite_N & (norms_N <= factor * norms_N[finite_N].median())
-
-
 @torch.no_grad()
 def run_paired(
     model_a: LoadedModel,
@@ -122,7 +115,7 @@ def run_paired(
     all_b = torch.cat(rows["b"])
     keep_N = torch.zeros(0, dtype=torch.bool)
     if len(all_a):
-        keep_N = inlier_mask(all_a, outlier_factor) & inlier_mask(all_b, outlier_factor)
+        keep_N = inliers(all_a, outlier_factor) & inliers(all_b, outlier_factor)
     runs, start = [], 0
     for (_, _, alignment), x_a_PD, x_b_PD in zip(aligned, rows["a"], rows["b"]):
         keep_P = keep_N[start : start + len(x_a_PD)]

@@ -7,14 +7,21 @@ dense, whose top contexts are strong and consistent, that the other model cannot
 exclusive only through shrinkage:
 
     rank_score = alive · not_dense · (consistency + strength) / 2 · specificity · shrinkage
+
+A latent seen in only a few windows is penalised (`alive` grows with the number of distinct windows
+it fired in), a transfer R² measured on too few firing test rows counts as unmeasured (not as
+"exclusive"), and `rank_order` puts latents that never fired after every latent that did, whatever
+their scores.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-MIN_FIRES = 5
-"""A latent that fired on at least this many index tokens counts as fully alive."""
+from crossdiff_core.analysis.stats import MIN_TEST_FIRES
+
+MIN_CONTEXTS = 5
+"""A latent that fired in at least this many distinct index windows counts as fully alive."""
 DENSE_FROM = 0.05
 """Firing frequency above which a latent starts to count as dense."""
 DENSE_AT = 0.5
@@ -23,6 +30,7 @@ DENSE_AT = 0.5
 SCORE_DOCS = {
     "frequency": "Fraction of the index's paired tokens on which the latent fired (activation > 0).",
     "n_fires": "Number of the index's paired tokens on which the latent fired.",
+    "n_contexts": "Number of distinct index windows in which the latent fired (each gives at most one top context).",
     "mean_activation": "Mean activation over the tokens where the latent fired.",
     "max_activation": "Largest activation seen on the index corpus.",
     "dec_norm_a": (
@@ -46,7 +54,7 @@ SCORE_DOCS = {
     ),
     "transfer_r2": (
         "Test R² of predicting the latent from the model that does not own it: near 0 means the other model "
-        "holds no linear trace of it."
+        f"holds no linear trace of it (NaN if it fired on fewer than {MIN_TEST_FIRES} test tokens)."
     ),
     "ls_error_a": (
         "Latent Scaling: least-squares scale of the latent's unit decoder direction in model A's error (own "
@@ -66,15 +74,20 @@ SCORE_DOCS = {
         "ν^r = ls_recon(other) / ls_recon(owner): high means other latents carry it in the other model "
         "(latent decoupling)."
     ),
-    "score_alive": f"min(1, n_fires / {MIN_FIRES}): 0 for dead latents.",
+    "score_alive": f"min(1, n_contexts / {MIN_CONTEXTS}): 0 for dead latents, low for latents seen in few windows.",
     "score_not_dense": f"1 up to a frequency of {DENSE_FROM}, falling log-linearly to 0 at {DENSE_AT}.",
     "score_consistency": (
         "Mean of the top-context activations (missing contexts count as 0) divided by the max activation."
     ),
     "score_strength": "Percentile, among latents that fired, of max_activation × the owner's decoder norm.",
-    "score_specificity": "1 − transfer_r2 clipped to [0, 1] (0.5 when R² cannot be measured).",
+    "score_specificity": (
+        "1 − transfer_r2 clipped to [0, 1] (0.5 when R² cannot be measured, e.g. too few test fires)."
+    ),
     "score_shrinkage": "1 − max(ν^ε, ν^r) clipped to [0, 1] where both models have a decoder row, else 1.",
-    "rank_score": "alive · not_dense · (consistency + strength) / 2 · specificity · shrinkage: the ranking key.",
+    "rank_score": (
+        "alive · not_dense · (consistency + strength) / 2 · specificity · shrinkage: the ranking key (latents that "
+        "never fired rank last)."
+    ),
 }
 """One sentence per score stored in the feature index."""
 
@@ -100,13 +113,13 @@ def other_over_own(values_a: np.ndarray, values_b: np.ndarray, owner: np.ndarray
 def ranking_scores(arrays: dict[str, np.ndarray], top_n: int) -> dict[str, np.ndarray]:
     """Return the `score_*` components and `rank_score` (float32 `[F]` each) from the index arrays.
 
-    Needs `n_fires`, `frequency`, `max_activation`, `top_act` `[F, top_n]`, `dec_norm_a/b`, `owner`,
-    `transfer_r2`, `nu_error` and `nu_recon`.
+    Needs `n_fires`, `n_contexts`, `frequency`, `max_activation`, `top_act` `[F, top_n]`, `dec_norm_a/b`,
+    `owner`, `transfer_r2`, `nu_error` and `nu_recon`.
     """
     n_fires = arrays["n_fires"].astype(np.float64)
     freq = arrays["frequency"].astype(np.float64)
     max_act = arrays["max_activation"].astype(np.float64)
-    alive = np.clip(n_fires / MIN_FIRES, 0, 1)
+    alive = np.clip(arrays["n_contexts"].astype(np.float64) / MIN_CONTEXTS, 0, 1)
     with np.errstate(divide="ignore"):
         log_freq = np.log10(np.maximum(freq, 1e-12))
     not_dense = np.clip((np.log10(DENSE_AT) - log_freq) / (np.log10(DENSE_AT) - np.log10(DENSE_FROM)), 0, 1)
@@ -138,8 +151,15 @@ def _percentile(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def rank_order(rank_score: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """Return the candidate latent ids sorted by `rank_score`, best first (lower id first on ties)."""
+def rank_order(rank_score: np.ndarray, n_fires: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Return the candidate latent ids best first: latents that fired by `rank_score`, then those that never fired.
+
+    A dead latent scores 0, like an alive but fully dense one; without the explicit split, ties broken by id
+    would put dead latents among (or above) alive ones. Ties go to the lower id; a NaN score sorts last among
+    the alive.
+    """
     candidates = np.asarray(candidates, dtype=np.int64)
-    order = np.lexsort((candidates, -rank_score[candidates].astype(np.float64)))
+    score = rank_score[candidates].astype(np.float64)
+    key = np.where(np.isnan(score), np.inf, -score)
+    order = np.lexsort((candidates, key, n_fires[candidates] <= 0))
     return candidates[order]

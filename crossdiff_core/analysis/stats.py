@@ -2,10 +2,12 @@
 
 Three accumulators feed the feature index; each takes chunks of rows and returns arrays of length F:
 
-- `ActivationStats`: firing counts, mean and max activation, each latent's top contexts (one per
-  window: the window's peak) and every non-zero activation in sparse form (for highlighting).
+- `ActivationStats`: firing counts (tokens and distinct windows), mean and max activation, each
+  latent's top contexts (one per window: the window's peak), every non-zero activation in sparse form
+  (for highlighting) and a histogram of each latent's activations.
 - `TransferRidge`: how well a linear map from one model's activations predicts each latent
-  (ridge regression, fitted on the train rows, R² on the test rows).
+  (ridge regression, fitted on the train rows, R² on the test rows; not measured for a latent that
+  fired on fewer than `MIN_TEST_FIRES` test rows).
 - `LatentScaling`: the Latent Scaling scalars of Minder et al. (2025), adapted to two models of
   different widths (formulas in `LatentScaling` and in SCORES.md).
 
@@ -16,6 +18,9 @@ from __future__ import annotations
 
 import torch
 
+MIN_TEST_FIRES = 3
+"""Transfer R² is reported as NaN for a latent that fired on fewer test rows than this (too few to measure)."""
+
 
 class ActivationStats:
     """Firing counts, mean/max activation, top contexts per latent, and the sparse activations of all rows."""
@@ -23,6 +28,8 @@ class ActivationStats:
     def __init__(self, n_latents: int, top_n: int):
         self.n_rows = 0
         self.count_F = torch.zeros(n_latents, dtype=torch.int64)
+        self.window_count_F = torch.zeros(n_latents, dtype=torch.int64)  # distinct windows where it fired
+        self._last_window_F = torch.full((n_latents,), -1, dtype=torch.int64)
         self.sum_F = torch.zeros(n_latents, dtype=torch.float64)
         self.max_F = torch.zeros(n_latents, dtype=torch.float32)
         self.top_act_NF = torch.zeros(top_n, n_latents, dtype=torch.float32)
@@ -48,6 +55,9 @@ class ActivationStats:
         for window in windows.tolist():
             rows = torch.nonzero(window_N == window).squeeze(1)
             values_F, arg_F = f_NF[rows].max(0)
+            new_F = (values_F > 0) & (self._last_window_F != window)  # a window may continue from the last chunk
+            self.window_count_F += new_F
+            self._last_window_F[new_F] = window
             peaks.append(values_F)
             windows_out.append(torch.full_like(arg_F, window))
             rows_out.append(rows[arg_F] + self.n_rows)
@@ -85,6 +95,22 @@ class ActivationStats:
         order = torch.argsort(latents * max(self.n_rows, 1) + rows, stable=True)
         return rows[order], latents[order], values[order]
 
+    def histogram(self, n_bins: int) -> torch.Tensor:
+        """Return int64 `[F, n_bins]`: each latent's positive activations counted in `n_bins` equal bins of (0, max].
+
+        Bin `b` holds activations in `[b, b + 1) · max_activation / n_bins` (the maximum goes in the last bin),
+        so a latent's counts sum to `count_F`, and a dead latent's are all 0.
+        """
+        n_latents = len(self.count_F)
+        latents = torch.cat(self._sparse_latents) if self._sparse_latents else torch.zeros(0, dtype=torch.int64)
+        values = torch.cat(self._sparse_values) if self._sparse_values else torch.zeros(0)
+        fired = values > 0
+        latents, values = latents[fired], values[fired].double()
+        scaled = values / self.max_F.double()[latents] * n_bins
+        bins = scaled.floor().long().clamp(0, n_bins - 1)
+        counts = torch.bincount(latents * n_bins + bins, minlength=n_latents * n_bins)
+        return counts.reshape(n_latents, n_bins)
+
 
 class TransferRidge:
     """Ridge regression from one model's activations to every latent's activation, with a held-out test split.
@@ -102,10 +128,12 @@ class TransferRidge:
         self._parts["train"].add(x_ND[~test_N], f_NF[~test_N])
         self._parts["test"].add(x_ND[test_N], f_NF[test_N])
 
-    def r2(self, alpha: float) -> torch.Tensor:
-        """Return the test-split R² of each latent `[F]` (NaN where the test rows have no variance or no rows).
+    def r2(self, alpha: float, min_test_fires: int = MIN_TEST_FIRES) -> torch.Tensor:
+        """Return the test-split R² of each latent `[F]`, NaN where it cannot be measured.
 
-        The fit is `f ≈ x W + b` on centred train rows with penalty `λ = alpha · tr(Cov(x)) / d`.
+        The fit is `f ≈ x W + b` on centred train rows with penalty `λ = alpha · tr(Cov(x)) / d`. NaN where
+        the test rows have no variance, or the latent fired on fewer than `min_test_fires` of them: an R²
+        from one or two firing rows says nothing, yet would read as "no linear trace in the other model".
         """
         train, test = self._parts["train"], self._parts["test"]
         if train.n < 2 or test.n < 2:
@@ -123,7 +151,7 @@ class TransferRidge:
         cross_F = (W_DF * test.xf).sum(0) + b_F * test.f
         sse_F = test.ff - 2 * cross_F + fit_sq_F
         sst_F = test.ff - test.f**2 / test.n
-        ok_F = sst_F > 1e-12 * test.n
+        ok_F = (sst_F > 1e-12 * test.n) & (test.fires >= min_test_fires)
         return torch.where(ok_F, 1 - sse_F / sst_F.clamp_min(1e-300), float("nan")).float()
 
 
@@ -137,6 +165,7 @@ class _RegressionSums:
         self.x = torch.zeros(d, dtype=torch.float64)
         self.f = torch.zeros(n_latents, dtype=torch.float64)
         self.ff = torch.zeros(n_latents, dtype=torch.float64)
+        self.fires = torch.zeros(n_latents, dtype=torch.int64)
 
     def add(self, x_ND: torch.Tensor, f_NF: torch.Tensor) -> None:
         """Add rows to the sums; returns None."""
@@ -146,6 +175,7 @@ class _RegressionSums:
         self.x += x_ND.sum(0)
         self.f += f_NF.sum(0)
         self.ff += (f_NF**2).sum(0)
+        self.fires += (f_NF > 0).sum(0)
 
 
 class LatentScaling:

@@ -24,7 +24,7 @@ INDEX_WINDOWS = 12
 def _train_small(store_dir, out_dir, d_a, d_b, dict_size, k, steps, exclusive=0.15):
     config = CrossCoderConfig(d_a=d_a, d_b=d_b, dict_size=dict_size, exclusive_a=exclusive, exclusive_b=exclusive, k=k)
     train_config = TrainConfig(steps=steps, batch_size=128, seed=0, lr=1e-2, warmup_steps=5, dead_after_tokens=512,
-                               checkpoint_every=10_000, log_every=20)
+                               relocate_every=10, relocate_relative_norm=0.6, checkpoint_every=10_000, log_every=20)
     return train(config, train_config, PairedActivationStore(store_dir), out_dir)
 
 

@@ -10,7 +10,8 @@ import torch
 
 from crossdiff_core.analysis import FeatureIndex, build_index, has_index, index_dir, load_index, load_or_build_index
 from crossdiff_core.analysis.blocks import BLOCK_CODES
-from crossdiff_core.analysis.scores import SCORE_DOCS
+from crossdiff_core.analysis.feature_index import INDEX_VERSION
+from crossdiff_core.analysis.scores import MIN_CONTEXTS, SCORE_DOCS
 from crossdiff_core.crosscoder import CrossCoder
 from crossdiff_core.errors import CrossCoderError, CrossDiffError
 
@@ -44,8 +45,26 @@ def test_real_index_holds_every_score_context_and_token(real_index, real_dfc, re
     assert np.isnan(index.arrays["nu_error"][a_only]).all()  # no B decoder: Latent Scaling does not apply
     ranked = index.ranked("a")
     assert sorted(ranked) == sorted(a_only.tolist())
+    fired = index.arrays["n_fires"][ranked] > 0
     scores = index.arrays["rank_score"][ranked]
-    assert (np.diff(scores) <= 0).all()
+    assert (np.diff(scores[fired]) <= 0).all()
+
+
+def test_real_index_ranks_no_dead_latent_above_an_alive_one(real_index):
+    arrays = real_index.arrays
+    n_fires, n_contexts = arrays["n_fires"], arrays["n_contexts"]
+    assert (n_contexts <= n_fires).all() and n_contexts.max() <= real_index.meta["n_windows"]
+    assert ((n_contexts > 0) == (n_fires > 0)).all()
+    assert (n_contexts >= (arrays["top_window"] >= 0).sum(1)).all()
+    dead_and_alive = 0
+    for side in ("a", "b"):
+        fired = n_fires[real_index.ranked(side)] > 0
+        first_dead = int(np.argmin(fired)) if not fired.all() else len(fired)
+        assert fired[:first_dead].all() and not fired[first_dead:].any(), (side, fired)
+        dead_and_alive += 0 < first_dead < len(fired)
+    assert dead_and_alive, "the fixture DFC has no side with both dead and alive exclusive latents: test is vacuous"
+    rare = (n_fires > 0) & (n_contexts < MIN_CONTEXTS)
+    assert (arrays["score_alive"][rare] < 1).all() and (arrays["score_alive"][n_fires == 0] == 0).all()
 
 
 def test_saved_index_reloads_and_checks_its_crosscoder(real_index, real_dfc):
@@ -84,6 +103,16 @@ def test_missing_index_says_how_to_build_it_and_load_or_build_builds_it(
     mtime = (index_dir(folder) / "arrays.safetensors").stat().st_mtime_ns
     again = load_or_build_index(folder, cc, tiny_pair, tiny_index_config)  # up to date: loaded, not rebuilt
     assert (index_dir(folder) / "arrays.safetensors").stat().st_mtime_ns == mtime and again.labels == built.labels
+
+    meta_path = index_dir(folder) / "index.json"
+    meta = json.loads(meta_path.read_text())
+    meta["version"] = INDEX_VERSION - 1  # an index written by an older CrossDiff
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CrossDiffError, match=rf"format version {INDEX_VERSION - 1}.*rebuild it with "
+                                              r"`python -m crossdiff_core index --crosscoder"):
+        load_index(folder, cc)
+    rebuilt = load_or_build_index(folder, cc, tiny_pair, tiny_index_config)  # old format: rebuilt
+    assert rebuilt.meta["version"] == json.loads(meta_path.read_text())["version"] == INDEX_VERSION
 
 
 def test_index_rejects_bad_settings_and_bad_latents(tiny_dfc, tiny_pair, tiny_index_config, real_index):

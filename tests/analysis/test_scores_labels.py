@@ -12,6 +12,7 @@ def _arrays(**overrides):
     F = 5
     arrays = {
         "n_fires": np.array([0, 100, 100, 100, 100]),
+        "n_contexts": np.array([0, 10, 10, 10, 10]),
         "frequency": np.array([0, 0.01, 0.9, 0.01, 0.01], dtype=np.float32),
         "max_activation": np.array([0, 5, 5, 5, 5], dtype=np.float32),
         "top_act": np.tile(np.array([[5, 5, 5]], dtype=np.float32), (F, 1)),
@@ -33,8 +34,34 @@ def test_rank_score_rewards_alive_sparse_specific_unshrunk_latents():
     assert rank[1] > rank[2]  # dense is penalised
     assert rank[1] > rank[3]  # the other model predicts latent 3
     assert rank[1] > rank[4]  # latent 4 looks exclusive only through shrinkage
-    assert rank_order(rank, np.arange(5))[0] == 1
+    assert rank_order(rank, _arrays()["n_fires"], np.arange(5))[0] == 1
     assert set(scores) <= set(SCORE_DOCS)
+
+
+def test_dead_latents_rank_after_alive_ones_and_rarely_seen_latents_are_penalised():
+    # 0: dead · 1: alive but fully dense (scores 0, like a dead latent) · 2: fired in a single window
+    # 3: fired in many windows, otherwise like 2 · 4: dead, R² not measurable
+    arrays = _arrays(
+        n_fires=np.array([0, 100, 12, 12, 0]),
+        n_contexts=np.array([0, 10, 1, 10, 0]),
+        frequency=np.array([0, 0.9, 0.01, 0.01, 0], dtype=np.float32),
+        max_activation=np.array([0, 5, 5, 5, 0], dtype=np.float32),
+        top_act=np.array([[0, 0, 0], [5, 5, 5], [5, 0, 0], [5, 5, 5], [0, 0, 0]], dtype=np.float32),
+        transfer_r2=np.array([np.nan, 0.0, 0.0, 0.0, np.nan], dtype=np.float32),
+        nu_error=np.full(5, np.nan, dtype=np.float32),
+    )
+    scores = ranking_scores(arrays, top_n=3)
+    rank = scores["rank_score"]
+    np.testing.assert_allclose(scores["score_alive"], [0, 1, 0.2, 1, 0])
+    assert rank[0] == rank[1] == rank[4] == 0  # the tie that ordering by id used to break in favour of latent 0
+    assert 0 < rank[2] < rank[3] / 5  # one window: penalised by alive (1/5) and by consistency
+    assert rank_order(rank, arrays["n_fires"], np.arange(5)).tolist() == [3, 2, 1, 0, 4]
+    assert rank_order(rank, arrays["n_fires"], np.array([4, 1, 0])).tolist() == [1, 0, 4]
+
+
+def test_rank_order_puts_nan_scores_after_scored_alive_latents():
+    order = rank_order(np.array([np.nan, 0.2, 0.5, 0.9]), np.array([5, 5, 5, 0]), np.arange(4))
+    assert order.tolist() == [2, 1, 0, 3]
 
 
 def test_consistency_counts_missing_contexts_as_zero():

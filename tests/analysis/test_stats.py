@@ -1,4 +1,4 @@
-"""Per-latent accumulators: transfer ridge R², Latent Scaling against brute force, top contexts."""
+"""Per-latent accumulators: transfer ridge R², Latent Scaling against brute force, top contexts, histograms."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from crossdiff_core.analysis.scores import other_over_own
-from crossdiff_core.analysis.stats import ActivationStats, LatentScaling, TransferRidge
+from crossdiff_core.analysis.stats import MIN_TEST_FIRES, ActivationStats, LatentScaling, TransferRidge
 
 
 def test_ridge_r2_is_high_for_a_linear_latent_and_low_for_noise():
@@ -28,6 +28,24 @@ def test_ridge_r2_is_nan_without_test_variance():
     ridge = TransferRidge(4, 1)
     ridge.add(torch.randn(40, 4), torch.zeros(40, 1), torch.arange(40) % 4 == 3)
     assert torch.isnan(ridge.r2(0.1)).all()
+
+
+def test_ridge_r2_is_nan_for_a_latent_that_fired_on_too_few_test_rows():
+    """A latent linear in x still gets no R² when the test split saw it fire only twice."""
+    gen = torch.Generator().manual_seed(3)
+    x_ND = torch.randn(400, 8, generator=gen)
+    test_N = torch.arange(400) % 4 == 3
+    linear_N = (x_ND @ torch.randn(8, generator=gen) + 10).clamp_min(0.1)
+    f_NF = torch.zeros(400, 2)
+    for latent, n_test_fires in ((0, 2), (1, MIN_TEST_FIRES)):
+        fires_N = ~test_N
+        fires_N[torch.nonzero(test_N).squeeze(1)[:n_test_fires]] = True
+        f_NF[:, latent] = torch.where(fires_N, linear_N, 0.0)
+    ridge = TransferRidge(8, 2)
+    ridge.add(x_ND, f_NF, test_N)
+    r2 = ridge.r2(alpha=1e-3)
+    assert torch.isnan(r2[0]) and torch.isfinite(r2[1])
+    assert torch.isfinite(ridge.r2(alpha=1e-3, min_test_fires=2)[0])
 
 
 def test_latent_scaling_matches_brute_force_least_squares():
@@ -84,3 +102,7 @@ def test_activation_stats_keep_one_peak_per_window_and_sparse_values():
     rows, latents, values = stats.sparse()
     assert latents.tolist() == [0, 0, 0, 0, 1, 1] and rows.tolist() == [1, 2, 3, 4, 0, 3]
     assert values.tolist() == [3.0, 1.0, 2.0, 0.5, 1.0, 5.0]
+    assert stats.window_count_F.tolist() == [3, 2]  # window 1 spans both chunks and counts once
+    # latent 0 (max 3): 3 → last bin, 2 → [2, 3), 1 → [1, 2), 0.5 → [0, 1); latent 1 (max 5): 1 → [0, 5/3), 5 → last
+    assert stats.histogram(3).tolist() == [[1, 1, 2], [1, 0, 1]]
+    assert stats.histogram(3).sum(1).tolist() == stats.count_F.tolist()
