@@ -11,7 +11,8 @@ config, a local folder's `config.json`, or the built-in numbers of `PRESETS`; no
 - **the checkpoint files** (CPU only): transformers memory-maps each safetensors file and keeps it
   mapped, so its pages count toward resident memory (they are file-backed: the OS can drop them under
   pressure, so this is an upper bound). Unquantized weights in the checkpoint's own dtype (bf16) are
-  used in place, without a second copy;
+  used in place, without a second copy. Quantizing on CPU stages each linear weight in fp32; the
+  allocator keeps those blocks, about 4 bytes per linear parameter of the larger model;
 - **one forward pass** of `max_batch_tokens` tokens up to the read layer (the residual stream,
   attention and MLP temporaries of one block, the fp32 copy of the read activations);
 - **the crosscoder**: parameters, gradients and Adam's two moments, one training step's `[batch, F]`
@@ -138,6 +139,8 @@ class ModelMemory:
     """Size of the checkpoint files, memory-mapped by the loader."""
     in_place: bool
     """True when the weights are used straight from the mapped checkpoint (no quantization, bf16 compute)."""
+    staging_bytes: int
+    """Blocks quantizing on CPU leaves with the allocator (fp32 copies of the linear weights); 0 unquantized."""
     forward_bytes: int
     """Working set of one truncated forward pass of `max_batch_tokens` tokens."""
     prompt_bytes: int
@@ -184,6 +187,8 @@ class MemoryEstimate:
     def phases(self) -> dict[str, int]:
         """Return the bytes each phase needs: load, harvest, train, inspect (each includes the runtime)."""
         loaded = self.runtime_bytes + self._resident(self.model_a) + self._resident(self.model_b)
+        if self.device == "cpu":
+            loaded += max(self.model_a.staging_bytes, self.model_b.staging_bytes)
         forward = max(self.model_a.forward_bytes, self.model_b.forward_bytes)
         return {
             "load": loaded,
@@ -451,6 +456,7 @@ def model_memory(
         parts=parts,
         checkpoint_bytes=checkpoint,
         in_place=quant == "none" and dtype == "bf16" and not arch.expert_checkpoint_bytes,
+        staging_bytes=4 * linear_params if quant != "none" else 0,
         forward_bytes=forward_bytes(arch, quant, dtype, max_batch_tokens),
         prompt_bytes=forward_bytes(arch, quant, dtype, PROMPT_TOKENS),
     )
