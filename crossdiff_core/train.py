@@ -7,8 +7,13 @@ crosscoder, and runs Adam (linear warmup, then linear decay to 0) on
            + auxk_coeff · (d_a + d_b) · auxk loss              (BatchTopK)
            or + l1_coeff · mean_tokens Σ_j f_j (‖d_a,j‖ + ‖d_b,j‖)   (L1)
 
+Normalization scales each model so that its variance around its mean, summed over dimensions, is
+d_m (the mean itself goes to the decoder bias, which starts there). Scaling by the raw second
+moment instead lets a residual stream with a large constant component (Gemma-3: about 17 times its
+variance) count for little in the loss, and tilts every latent's decoder norms toward the other model.
+
 The auxk loss is relative (residual error over residual variance); the reconstruction term is in
-units where model m's mean squared norm is d_m, so the auxk term is scaled by d_a + d_b to keep
+units where model m's variance is d_m, so the auxk term is scaled by d_a + d_b to keep
 `auxk_coeff` the weight it has against a normalized reconstruction loss (Gao et al. 2024).
 In a DFC, every `relocate_every` steps an alive shared latent that only writes to one model
 (relative decoder norm beyond `relocate_relative_norm`) moves into a dead latent of that model's
@@ -92,7 +97,12 @@ class TrainConfig:
     """Fraction of `steps` after which the learning rate decays linearly to 0 at the last step."""
 
     auxk_coeff: float = 1 / 32
-    """Weight of the auxk loss that revives dead shared latents, against a normalized reconstruction loss (BatchTopK)."""
+    """Weight of the auxk loss that revives dead latents, against a normalized reconstruction loss (BatchTopK)."""
+
+    auxk_exclusive: bool = True
+    """Let auxk revive dead exclusive latents too (DFC). Without it, exclusive latents are filled by
+    relocation only: on synthetic data that avoids exclusive latents that copy one side of a shared
+    feature, but on a short real run (where no latent becomes one-sided) the blocks stay dead."""
 
     k_aux: int | None = None
     """Dead latents the auxk loss uses per token; None = half the wider model's width."""
@@ -296,16 +306,20 @@ def _decode_active(ops, model: CrossCoder, selection: LatentSelection, values_N:
 
 
 def _auxk_loss(model: CrossCoder, dead_F, train_config, x_a_BD, x_b_BD, err_a_BD, err_b_BD) -> torch.Tensor:
-    """Return the auxk loss: how well the top dead shared latents reconstruct the residual, relative to its variance.
+    """Return the auxk loss: how well the top dead latents reconstruct the residual, relative to its variance.
 
-    Zero when no shared latent is dead or `auxk_coeff` is 0. Dead exclusive latents are left out:
-    one model's residual is mostly shared content not learned yet, so auxk would turn them into
-    copies of one side of shared features; they are filled by relocation instead (see
-    `relocate_one_sided`). Each token uses its `k_aux` largest dead pre-activations. With k_aux = d/2 the [B, n_dead] activation matrix is dense in practice, so it
-    is computed with dense matmuls over the dead latents only (never over all F).
+    Zero when no latent is dead or `auxk_coeff` is 0. With `auxk_exclusive` off, dead exclusive
+    latents are left out: one model's residual is mostly shared content not learned yet, so auxk
+    can turn them into copies of one side of shared features; they are then filled by relocation
+    only (see `relocate_one_sided`). Each token uses its `k_aux` largest dead pre-activations. With
+    k_aux = d/2 the [B, n_dead] activation matrix is dense in practice, so it is computed with dense
+    matmuls over the dead latents only (never over all F).
     """
     zero = x_a_BD.new_zeros(())
-    dead_K = dead_F[model.slice_shared].nonzero().squeeze(1) + model.slice_shared.start
+    if train_config.auxk_exclusive:
+        dead_K = dead_F.nonzero().squeeze(1)
+    else:
+        dead_K = dead_F[model.slice_shared].nonzero().squeeze(1) + model.slice_shared.start
     if train_config.auxk_coeff == 0 or dead_K.numel() == 0:
         return zero
     # Sorted dead latents: the first n_in_a belong to model A, those from b_start on to model B.
@@ -432,7 +446,7 @@ def train(
     checkpoint of the last completed step is written before the interrupt propagates.
     """
     train_config.validate()
-    config = fit_to_source(config, source)
+    config = fit_to_source(config, source, mean_sample(source, train_config))
     device = torch.device(train_config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = _DTYPES[train_config.dtype]
     out_dir = Path(out_dir)
@@ -544,10 +558,20 @@ def _init_decoder_bias(model: CrossCoder, source: BatchSource, train_config: Tra
     model.b_dec_b.copy_(x_b_BD.mean(0))
 
 
-def fit_to_source(config: CrossCoderConfig, source: BatchSource) -> CrossCoderConfig:
+def mean_sample(source: BatchSource, train_config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return each model's mean activation `(μ_a [d_a], μ_b [d_b])` over one training-size batch (fixed seed)."""
+    x_a_BD, x_b_BD = next(source.iter_batches(train_config.batch_size, train_config.seed + 1))
+    return x_a_BD.double().mean(0), x_b_BD.double().mean(0)
+
+
+def fit_to_source(
+    config: CrossCoderConfig, source: BatchSource, means: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> CrossCoderConfig:
     """Return a copy of `config` with normalization scales and pair metadata filled from `source` where None.
 
-    scale_m = sqrt(d_m / E‖x_m‖²), so normalized activations have mean squared norm d_m.
+    scale_m = sqrt(d_m / (E‖x_m‖² − ‖μ_m‖²)): normalized activations vary around their mean with a
+    summed variance of d_m. `means` are the per-model mean activations (`mean_sample`); without them
+    the mean is taken as 0 (scale by the raw second moment).
     """
     if (config.d_a, config.d_b) != (source.d_a, source.d_b):
         raise CrossCoderError(
@@ -556,14 +580,22 @@ def fit_to_source(config: CrossCoderConfig, source: BatchSource) -> CrossCoderCo
         )
     updates: dict = {}
     if config.scale_a is None or config.scale_b is None:
-        for side, d, mean_sq in zip("ab", (config.d_a, config.d_b), source.mean_sq_norms(), strict=True):
+        sq_norms_of_means = (0.0, 0.0) if means is None else tuple(float(m.pow(2).sum()) for m in means)
+        for side, d, mean_sq, sq_norm_of_mean in zip("ab", (config.d_a, config.d_b), source.mean_sq_norms(),
+                                                     sq_norms_of_means, strict=True):  # fmt: skip
             if not (mean_sq > 0 and math.isfinite(mean_sq)):
                 raise CrossCoderError(
                     f"model {side.upper()}'s activations have mean squared norm {mean_sq}; they are all zero "
                     "or contain NaN/inf: rebuild the activation store"
                 )
+            variance = mean_sq - sq_norm_of_mean
+            if not variance > 1e-6 * mean_sq:
+                raise CrossCoderError(
+                    f"model {side.upper()}'s activations hardly vary around their mean (variance {variance:.3g}, "
+                    f"mean squared norm {mean_sq:.3g}): every token looks the same; check the read layer and corpus"
+                )
             if getattr(config, f"scale_{side}") is None:
-                updates[f"scale_{side}"] = math.sqrt(d / mean_sq)
+                updates[f"scale_{side}"] = math.sqrt(d / variance)
     info = source.pair_info()
     for key in PAIR_INFO_KEYS:
         if getattr(config, key) is None and info.get(key) is not None:

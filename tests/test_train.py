@@ -17,6 +17,7 @@ from crossdiff_core.train import (
     TrainConfig,
     TrainProgress,
     fit_to_source,
+    mean_sample,
     learning_rate,
     train,
     training_loss,
@@ -100,8 +101,9 @@ def test_training_writes_a_loadable_crosscoder_and_logs(tmp_path, source):
     for ours, theirs in zip(result.crosscoder(x_a, x_b), loaded(x_a, x_b)):
         assert torch.equal(ours, theirs)
     mean_sq_a, mean_sq_b = source.mean_sq_norms()
-    assert loaded.config.scale_a == pytest.approx(math.sqrt(D_A / mean_sq_a))
-    assert loaded.config.scale_b == pytest.approx(math.sqrt(D_B / mean_sq_b))
+    mean_a, mean_b = mean_sample(source, train_config())
+    assert loaded.config.scale_a == pytest.approx(math.sqrt(D_A / (mean_sq_a - float(mean_a.pow(2).sum()))))
+    assert loaded.config.scale_b == pytest.approx(math.sqrt(D_B / (mean_sq_b - float(mean_b.pow(2).sum()))))
     assert (loaded.config.model_a, loaded.config.layer_b, loaded.config.tokenizer_a) == ("toy-a", 5, "ta")
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [10, 20, 30, 40, 50, 60]
@@ -114,6 +116,19 @@ def test_normalization_gives_mean_squared_norm_d(source):
     config = fit_to_source(crosscoder_config(), source)
     assert float((source.x_a_ND * config.scale_a).pow(2).sum(1).mean()) == pytest.approx(D_A, rel=1e-4)
     assert float((source.x_b_ND * config.scale_b).pow(2).sum(1).mean()) == pytest.approx(D_B, rel=1e-4)
+
+
+def test_normalization_with_means_gives_variance_d_whatever_the_offset(source):
+    offset_a, offset_b = 30 * torch.ones(D_A), -50 * torch.ones(D_B)  # a constant component, as Gemma-3 has
+    shifted = TensorBatchSource(source.x_a_ND + offset_a, source.x_b_ND + offset_b)
+    exact = (shifted.x_a_ND.double().mean(0), shifted.x_b_ND.double().mean(0))
+    config = fit_to_source(crosscoder_config(), shifted, exact)
+    centered_a, centered_b = shifted.x_a_ND - exact[0].float(), shifted.x_b_ND - exact[1].float()
+    assert float((centered_a * config.scale_a).pow(2).sum(1).mean()) == pytest.approx(D_A, rel=1e-3)
+    assert float((centered_b * config.scale_b).pow(2).sum(1).mean()) == pytest.approx(D_B, rel=1e-3)
+    with pytest.raises(CrossCoderError, match="hardly vary"):
+        constant = TensorBatchSource(offset_a.expand(64, D_A).clone(), offset_b.expand(64, D_B).clone())
+        fit_to_source(crosscoder_config(), constant, (offset_a.double(), offset_b.double()))
 
 
 def test_stopped_and_resumed_run_matches_uninterrupted_run(tmp_path, source):
