@@ -99,10 +99,11 @@ class TrainConfig:
     auxk_coeff: float = 1 / 32
     """Weight of the auxk loss that revives dead latents, against a normalized reconstruction loss (BatchTopK)."""
 
-    auxk_exclusive: bool = True
-    """Let auxk revive dead exclusive latents too (DFC). Without it, exclusive latents are filled by
-    relocation only: on synthetic data that avoids exclusive latents that copy one side of a shared
-    feature, but on a short real run (where no latent becomes one-sided) the blocks stay dead."""
+    auxk_exclusive: bool = False
+    """Let auxk revive dead exclusive latents too (DFC). Off, exclusive latents are filled by
+    relocation only. On synthetic ground truth (benchmarks/synthetic) turning it on makes about a
+    third of the exclusive latents copies of one side of a shared feature and costs shared recovery;
+    on a short real run, where no latent becomes one-sided, it is what keeps the blocks alive."""
 
     k_aux: int | None = None
     """Dead latents the auxk loss uses per token; None = half the wider model's width."""
