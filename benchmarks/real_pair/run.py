@@ -89,13 +89,15 @@ def main() -> None:
     parser.add_argument("--dead-after-tokens", type=int, default=100_000,
                         help="tokens without firing before a latent counts as dead (auxk and relocation act on it)")
     parser.add_argument("--ablation", action="store_true",
-                        help="also train the DFC without relocation of one-model shared latents")
+                        help="also train the DFC with auxk reviving exclusive latents (as the shipped DFC), "
+                             "and without relocation of one-model shared latents")
     args = parser.parse_args()
 
     store = PairedActivationStore(args.store)
     x_a, x_b = store.held_out()
     runs = {"dfc_5_5": (0.05, 0.05, {}), "standard": (0, 0, {})}
     if args.ablation:
+        runs["dfc_5_5_auxk_exclusive"] = (0.05, 0.05, {"auxk_exclusive": True})
         runs["dfc_5_5_no_relocation"] = (0.05, 0.05, {"relocate_every": args.steps + 1})
     results = {}
     for name, (ex_a, ex_b, overrides) in runs.items():

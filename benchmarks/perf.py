@@ -1,0 +1,712 @@
+"""Performance of CrossDiff on the demo pair, as ratios measured side by side in one run.
+
+`python -m benchmarks.perf --quick` (a few minutes on CPU) prints a table and writes
+`benchmarks/results/perf.json`; without `--quick` the runs are longer and larger (200 training
+steps, F up to 64k, more windows). Every figure is a ratio of two things timed alternately in the
+same process (medians over rounds), so a busy machine slows both sides alike:
+
+- **harvest**: paired tokens/s of `crossdiff_core.harvest.paired_activations` (forward stops at the
+  read layer, length-sorted passes without padding waste; bf16, NF4 and fp32 models) against a naive
+  harvest of the same windows: full fp32 forward of both models with `output_hidden_states=True`
+  through every layer and the LM head, on padded batches of 16 windows in corpus order;
+- **training step**: tokens/s of the DFC step (`train.training_loss` with the sparse kernels, fused
+  Adam) against a dense reference written here the way published crosscoder code does it (full
+  `[d, F]` matrices with masks, dense encode, dense BatchTopK, dense decode, autograd, same auxk and
+  Adam), and against the encoder-forward limit (the bare `x·W_enc` matmuls of both models);
+  both steps start from the same weights and see the same batches, and their losses are compared;
+- **diff latency**: `diff.diff_prompt` on a 64-token prompt against the two truncated forward passes;
+- **memory**: peak resident memory of loading the demo pair in NF4, bf16 and fp32 (each in a fresh
+  subprocess), the crosscoder's parameters + Adam state per size, and the estimates of
+  `crossdiff_core.memory` against those measurements.
+
+Speed comparisons run twice, with torch's default threads and on one thread (see `THREAD_SETTINGS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "perf.json"
+DEMO_A, DEMO_B = "smollm2-135m", "gemma3-270m"
+CTX_LEN = 128
+LOAD_SETTINGS = {"nf4": ("nf4", "bf16"), "bf16": ("none", "bf16"), "fp32": ("none", "fp32")}
+"""Name → (quant, compute dtype) of the three ways the demo pair is loaded."""
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How big each measurement is."""
+
+    name: str
+    harvest_windows: int
+    harvest_rounds: int
+    train_steps: int
+    """Lock-step training steps at F=8192 (losses compared after the last)."""
+    train_sizes: tuple[int, ...]
+    size_steps: int
+    """Timed steps at each other size."""
+    diff_rounds: int
+    forward_tokens: int
+    """Tokens of the forward pass whose memory the memory children measure."""
+
+
+QUICK = Mode("quick", harvest_windows=16, harvest_rounds=2, train_steps=20, train_sizes=(4096, 16384),
+             size_steps=6, diff_rounds=5, forward_tokens=4096)  # fmt: skip
+FULL = Mode("full", harvest_windows=64, harvest_rounds=3, train_steps=200, train_sizes=(4096, 16384, 65536),
+            size_steps=10, diff_rounds=9, forward_tokens=8192)  # fmt: skip
+
+
+def machine() -> dict:
+    """Return what the numbers were measured on: platform, CPU count, torch version, threads."""
+    import transformers
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+THREAD_SETTINGS = {"all_threads": None, "one_thread": 1}
+"""Each comparison runs twice: with torch's default threads, and on one thread. On a shared machine
+multi-threaded runs lose time at every kernel's barrier waiting for a descheduled thread, which hurts
+code made of many small kernels (elementwise ops, sparse steps) more than a few big matmuls; one
+thread shows the ratios without that effect."""
+
+
+@contextlib.contextmanager
+def threads(n_threads: int | None):
+    """Run the block with torch on `n_threads` threads (None: leave as is), then restore."""
+    before = torch.get_num_threads()
+    if n_threads:
+        torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _timed(fn) -> tuple[float, object]:
+    """Return (seconds, result) of one call of `fn`."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def _ratio_stats(ratios: list[float]) -> dict:
+    """Return the median of per-round ratios with their range."""
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "rounds": len(ratios)}
+
+
+# ---------------------------------------------------------------------------- harvest
+
+
+def demo_windows(n_windows: int, tokenizer) -> list[str]:
+    """Return the first `n_windows` windows of `builtin:demo` cut for model A at `CTX_LEN` tokens."""
+    from crossdiff_core.corpus import iter_windows
+
+    windows = []
+    for text in iter_windows("builtin:demo", tokenizer, CTX_LEN):
+        windows.append(text)
+        if len(windows) == n_windows:
+            break
+    return windows
+
+
+@torch.no_grad()
+def naive_paired_rows(
+    model_a, model_b, windows: list[str], batch_windows: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return paired rows `(x_a_ND, x_b_ND)` the naive way: every layer and the LM head in fp32, padded batches."""
+    from crossdiff_core.alignment import align_batch
+
+    rows_a, rows_b = [], []
+    for first in range(0, len(windows), batch_windows):
+        aligned = align_batch(model_a.tokenizer, model_b.tokenizer, windows[first : first + batch_windows],
+                              max_tokens=CTX_LEN, max_tokens_b=2 * CTX_LEN)  # fmt: skip
+        for model, side, rows in ((model_a, 0, rows_a), (model_b, 1, rows_b)):
+            ids = [al[side].input_ids for al in aligned]
+            width = max(len(i) for i in ids)
+            ids_BT = torch.full((len(ids), width), model.tokenizer.pad_token_id or 0, dtype=torch.long)
+            mask_BT = torch.zeros((len(ids), width), dtype=torch.long)
+            for row, tokens in enumerate(ids):
+                ids_BT[row, : len(tokens)] = torch.tensor(tokens)
+                mask_BT[row, : len(tokens)] = 1
+            out = model.model(input_ids=ids_BT, attention_mask=mask_BT, output_hidden_states=True, use_cache=False)
+            hidden_BTD = out.hidden_states[model.layer + 1]  # [0] is the embedding output
+            for row, al in enumerate(aligned):
+                positions = al[2].pos_a if side == 0 else al[2].pos_b
+                rows.append(hidden_BTD[row, torch.as_tensor(positions, dtype=torch.long)].float())
+    return torch.cat(rows_a), torch.cat(rows_b)
+
+
+def _relative_error(x_ND: torch.Tensor, ref_ND: torch.Tensor) -> float:
+    """Return ‖x − ref‖ / ‖ref‖ over all rows."""
+    return float((x_ND - ref_ND).norm() / ref_ND.norm().clamp_min(1e-12))
+
+
+def bench_harvest(mode: Mode, pairs: dict) -> dict:
+    """Return paired tokens/s of our harvest path (bf16, NF4, fp32) relative to the naive harvest, and row errors."""
+    from crossdiff_core.alignment import align_batch
+    from crossdiff_core.harvest import HarvestConfig, paired_activations, rows_at_positions
+
+    config = HarvestConfig()
+    fp32_a, fp32_b = pairs["fp32"]
+    windows = demo_windows(mode.harvest_windows, fp32_a.tokenizer)
+    aligned = align_batch(fp32_a.tokenizer, fp32_b.tokenizer, windows, max_tokens=CTX_LEN, max_tokens_b=2 * CTX_LEN)
+    n_paired = sum(len(al.pos_a) for _, _, al in aligned)
+
+    def ours(name):
+        model_a, model_b = pairs[name]
+        return lambda: paired_activations(model_a, model_b, windows, CTX_LEN, config.outlier_factor,
+                                          config.max_batch_tokens)
+
+    def naive():
+        return naive_paired_rows(fp32_a, fp32_b, windows)
+
+    paired_activations(*pairs["bf16"], windows[:2], CTX_LEN, config.outlier_factor)  # warm up
+    speedups, naive_tokens_per_s = {}, {}
+    for setting, n_threads in THREAD_SETTINGS.items():
+        with threads(n_threads):
+            times: dict[str, list[float]] = {"naive": [], "bf16": [], "nf4": [], "fp32": []}
+            for _ in range(mode.harvest_rounds):
+                times["naive"].append(_timed(naive)[0])
+                for name in ("bf16", "nf4", "fp32"):
+                    times[name].append(_timed(ours(name))[0])
+        naive_tokens_per_s[setting] = n_paired / statistics.median(times["naive"])
+        speedups[setting] = {
+            name: _ratio_stats([n / t for n, t in zip(times["naive"], times[name])]) for name in ("bf16", "nf4", "fp32")
+        }
+
+    # Correctness: our rows against the naive ones at the same positions (no outlier filter on either side).
+    ref_a, ref_b = naive()
+    errors = {}
+    for name in ("fp32", "bf16", "nf4"):
+        model_a, model_b = pairs[name]
+        x_a = rows_at_positions(model_a, [al[0].input_ids for al in aligned], [al[2].pos_a for al in aligned], 8192)
+        x_b = rows_at_positions(model_b, [al[1].input_ids for al in aligned], [al[2].pos_b for al in aligned], 8192)
+        errors[name] = {"a": _relative_error(x_a, ref_a), "b": _relative_error(x_b, ref_b)}
+    padded_naive = _padded_tokens(aligned, 16, sort=False)
+    padded_ours = _padded_tokens(aligned, config.max_batch_tokens, sort=True)
+    return {
+        "windows": len(windows),
+        "paired_tokens": n_paired,
+        "naive_paired_tokens_per_s": naive_tokens_per_s,
+        "speedup_vs_naive": speedups,
+        "relative_error_vs_naive": errors,
+        "padded_tokens": {"naive": padded_naive, "ours": padded_ours},
+    }
+
+
+def _padded_tokens(aligned, group: int, sort: bool) -> dict:
+    """Return the tokens both models run (padding included) and the real ones, naive batches or our passes."""
+    from crossdiff_core.harvest import length_sorted_chunks
+
+    totals = {"run": 0, "real": 0}
+    for side in (0, 1):
+        positions = [al[2].pos_a if side == 0 else al[2].pos_b for al in aligned]
+        if sort:
+            lengths = [int(p[-1]) + 1 if len(p) else 0 for p in positions]
+            chunks = length_sorted_chunks(lengths, group)
+        else:
+            lengths = [len(al[side].input_ids) for al in aligned]
+            chunks = [list(range(i, min(i + group, len(lengths)))) for i in range(0, len(lengths), group)]
+        totals["run"] += sum(len(c) * max(lengths[i] for i in c) for c in chunks)
+        totals["real"] += sum(lengths)
+    return totals
+
+
+# ---------------------------------------------------------------------------- training step
+
+
+class DenseReferenceStep:
+    """A crosscoder training step written the way published crosscoder code does it.
+
+    Full `[d_m, F]` encoder and `[F, d_m]` decoder matrices per model; the DFC partition is kept by
+    zeroing the forbidden weights and their gradients (masks). Dense encode, BatchTopK over the
+    flattened `[B, F]` scores, dense decode, autograd, Adam, and the auxk loss as
+    `crossdiff_core.train.training_loss` defines it: over dead *shared* latents, weighted by
+    `auxk_coeff · (d_a + d_b)`.
+    """
+
+    def __init__(self, dfc, lr: float, k_aux: int, auxk_coeff: float):
+        n_latents = dfc.dict_size
+        self.k, self.k_aux = dfc.config.k, k_aux
+        self.auxk_weight = auxk_coeff * (dfc.config.d_a + dfc.config.d_b)
+        self.mask_a_F = torch.zeros(n_latents, dtype=torch.bool)
+        self.mask_a_F[dfc.slice_a] = True
+        self.mask_b_F = torch.zeros(n_latents, dtype=torch.bool)
+        self.mask_b_F[dfc.slice_b] = True
+        self.shared_F = self.mask_a_F & self.mask_b_F
+        with torch.no_grad():
+            self.W_enc_a = _full(dfc.W_enc_a.T, n_latents, dfc.slice_a, rows=False)
+            self.W_enc_b = _full(dfc.W_enc_b.T, n_latents, dfc.slice_b, rows=False)
+            self.W_dec_a = _full(dfc.W_dec_a, n_latents, dfc.slice_a, rows=True)
+            self.W_dec_b = _full(dfc.W_dec_b, n_latents, dfc.slice_b, rows=True)
+            self.b_enc = dfc.b_enc.detach().clone().requires_grad_()
+            self.b_dec_a = dfc.b_dec_a.detach().clone().requires_grad_()
+            self.b_dec_b = dfc.b_dec_b.detach().clone().requires_grad_()
+        self.params = [self.W_enc_a, self.W_enc_b, self.b_enc, self.W_dec_a, self.W_dec_b, self.b_dec_a, self.b_dec_b]
+        self.optimizer = torch.optim.Adam(self.params, lr=lr, fused=True)
+
+    def step(self, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor, dead_F: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """Run one optimizer step; return (loss, which latents fired [F])."""
+        batch = x_a_BD.shape[0]
+        pre_BF = x_a_BD @ self.W_enc_a + x_b_BD @ self.W_enc_b + self.b_enc
+        act_BF = pre_BF.relu()
+        with torch.no_grad():
+            dec_norm_F = self.W_dec_a.norm(dim=1) + self.W_dec_b.norm(dim=1)
+            top = torch.topk((act_BF * dec_norm_F).flatten(), self.k * batch)
+            keep_BF = torch.zeros(act_BF.numel(), dtype=torch.bool).index_fill_(0, top.indices[top.values > 0], True)
+        f_BF = act_BF * keep_BF.view_as(act_BF)
+        err_a_BD = f_BF @ self.W_dec_a + self.b_dec_a - x_a_BD
+        err_b_BD = f_BF @ self.W_dec_b + self.b_dec_b - x_b_BD
+        loss = err_a_BD.pow(2).sum(1).mean() + err_b_BD.pow(2).sum(1).mean()
+        dead_shared_F = dead_F & self.shared_F
+        if dead_shared_F.any() and self.auxk_weight:
+            loss = loss + self.auxk_weight * self._auxk(pre_BF, dead_shared_F, err_a_BD.detach(), err_b_BD.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():  # the reference implementation's gradient hooks
+            self.W_enc_a.grad[:, ~self.mask_a_F] = 0
+            self.W_enc_b.grad[:, ~self.mask_b_F] = 0
+            self.W_dec_a.grad[~self.mask_a_F] = 0
+            self.W_dec_b.grad[~self.mask_b_F] = 0
+        self.optimizer.step()
+        return float(loss.detach()), keep_BF.view_as(act_BF).any(0)
+
+    def _auxk(self, pre_BF, dead_F, err_a_BD, err_b_BD) -> torch.Tensor:
+        pre_dead_BF = pre_BF.masked_fill(~dead_F, float("-inf"))
+        k_aux = min(self.k_aux, int(dead_F.sum()))
+        top = torch.topk(pre_dead_BF.detach(), k_aux, dim=1)
+        f_aux_BF = torch.zeros_like(pre_BF).scatter(1, top.indices, pre_BF.gather(1, top.indices).relu())
+        e_hat_a_BD, e_hat_b_BD = f_aux_BF @ self.W_dec_a, f_aux_BF @ self.W_dec_b
+        variance = (err_a_BD - err_a_BD.mean(0)).pow(2).sum() + (err_b_BD - err_b_BD.mean(0)).pow(2).sum()
+        error = (e_hat_a_BD + err_a_BD).pow(2).sum() + (e_hat_b_BD + err_b_BD).pow(2).sum()
+        return error / variance.clamp_min(torch.finfo(variance.dtype).tiny)
+
+
+def _full(weight: torch.Tensor, n_latents: int, block: slice, rows: bool) -> torch.Tensor:
+    """Return a zero-padded full-size copy of a structural weight (latents on rows or on columns)."""
+    if rows:
+        full = weight.new_zeros(n_latents, weight.shape[1])
+        full[block] = weight
+    else:
+        full = weight.new_zeros(weight.shape[0], n_latents)
+        full[:, block] = weight
+    return full.requires_grad_()
+
+
+class DfcStep:
+    """The DFC training step as `crossdiff_core.train.train` runs it (sparse kernels, fused Adam, threshold)."""
+
+    def __init__(self, dfc, train_config, lr: float):
+        self.model, self.train_config = dfc, train_config
+        self.optimizer = torch.optim.Adam(dfc.parameters(), lr=lr, betas=train_config.betas, fused=True)
+        self.first = True
+
+    def step(self, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor, dead_F: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """Run one optimizer step; return (loss, which latents fired [F])."""
+        from crossdiff_core.crosscoder.batchtopk import updated_threshold
+        from crossdiff_core.train import training_loss
+
+        out = training_loss(self.model, x_a_BD, x_b_BD, dead_F, self.train_config)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.optimizer.step()
+        new = updated_threshold(self.model.threshold, out.selection, self.train_config.threshold_decay, self.first)
+        self.model.threshold.copy_(new)
+        self.first = False
+        return float(out.loss.detach()), out.fired_F
+
+
+def synthetic_batches(
+    d_a: int, d_b: int, batch: int, n_batches: int, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Return normalized batches of two synthetic 'models' sharing most sparse features (mean squared norm ≈ d)."""
+    gen = torch.Generator().manual_seed(seed)
+    n_features, per_token = 4 * (d_a + d_b), 16
+    dirs_a = torch.nn.functional.normalize(torch.randn(n_features, d_a, generator=gen), dim=1)
+    dirs_b = torch.nn.functional.normalize(torch.randn(n_features, d_b, generator=gen), dim=1)
+    dirs_a[: n_features // 20] = 0  # B-only features
+    dirs_b[-n_features // 20 :] = 0  # A-only features
+    batches = []
+    for _ in range(n_batches):
+        codes = torch.zeros(batch, n_features)
+        idx = torch.randint(0, n_features, (batch, per_token), generator=gen)
+        codes.scatter_(1, idx, torch.rand(batch, per_token, generator=gen) * 2)
+        x_a = codes @ dirs_a + 0.05 * torch.randn(batch, d_a, generator=gen)
+        x_b = codes @ dirs_b + 0.05 * torch.randn(batch, d_b, generator=gen)
+        batches.append((x_a * (d_a / x_a.pow(2).sum(1).mean()).sqrt(), x_b * (d_b / x_b.pow(2).sum(1).mean()).sqrt()))
+    return batches
+
+
+def bench_train_size(
+    dict_size: int, steps: int, d_a: int = 576, d_b: int = 640, batch: int = 1024, k: int = 32
+) -> dict:
+    """Return step-time ratios (reference / DFC, encoder matmul / DFC) and losses after `steps` lock-step steps."""
+    from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
+    from crossdiff_core.train import TrainConfig
+
+    torch.manual_seed(0)
+    train_config = TrainConfig(batch_size=batch, dead_after_tokens=8 * batch, seed=0)
+    config = CrossCoderConfig(d_a=d_a, d_b=d_b, dict_size=dict_size, k=k, scale_a=1.0, scale_b=1.0)
+    dfc = CrossCoder(config, seed=0).train()
+    lr = 2e-4 / (dict_size / 2**14) ** 0.5
+    k_aux = train_config.k_aux or max(d_a, d_b) // 2
+    reference = DenseReferenceStep(dfc, lr, k_aux, train_config.auxk_coeff)
+    ours = DfcStep(dfc, train_config, lr)
+    pool = synthetic_batches(d_a, d_b, batch, 16)
+    since_fired = {"ref": torch.zeros(dict_size, dtype=torch.long), "dfc": torch.zeros(dict_size, dtype=torch.long)}
+    times: dict[str, list[float]] = {"ref": [], "dfc": [], "encoder": []}
+    losses = {"ref": [], "dfc": []}
+    out_a, out_b = torch.empty(batch, dfc.W_enc_a.shape[0]), torch.empty(batch, dfc.W_enc_b.shape[0])
+    for step in range(steps):
+        x_a, x_b = pool[step % len(pool)]
+        for name, runner in (("ref", reference), ("dfc", ours)):
+            dead_F = since_fired[name] >= train_config.dead_after_tokens
+            seconds, (loss, fired_F) = _timed(lambda: runner.step(x_a, x_b, dead_F))
+            since_fired[name] += batch
+            since_fired[name][fired_F] = 0
+            times[name].append(seconds)
+            losses[name].append(loss)
+        with torch.no_grad():
+            times["encoder"].append(_timed(lambda: (torch.mm(x_a, dfc.W_enc_a.T, out=out_a),
+                                                    torch.mm(x_b, dfc.W_enc_b.T, out=out_b)))[0])  # fmt: skip
+    warm = min(3, steps - 1)
+    ref_s, dfc_s, enc_s = (statistics.median(times[n][warm:]) for n in ("ref", "dfc", "encoder"))
+    tail = max(1, min(10, steps // 5))
+    return {
+        "dict_size": dict_size,
+        "steps": steps,
+        "dfc_tokens_per_s": batch / dfc_s,
+        "speedup_vs_dense": ref_s / dfc_s,
+        "fraction_of_encoder_limit": enc_s / dfc_s,
+        "loss_final": {"dfc": losses["dfc"][-1], "reference": losses["ref"][-1]},
+        "loss_rel_diff_final": abs(losses["dfc"][-1] - losses["ref"][-1]) / losses["ref"][-1],
+        "loss_rel_diff_tail_mean": abs(statistics.mean(losses["dfc"][-tail:]) - statistics.mean(losses["ref"][-tail:]))
+        / statistics.mean(losses["ref"][-tail:]),
+        "auxk_active_from_step": train_config.dead_after_tokens // batch,
+    }
+
+
+def bench_train(mode: Mode) -> dict:
+    """Return the training-step comparison at F=8192 (losses compared), at the other sizes, and on one thread."""
+    results = {"8192": bench_train_size(8192, mode.train_steps)}
+    for size in mode.train_sizes:
+        results[str(size)] = bench_train_size(size, mode.size_steps)
+    with threads(1):
+        results["8192_one_thread"] = bench_train_size(8192, mode.size_steps + 4)
+    return results
+
+
+# ---------------------------------------------------------------------------- diff latency
+
+
+def bench_diff(mode: Mode, pairs: dict, settings: tuple[str, ...] = ("nf4", "bf16")) -> dict:
+    """Return the ratio of `diff_prompt` time to the two truncated forward passes on a 64-token prompt."""
+    from crossdiff_core.alignment import align_text
+    from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
+    from crossdiff_core.diff import diff_prompt
+
+    results = {}
+    for name in settings:
+        model_a, model_b = pairs[name]
+        prompt = _prompt_of(model_a.tokenizer, 64)
+        info_a, info_b = model_a.info(), model_b.info()
+        crosscoder = CrossCoder(CrossCoderConfig(
+            d_a=model_a.d_model, d_b=model_b.d_model, dict_size=8192, k=32, scale_a=1.0, scale_b=1.0,
+            model_a=info_a["model_id"], model_b=info_b["model_id"], layer_a=info_a["layer"], layer_b=info_b["layer"],
+            tokenizer_a=info_a["tokenizer"], tokenizer_b=info_b["tokenizer"],
+        ), seed=0).eval()  # fmt: skip
+        tok_a, tok_b, _ = align_text(model_a.tokenizer, model_b.tokenizer, prompt)
+        ids_a, ids_b = torch.tensor([tok_a.input_ids]), torch.tensor([tok_b.input_ids])
+
+        def forwards():
+            model_a.activations(ids_a)
+            model_b.activations(ids_b)
+
+        diff_prompt(crosscoder, model_a, model_b, prompt)  # warm up
+        results[name] = {"tokens_a": len(tok_a.input_ids), "tokens_b": len(tok_b.input_ids)}
+        for setting, n_threads in THREAD_SETTINGS.items():
+            with threads(n_threads):
+                ratios = [
+                    _timed(lambda: diff_prompt(crosscoder, model_a, model_b, prompt))[0] / _timed(forwards)[0]
+                    for _ in range(mode.diff_rounds)
+                ]
+            results[name][setting] = _ratio_stats(ratios)
+    return results
+
+
+def _prompt_of(tokenizer, n_tokens: int) -> str:
+    """Return a demo-corpus text cut to `n_tokens` tokens of `tokenizer` (specials included)."""
+    text = demo_windows(1, tokenizer)[0]
+    offsets = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
+    room = n_tokens - tokenizer.num_special_tokens_to_add()
+    return text[: offsets[min(room, len(offsets)) - 1][1]]
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+def _rss_bytes() -> int:
+    """Return this process's current resident memory."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    """Return this process's peak resident memory so far."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def child_load_memory(setting: str, n_tokens: int) -> dict:
+    """Measure, in this (fresh) process, the memory of loading the demo pair and of one forward pass each."""
+    import transformers  # noqa: F401 - part of the runtime baseline
+    from transformers import AutoModelForCausalLM  # noqa: F401
+
+    from crossdiff_core.models import load_model
+
+    runtime = _rss_bytes()
+    quant, dtype = LOAD_SETTINGS[setting]
+    pair = [load_model(spec, quant=quant, dtype=dtype, device="cpu") for spec in (DEMO_A, DEMO_B)]
+    load_peak, loaded = _peak_rss_bytes(), _rss_bytes()
+    ids_BT = torch.randint(100, 40_000, (max(1, n_tokens // CTX_LEN), CTX_LEN))
+    for model in pair:
+        model.activations(ids_BT)
+    return {"runtime": runtime, "load_peak": load_peak, "loaded": loaded, "forward_peak": _peak_rss_bytes(),
+            "forward_tokens": int(ids_BT.numel())}  # fmt: skip
+
+
+def child_train_memory(dict_size: int, batch: int) -> dict:
+    """Return, measured in this (fresh) process, the peak memory of DFC training steps (a quarter of latents dead)."""
+    from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
+    from crossdiff_core.train import TrainConfig
+
+    runtime = _rss_bytes()
+    dfc = CrossCoder(CrossCoderConfig(d_a=576, d_b=640, dict_size=dict_size, k=32, scale_a=1.0, scale_b=1.0), seed=0)
+    step = DfcStep(dfc.train(), TrainConfig(batch_size=batch), lr=1e-4)
+    dead_F = torch.zeros(dict_size, dtype=torch.bool)
+    dead_F[::4] = True
+    for x_a, x_b in synthetic_batches(576, 640, batch, 3):
+        step.step(x_a, x_b, dead_F)
+    return {"runtime": runtime, "train_peak": _peak_rss_bytes()}
+
+
+def _run_child(*args: str) -> dict:
+    """Run `python -m benchmarks.perf --child ARGS` in a fresh process and return its JSON result."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.perf", "--child", *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=900)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory child {args} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(mode: Mode) -> dict:
+    """Return measured peaks of loading the demo pair per setting, crosscoder memory per size, and planner accuracy."""
+    from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
+    from crossdiff_core.memory import crosscoder_memory, estimate_pair, paper_pair_estimates
+
+    loads, accuracy = {}, {}
+    for setting in ("nf4", "bf16", "fp32"):
+        measured = _run_child("load", setting, str(mode.forward_tokens))
+        quant, dtype = LOAD_SETTINGS[setting]
+        estimate = estimate_pair(DEMO_A, DEMO_B, quant=quant, dtype=dtype, device="cpu",
+                                 max_batch_tokens=measured["forward_tokens"])  # fmt: skip
+        phases = estimate.phases
+        loads[setting] = measured
+        accuracy[setting] = {
+            "load_estimate_over_measured": phases["load"] / measured["load_peak"],
+            "harvest_estimate_over_measured": phases["harvest"] / measured["forward_peak"],
+            "runtime_estimate_over_measured": estimate.runtime_bytes / measured["runtime"],
+        }
+    sizes = sorted({4096, 8192, 16384, 65536})
+    crosscoders = {}
+    for size in sizes:
+        config = CrossCoderConfig(d_a=576, d_b=640, dict_size=size, k=32)
+        with torch.device("meta"):
+            n_params = sum(p.numel() for p in CrossCoder(config).parameters())
+        planned = crosscoder_memory(576, 640, size)
+        crosscoders[str(size)] = {"params": n_params, "params_plus_adam_bytes": 3 * 4 * n_params,
+                                  "with_grads_bytes": 4 * 4 * n_params, "planner_params": planned.n_params}  # fmt: skip
+    train_measured = _run_child("train", "8192", "1024")
+    planned = estimate_pair(DEMO_A, DEMO_B, dict_size=8192, batch_size=1024)
+    train_estimate = planned.phases["train"] - planned.crosscoder.store_bytes  # the child reads no store
+    accuracy["train_8192"] = {"train_estimate_over_measured": train_estimate / train_measured["train_peak"]}
+    return {
+        "load": loads,
+        "paper_pairs": {name: e.summary() for name, e in paper_pair_estimates(device="cuda", quant="nf4").items()},
+        "ratio_nf4_vs_fp32": loads["nf4"]["load_peak"] / loads["fp32"]["load_peak"],
+        "ratio_bf16_vs_fp32": loads["bf16"]["load_peak"] / loads["fp32"]["load_peak"],
+        "steady_ratio_nf4_vs_fp32": (loads["nf4"]["loaded"] - loads["nf4"]["runtime"])
+        / (loads["fp32"]["loaded"] - loads["fp32"]["runtime"]),
+        "crosscoder": crosscoders,
+        "train_8192": train_measured,
+        "planner_accuracy": accuracy,
+    }
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def load_pairs(names: tuple[str, ...]) -> dict:
+    """Return the demo pair loaded once per setting name (`nf4`, `bf16`, `fp32`)."""
+    from crossdiff_core.models import load_model
+
+    pairs = {}
+    for name in names:
+        quant, dtype = LOAD_SETTINGS[name]
+        pairs[name] = tuple(load_model(spec, quant=quant, dtype=dtype, device="cpu") for spec in (DEMO_A, DEMO_B))
+    return pairs
+
+
+def headline(results: dict, stamp: dict) -> dict:
+    """Return the headline metrics (all threads, and one thread where measured) with target, machine and date."""
+    metrics = {}
+
+    def put(name, value, one_thread, target, note):
+        metrics[name] = {"value": value, "value_one_thread": one_thread, "target": target, "note": note, **stamp}
+
+    if "harvest" in results:
+        h = results["harvest"]["speedup_vs_naive"]
+        put("harvest_speedup_vs_naive", h["all_threads"]["bf16"]["median"], h["one_thread"]["bf16"]["median"], ">= 8",
+            "paired tokens/s: our path, bf16 models, vs naive full fp32 forward on padded batches")
+    if "train" in results:
+        t, one = results["train"]["8192"], results["train"]["8192_one_thread"]
+        put("train_speedup_vs_dense", t["speedup_vs_dense"], one["speedup_vs_dense"], ">= 3",
+            "DFC step vs dense reference step, F=8192, batch 1024, fp32 CPU")
+        put("train_fraction_of_encoder_limit", t["fraction_of_encoder_limit"], one["fraction_of_encoder_limit"],
+            ">= 0.5", "DFC tokens/s over tokens/s of the bare x·W_enc matmuls of both models")
+        put("train_loss_rel_diff", t["loss_rel_diff_final"], one["loss_rel_diff_final"], "<= 0.01",
+            f"|loss DFC − loss reference| / loss reference after {t['steps']} lock-step steps"
+            f" ({one['steps']} on one thread)")
+    if "diff" in results:
+        d = results["diff"]["nf4"]
+        put("diff_latency_ratio", d["all_threads"]["median"], d["one_thread"]["median"], "<= 1.3",
+            "diff_prompt / the two truncated forwards, 64-token prompt, NF4 models (the default)")
+    if "memory" in results:
+        put("memory_ratio_nf4_vs_fp32", results["memory"]["ratio_nf4_vs_fp32"], None, "< 1",
+            "peak RSS of loading the demo pair in NF4 / in fp32, a fresh process each")
+        worst = max(abs(v - 1) for acc in results["memory"]["planner_accuracy"].values() for k, v in acc.items()
+                    if not k.startswith("runtime"))  # fmt: skip
+        put("memory_planner_worst_error", worst, None, "<= 0.25",
+            "max |estimate / measured − 1| over load, harvest and train peaks")
+    return metrics
+
+
+def print_table(results: dict, metrics: dict) -> None:
+    """Print the headline metrics and the per-setting details."""
+    m = results["machine"]
+    print(f"\nCrossDiff perf ({results['mode']}): {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}, "
+          f"{results['date']}")
+    print(f"{'metric':<34} {'all thr.':>9} {'1 thread':>9}  target")
+    for name, metric in metrics.items():
+        one = metric["value_one_thread"]
+        one = f"{one:9.3f}" if one is not None else f"{'-':>9}"
+        print(f"{name:<34} {metric['value']:9.3f} {one}  {metric['target']:<7} {metric['note']}")
+    if "harvest" in results:
+        h = results["harvest"]
+        print(f"\nharvest ({h['windows']} windows, {h['paired_tokens']} paired tokens): "
+              "speedup vs naive, median [min–max]")
+        for setting, speedups in h["speedup_vs_naive"].items():
+            print(f"  {setting}: " + "   ".join(f"{name} {s['median']:.2f}× [{s['min']:.2f}–{s['max']:.2f}]"
+                                             for name, s in speedups.items()))  # fmt: skip
+        for name, err in h["relative_error_vs_naive"].items():
+            print(f"  rows vs naive fp32, {name}: relative error A {err['a']:.4f}, B {err['b']:.4f}")
+        pad = h["padded_tokens"]
+        print(f"  tokens run / paired-window tokens: naive {pad['naive']['run'] / pad['naive']['real']:.2f}, "
+              f"ours {pad['ours']['run'] / pad['ours']['real']:.2f}")  # fmt: skip
+    if "train" in results:
+        print("\ntraining step (fp32 CPU, batch 1024, k=32; DFC 5%/90%/5%):")
+        for size, t in results["train"].items():
+            print(f"  F={size:<16} {t['speedup_vs_dense']:5.2f}× dense, {t['fraction_of_encoder_limit']:.2f} of "
+                  f"encoder limit, {t['dfc_tokens_per_s']:6.0f} tok/s, loss diff {t['loss_rel_diff_final']:.1e} "
+                  f"after {t['steps']} steps")
+    if "diff" in results:
+        for name, d in results["diff"].items():
+            print(f"\ndiff latency ratio, {name} models ({d['tokens_a']}/{d['tokens_b']} tokens): " + ", ".join(
+                f"{setting} {d[setting]['median']:.3f} [{d[setting]['min']:.3f}–{d[setting]['max']:.3f}]"
+                for setting in THREAD_SETTINGS), end="")  # fmt: skip
+        print()
+    if "memory" in results:
+        mem = results["memory"]
+        print("\nmemory (peak RSS of loading the pair, then of one forward pass; planner estimate / measured):")
+        for name, load in mem["load"].items():
+            acc = mem["planner_accuracy"][name]
+            print(f"  {name:<5} load {load['load_peak'] / 2**20:6.0f} MiB (runtime {load['runtime'] / 2**20:.0f}), "
+                  f"forward {load['forward_peak'] / 2**20:6.0f} MiB; planner {acc['load_estimate_over_measured']:.2f} "
+                  f"and {acc['harvest_estimate_over_measured']:.2f}")
+        print(f"  DFC training F=8192 batch 1024: peak {mem['train_8192']['train_peak'] / 2**20:.0f} MiB; planner "
+              f"{mem['planner_accuracy']['train_8192']['train_estimate_over_measured']:.2f}")
+        for size, c in mem["crosscoder"].items():
+            print(f"  crosscoder F={size:>6}: {c['params'] / 1e6:6.1f} M params, "
+                  f"params + Adam {c['params_plus_adam_bytes'] / 2**20:6.0f} MiB")
+        for name, e in mem["paper_pairs"].items():
+            print(f"  planner, {name} (GPU, NF4): peak {e['peak_bytes'] / 2**30:.1f} GiB ({e['peak_phase']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (or, with --child, one memory measurement) and return the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.perf", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller, faster runs (a few minutes on CPU)")
+    parser.add_argument("--only", nargs="+", choices=["harvest", "train", "diff", "memory"], default=None,
+                        help="run only these sections")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"where to write the JSON (default {RESULTS})")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        kind, *rest = args.child
+        if kind == "load":
+            result = child_load_memory(rest[0], int(rest[1]))
+        else:
+            result = child_train_memory(int(rest[0]), int(rest[1]))
+        print(json.dumps(result))
+        return 0
+    mode = QUICK if args.quick else FULL
+    sections = args.only or ["memory", "train", "harvest", "diff"]
+    stamp = {"machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    results: dict = {"mode": mode.name, **stamp}
+    if "memory" in sections:
+        results["memory"] = bench_memory(mode)
+    if "train" in sections:
+        results["train"] = bench_train(mode)
+    if "harvest" in sections or "diff" in sections:
+        names = ("nf4", "bf16", "fp32") if "harvest" in sections else ("nf4", "bf16")
+        pairs = load_pairs(names)
+        if "harvest" in sections:
+            results["harvest"] = bench_harvest(mode, pairs)
+        if "diff" in sections:
+            results["diff"] = bench_diff(mode, pairs)
+    metrics = headline(results, stamp)
+    results = {**metrics, "details": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results["details"], metrics)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
