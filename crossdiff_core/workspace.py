@@ -129,6 +129,9 @@ class TrainJob:
     exclusive_b: float = 0.05
     steps: int = 300
     batch_size: int = 512
+    auxk_exclusive: bool = True
+    """Let auxk revive exclusive latents (see `TrainConfig.auxk_exclusive`): a job this short gives
+    relocation nothing to move, so without it the exclusive blocks would stay dead."""
 
 
 def run_train_job(
@@ -170,8 +173,9 @@ def run_train_job(
         if on_metrics is not None:
             on_metrics(dict(p.metrics, step=p.step))
 
-    result = train(config, TrainConfig(steps=job.steps, batch_size=batch_size, checkpoint_every=max(25, job.steps // 10)),
-                   PairedActivationStore(store_dir), cc_dir, progress=on_step, should_stop=stop)
+    train_config = TrainConfig(steps=job.steps, batch_size=batch_size, auxk_exclusive=job.auxk_exclusive,
+                               checkpoint_every=max(25, job.steps // 10))  # fmt: skip
+    result = train(config, train_config, PairedActivationStore(store_dir), cc_dir, progress=on_step, should_stop=stop)
     if result.steps_done < job.steps:
         return None
     report("done", 1.0, f"saved to {cc_dir}")

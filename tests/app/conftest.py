@@ -32,10 +32,10 @@ def workspace():
 
 @pytest.fixture(scope="session")
 def tiny_dfc(workspace, tmp_path_factory) -> Path:
-    """A tiny DFC trained on the demo pair, with a feature index built from 8 held-out windows.
+    """A tiny DFC trained on the demo pair, with a feature index built from 32 held-out windows.
 
     30 steps leave it close to its initialization, where exclusive latents (one decoder) lose the BatchTopK
-    contest to shared ones (two decoders); their decoder rows are doubled so that they fire, as they do in
+    contest to shared ones (two decoders); their decoder rows are scaled by 4 so that they fire, as they do in
     a fully trained DFC. The app is what is under test here, not the training.
     """
     import torch
@@ -53,13 +53,13 @@ def tiny_dfc(workspace, tmp_path_factory) -> Path:
         assert folder is not None
         cc = CrossCoder.from_pretrained(str(folder))
         with torch.no_grad():
-            cc.W_dec_a[: cc.n_a] *= 2.0
-            cc.W_dec_b[cc.W_dec_b.shape[0] - cc.n_b :] *= 2.0
+            cc.W_dec_a[: cc.n_a] *= 4.0
+            cc.W_dec_b[cc.W_dec_b.shape[0] - cc.n_b :] *= 4.0
         cc.save_pretrained(folder)
         workspace.forget_crosscoder(str(folder))
         meta = read_meta(job_dir / "store")
         build_index(workspace.crosscoder(str(folder)), workspace.pair(KEY),
-                    IndexConfig(n_windows=8, ctx_len=64, top_contexts=4, skip_windows=meta["windows_done"]),
+                    IndexConfig(n_windows=32, ctx_len=64, top_contexts=4, skip_windows=meta["windows_done"]),
                     out_dir=index_dir(folder))
     finally:
         torch.set_num_threads(threads)
