@@ -123,7 +123,8 @@ def main() -> None:
     (HERE / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2, default=str))
     lines = [
         "# DFC vs standard crosscoder on the real demo pair", "",
-        f"`python -m benchmarks.real_pair.run --store {args.store} --steps {args.steps} --dict-size {args.dict_size} --k {args.k}`",
+        f"`python -m benchmarks.real_pair.run --store {args.store} --steps {args.steps} --dict-size {args.dict_size} "
+        f"--k {args.k}{' --ablation' if args.ablation else ''}`",
         "", f"{len(store)} paired tokens of SmolLM2-135M-Instruct (layer {store.meta['model_a']['layer']}) × "
         f"Gemma-3-270M (layer {store.meta['model_b']['layer']}), held-out rows {x_a.shape[0]}; {meta['machine']}; {meta['date']}.",
         "", "| crosscoder | FVU A | FVU B | L0 | dead | alive A-excl | alive shared | alive B-excl |",
