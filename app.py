@@ -460,33 +460,28 @@ def token_effects_html(card, index) -> str:
 
 
 def histogram_figure(index, latent: int):
-    """Return a matplotlib figure: the feature's activations over its top contexts, mean and max marked."""
-    import matplotlib
+    """Return a matplotlib figure: how strongly the feature fires on every token of the index text it fired on."""
+    from crossdiff_core.analysis import histogram_figure as activation_histogram
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    acts = index.arrays["ctx_acts"][latent].astype(np.float32).ravel()
-    acts = acts[acts > 0]
+    histogram = index.histogram(latent)
     stats = index.stats(latent)
-    fig, ax = plt.subplots(figsize=(5.2, 2.6))
+    fig = activation_histogram(histogram, title=f"How strongly it fires: all {histogram.total} tokens it fired on")
+    fig.set_size_inches(5.2, 2.6)
+    ax = fig.axes[0]
     block = index.block(latent)
     color = "#2563eb" if block == "A-exclusive" else "#db2777" if block == "B-exclusive" else "#6b7280"
-    if len(acts):
-        ax.hist(acts, bins=min(30, max(5, len(acts) // 3)), color=color, alpha=0.8)
+    for bar in ax.patches:
+        bar.set_facecolor(color)
+    if histogram.total:
         ax.axvline(stats["mean_activation"], color="#111", linestyle="--", linewidth=1, label="mean when firing")
         ax.axvline(stats["max_activation"], color="#b45309", linestyle=":", linewidth=1.5, label="max seen")
         ax.legend(fontsize=7, frameon=False)
-    else:
-        ax.text(0.5, 0.5, "never fired", ha="center", va="center", transform=ax.transAxes, color="#888")
-    ax.set_xlabel("activation", fontsize=8)
-    ax.set_ylabel("tokens", fontsize=8)
-    ax.set_title("Activation strength on the tokens around its top contexts", fontsize=9)
+    ax.xaxis.label.set_fontsize(8)
+    ax.yaxis.label.set_fontsize(8)
+    ax.title.set_fontsize(9)
     ax.tick_params(labelsize=7)
     for spine in ("top", "right"):
         ax.spines[spine].set_visible(False)
-    fig.tight_layout()
-    plt.close(fig)
     return fig
 
 

@@ -194,3 +194,21 @@ def test_without_a_crosscoder_the_landing_view_explains_what_to_do(workspace, tm
         assert "Rough time" in estimate and "SmolLM2" in estimate
     finally:
         demo.close()
+
+
+def test_feature_histogram_counts_every_token_it_fired_on(tiny_dfc):
+    from crossdiff_core.analysis import load_index
+
+    from .helpers import load_app_module
+
+    index = load_index(tiny_dfc)
+    fired = [j for j in range(index.dict_size) if index.stats(j)["n_fires"] > 0]
+    latent = max(fired, key=lambda j: index.stats(j)["n_fires"])
+    figure = load_app_module().histogram_figure(index, latent)
+    ax = figure.axes[0]
+    n_fires = index.stats(latent)["n_fires"]
+    assert sum(bar.get_height() for bar in ax.patches) == n_fires
+    assert str(n_fires) in ax.get_title()
+    silent = next((j for j in range(index.dict_size) if index.stats(j)["n_fires"] == 0), None)
+    if silent is not None:
+        assert sum(bar.get_height() for bar in load_app_module().histogram_figure(index, silent).axes[0].patches) == 0
