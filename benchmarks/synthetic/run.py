@@ -346,41 +346,38 @@ FINDINGS = """## What we learned
   initialization every decoder row has the same norm, so an exclusive latent, which has one decoder,
   scores about half as much as a shared latent with the same activation. It is almost never selected,
   so it never learns. The "dfc-5% without relocation" row shows the outcome: not one exclusive feature
-  lands in an exclusive block, while shared latents learn the exclusive features as well as a standard
-  crosscoder does.
+  lands in an exclusive block, while shared latents learn the exclusive features about as well as a
+  standard crosscoder does.
 - **The auxk loss is the wrong tool to revive them.** Early in training, one model's residual is
   mostly *shared* content not learned yet. Exclusive latents revived by auxk on that residual turn
-  into copies of one side of shared features: false exclusives. On the test configuration
-  (`tests/test_synthetic_recovery.py`, 1000 steps), auxk on every dead latent gave 5 false exclusives,
-  and without relocation only 40% (A) and 60% (B) of exclusive features in their block. Doubling the
-  exclusive decoder rows at initialization cut the false exclusives to 2, but did not place more
-  features. On this benchmark's configuration (DFC-5%, seeds 0-2, variance normalization; a run
-  stopped after these rows), auxk on exclusive latents put 96.8 / 95.2 / 98.4% of exclusive features
-  in their block but made 47 / 59 / 50 false exclusives and lowered shared recovery to 96.2 / 95.6 /
-  96.0%, outside the 2-point target. auxk now acts on dead *shared* latents only by default
-  (`TrainConfig.auxk_exclusive=False`).
+  into copies of one side of shared features. The "auxk on exclusive too" row puts 96.8% of exclusive
+  features in their block, but it also makes 52 false exclusives (of 154 exclusive latents) and
+  recovers 4 points fewer shared features, outside the 2-point target. On the test configuration
+  (`tests/test_synthetic_recovery.py`), doubling the exclusive decoder rows at initialization cut the
+  false exclusives from 5 to 2 but placed no more features. auxk now revives dead *shared* latents
+  only, by default (`TrainConfig.auxk_exclusive=False`).
 - **The auxk weight was too small by a factor d_A + d_B.** The reconstruction loss is in units where
-  each model's mean squared norm is d_m, while the auxk loss is a ratio. It is now weighted by
+  each model's variance is d_m, while the auxk loss is a ratio. It is now weighted by
   `auxk_coeff · (d_A + d_B)`, so `auxk_coeff` means what it means in Gao et al. (2024).
 - **What fixed it: relocation.** Every `relocate_every` steps, an alive shared latent whose relative
   decoder norm is beyond 0.9 (it writes to one model only) moves, with its encoder row, decoder row,
   bias and Adam moments, into a dead latent of that model's exclusive block. The shared slot it
   leaves is re-drawn and revived by auxk. The block then holds what the standard crosscoder's
-  relative norm finds, and by construction it cannot write to the other model.
+  relative norm finds, with no false exclusives, and by construction it cannot write to the other model.
 - **Partition size matters.** With 1% blocks (15 latents per side for 31 true exclusive features)
-  the block is simply too small: 48%. With 10% blocks (154 per side) it drops to 85%, and fewer
-  exclusive features are learned at all (86-87% against 93-95%). Our reading, not verified yet:
+  the block is simply too small: 48%. With 10% blocks (154 per side) it drops to 80%, and fewer
+  exclusive features are learned at all (82-86% against 91-96%). Our reading, not verified yet:
   more dead slots take in one-sided latents before they have converged. Size the blocks at a
   few times the number of exclusive features you expect.
-- **Normalization.** The table above was measured when each model was scaled by its raw second
-  moment. Since then each model is scaled by its variance around the mean (on real activations
-  Gemma-3's constant component is about 17 times its variance, and the raw scaling tilted every
-  latent toward SmolLM2). The synthetic activations have a small mean, so this changes little
-  here: the runs repeated after the change (dfc-1% seed 0, standard-L1 seeds 0-2) were within 1.6
-  points of the table per seed (a full rerun was stopped for time).
+- **Normalization.** Each model is scaled so its variance around its mean is d_m. On real activations
+  Gemma-3's constant component is about 17 times its variance; the earlier scaling by the raw second
+  moment tilted every latent's decoder norms toward SmolLM2. The synthetic activations have a small
+  mean, so here the change moved rows by at most 5 points, mostly within the spread over seeds (the
+  first run of this benchmark, with the raw scaling, gave the DFC 91.4% in block and the standard
+  crosscoder 94.6%; the largest move was dfc-10%, from 84.9% to 80.1%).
 - **On clean synthetic data the standard BatchTopK crosscoder does as well, by relative norm.**
   Where exclusive features are exactly one-sided, the relative decoder norm already separates them
-  (94.6% against 91.4%). The DFC's value is the guarantee: an exclusive latent cannot borrow the
+  (93.0% against 91.9%). The DFC's value is the guarantee: an exclusive latent cannot borrow the
   other model's decoder, whereas on real activations the relative norm mixes shrinkage and
   noise with exclusivity (see Latent Scaling in `crossdiff_core/analysis/SCORES.md`). L1 recovers
   fewer features at a higher L0.
