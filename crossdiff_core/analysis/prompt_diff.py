@@ -230,10 +230,15 @@ def _model_diff(crosscoder, side, model, shown: TokenizedText, positions: np.nda
     exclusivity_P = _exclusivity(crosscoder, side, f_PF, exclusive_L)
     blocks = crosscoder.block_names()
     active_per_pair = []
-    for f_F in f_PF[:, own]:
-        order = torch.argsort(f_F, descending=True, stable=True)[:per_token]
-        active_per_pair.append([ActiveLatent(own.start + int(j), float(f_F[j]), blocks[own.start + int(j)])
-                                for j in order.tolist() if f_F[j] > 0])
+    f_own_PF = f_PF[:, own]
+    if f_own_PF.shape[0] and f_own_PF.shape[1]:
+        # One batched top-k over all tokens (strongest first) instead of a full sort per token.
+        top_PK = torch.topk(f_own_PF, min(per_token, f_own_PF.shape[1]), dim=1)
+        for values, latents in zip(top_PK.values.tolist(), top_PK.indices.tolist()):
+            active_per_pair.append([ActiveLatent(own.start + j, value, blocks[own.start + j])
+                                    for value, j in zip(values, latents) if value > 0])
+    else:
+        active_per_pair = [[] for _ in range(f_own_PF.shape[0])]
     strings = display_strings(model.tokenizer, shown)
     tokens = []
     for index, (text, (start, end), special) in enumerate(zip(strings, shown.offsets, shown.special)):
