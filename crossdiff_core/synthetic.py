@@ -22,6 +22,7 @@ from typing import Iterator
 
 import torch
 
+from crossdiff_core.analysis.blocks import relative_norm
 from crossdiff_core.crosscoder.model import CrossCoder
 
 RECOVERY_COSINE = 0.9
@@ -299,10 +300,9 @@ def exclusive_latents(crosscoder: CrossCoder, judged_by: str) -> tuple[torch.Ten
 
 
 def relative_decoder_norms(crosscoder: CrossCoder) -> torch.Tensor:
-    """Return ‖d_a‖/(‖d_a‖+‖d_b‖) per latent, [F] (1 = only model A, 0 = only model B)."""
+    """Return ‖d_a‖/(‖d_a‖+‖d_b‖) per latent, [F] (1 = only model A, 0 = only model B, 0.5 if both are 0)."""
     with torch.no_grad():
-        norm_a_F, norm_b_F = crosscoder.decoder_norms()
-        return (norm_a_F / (norm_a_F + norm_b_F).clamp_min(1e-12)).cpu()
+        return 1 - relative_norm(crosscoder).cpu()
 
 
 def recovery_report(

@@ -21,13 +21,14 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.real_pair.run import evaluate  # noqa: E402
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig  # noqa: E402
 from crossdiff_core.store import PairedActivationStore  # noqa: E402
+from crossdiff_core.synthetic import relative_decoder_norms  # noqa: E402
 from crossdiff_core.train import TrainConfig, train  # noqa: E402
 
 SHIPPED = ROOT / "pretrained" / "smollm2-135m__gemma3-270m"
@@ -45,23 +46,10 @@ INDEX_WINDOWS = 96
 
 
 def held_out_scores(crosscoder: CrossCoder, store: PairedActivationStore) -> dict:
-    """Return held-out FVU per model, L0, dead fraction and alive fraction per block."""
-    x_a, x_b = store.held_out()
-    with torch.no_grad():
-        r_a, r_b, f = crosscoder.eval()(x_a, x_b)
-    fired = (f > 0).any(0)
-    scores = {
-        "fvu_a": float((x_a - r_a).pow(2).sum() / (x_a - x_a.mean(0)).pow(2).sum()),
-        "fvu_b": float((x_b - r_b).pow(2).sum() / (x_b - x_b.mean(0)).pow(2).sum()),
-        "l0": float((f > 0).sum(1).float().mean()),
-        "dead": float(1 - fired.float().mean()),
-    }
-    for name, block in (("a_excl", crosscoder.slice_a_exclusive), ("shared", crosscoder.slice_shared),
-                        ("b_excl", crosscoder.slice_b_exclusive)):  # fmt: skip
-        scores[f"alive_{name}"] = float(fired[block].float().mean()) if block.stop > block.start else None
-    norm_a, norm_b = (norm.detach() for norm in crosscoder.decoder_norms())
-    relative = norm_a / (norm_a + norm_b).clamp_min(1e-12)
-    scores["relative_norm_beyond_0.9"] = float(((relative > 0.9) | (relative < 0.1)).float().mean())
+    """Return held-out FVU per model, L0, dead fraction, alive fraction per block and the share of one-sided latents."""
+    scores, _ = evaluate(crosscoder, *store.held_out())
+    relative_F = relative_decoder_norms(crosscoder)
+    scores["relative_norm_beyond_0.9"] = float(((relative_F > 0.9) | (relative_F < 0.1)).float().mean())
     return scores
 
 

@@ -23,3 +23,39 @@ def demo_pair():
     from crossdiff_core.models import load_model
 
     return load_model("smollm2-135m", quant="nf4", device="cpu"), load_model("gemma3-270m", quant="nf4", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Run a module's small-tensor trainings on one thread: on a busy machine OpenMP contention slows them several times.
+
+    Opt in with `pytestmark = pytest.mark.usefixtures("single_thread")`.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(demo_tokenizers):
+    """Two random 2-layer models (Llama with SmolLM2's tokenizer, Gemma-3 with Gemma's), read at layer 1."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+
+    from crossdiff_core.models import load_model
+
+    tok_a, tok_b = demo_tokenizers
+    torch.manual_seed(0)
+    model_a = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok_a), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=512, tie_word_embeddings=True,
+    )).eval()  # fmt: skip
+    model_b = Gemma3ForCausalLM(Gemma3TextConfig(
+        vocab_size=len(tok_b), hidden_size=40, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, max_position_embeddings=512, sliding_window=64,
+        layer_types=["sliding_attention", "full_attention"],
+    )).eval()  # fmt: skip
+    return load_model((model_a, tok_a), layer=1), load_model((model_b, tok_b), layer=1)

@@ -24,6 +24,8 @@ from crossdiff_core.synthetic import (
 )
 from crossdiff_core.train import TrainConfig, relocate_one_sided, train
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 DATA = SyntheticConfig(d_a=96, d_b=128, n_features=200, a_only=0.05, b_only=0.05, features_per_token=4.0, seed=3)
 CROSSCODER = CrossCoderConfig(d_a=96, d_b=128, dict_size=320, exclusive_a=0.05, exclusive_b=0.05, k=4)
 TRAINING = TrainConfig(steps=1000, batch_size=512, lr=1e-2, seed=3, dead_after_tokens=12_800, device="cpu",
@@ -39,15 +41,6 @@ MIN_EXCLUSIVE_IN_BLOCK = 0.80
 def passes(report: RecoveryReport) -> bool:
     """Return whether a recovery report meets the thresholds this test asserts."""
     return report.shared_recovery >= MIN_SHARED and report.exclusive_correct_block >= MIN_EXCLUSIVE_IN_BLOCK
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Train on one thread: on a busy machine OpenMP contention slows these small matmuls several times."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,13 @@ from crossdiff_core.train import (
     TrainConfig,
     TrainProgress,
     fit_to_source,
-    mean_sample,
     learning_rate,
+    mean_sample,
     train,
     training_loss,
 )
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 D_A, D_B = 24, 32
 PAIR_INFO = {
@@ -49,15 +51,6 @@ def synthetic_pairs(n: int = 4096, n_features: int = 40, seed: int = 0):
     noise_a = 0.01 * torch.randn(n, D_A, generator=generator)
     noise_b = 0.01 * torch.randn(n, D_B, generator=generator)
     return 5.0 * (coefficients @ dirs_a + noise_a), coefficients @ dirs_b + noise_b
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Run these tiny-tensor trainings on one thread: on a busy machine OpenMP contention slows them ~5x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

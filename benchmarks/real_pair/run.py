@@ -20,39 +20,18 @@ import torch
 
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.store import PairedActivationStore
+from crossdiff_core.synthetic import reconstruction_report, relative_decoder_norms
 from crossdiff_core.train import TrainConfig, train
 
 HERE = Path(__file__).resolve().parent
 
 
-@torch.no_grad()
-def evaluate(cc: CrossCoder, x_a: torch.Tensor, x_b: torch.Tensor) -> dict:
-    """Return held-out FVU per model, L0, dead fraction and alive fraction per block."""
-    cc.eval()
-    r_a, r_b, f = cc(x_a, x_b)
-    fired = alive_latents(cc, x_a, x_b)
+def evaluate(cc: CrossCoder, x_a: torch.Tensor, x_b: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """Return (held-out FVU per model, L0, dead fraction and alive fraction per block; the alive mask [F])."""
+    report, alive_F = reconstruction_report(cc.eval(), x_a, x_b)
     blocks = {"a_exclusive": cc.slice_a_exclusive, "shared": cc.slice_shared, "b_exclusive": cc.slice_b_exclusive}
-    return {
-        "fvu_a": float((x_a - r_a).pow(2).sum() / (x_a - x_a.mean(0)).pow(2).sum()),
-        "fvu_b": float((x_b - r_b).pow(2).sum() / (x_b - x_b.mean(0)).pow(2).sum()),
-        "l0": float((f > 0).sum(1).float().mean()),
-        "dead_fraction": float(1 - fired.float().mean()),
-        **{f"alive_{name}": (float(fired[s].float().mean()) if s.stop > s.start else None) for name, s in blocks.items()},
-    }
-
-
-@torch.no_grad()
-def alive_latents(cc: CrossCoder, x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
-    """Return a bool mask of the latents that fire on at least one held-out row."""
-    cc.eval()
-    return (cc(x_a, x_b)[2] > 0).any(0)
-
-
-@torch.no_grad()
-def relative_norms(cc: CrossCoder) -> torch.Tensor:
-    """Return ‖d_a‖ / (‖d_a‖ + ‖d_b‖) per latent."""
-    norm_a, norm_b = cc.decoder_norms()
-    return norm_a / (norm_a + norm_b).clamp_min(1e-12)
+    alive = {f"alive_{name}": float(alive_F[s].float().mean()) if s.stop > s.start else None for name, s in blocks.items()}
+    return report.to_dict() | alive, alive_F
 
 
 def save_histogram(rel_F: torch.Tensor, alive_F: torch.Tensor, path: Path, title: str) -> None:
@@ -106,12 +85,12 @@ def main() -> None:
         train_config = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed,
                                    dead_after_tokens=args.dead_after_tokens, **overrides)
         result = train(config, train_config, store, Path(args.out) / name, show_tqdm=True)
-        results[name] = evaluate(result.crosscoder, x_a, x_b)
+        results[name], alive_F = evaluate(result.crosscoder, x_a, x_b)
         if name == "standard":
-            rel = relative_norms(result.crosscoder)
+            rel = relative_decoder_norms(result.crosscoder)
             results[name]["rel_norm_a_like"] = float((rel > 0.9).float().mean())
             results[name]["rel_norm_b_like"] = float((rel < 0.1).float().mean())
-            save_histogram(rel, alive_latents(result.crosscoder, x_a, x_b), HERE / "rel_norm_hist.png",
+            save_histogram(rel, alive_F, HERE / "rel_norm_hist.png",
                            f"standard crosscoder, {args.dict_size} latents, {len(store)} paired tokens")
     meta = {
         "store": store.summary(), "steps": args.steps, "dict_size": args.dict_size, "k": args.k,

@@ -1,19 +1,17 @@
 """Fixtures for the analysis tests: a small DFC on the real demo pair, and a tiny random pair for fast checks.
 
 The real pair (4-bit SmolLM2 × Gemma-3 on CPU) is harvested, trained and indexed once per session with
-small sizes. The tiny pair is two randomly initialised 2-layer models (Llama and Gemma-3 architectures)
+small sizes. The tiny pair (`tiny_pair` in tests/conftest.py) is two randomly initialised 2-layer models (Llama and Gemma-3 architectures)
 with the real demo tokenizers: same code paths, a fraction of the cost.
 """
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from crossdiff_core.analysis import IndexConfig, build_index, index_dir
 from crossdiff_core.crosscoder import CrossCoderConfig
 from crossdiff_core.harvest import HarvestConfig, harvest
-from crossdiff_core.models import load_model
 from crossdiff_core.store import PairedActivationStore
 from crossdiff_core.train import TrainConfig, train
 
@@ -55,25 +53,6 @@ def real_index(real_dfc, real_store, demo_pair, real_index_progress):
                          skip_windows=PairedActivationStore(real_store).meta["windows_done"], top_contexts=5)
     return build_index(real_dfc.crosscoder, demo_pair, config, out_dir=index_dir(real_dfc.out_dir),
                        progress=real_index_progress.append)
-
-
-@pytest.fixture(scope="session")
-def tiny_pair(demo_tokenizers):
-    """Two random 2-layer models (Llama with SmolLM2's tokenizer, Gemma-3 with Gemma's), read at layer 1."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
-
-    tok_a, tok_b = demo_tokenizers
-    torch.manual_seed(0)
-    model_a = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok_a), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=512, tie_word_embeddings=True,
-    )).eval()  # fmt: skip
-    model_b = Gemma3ForCausalLM(Gemma3TextConfig(
-        vocab_size=len(tok_b), hidden_size=40, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=16, max_position_embeddings=512, sliding_window=64,
-        layer_types=["sliding_attention", "full_attention"],
-    )).eval()  # fmt: skip
-    return load_model((model_a, tok_a), layer=1), load_model((model_b, tok_b), layer=1)
 
 
 @pytest.fixture(scope="session")
