@@ -211,22 +211,27 @@ def _add_index_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--top-contexts", type=int, default=10, help="top contexts kept per latent (default 10)")
 
 
-def _load_pair(args, model_a=None, model_b=None, layer_a=None, layer_b=None):
+def _load_pair(args, model_a=None, model_b=None, layer_a=None, layer_b=None, group=None):
     from crossdiff_core.models import load_model
 
-    common = dict(quant=args.quant, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    device = args.device
+    if group is not None and device == "auto":  # each data-parallel process on its own GPU
+        device = str(group.device())
+    common = dict(quant=args.quant, dtype=args.dtype, device=device, trust_remote_code=args.trust_remote_code)
     a = load_model(model_a or args.model_a, layer=layer_a if layer_a is not None else args.layer_a, **common)
     b = load_model(model_b or args.model_b, layer=layer_b if layer_b is not None else args.layer_b, **common)
     return a, b
 
 
-def _harvest(args, out: str) -> dict:
+def _harvest(args, out: str, group=None) -> dict:
     from crossdiff_core.harvest import HarvestConfig, harvest
 
-    model_a, model_b = _load_pair(args)
+    model_a, model_b = _load_pair(args, group=group)
     config = HarvestConfig(n_tokens=args.tokens, ctx_len=args.ctx_len, batch_windows=args.batch_windows, dtype=args.store_dtype)
-    meta = harvest(model_a, model_b, args.corpus, out, config, show_tqdm=True)
+    meta = harvest(model_a, model_b, args.corpus, out, config, show_tqdm=True, group=group)
     counts = meta["counts"]
+    if group is not None and not group.is_main:
+        return meta
     print(
         f"stored {counts['rows']} paired tokens in {out} "
         f"(coverage A {counts['coverage_a']:.1%}, B {counts['coverage_b']:.1%}, {counts['outliers_dropped']} outliers dropped)",
@@ -236,26 +241,31 @@ def _harvest(args, out: str) -> dict:
 
 
 def cmd_harvest(args) -> int:
-    """Harvest paired activations into a store."""
-    _harvest(args, args.out)
+    """Harvest paired activations into a store (data-parallel under torchrun)."""
+    from crossdiff_core.distributed import from_environment
+
+    _harvest(args, args.out, from_environment())
     return 0
 
 
 def cmd_train(args) -> int:
     """Train a crosscoder on a store, harvesting it first when models are given and it does not exist."""
     from crossdiff_core.crosscoder import CrossCoderConfig
+    from crossdiff_core.distributed import from_environment
     from crossdiff_core.store import PairedActivationStore, is_store
     from crossdiff_core.train import TrainConfig, train
 
+    group = from_environment()  # under torchrun: data-parallel over the processes it started
     if args.model_a or args.model_b:
         if not (args.model_a and args.model_b):
             raise CrossDiffError("give both --model-a and --model-b to harvest before training")
         meta = (Path(args.store) / "meta.json")
         if not is_store(args.store) or not _store_complete(meta):
-            _harvest(args, args.store)
+            _harvest(args, args.store, group)
     elif not is_store(args.store):
         raise CrossDiffError(f"{args.store} is not an activation store: harvest one first, or pass --model-a and --model-b")
-    source = PairedActivationStore(args.store)
+    store = PairedActivationStore(args.store)
+    source = store if group is None else store.for_rank(group.rank, group.world)
     excl_a, excl_b = (int(v) if v >= 1 else v for v in args.exclusive)
     config = CrossCoderConfig(
         d_a=source.d_a, d_b=source.d_b, dict_size=args.dict_size, exclusive_a=excl_a, exclusive_b=excl_b,
@@ -267,8 +277,10 @@ def cmd_train(args) -> int:
     if args.checkpoint_every is not None:
         overrides["checkpoint_every"] = args.checkpoint_every
     train_config = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, **overrides)
-    result = train(config, train_config, source, args.out, resume=not args.no_resume, show_tqdm=True)
+    result = train(config, train_config, source, args.out, resume=not args.no_resume, show_tqdm=True, group=group)
     metrics = result.metrics
+    if group is not None and not group.is_main:
+        return 0
     print(
         f"saved crosscoder to {args.out}: FVU A {metrics['fvu_a']:.3f}, FVU B {metrics['fvu_b']:.3f}, L0 {metrics['l0']:.1f}",
         file=sys.stderr,

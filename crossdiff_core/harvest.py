@@ -14,8 +14,11 @@ after it, and the unmasked causal path is the fastest). Rows are stored in corpu
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,7 +28,8 @@ from crossdiff_core.alignment import align_batch
 from crossdiff_core.corpus import iter_windows
 from crossdiff_core.errors import StoreError
 from crossdiff_core.models import LoadedModel
-from crossdiff_core.store import StoreWriter
+from crossdiff_core.distributed import Dist
+from crossdiff_core.store import PARTS_DIR, StoreWriter, merge_parts, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -175,13 +179,24 @@ def harvest(
     progress: Callable[[HarvestProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     show_tqdm: bool = False,
+    group: Dist | None = None,
+    windows_of: tuple[int, int] | None = None,
 ) -> dict:
     """Harvest `config.n_tokens` paired activations into `out_dir` and return the store's metadata.
 
     Resumes an interrupted harvest of the same models, layers and corpus in `out_dir`. Raises
     StoreError when the corpus yields no paired tokens.
+
+    With a data-parallel `group` (under torchrun), rank r reads the corpus windows i ≡ r (mod world)
+    into its own part, `out_dir/parts/rank-r-of-world/`, with its share of `n_tokens`; when every
+    part is complete, rank 0 lists all their shards in `out_dir/meta.json` (`merge_parts`), so
+    training reads it as one store. Each part resumes on its own. `windows_of=(r, world)` reads
+    only those windows in a single process (what rank r of a data-parallel harvest stores).
     """
     config = config or HarvestConfig()
+    if group is not None:
+        return _harvest_parallel(model_a, model_b, corpus, Path(out_dir), config, progress, should_stop, show_tqdm,
+                                 group)  # fmt: skip
     header = {
         "model_a": model_a.info(),
         "model_b": model_b.info(),
@@ -208,6 +223,8 @@ def harvest(
     start = time.perf_counter()
     counts_total = {"tokens_a": 0, "tokens_b": 0, "paired": 0}
     windows = iter_windows(corpus, model_a.tokenizer, config.ctx_len)
+    if windows_of is not None:
+        windows = itertools.islice(windows, windows_of[0], None, windows_of[1])
     batch: list[str] = []
     seen = 0
     exhausted = True
@@ -249,6 +266,25 @@ def harvest(
         log.warning("corpus %s ran out after %d of %d paired tokens", corpus, done, config.n_tokens)
     meta = writer.finish(exhausted=exhausted and done < config.n_tokens)
     meta["tokens_per_s"] = counts_total["paired"] / max(time.perf_counter() - start, 1e-9)
+    return meta
+
+
+def part_dir(out_dir, rank: int, world: int) -> Path:
+    """Return the folder rank `rank` of a `world`-process harvest into `out_dir` writes its part to."""
+    return Path(out_dir) / PARTS_DIR / f"rank-{rank:03d}-of-{world:03d}"
+
+
+def _harvest_parallel(model_a, model_b, corpus, out_dir: Path, config, progress, should_stop, show_tqdm, group: Dist):
+    """Harvest this rank's share into its part; once all parts are complete, rank 0 merges them."""
+    share = config.n_tokens // group.world + (group.rank < config.n_tokens % group.world)
+    local = dataclasses.replace(config, n_tokens=share)
+    meta = harvest(model_a, model_b, corpus, part_dir(out_dir, group.rank, group.world), local, progress, should_stop,
+                   show_tqdm and group.is_main, windows_of=(group.rank, group.world))  # fmt: skip
+    if not group.any(not meta["complete"]):  # every part finished (none stopped early)
+        if group.is_main:
+            merge_parts(out_dir, [part_dir(out_dir, r, group.world) for r in range(group.world)])
+        group.barrier()
+        return read_meta(out_dir)
     return meta
 
 

@@ -16,6 +16,8 @@ statistics stay exact across resumes.
 
 from __future__ import annotations
 
+import copy
+
 import hashlib
 import json
 import os
@@ -193,6 +195,44 @@ class StoreWriter:
         _atomic_write_text(self.out_dir / "meta.json", json.dumps(self.meta, indent=2))
 
 
+PARTS_DIR = "parts"
+"""Subfolder of a store harvested by several processes: one complete store per rank."""
+
+
+def merge_parts(out_dir, part_dirs: list) -> dict:
+    """Write `out_dir/meta.json` listing the shards of the complete stores `part_dirs` (one per rank); return it.
+
+    Shards are listed round-robin over the parts, so that `PairedActivationStore.for_rank(r, n)`
+    of n processes gives rank r the shards its own harvest wrote (when the parts have equally
+    many shards; otherwise the leftovers go round-robin too). The shard files stay where they are.
+    """
+    out_dir = Path(out_dir)
+    metas = [read_meta(part) for part in part_dirs]
+    for part, meta in zip(part_dirs, metas, strict=True):
+        if not meta.get("complete"):
+            raise StoreError(f"{part} is not complete: run the same harvest command again to finish it")
+    listed = []
+    for i in range(max(len(m["shards"]) for m in metas)):
+        for part, meta in zip(part_dirs, metas, strict=True):
+            if i < len(meta["shards"]):
+                record = dict(meta["shards"][i])
+                record["file"] = Path(part).relative_to(out_dir).joinpath(record["file"]).as_posix()
+                listed.append(record)
+    merged = {key: value for key, value in metas[0].items() if key not in ("shards", "counts", "tokens_per_s")}
+    merged.update(
+        shards=listed,
+        parts=[Path(part).relative_to(out_dir).as_posix() for part in part_dirs],
+        target_tokens=sum(m["target_tokens"] for m in metas),
+        windows_done=sum(m["windows_done"] for m in metas),
+        empty_windows=sum(m.get("empty_windows", 0) for m in metas),
+        corpus_exhausted=any(m.get("corpus_exhausted") for m in metas),
+        complete=True,
+    )
+    merged["counts"] = summarize_counts(listed, merged["empty_windows"])
+    _atomic_write_text(out_dir / "meta.json", json.dumps(merged, indent=2))
+    return merged
+
+
 def _empty_counts() -> dict:
     return {"windows": 0, "tokens_a": 0, "tokens_b": 0, "paired": 0, "outliers": 0}
 
@@ -255,6 +295,24 @@ class PairedActivationStore:
 
     def __len__(self) -> int:
         return sum(s.n for s in self.shards)
+
+    def for_rank(self, rank: int, world: int) -> PairedActivationStore:
+        """Return the view of this store that rank `rank` of `world` data-parallel ranks reads: shards i ≡ rank (mod world).
+
+        Raises `StoreError` when the store has fewer shards than ranks.
+        """
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in 0..{world - 1}")
+        if len(self.shards) < world:
+            raise StoreError(
+                f"{self.path} has {len(self.shards)} shards, fewer than the {world} processes that would each read "
+                "their own: run fewer processes, or harvest more tokens (or a smaller shard size)"
+            )
+        view = copy.copy(self)
+        view.shards = self.shards[rank::world]
+        view.meta = {**self.meta, "shards": self.meta["shards"][rank::world]}
+        view._verified = self._verified
+        return view
 
     def pair_info(self) -> dict:
         """Return the model pair the activations come from (ids, revisions, layers, tokenizer fingerprints)."""

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as nnf
+from torch.nn.parallel import DistributedDataParallel
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -57,6 +58,7 @@ from crossdiff_core.crosscoder.batchtopk import (
 from crossdiff_core.crosscoder.config import CrossCoderConfig
 from crossdiff_core.crosscoder.model import CrossCoder
 from crossdiff_core.crosscoder.sparse_ops import SPARSE, LatentOps
+from crossdiff_core.distributed import Dist, RankSource
 from crossdiff_core.errors import CheckpointError, CrossCoderError
 
 CHECKPOINT_DIR = "checkpoint"
@@ -245,11 +247,14 @@ def training_loss(
     dead_F: torch.Tensor,
     train_config: TrainConfig,
     ops: LatentOps = SPARSE,
+    group: Dist | None = None,
 ) -> StepOutput:
     """Return the loss and statistics of one step on NORMALIZED activations.
 
     `dead_F` marks dead latents (for auxk). `ops` chooses the BatchTopK kernels: the sparse fast
-    path, or `sparse_ops.DENSE_REFERENCE` to check it.
+    path, or `sparse_ops.DENSE_REFERENCE` to check it. With a data-parallel `group` the batch is
+    this rank's part of the global batch; the selection and the auxk normalization are global, and
+    the loss is scaled so that DDP's gradient average is the gradient of the global batch's loss.
     """
     if model.config.sparsity == "l1":
         return _l1_loss(model, x_a_BD, x_b_BD)
@@ -257,13 +262,13 @@ def training_loss(
     with torch.no_grad():
         pre_BF = model.pre_activations(x_a_BD, x_b_BD)
         norm_a_F, norm_b_F = model.decoder_norms()
-    selection = select_batch_topk(pre_BF, norm_a_F + norm_b_F, model.config.k)
+    selection = select_batch_topk(pre_BF, norm_a_F + norm_b_F, model.config.k, group)
     values_N = _gather(ops, model, pre_BF, selection, x_a_BD, x_b_BD)
     x_hat_a_BD, x_hat_b_BD = _decode_active(ops, model, selection, values_N, batch)
     err_a_BD = x_hat_a_BD + model.b_dec_a - x_a_BD
     err_b_BD = x_hat_b_BD + model.b_dec_b - x_b_BD
     mse = err_a_BD.pow(2).sum(1).mean() + err_b_BD.pow(2).sum(1).mean()
-    auxk = _auxk_loss(model, dead_F, train_config, x_a_BD, x_b_BD, err_a_BD.detach(), err_b_BD.detach())
+    auxk = _auxk_loss(model, dead_F, train_config, x_a_BD, x_b_BD, err_a_BD.detach(), err_b_BD.detach(), group)
     fired_F = torch.zeros(model.dict_size, dtype=torch.bool, device=x_a_BD.device)
     fired_F[selection.latents_N] = True
     stats = _reconstruction_stats(mse, err_a_BD, err_b_BD, x_a_BD, x_b_BD)
@@ -306,7 +311,7 @@ def _decode_active(ops, model: CrossCoder, selection: LatentSelection, values_N:
     return x_hat_a_BD, x_hat_b_BD
 
 
-def _auxk_loss(model: CrossCoder, dead_F, train_config, x_a_BD, x_b_BD, err_a_BD, err_b_BD) -> torch.Tensor:
+def _auxk_loss(model: CrossCoder, dead_F, train_config, x_a_BD, x_b_BD, err_a_BD, err_b_BD, group=None) -> torch.Tensor:
     """Return the auxk loss: how well the top dead latents reconstruct the residual, relative to its variance.
 
     Zero when no latent is dead or `auxk_coeff` is 0. With `auxk_exclusive` off, dead exclusive
@@ -314,7 +319,9 @@ def _auxk_loss(model: CrossCoder, dead_F, train_config, x_a_BD, x_b_BD, err_a_BD
     can turn them into copies of one side of shared features; they are then filled by relocation
     only (see `relocate_one_sided`). Each token uses its `k_aux` largest dead pre-activations. With
     k_aux = d/2 the [B, n_dead] activation matrix is dense in practice, so it is computed with dense
-    matmuls over the dead latents only (never over all F).
+    matmuls over the dead latents only (never over all F). With a data-parallel `group` the
+    residual variance is the global batch's, and the loss is this rank's error times the world size
+    over it (DDP averages gradients over ranks).
     """
     zero = x_a_BD.new_zeros(())
     if train_config.auxk_exclusive:
@@ -338,9 +345,16 @@ def _auxk_loss(model: CrossCoder, dead_F, train_config, x_a_BD, x_b_BD, err_a_BD
     residual_a_BD, residual_b_BD = -err_a_BD, -err_b_BD
     e_hat_a_BD = f_BK[:, :n_in_a] @ model.W_dec_a[dead_a_K]
     e_hat_b_BD = f_BK[:, b_start:] @ model.W_dec_b[dead_b_K]
-    variance = (residual_a_BD - residual_a_BD.mean(0)).pow(2).sum()
-    variance = variance + (residual_b_BD - residual_b_BD.mean(0)).pow(2).sum()
     error = (e_hat_a_BD - residual_a_BD).pow(2).sum() + (e_hat_b_BD - residual_b_BD).pow(2).sum()
+    if group is None:
+        variance = (residual_a_BD - residual_a_BD.mean(0)).pow(2).sum()
+        variance = variance + (residual_b_BD - residual_b_BD.mean(0)).pow(2).sum()
+    else:
+        n_global = residual_a_BD.shape[0] * group.world
+        mean_a_D = group.sum(residual_a_BD.sum(0)) / n_global
+        mean_b_D = group.sum(residual_b_BD.sum(0)) / n_global
+        variance = (residual_a_BD - mean_a_D).pow(2).sum() + (residual_b_BD - mean_b_D).pow(2).sum()
+        variance = group.sum(variance) / group.world
     return error / variance.clamp_min(torch.finfo(variance.dtype).tiny)
 
 
@@ -435,6 +449,7 @@ def train(
     resume: bool = True,
     show_tqdm: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    group: Dist | None = None,
 ) -> TrainResult:
     """Train a crosscoder on `source` and return the `TrainResult`; files go to `out_dir`.
 
@@ -445,15 +460,34 @@ def train(
     `should_stop()` returns True (checked after each step), a checkpoint is written and the
     partly trained result is returned; calling `train` again resumes. On KeyboardInterrupt a
     checkpoint of the last completed step is written before the interrupt propagates.
+
+    With a data-parallel `group` (`crossdiff_core.distributed.from_environment()` under torchrun),
+    `source` is this rank's own share of the data (`PairedActivationStore.for_rank`), the model is
+    wrapped in DDP, `batch_size` is the global batch, and only rank 0 writes files; see
+    `crossdiff_core.distributed`.
     """
     train_config.validate()
-    config = fit_to_source(config, source, mean_sample(source, train_config))
-    device = torch.device(train_config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if group is not None:
+        source = RankSource(source, group)
+    config = fit_to_source(config, source, mean_sample(source, train_config, group))
+    if train_config.device:
+        device = torch.device(train_config.device)
+    elif group is not None:
+        device = group.device()
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = _DTYPES[train_config.dtype]
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    main = group is None or group.is_main
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
 
     model = CrossCoder(config, seed=train_config.seed).to(device=device, dtype=dtype).train()
+    step_fn = _StepModule(model, train_config, group)
+    if group is not None:
+        step_fn = DistributedDataParallel(
+            step_fn, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
     base_lr = train_config.lr or 2e-4 / math.sqrt(config.dict_size / 2**14)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=base_lr, betas=train_config.betas, fused=device.type in ("cpu", "cuda")
@@ -466,8 +500,9 @@ def train(
             run = _load_checkpoint(checkpoint_dir, model, optimizer, config, train_config, device)
             resumed_from = run.step
     if resumed_from is None:
-        _init_decoder_bias(model, source, train_config, device, dtype)
-    _remove_partial_checkpoints(out_dir)
+        _init_decoder_bias(model, source, train_config, device, dtype, group)
+    if main:
+        _remove_partial_checkpoints(out_dir)
 
     session_start = time.perf_counter()
     elapsed_before = run.elapsed_s
@@ -477,10 +512,13 @@ def train(
 
     def checkpoint() -> None:
         run.elapsed_s = elapsed()
-        _save_checkpoint(out_dir, model, optimizer, run, config, train_config)
+        if main:
+            _save_checkpoint(out_dir, model, optimizer, run, config, train_config)
+        if group is not None:
+            group.barrier()
 
     batches = source.iter_batches(train_config.batch_size, train_config.seed, start_batch=run.step)
-    bar = tqdm(total=train_config.steps, initial=run.step, disable=not show_tqdm, desc="training crosscoder")
+    bar = tqdm(total=train_config.steps, initial=run.step, disable=not (show_tqdm and main), desc="training crosscoder")
     applying = False
     stopped = False
     try:
@@ -488,10 +526,10 @@ def train(
             x_a_BD, x_b_BD = next(batches)
             x_a_BD, x_b_BD = model.normalize(x_a_BD.to(device, dtype), x_b_BD.to(device, dtype))
             lr = learning_rate(run.step, train_config, base_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr
             dead_F = run.tokens_since_fired_F >= train_config.dead_after_tokens
-            out = training_loss(model, x_a_BD, x_b_BD, dead_F, train_config)
+            out = step_fn(x_a_BD, x_b_BD, dead_F)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
 
@@ -499,11 +537,12 @@ def train(
             optimizer.step()
             if out.selection is not None:
                 new_threshold = updated_threshold(
-                    model.threshold, out.selection, train_config.threshold_decay, first=run.step == 0
+                    model.threshold, out.selection, train_config.threshold_decay, first=run.step == 0, group=group
                 )
                 model.threshold.copy_(new_threshold)
-            run.tokens_since_fired_F += x_a_BD.shape[0]
-            run.tokens_since_fired_F[out.fired_F] = 0
+            fired_F = out.fired_F if group is None else group.max(out.fired_F.to(torch.uint8)).bool()
+            run.tokens_since_fired_F += x_a_BD.shape[0] * (group.world if group is not None else 1)
+            run.tokens_since_fired_F[fired_F] = 0
             if (run.step + 1) % train_config.relocate_every == 0:
                 relocate_one_sided(model, optimizer, run.tokens_since_fired_F, train_config, run.step + 1)
             run.step += 1
@@ -511,7 +550,7 @@ def train(
 
             bar.update(1)
             if run.step % train_config.log_every == 0 or run.step == train_config.steps:
-                metrics = _metrics(model, out, run, train_config, lr)
+                metrics = _metrics(model, out, run, train_config, lr, group)
                 run.history.append(metrics)
                 bar.set_postfix(
                     loss=f"{metrics['loss']:.4g}", fvu_a=f"{metrics['fvu_a']:.3f}", fvu_b=f"{metrics['fvu_b']:.3f}"
@@ -521,21 +560,30 @@ def train(
                                            metrics, elapsed()))  # fmt: skip
             if run.step % train_config.checkpoint_every == 0 or run.step == train_config.steps:
                 checkpoint()
-            if should_stop is not None and run.step < train_config.steps and should_stop():
+            stop = should_stop is not None and run.step < train_config.steps and should_stop()
+            if group is not None and run.step < train_config.steps:
+                stop = group.any(stop)
+            if stop:
                 checkpoint()
                 stopped = True
                 break
     except KeyboardInterrupt:
-        if not applying:
+        if not applying and group is None:
             checkpoint()
+        elif not applying and main:
+            run.elapsed_s = elapsed()
+            _save_checkpoint(out_dir, model, optimizer, run, config, train_config)
         raise
     finally:
         bar.close()
 
     model.eval()
-    if not stopped:
-        model.save_pretrained(out_dir)
-    _write_logs(out_dir, run, config, train_config, resumed_from, finished=not stopped, elapsed_s=elapsed())
+    if main:
+        if not stopped:
+            model.save_pretrained(out_dir)
+        _write_logs(out_dir, run, config, train_config, resumed_from, finished=not stopped, elapsed_s=elapsed())
+    if group is not None:
+        group.barrier()
     return TrainResult(
         crosscoder=model,
         metrics=dict(run.history[-1]) if run.history else {},
@@ -547,22 +595,36 @@ def train(
 
 
 @torch.no_grad()
-def _init_decoder_bias(model: CrossCoder, source: BatchSource, train_config: TrainConfig, device, dtype) -> None:
-    """Set each model's decoder bias to the mean of one (normalized) batch.
+def _init_decoder_bias(
+    model: CrossCoder, source: BatchSource, train_config: TrainConfig, device, dtype, group: Dist | None = None
+) -> None:
+    """Set each model's decoder bias to the mean of one (normalized) batch (the global batch, with a `group`).
 
     Residual streams carry a large mean component (for Gemma-3 about 19 times the variance around
     it); starting the biases there spares the first hundreds of steps from learning it.
     """
     x_a_BD, x_b_BD = next(source.iter_batches(train_config.batch_size, train_config.seed + 1))
     x_a_BD, x_b_BD = model.normalize(x_a_BD.to(device, dtype), x_b_BD.to(device, dtype))
-    model.b_dec_a.copy_(x_a_BD.mean(0))
-    model.b_dec_b.copy_(x_b_BD.mean(0))
+    mean_a_D, mean_b_D = x_a_BD.mean(0), x_b_BD.mean(0)
+    if group is not None:
+        mean_a_D, mean_b_D = group.mean(mean_a_D), group.mean(mean_b_D)
+    model.b_dec_a.copy_(mean_a_D)
+    model.b_dec_b.copy_(mean_b_D)
 
 
-def mean_sample(source: BatchSource, train_config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return each model's mean activation `(μ_a [d_a], μ_b [d_b])` over one training-size batch (fixed seed)."""
+def mean_sample(
+    source: BatchSource, train_config: TrainConfig, group: Dist | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return each model's mean activation `(μ_a [d_a], μ_b [d_b])` over one training-size batch (fixed seed).
+
+    With a data-parallel `group`, `source` yields this rank's part and the mean is the global batch's.
+    """
     x_a_BD, x_b_BD = next(source.iter_batches(train_config.batch_size, train_config.seed + 1))
-    return x_a_BD.double().mean(0), x_b_BD.double().mean(0)
+    means = x_a_BD.double().mean(0), x_b_BD.double().mean(0)
+    if group is not None:
+        device = group._collective_device()
+        means = tuple(group.mean(m.to(device)).cpu() for m in means)
+    return means
 
 
 def fit_to_source(
@@ -604,6 +666,19 @@ def fit_to_source(
     return dataclasses.replace(config, **updates)
 
 
+class _StepModule(torch.nn.Module):
+    """One training step's loss as a module, so that DDP can wrap it (DDP reduces gradients of a module's forward)."""
+
+    def __init__(self, crosscoder: CrossCoder, train_config: TrainConfig, group: Dist | None):
+        super().__init__()
+        self.crosscoder = crosscoder
+        self.train_config = train_config
+        self.group = group
+
+    def forward(self, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor, dead_F: torch.Tensor) -> StepOutput:
+        return training_loss(self.crosscoder, x_a_BD, x_b_BD, dead_F, self.train_config, group=self.group)
+
+
 @dataclass
 class _RunState:
     """Mutable training state beyond the model and optimizer."""
@@ -614,10 +689,16 @@ class _RunState:
     elapsed_s: float = 0.0
 
 
-def _metrics(model: CrossCoder, out: StepOutput, run: _RunState, train_config: TrainConfig, lr: float) -> dict:
-    """Return the logged metrics of a step as plain floats."""
-    metrics = {"step": run.step, "loss": float(out.loss.detach())}
-    metrics.update({name: float(value) for name, value in out.stats.items()})
+def _metrics(
+    model: CrossCoder, out: StepOutput, run: _RunState, train_config: TrainConfig, lr: float, group: Dist | None = None
+) -> dict:
+    """Return the logged metrics of a step as plain floats (with a `group`, the mean over ranks)."""
+    names = ["loss", *out.stats]
+    values = torch.stack([out.loss.detach().float(), *(v.detach().float().to(out.loss.device) for v in out.stats.values())])
+    if group is not None:
+        values = group.mean(values)
+    metrics = {"step": run.step}
+    metrics.update({name: float(value) for name, value in zip(names, values.tolist(), strict=True)})
     if model.config.sparsity == "batchtopk":
         metrics["threshold"] = float(model.threshold)
     dead_F = run.tokens_since_fired_F >= train_config.dead_after_tokens

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from crossdiff_core.distributed import Dist, global_cutoff
+
 
 @dataclass(frozen=True)
 class LatentSelection:
@@ -32,16 +34,22 @@ def latent_scores(pre_BF: torch.Tensor, decoder_norm_F: torch.Tensor) -> torch.T
     return pre_BF.relu().mul_(decoder_norm_F)
 
 
-def select_batch_topk(pre_BF: torch.Tensor, decoder_norm_F: torch.Tensor, k: int) -> LatentSelection:
+def select_batch_topk(
+    pre_BF: torch.Tensor, decoder_norm_F: torch.Tensor, k: int, group: Dist | None = None
+) -> LatentSelection:
     """Return the `k·B` highest-scoring (token, latent) pairs of the batch, dropping pairs that score 0.
 
     `decoder_norm_F` is `‖d_a‖ + ‖d_b‖` per latent. Pairs scoring exactly 0 (a non-positive
     pre-activation) are never selected, so fewer than `k·B` pairs come back when few latents fire.
     The result is exact; on large batches a cutoff estimated from a sample of the scores first
     narrows the candidates (falling back to a full top-k whenever too few pass it).
+
+    With a data-parallel `group`, `pre_BF` is this rank's part of the global batch and the pairs
+    returned are this rank's share of the global batch's `k·B·world` best (ties at the cutoff aside).
     """
     n_latents = pre_BF.shape[1]
-    n_keep = min(k * pre_BF.shape[0], pre_BF.numel())
+    world = group.world if group is not None else 1
+    n_keep = min(k * pre_BF.shape[0] * world, pre_BF.numel())
     with torch.no_grad():
         flat_N = scores_N = None
         cutoff = _sampled_cutoff(pre_BF, decoder_norm_F, n_keep)
@@ -55,6 +63,8 @@ def select_batch_topk(pre_BF: torch.Tensor, decoder_norm_F: torch.Tensor, k: int
             top = torch.topk(latent_scores(pre_BF, decoder_norm_F).reshape(-1), n_keep, sorted=False)
             flat_N, scores_N = top.indices, top.values
         keep = scores_N > 0
+        if group is not None:
+            keep &= scores_N >= global_cutoff(scores_N, k * pre_BF.shape[0] * world, group)
         flat_N, order = torch.sort(flat_N[keep])
         scores_N = scores_N[keep][order]
     return LatentSelection(rows_N=flat_N // n_latents, latents_N=flat_N % n_latents, scores_N=scores_N)
@@ -82,17 +92,24 @@ def _sampled_cutoff(pre_BF: torch.Tensor, decoder_norm_F: torch.Tensor, n_keep: 
     return cutoff if cutoff > 0 else None
 
 
-def updated_threshold(threshold: torch.Tensor, selection: LatentSelection, decay: float, first: bool) -> torch.Tensor:
+def updated_threshold(
+    threshold: torch.Tensor, selection: LatentSelection, decay: float, first: bool, group: Dist | None = None
+) -> torch.Tensor:
     """Return the new inference threshold: an EMA of the smallest selected score, or that score if `first`.
 
-    The threshold is unchanged when nothing was selected. Stays on the device (no host sync).
+    The threshold is unchanged when nothing was selected. With a data-parallel `group` the smallest
+    score is taken over all ranks. Stays on the device (no host sync).
     """
-    if selection.scores_N.numel() == 0:
+    if selection.scores_N.numel():
+        batch_min = selection.scores_N.min().to(threshold.dtype)
+    else:
+        batch_min = torch.full_like(threshold, torch.inf)
+    if group is not None:
+        batch_min = group.min(batch_min)
+    elif selection.scores_N.numel() == 0:
         return threshold
-    batch_min = selection.scores_N.min().to(threshold.dtype)
-    if first:
-        return batch_min
-    return torch.lerp(batch_min, threshold, decay)
+    new = batch_min if first else torch.lerp(batch_min, threshold, decay)
+    return torch.where(torch.isfinite(batch_min), new, threshold)
 
 
 def default_k_aux(d_a: int, d_b: int) -> int:
