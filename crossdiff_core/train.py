@@ -337,14 +337,14 @@ def _auxk_loss(model: CrossCoder, dead_F, train_config, x_a_BD, x_b_BD, err_a_BD
     n_dead = dead_K.numel()
     pre_BK = (
         model.b_enc[dead_K]
-        + nnf.pad(x_a_BD @ model.W_enc_a[dead_a_K].T, (0, n_dead - n_in_a))
-        + nnf.pad(x_b_BD @ model.W_enc_b[dead_b_K].T, (b_start, 0))
+        + nnf.pad(x_a_BD @ _rows(model.W_enc_a, dead_a_K).T, (0, n_dead - n_in_a))
+        + nnf.pad(x_b_BD @ _rows(model.W_enc_b, dead_b_K).T, (b_start, 0))
     )
     k_aux = train_config.k_aux or default_k_aux(model.config.d_a, model.config.d_b)
     f_BK = pre_BK.relu() * select_dead_topk(pre_BK.detach(), k_aux)
     residual_a_BD, residual_b_BD = -err_a_BD, -err_b_BD
-    e_hat_a_BD = f_BK[:, :n_in_a] @ model.W_dec_a[dead_a_K]
-    e_hat_b_BD = f_BK[:, b_start:] @ model.W_dec_b[dead_b_K]
+    e_hat_a_BD = f_BK[:, :n_in_a] @ _rows(model.W_dec_a, dead_a_K)
+    e_hat_b_BD = f_BK[:, b_start:] @ _rows(model.W_dec_b, dead_b_K)
     error = (e_hat_a_BD - residual_a_BD).pow(2).sum() + (e_hat_b_BD - residual_b_BD).pow(2).sum()
     if group is None:
         variance = (residual_a_BD - residual_a_BD.mean(0)).pow(2).sum()
@@ -356,6 +356,12 @@ def _auxk_loss(model: CrossCoder, dead_F, train_config, x_a_BD, x_b_BD, err_a_BD
         variance = (residual_a_BD - mean_a_D).pow(2).sum() + (residual_b_BD - mean_b_D).pow(2).sum()
         variance = group.sum(variance) / group.world
     return error / variance.clamp_min(torch.finfo(variance.dtype).tiny)
+
+
+def _rows(weight_LD: torch.Tensor, rows_K: torch.Tensor) -> torch.Tensor:
+    """Return `weight_LD[rows_K]` with a sparse gradient: added into the weight's dense gradient row by row,
+    where plain indexing would build and add a full-size zero-filled gradient."""
+    return nnf.embedding(rows_K, weight_LD, sparse=True)
 
 
 def relocate_one_sided(

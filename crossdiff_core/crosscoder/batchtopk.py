@@ -54,7 +54,8 @@ def select_batch_topk(
         flat_N = scores_N = None
         cutoff = _sampled_cutoff(pre_BF, decoder_norm_F, n_keep)
         if cutoff is not None:
-            candidates_C = ((pre_BF * decoder_norm_F) > cutoff).reshape(-1).nonzero().squeeze(1)
+            # One pass over [B, F]: pre > cutoff / norm (inf where a latent has no decoder weights).
+            candidates_C = (pre_BF > cutoff / decoder_norm_F).reshape(-1).nonzero().squeeze(1)
             if candidates_C.numel() >= n_keep:
                 candidate_scores_C = pre_BF.reshape(-1)[candidates_C] * decoder_norm_F[candidates_C % n_latents]
                 top = torch.topk(candidate_scores_C, n_keep, sorted=False)
