@@ -30,6 +30,7 @@ the same weights as an uninterrupted run. The finished crosscoder is written wit
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -59,7 +60,14 @@ from crossdiff_core.crosscoder.config import CrossCoderConfig
 from crossdiff_core.crosscoder.model import CrossCoder
 from crossdiff_core.crosscoder.sparse_ops import SPARSE, LatentOps
 from crossdiff_core.distributed import Dist, RankSource
-from crossdiff_core.errors import CheckpointError, CrossCoderError
+from crossdiff_core.errors import (
+    CheckpointError,
+    CrossCoderError,
+    NotEnoughMemoryError,
+    disk_full_error,
+    is_disk_full,
+    is_out_of_memory,
+)
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE_FILE = "state.safetensors"
@@ -260,9 +268,9 @@ def training_loss(
         return _l1_loss(model, x_a_BD, x_b_BD)
     batch = x_a_BD.shape[0]
     with torch.no_grad():
-        pre_BF = model.pre_activations(x_a_BD, x_b_BD)
+        pre_BF = model.encoder_products(x_a_BD, x_b_BD)  # without b_enc: selection and gather add it
         norm_a_F, norm_b_F = model.decoder_norms()
-    selection = select_batch_topk(pre_BF, norm_a_F + norm_b_F, model.config.k, group)
+    selection = select_batch_topk(pre_BF, norm_a_F + norm_b_F, model.config.k, group, bias_F=model.b_enc.detach())
     values_N = _gather(ops, model, pre_BF, selection, x_a_BD, x_b_BD)
     x_hat_a_BD, x_hat_b_BD = _decode_active(ops, model, selection, values_N, batch)
     err_a_BD = x_hat_a_BD + model.b_dec_a - x_a_BD
@@ -580,6 +588,10 @@ def train(
             run.elapsed_s = elapsed()
             _save_checkpoint(out_dir, model, optimizer, run, config, train_config)
         raise
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        raise _out_of_memory_error(error, config, train_config, device, out_dir) from error
     finally:
         bar.close()
 
@@ -726,6 +738,28 @@ def _existing_checkpoint(out_dir: Path) -> Path | None:
     return None
 
 
+def _file_sha256(path: Path) -> str:
+    """Return the hex SHA-256 of a file's bytes (recorded in checkpoint.json so that damage is detected)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: a crash or full disk never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        if not is_disk_full(error):
+            raise
+        raise disk_full_error(path, error, "free space on that disk and run the same command again") from error
+
+
 def _remove_partial_checkpoints(out_dir: Path) -> None:
     """Delete half-written checkpoint folders left by a crash."""
     for partial in out_dir.glob(_PARTIAL_CHECKPOINT_PREFIX + "*"):
@@ -748,13 +782,25 @@ def _save_checkpoint(out_dir: Path, model, optimizer, run: _RunState, config, tr
         "train_config": train_config.to_dict(),
         "history": run.history,
     }
-    partial = Path(tempfile.mkdtemp(prefix=_PARTIAL_CHECKPOINT_PREFIX, dir=out_dir))
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(partial / CHECKPOINT_STATE_FILE))
-    (partial / CHECKPOINT_META_FILE).write_text(json.dumps(meta, indent=1))
-    for name in (CHECKPOINT_STATE_FILE, CHECKPOINT_META_FILE):
-        with open(partial / name, "rb") as handle:
-            os.fsync(handle.fileno())
     final, previous = out_dir / CHECKPOINT_DIR, out_dir / _PREVIOUS_CHECKPOINT_DIR
+    partial = None
+    try:
+        partial = Path(tempfile.mkdtemp(prefix=_PARTIAL_CHECKPOINT_PREFIX, dir=out_dir))
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(partial / CHECKPOINT_STATE_FILE))
+        meta["state_sha256"] = _file_sha256(partial / CHECKPOINT_STATE_FILE)
+        (partial / CHECKPOINT_META_FILE).write_text(json.dumps(meta, indent=1))
+        for name in (CHECKPOINT_STATE_FILE, CHECKPOINT_META_FILE):
+            with open(partial / name, "rb") as handle:
+                os.fsync(handle.fileno())
+    except (OSError, SafetensorError) as error:
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+        if not is_disk_full(error):
+            raise
+        kept = f"the last checkpoint in {final} is intact" if final.is_dir() else "no checkpoint was written yet"
+        raise disk_full_error(
+            final, error, f"{kept}; free space on that disk and run the same command again to resume from it"
+        ) from error
     shutil.rmtree(previous, ignore_errors=True)
     if final.exists():
         os.replace(final, previous)
@@ -779,6 +825,8 @@ def _load_checkpoint(checkpoint_dir: Path, model, optimizer, config, train_confi
         ) from error
     _check_same_run(checkpoint_dir, saved_config, config.to_dict(), saved_train, train_config.to_dict())
     try:
+        if meta.get("state_sha256") and _file_sha256(state_file) != meta["state_sha256"]:
+            raise ValueError(f"its SHA-256 differs from the one {CHECKPOINT_META_FILE} records")
         tensors = load_file(str(state_file))
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         raise CheckpointError(
@@ -831,8 +879,7 @@ def _check_same_run(checkpoint_dir: Path, saved_config: dict, config: dict, save
 
 def _write_logs(out_dir: Path, run: _RunState, config, train_config, resumed_from, finished: bool, elapsed_s: float):
     """Write `metrics.jsonl` (one line per logged step) and the `training.json` summary."""
-    with open(out_dir / METRICS_FILE, "w") as handle:
-        handle.writelines(json.dumps(metrics) + "\n" for metrics in run.history)
+    _write_text_atomically(out_dir / METRICS_FILE, "".join(json.dumps(metrics) + "\n" for metrics in run.history))
     summary = {
         "finished": finished,
         "steps_done": run.step,
@@ -844,4 +891,23 @@ def _write_logs(out_dir: Path, run: _RunState, config, train_config, resumed_fro
         "crosscoder_config": config.to_dict(),
         "train_config": train_config.to_dict(),
     }
-    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    _write_text_atomically(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+
+
+def _out_of_memory_error(error: BaseException, config, train_config: TrainConfig, device, out_dir: Path) -> NotEnoughMemoryError:
+    """Return the `NotEnoughMemoryError` for an allocation failure during training, listing settings that need less."""
+    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    on_gpu = torch.device(device).type == "cuda"
+    options = [
+        f"a smaller --batch-size (now {train_config.batch_size}; the step holds batch_size x dict_size activations)",
+        f"a smaller --dict-size (now {config.dict_size})",
+    ]
+    if on_gpu:
+        options.append("training on the CPU (hide the GPU with CUDA_VISIBLE_DEVICES=, or TrainConfig(device='cpu'))")
+    else:
+        options.append("closing other programs that use memory, or a machine with more RAM or a GPU")
+    options.append("4-bit models (--quant nf4) when train also harvests (--model-a/--model-b)")
+    return NotEnoughMemoryError(
+        f"out of memory while training on {device} ({reason}); try {'; '.join(options)}. Changing batch or dict "
+        f"size starts a new run: use a new --out folder or --no-resume (the checkpoint in {out_dir} belongs to these settings)"
+    )

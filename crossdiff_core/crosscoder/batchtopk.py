@@ -35,7 +35,11 @@ def latent_scores(pre_BF: torch.Tensor, decoder_norm_F: torch.Tensor) -> torch.T
 
 
 def select_batch_topk(
-    pre_BF: torch.Tensor, decoder_norm_F: torch.Tensor, k: int, group: Dist | None = None
+    pre_BF: torch.Tensor,
+    decoder_norm_F: torch.Tensor,
+    k: int,
+    group: Dist | None = None,
+    bias_F: torch.Tensor | None = None,
 ) -> LatentSelection:
     """Return the `k·B` highest-scoring (token, latent) pairs of the batch, dropping pairs that score 0.
 
@@ -46,22 +50,29 @@ def select_batch_topk(
 
     With a data-parallel `group`, `pre_BF` is this rank's part of the global batch and the pairs
     returned are this rank's share of the global batch's `k·B·world` best (ties at the cutoff aside).
+    With `bias_F`, `pre_BF` lacks the encoder bias (`CrossCoder.encoder_products`) and it is added
+    only where a score is read.
     """
     n_latents = pre_BF.shape[1]
     world = group.world if group is not None else 1
     n_keep = min(k * pre_BF.shape[0] * world, pre_BF.numel())
     with torch.no_grad():
         flat_N = scores_N = None
-        cutoff = _sampled_cutoff(pre_BF, decoder_norm_F, n_keep)
+        cutoff = _sampled_cutoff(pre_BF, decoder_norm_F, n_keep, bias_F)
         if cutoff is not None:
-            # One pass over [B, F]: pre > cutoff / norm (inf where a latent has no decoder weights).
-            candidates_C = (pre_BF > cutoff / decoder_norm_F).reshape(-1).nonzero().squeeze(1)
+            # One pass over [B, F]: pre + bias > cutoff / norm (inf where a latent has no decoder weights).
+            per_latent_F = cutoff / decoder_norm_F if bias_F is None else cutoff / decoder_norm_F - bias_F
+            candidates_C = (pre_BF > per_latent_F).reshape(-1).nonzero().squeeze(1)
             if candidates_C.numel() >= n_keep:
-                candidate_scores_C = pre_BF.reshape(-1)[candidates_C] * decoder_norm_F[candidates_C % n_latents]
-                top = torch.topk(candidate_scores_C, n_keep, sorted=False)
+                latent_C = candidates_C % n_latents
+                values_C = pre_BF.reshape(-1)[candidates_C]
+                if bias_F is not None:
+                    values_C += bias_F[latent_C]
+                top = torch.topk(values_C.mul_(decoder_norm_F[latent_C]), n_keep, sorted=False)
                 flat_N, scores_N = candidates_C[top.indices], top.values
         if flat_N is None:
-            top = torch.topk(latent_scores(pre_BF, decoder_norm_F).reshape(-1), n_keep, sorted=False)
+            full_BF = pre_BF if bias_F is None else pre_BF + bias_F
+            top = torch.topk(latent_scores(full_BF, decoder_norm_F).reshape(-1), n_keep, sorted=False)
             flat_N, scores_N = top.indices, top.values
         keep = scores_N > 0
         if group is not None:
@@ -78,7 +89,9 @@ _HASH_MULTIPLIER = 2654435761
 """Knuth's multiplicative hash constant: spreads sample positions evenly over tokens and latents."""
 
 
-def _sampled_cutoff(pre_BF: torch.Tensor, decoder_norm_F: torch.Tensor, n_keep: int) -> torch.Tensor | None:
+def _sampled_cutoff(
+    pre_BF: torch.Tensor, decoder_norm_F: torch.Tensor, n_keep: int, bias_F: torch.Tensor | None = None
+) -> torch.Tensor | None:
     """Return a positive score that about 2·n_keep pairs exceed, estimated from a fixed sample; None if not worth it."""
     numel = pre_BF.numel()
     if numel < 4 * _SAMPLE_SIZE:
@@ -88,7 +101,11 @@ def _sampled_cutoff(pre_BF: torch.Tensor, decoder_norm_F: torch.Tensor, n_keep: 
     if rank >= _SAMPLE_SIZE // 4:
         return None
     positions_S = torch.arange(_SAMPLE_SIZE, device=pre_BF.device) * _HASH_MULTIPLIER % numel
-    sample_S = pre_BF.reshape(-1)[positions_S].relu() * decoder_norm_F[positions_S % pre_BF.shape[1]]
+    latent_S = positions_S % pre_BF.shape[1]
+    sample_S = pre_BF.reshape(-1)[positions_S]
+    if bias_F is not None:
+        sample_S += bias_F[latent_S]
+    sample_S = sample_S.relu_() * decoder_norm_F[latent_S]
     cutoff = torch.kthvalue(sample_S, _SAMPLE_SIZE - rank).values
     return cutoff if cutoff > 0 else None
 

@@ -165,6 +165,19 @@ class CrossCoder(
         pre_BF[:, self.slice_b].addmm_(x_b_BD, self.W_enc_b.T)
         return pre_BF
 
+    @torch.no_grad()
+    def encoder_products(self, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor) -> torch.Tensor:
+        """Return the [B, F] pre-activations WITHOUT the encoder bias, not differentiable (the training fast path).
+
+        Leaving the bias out spares a full [B, F] copy: the matmul of model A writes its latents
+        directly (beta = 0), and selection and gather add `b_enc` only where they look.
+        """
+        products_BF = x_a_BD.new_empty(x_a_BD.shape[0], self.dict_size)
+        products_BF[:, self.slice_a].addmm_(x_a_BD, self.W_enc_a.T, beta=0)
+        products_BF[:, self.slice_a.stop :].zero_()
+        products_BF[:, self.slice_b].addmm_(x_b_BD, self.W_enc_b.T)
+        return products_BF
+
     def decoder_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (norm_a_F, norm_b_F): each latent's decoder-row L2 norm per model, 0 where it has no weights."""
         norm_a_F = self.W_dec_a.new_zeros(self.dict_size)

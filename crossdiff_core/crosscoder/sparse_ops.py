@@ -4,7 +4,8 @@ Only about k of F latents are active per token, so after the one unavoidable den
 matmul (`x @ W_enc^T`, run without autograd) every other step works on the N ≈ k·B active
 (token, latent) pairs:
 
-- `gather_preacts` picks the active pre-activations out of the dense `pre_BF` matrix; its backward
+- `gather_preacts` picks the active pre-activations out of the dense bias-free `pre_BF` matrix
+  (adding the bias of the picked latents); its backward
   builds `grad_W_enc = Sᵀ x` and `grad_b_enc` from the N gradient values (S is the sparse [B, F]
   gradient matrix), never a dense [B, F] gradient.
 - `sparse_decode` computes `x̂ = S W_dec` from the active values; its backward gives
@@ -42,10 +43,10 @@ def gather_preacts(
     W_enc_b_LD: torch.Tensor,
     b_enc_F: torch.Tensor,
 ) -> torch.Tensor:
-    """Return `pre_BF[rows_N, latents_N]`, differentiable w.r.t. both encoders, `b_enc_F` and the inputs.
+    """Return `pre_BF[rows_N, latents_N] + b_enc_F[latents_N]`, differentiable w.r.t. both encoders, `b_enc_F` and the inputs.
 
-    `pre_BF` must equal `b_enc + x_a W_enc_aᵀ (on [0, L_a)) + x_b W_enc_bᵀ (on [F − L_b, F))`,
-    computed without autograd; it is only read, never differentiated.
+    `pre_BF` must equal `x_a W_enc_aᵀ (on [0, L_a)) + x_b W_enc_bᵀ (on [F − L_b, F))` without the
+    bias (`CrossCoder.encoder_products`), computed without autograd; it is only read, never differentiated.
     """
     return _GatherPreacts.apply(pre_BF, rows_N, latents_N, x_a_BD, W_enc_a_LD, x_b_BD, W_enc_b_LD, b_enc_F)
 
@@ -113,12 +114,19 @@ def _weighted_row_sum(
     table_TD: torch.Tensor, src_N: torch.Tensor, dst_N: torch.Tensor, weights_N: torch.Tensor, n_out: int
 ) -> torch.Tensor:
     """Return out[n_out, D] with out[dst_i] = Σ_i weights_i · table[src_i] (a sparse-dense matmul)."""
-    dst_sorted_N, order = torch.sort(dst_N)
-    counts = torch.bincount(dst_sorted_N, minlength=n_out)
+    if _is_sorted(dst_N):  # the decoder's rows arrive sorted: no sort, no gathers
+        counts = torch.bincount(dst_N, minlength=n_out)
+    else:
+        dst_sorted_N, order = torch.sort(dst_N)
+        counts = torch.bincount(dst_sorted_N, minlength=n_out)
+        src_N, weights_N = src_N[order], weights_N[order]
     offsets = counts.cumsum(0) - counts
-    return nnf.embedding_bag(
-        src_N[order], table_TD, offsets, mode="sum", per_sample_weights=weights_N[order].to(table_TD.dtype)
-    )
+    return nnf.embedding_bag(src_N, table_TD, offsets, mode="sum", per_sample_weights=weights_N.to(table_TD.dtype))
+
+
+def _is_sorted(values_N: torch.Tensor) -> bool:
+    """Return whether a 1-D tensor is non-decreasing (one cheap pass; sorting costs far more)."""
+    return values_N.numel() < 2 or bool((values_N[1:] >= values_N[:-1]).all())
 
 
 def _row_dots(a_TD: torch.Tensor, a_rows_N: torch.Tensor, b_UD: torch.Tensor, b_rows_N: torch.Tensor) -> torch.Tensor:
@@ -137,7 +145,10 @@ def _sampled_row_dots(
 ) -> torch.Tensor:
     """Return the row dot products as the entries of (a bᵀ) sampled at the pairs (one SDDMM, no [N, D] copies)."""
     n_b = b_UD.shape[0]
-    keys_N, order = torch.sort(a_rows_N * n_b + b_rows_N)
+    keys_N = a_rows_N * n_b + b_rows_N
+    order = None
+    if not _is_sorted(keys_N):
+        keys_N, order = torch.sort(keys_N)
     rows_sorted_N = keys_N // n_b
     crow = torch.zeros(a_TD.shape[0] + 1, dtype=torch.int64, device=a_TD.device)
     crow[1:] = torch.bincount(rows_sorted_N, minlength=a_TD.shape[0]).cumsum(0)
@@ -151,7 +162,7 @@ def _sampled_row_dots(
             check_invariants=False,  # sorted, distinct pairs by construction
         )
     sampled = torch.sparse.sampled_addmm(pattern, a_TD, b_UD.T, beta=0.0).values()
-    return torch.empty_like(sampled).index_copy_(0, order, sampled)
+    return sampled if order is None else torch.empty_like(sampled).index_copy_(0, order, sampled)
 
 
 def _chunked_row_dots(
@@ -188,7 +199,7 @@ class _GatherPreacts(torch.autograd.Function):
     def forward(ctx, pre_BF, rows_N, latents_N, x_a_BD, W_enc_a_LD, x_b_BD, W_enc_b_LD, b_enc_F):
         ctx.save_for_backward(rows_N, latents_N, x_a_BD, W_enc_a_LD, x_b_BD, W_enc_b_LD)
         ctx.n_latents = b_enc_F.shape[0]
-        return pre_BF[rows_N, latents_N]
+        return pre_BF[rows_N, latents_N] + b_enc_F[latents_N]
 
     @staticmethod
     def backward(ctx, grad_N):

@@ -189,3 +189,15 @@ def test_folder_without_config_is_rejected(tmp_path):
     (tmp_path / "config.json").unlink()
     with pytest.raises(CrossCoderError, match="no readable config.json"):
         CrossCoder.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("exclusive", [(0.1, 0.2), (0, 0)])
+def test_encoder_products_are_the_pre_activations_without_the_bias(exclusive):
+    config = CrossCoderConfig(d_a=12, d_b=20, dict_size=64, exclusive_a=exclusive[0], exclusive_b=exclusive[1])
+    cc = CrossCoder(config, seed=3)
+    with torch.no_grad():
+        cc.b_enc.normal_()
+    x_a, x_b = torch.randn(5, 12), torch.randn(5, 20)
+    products = cc.encoder_products(x_a, x_b)
+    assert not products.requires_grad and products.isfinite().all()
+    torch.testing.assert_close(products + cc.b_enc.detach(), cc.pre_activations(x_a, x_b).detach())

@@ -53,7 +53,7 @@ def encoder_inputs(shape, dtype, generator):
 
 def dense_pre(x_a, W_a, x_b, W_b, b):
     n_latents = b.shape[0]
-    pre = b.expand(x_a.shape[0], -1).clone()
+    pre = b.new_zeros(x_a.shape[0], n_latents)  # without the bias, as CrossCoder.encoder_products
     pre[:, : W_a.shape[0]] += x_a @ W_a.T
     pre[:, n_latents - W_b.shape[0] :] += x_b @ W_b.T
     return pre
@@ -156,6 +156,22 @@ def test_batch_topk_is_exact(batch, n_latents, skew):
     assert set(flat) == naive_batch_topk(pre, norm, k)
     assert flat == sorted(flat)
     torch.testing.assert_close(selection.scores_N, (pre.relu() * norm)[selection.rows_N, selection.latents_N])
+
+
+@pytest.mark.parametrize("batch, n_latents, skew", [(8, 50, False), (256, 2048, False), (256, 2048, True)])
+def test_batch_topk_with_the_bias_apart_selects_the_same_pairs(batch, n_latents, skew):
+    generator = torch.Generator().manual_seed(7 + batch)
+    products = torch.randn(batch, n_latents, generator=generator, dtype=torch.float64)
+    if skew:
+        products[:3] *= 50
+    bias = torch.randn(n_latents, generator=generator, dtype=torch.float64) * 0.5
+    norm = torch.rand(n_latents, generator=generator, dtype=torch.float64) + 0.1
+    norm[:10] = 0.0  # latents without decoder weights are never selected
+    together = select_batch_topk(products + bias, norm, k=8)
+    apart = select_batch_topk(products, norm, k=8, bias_F=bias)
+    assert torch.equal(together.rows_N, apart.rows_N) and torch.equal(together.latents_N, apart.latents_N)
+    torch.testing.assert_close(together.scores_N, apart.scores_N)
+    assert not bool((apart.latents_N < 10).any())
 
 
 def test_batch_topk_drops_non_positive_scores():
