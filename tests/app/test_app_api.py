@@ -42,7 +42,7 @@ def test_launch_preloads_and_compare_shows_both_models(client, served):
     print(f"[app] warm compare (chat) {time.perf_counter() - started:.2f} s")
 
 
-def test_open_feature_shows_its_evidence(client):
+def test_open_feature_shows_its_evidence(client, served):
     _, _, _, table_a, _ = client.predict(PROMPT, "Plain text", api_name="/compare")
     latent = hit_ids(table_a)[0]
     card, contexts, effects, plot, number = client.predict(latent, api_name="/open_feature")
@@ -56,7 +56,13 @@ def test_open_feature_shows_its_evidence(client):
     assert browse["headers"][0] == "ID" and browse["data"]
     label_word = browse["data"][0][1].split()[0].strip("'\"")
     found = client.predict("Model B · gemma-3-270m", label_word, api_name="/browse")
-    assert found["data"] and all(label_word.lower() in row[1].lower() or True for row in found["data"])
+    assert browse["data"][0][0] in [row[0] for row in found["data"]]
+    app = served[1]
+    index = app.index_for(app.default_crosscoder, app.ws.crosscoder(app.default_crosscoder))
+    for latent, label, *_ in found["data"]:  # each hit matches by its label or by a token it promotes
+        promoted = " ".join(token for token, _ in index.tokens(latent, "b", "promote")).lower()
+        assert label_word.lower() in label.lower() or label_word.lower() in promoted, (latent, label)
+    assert len(found["data"]) <= len(browse["data"])
 
 
 def test_steer_returns_baseline_and_steered_text(client, served):
