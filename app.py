@@ -13,7 +13,9 @@ Run `python app.py`: it binds 127.0.0.1:7860 (0.0.0.0 on a Space). Environment:
 `CROSSDIFF_HOST` / `CROSSDIFF_PORT` (address), `CROSSDIFF_DEFAULT_CROSSCODER` (the crosscoder shown at
 start: a shipped name, folder or Hub id; `none` for none; default: the shipped one for the demo pair),
 `CROSSDIFF_QUANT` (nf4 | int8 | none; default nf4), `CROSSDIFF_DEVICE`, `CROSSDIFF_RUNS` (where
-training jobs go; default runs/app), `CROSSDIFF_CONCURRENCY` (the queue's default concurrency).
+training jobs go; default runs/app), `CROSSDIFF_CONCURRENCY` (the queue's default concurrency),
+`CROSSDIFF_MAX_FILE_SIZE` (largest upload Gradio accepts; default 50mb). Only `CROSSDIFF_HOST` (e.g.
+0.0.0.0) opens the app to other machines; off a Space, `GRADIO_SERVER_NAME` is ignored.
 """
 
 import functools
@@ -106,6 +108,9 @@ TRUST_HELP = (
     "machine when the model loads, with all the rights this app has. Leave it off unless you trust the "
     "model's authors; the demo and the paper's models do not need it."
 )
+REMOTE_CODE_WORDS = ("by ticking 'Trust remote code' in Models & crosscoder, which lets the repository's Python "
+                     "code run on this machine")
+"""How the app words the CLI's `--trust-remote-code` advice in a model-loading error."""
 
 CSS = """
 .cd-tokens { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 15px; line-height: 1.9;
@@ -154,7 +159,8 @@ def _friendly_error(exc: BaseException, action: str) -> gr.Error:
     if isinstance(exc, gr.Error):
         return exc
     if isinstance(exc, CrossDiffError):
-        return user_error(_sentence(str(exc)))
+        message = str(exc).replace("(--trust-remote-code)", REMOTE_CODE_WORDS)  # the CLI flag, in the app's words
+        return user_error(_sentence(message))
     if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
         return user_error(f"Ran out of memory while {action}. Try 4-bit quantization, smaller models or a shorter "
                           "prompt.", title="Out of memory")
@@ -1604,21 +1610,35 @@ def build(workspace: Workspace | None = None, default_crosscoder: str | None = N
     return demo
 
 
+DEFAULT_MAX_FILE_SIZE = "50mb"
+"""Largest file Gradio's upload route accepts (the app has no upload field; this caps what a visitor can send)."""
+
+
+def launch_options(port: int | None = None, env=None) -> dict:
+    """Return the address and upload limit `serve` launches with, from the environment (`os.environ` by default).
+
+    Host: `CROSSDIFF_HOST`, else 127.0.0.1 (this machine only); on a Hugging Face Space (`SPACE_ID` set) where
+    the Space expects (`GRADIO_SERVER_NAME`, else 0.0.0.0). Port: `port`, else `CROSSDIFF_PORT`, else
+    `GRADIO_SERVER_PORT`, else 7860. Upload limit: `CROSSDIFF_MAX_FILE_SIZE` (e.g. `10mb`), else 50 MB.
+    """
+    env = os.environ if env is None else env
+    on_space = bool(env.get("SPACE_ID"))
+    host = env.get("CROSSDIFF_HOST") or (env.get("GRADIO_SERVER_NAME", "0.0.0.0") if on_space else "127.0.0.1")
+    if port is None:
+        port = int(env.get("CROSSDIFF_PORT") or env.get("GRADIO_SERVER_PORT", 7860))
+    return {"server_name": host, "server_port": port,
+            "max_file_size": env.get("CROSSDIFF_MAX_FILE_SIZE") or DEFAULT_MAX_FILE_SIZE}
+
+
 def serve(demo: gr.Blocks, port: int | None = None, block: bool = True, **kwargs):
     """Launch the app with its queue; return what `launch` returns.
 
-    Binds 127.0.0.1 unless `CROSSDIFF_HOST` says otherwise; on a Hugging Face Space (`SPACE_ID` set) it binds
-    where the Space expects (`GRADIO_SERVER_NAME`, else 0.0.0.0).
+    Where it binds and how large an upload may be: see `launch_options` (127.0.0.1 unless `CROSSDIFF_HOST` says
+    otherwise; `kwargs` override, e.g. `max_file_size`).
     """
     demo.queue(default_concurrency_limit=int(os.environ.get("CROSSDIFF_CONCURRENCY", "4")))
-    env = os.environ
-    on_space = bool(env.get("SPACE_ID"))
-    host = env.get("CROSSDIFF_HOST") or (env.get("GRADIO_SERVER_NAME", "0.0.0.0") if on_space else "127.0.0.1")
-    return demo.launch(
-        server_name=host,
-        server_port=port if port is not None else int(env.get("CROSSDIFF_PORT") or env.get("GRADIO_SERVER_PORT", 7860)),
-        prevent_thread_lock=not block, css=CSS, theme=gr.themes.Soft(), show_error=True, **kwargs,
-    )
+    options = {**launch_options(port), **kwargs}
+    return demo.launch(prevent_thread_lock=not block, css=CSS, theme=gr.themes.Soft(), show_error=True, **options)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from crossdiff_core import __version__
 from crossdiff_core.errors import CrossDiffError
-from crossdiff_core.hub import CARD_TAGS, LIBRARY_NAME, _check_repo_id, _hub_error, _require_online
+from crossdiff_core.hub import CARD_TAGS, LIBRARY_NAME, _check_repo_id, _hub_error, _require_online, check_token
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP_FILE = "app.py"
@@ -412,6 +412,7 @@ def deploy_space(
     _check_space_id(space_id)
     hardware = _check_hardware(hardware)
     _require_online("deploying a Space")
+    check_token(token)
     api = HfApi(token=token, library_name=LIBRARY_NAME, library_version=__version__)
     with tempfile.TemporaryDirectory(prefix="crossdiff-space-") as tmp:
         staged = stage_space(Path(tmp) / "space", hardware=hardware, demo_models=demo_models, root=root,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import string
 import tempfile
@@ -123,6 +124,7 @@ def push_to_hub(
     uploaded next to them under their own names. The repo is created if needed (`private` only applies then).
     """
     _require_online("pushing to the Hub")
+    check_token(token)
     with tempfile.TemporaryDirectory(prefix="crossdiff-push-") as tmp:
         staging = Path(tmp)
         config, training = _stage_crosscoder(crosscoder, staging)
@@ -360,6 +362,7 @@ def download_repo_files(
     Raises `CrossCoderError` for an invalid id, a missing repo or revision, no access, or (offline) files not cached.
     """
     _check_repo_id(repo_id)
+    check_token(token)
     offline = hub_constants.is_offline_mode()
     where = repo_id if revision is None else f"{repo_id}@{revision}"
     try:
@@ -428,6 +431,11 @@ def _read_config(folder: Path, source: str) -> CrossCoderConfig:
             "crossdiff_core.importers.import_dictionary_learning"
             if isinstance(data, dict) and "activation_dim" in data else ""
         )
+        if isinstance(data, dict) and ("model_type" in data or "architectures" in data):
+            hint = (
+                f" It looks like a transformers model (model_type {data.get('model_type', '?')}): pass it as "
+                "--model-a or --model-b, and pass a crosscoder trained for it (find_on_hub() lists published ones)"
+            )
         raise CrossCoderError(
             f"{source} is not a CrossDiff crosscoder: its {CONFIG_FILE} lacks {', '.join(required)}.{hint}"
         )
@@ -463,6 +471,7 @@ def find_on_hub(model_a: str, model_b: str, token: str | None = None) -> list[Hu
             f"neither {model_a!r} nor {model_b!r} is a Hub model id, so no published crosscoder can name them; "
             "pass Hub ids such as HuggingFaceTB/SmolLM2-135M-Instruct"
         )
+    check_token(token)
     api = HfApi(token=token, library_name=LIBRARY_NAME, library_version=__version__)
     try:
         query = api.list_models(filter=[LIBRARY_NAME, f"base_model:{anchor}"], expand=["cardData", "lastModified"])
@@ -504,6 +513,21 @@ def _require_online(action: str) -> None:
         raise CrossCoderError(f"{action} needs the network but HF_HUB_OFFLINE is set; unset it (or set it to 0)")
 
 
+def check_token(token: str | None) -> None:
+    """Raise `CrossCoderError` when `token` has characters no Hub token has (spaces, line breaks, non-ASCII).
+
+    Such a token would be refused by the HTTP layer with an error that quotes the header, token included; the
+    message here never shows the token.
+    """
+    if token is None:
+        return
+    if not isinstance(token, str) or not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+        raise CrossCoderError(
+            "the Hub token contains spaces, line breaks or characters a token cannot have; copy the token again "
+            "(only the token, on one line)"
+        )
+
+
 def _check_repo_id(repo_id: str) -> None:
     """Raise `CrossCoderError` unless `repo_id` is a well-formed Hub repo id."""
     try:
@@ -541,7 +565,20 @@ def _hub_error(error: Exception, action: str, token: str | None, write: bool = F
     )
 
 
+_TOKEN_LIKE = re.compile(r"\bhf_[A-Za-z0-9]{20,}")
+"""What a Hub access token looks like (`hf_` and 34 letters and digits): also redacted when it is not ours."""
+_BEARER = re.compile(r"(Bearer\s+)[^\s'\"]+", re.IGNORECASE)
+
+
 def _scrub(message: str, token: str | None) -> str:
-    """Return `message` with the token (if any) replaced by `***`, and only its first line."""
+    """Return the first line of `message` with any token (ours, escaped or quoted, or any `hf_...`) replaced by `***`.
+
+    The stored token of `hf auth login` is not known here (token None), so anything that looks like a token or an
+    `Authorization: Bearer` value is redacted too.
+    """
+    if token:
+        for form in {token, token.encode("unicode_escape").decode("ascii"), repr(token)[1:-1],
+                     repr(token.encode("utf-8", "backslashreplace"))[2:-1]}:  # fmt: skip
+            message = message.replace(form, "***")
     first_line = message.strip().splitlines()[0] if message.strip() else "no details"
-    return first_line.replace(token, "***") if token else first_line
+    return _TOKEN_LIKE.sub("hf_***", _BEARER.sub(r"\1***", first_line))

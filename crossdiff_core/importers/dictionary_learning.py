@@ -133,6 +133,11 @@ def _download(spec: str) -> Path:
         raise CrossCoderError(f"{spec} does not exist; check the path")
     parts = spec.split("/")
     repo_id, inner = "/".join(parts[:2]), "/".join(parts[2:])
+    if any(part in ("..", ".") for part in parts) or "\\" in spec:
+        raise CrossCoderError(
+            f"{spec} does not exist, and as a Hub file it is not a plain path inside a repo (no '..', '.' or "
+            "backslashes); give owner/name or owner/name/path/to/ae.pt"
+        )
     patterns = [CONFIG_FILE, WEIGHTS_FILE]
     if inner:
         patterns = [inner, str(PurePosixPath(inner).parent / CONFIG_FILE).removeprefix("./")]
@@ -190,7 +195,7 @@ def _load_pickle(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         reason = _unpickler_reason(str(error))
-        if "Unsupported global" not in reason:
+        if "GLOBAL" not in reason:
             raise CrossCoderError(f"{path} is corrupt or not a PyTorch file ({reason}); download it again") from None
         raise CrossCoderError(
             f"{path} holds Python objects other than tensors and plain containers ({reason}). CrossDiff loads .pt "
@@ -208,7 +213,15 @@ def _load_pickle(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def _unpickler_reason(message: str) -> str:
-    """Return the part of torch's weights-only refusal that says what was refused (not its advice to unpickle)."""
+    """Return the part of torch's weights-only refusal that says what was refused (not its advice to unpickle).
+
+    A class or function the file asks to import is named on a line with `GLOBAL` (`Unsupported global: GLOBAL
+    io.open`, or for a blocked module such as `os`: `Trying to load unsupported GLOBAL posix.system ...`).
+    """
+    for line in message.splitlines():
+        if "GLOBAL " in line:
+            line = line.split("WeightsUnpickler error:")[-1].strip()
+            return line.split(" was not an allowed global")[0].removesuffix(".")
     _, _, detail = message.partition("WeightsUnpickler error:")
     detail = detail.strip().split("\n")[0].strip() or message.strip().split("\n")[0]
     return detail.split(" was not an allowed global")[0]
