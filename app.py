@@ -1058,6 +1058,13 @@ class CrossDiffApp:
                         "index_windows": int(windows)}
         except (TypeError, ValueError):
             raise user_error("Every training setting needs a number.", title="Check the settings") from None
+        corpus = settings["corpus"]
+        if os.environ.get("SPACE_ID") and not corpus.startswith(("builtin:", "hf:")):
+            # On a public Space a file path would let any visitor read server files into feature contexts.
+            inside = Path(corpus).expanduser().resolve().is_relative_to(self.runs_dir.resolve())
+            if not inside:
+                raise user_error("On a shared Space, train on builtin:demo or a Hub dataset (hf:<dataset>); "
+                                 "files on the server cannot be used as a corpus.", title="Corpus not allowed here")
         for name, low in (("n_tokens", 256), ("dict_size", 16), ("steps", 1), ("batch_size", 16), ("index_windows", 1)):
             if settings[name] < low:
                 raise user_error(f"{name.replace('_', ' ')} must be at least {low}.", title="Check the settings")

@@ -221,3 +221,13 @@ def test_the_app_listens_on_loopback_unless_told_otherwise(secured, monkeypatch)
         assert _reachable(other, port) and not _reachable("127.0.0.1", port)
     finally:
         tiny.close()
+
+
+def test_on_a_space_server_files_cannot_be_a_training_corpus(secured, client, monkeypatch, tmp_path):
+    secret = tmp_path / "server-secret.txt"
+    secret.write_text("a private server file\n\n" * 50)
+    monkeypatch.setenv("SPACE_ID", "someone/crossdiff")
+    for corpus in (str(secret), "../../etc/hostname"):
+        with pytest.raises(AppError, match="files on the server cannot be used as a corpus"):
+            client.predict(corpus, 1000, 128, 8, 0.1, 0.1, 5, 128, 8, "", api_name="/train")
+    assert not any(secured.root.joinpath("runs").glob("**/store")), "no harvest may have started"
