@@ -278,9 +278,13 @@ def _iter_file(path: Path, stats: CorpusStats) -> Iterator[str]:
     try:
         yield from (_iter_jsonl(path, stats) if suffix == ".jsonl" else _iter_txt(path))
     except UnicodeDecodeError as exc:
+        with path.open("rb") as handle:
+            head = handle.read(2)
+        source = "utf-16" if head in (b"\xff\xfe", b"\xfe\xff") else "latin1"
+        looks = "; it looks like UTF-16" if source == "utf-16" else ""
         raise CorpusError(
-            f"corpus file {str(path)!r} is not valid UTF-8 ({exc.reason}); re-encode it as UTF-8, "
-            f"e.g. iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}."
+            f"corpus file {str(path)!r} is not valid UTF-8 ({exc.reason}{looks}); re-encode it "
+            f"as UTF-8, e.g. iconv -f {source} -t utf-8 {path} > {path.stem}.utf8{path.suffix}."
         ) from exc
 
 
@@ -299,25 +303,30 @@ def _iter_txt(path: Path) -> Iterator[str]:
 def _iter_jsonl(path: Path, stats: CorpusStats) -> Iterator[str]:
     """Yield the `text` (or rendered `messages`) of each line of a JSONL file, skipping and counting broken lines."""
     skipped_before = stats.skipped_lines
-    with path.open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                stats.skip(f"{path.name} line {number}: invalid JSON")
-                continue
-            text = None
-            if isinstance(record, dict):
-                text = _as_text(record.get("text", record.get("messages")))
-            if text is None:
-                stats.skip(f"{path.name} line {number}: no 'text' string or 'messages' list")
-                continue
-            yield text
-    skipped = stats.skipped_lines - skipped_before
-    if skipped:
-        logger.warning("skipped %d broken line(s) of %s (first: %s)", skipped, path, stats.first_skipped)
+    try:
+        with path.open(encoding="utf-8-sig") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    stats.skip(f"{path.name} line {number}: invalid JSON")
+                    continue
+                text = None
+                if isinstance(record, dict):
+                    text = _as_text(record.get("text", record.get("messages")))
+                if text is None:
+                    stats.skip(f"{path.name} line {number}: no 'text' string or 'messages' list")
+                    continue
+                yield text
+    finally:  # also when the reader stops early (a token budget reached) or fails: the count is never lost
+        skipped = stats.skipped_lines - skipped_before
+        if skipped:
+            logger.warning(
+                "skipped %d broken line(s) of %s (first: %s); each line must be a JSON object with a 'text' string "
+                "or a 'messages' list of {role, content}", skipped, path, stats.first_skipped,
+            )
 
 
 def _iter_parquet(path: Path) -> Iterator[str]:

@@ -319,7 +319,8 @@ def convert_gguf(gguf_path: Path) -> Path:
             model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
         except (ValueError, KeyError, NotImplementedError) as exc:
             raise ModelLoadError(
-                f"cannot read GGUF file {gguf_path.name}: {exc}. transformers dequantizes only some GGUF "
+                f"cannot read GGUF file {gguf_path.name}: {str(exc).strip().rstrip('.')}. "
+                "transformers dequantizes only some GGUF "
                 "architectures (llama, mistral, qwen2/3, gemma2/3, phi3, ...); use the model's Hub id instead"
             ) from exc
         model.hf_quantizer = None
@@ -421,16 +422,69 @@ def _check_layer(layer: int | None, n_layers: int, model_id: str) -> int:
 
 
 def _explain_load_failure(target: str, exc: Exception) -> ModelLoadError:
-    text = f"{type(exc).__name__}: {exc}"
-    if "gated" in text.lower() or "401" in text or "403" in text:
+    """Return the `ModelLoadError` that says why `target` did not load and what to do.
+
+    transformers wraps huggingface_hub's errors in an `OSError` whose text varies; the original error
+    (gated, not found or private, missing revision, offline) is found by walking the exception chain.
+    """
+    from huggingface_hub import constants as hub_constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    chain: list[BaseException] = []
+    error: BaseException | None = exc
+    while error is not None and error not in chain and len(chain) < 20:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+
+    def found(kind) -> BaseException | None:
+        return next((e for e in chain if isinstance(e, kind)), None)
+
+    text = " ".join(f"{type(e).__name__}: {e}" for e in chain)
+    status = next((e.response.status_code for e in chain
+                   if isinstance(e, HfHubHTTPError) and getattr(e, "response", None) is not None), None)
+    if found(GatedRepoError) is not None or (found(RepositoryNotFoundError) is None and "gated" in text.lower()):
         return ModelLoadError(
-            f"{target} is gated or private: accept its licence on the Hub and set HF_TOKEN (or pass a token)"
+            f"{target} is a gated model: accept its conditions on https://huggingface.co/{target} with your Hub "
+            "account, then set HF_TOKEN to a token of that account (or run `hf auth login`, or pass token=...)"
+        )
+    if found(RevisionNotFoundError) is not None:
+        return ModelLoadError(
+            f"{target} has no such revision: check the branch, tag or commit on https://huggingface.co/{target}"
+        )
+    if found(RepositoryNotFoundError) is not None:
+        return ModelLoadError(
+            f"{target!r} is not a model on the Hub, or it is private: check the spelling (demo names: "
+            f"{', '.join(DEMO_MODELS)}); if it is private, set HF_TOKEN to a token that can read it "
+            "(or run `hf auth login`, or pass token=...)"
+        )
+    if status in (401, 403):
+        return ModelLoadError(
+            f"the Hub refused access to {target} (HTTP {status}): set HF_TOKEN to a token that can read it "
+            "(or run `hf auth login`, or pass token=...)"
         )
     if "trust_remote_code" in text:
         return ModelLoadError(
             f"{target} ships its own model code; allow it only if you trust the repository (--trust-remote-code)"
         )
+    if Path(target).is_dir():
+        detail = str(exc.__cause__ or exc).strip().splitlines()
+        return ModelLoadError(
+            f"cannot load the model in folder {target}: {detail[0] if detail else type(exc).__name__}. CrossDiff "
+            "loads decoder-only causal LMs that transformers supports (config.json, weights and tokenizer files)"
+        )
     demos = ", ".join(DEMO_MODELS)
+    if hub_constants.is_offline_mode() and (found(LocalEntryNotFoundError) or found(OfflineModeIsEnabled)):
+        return ModelLoadError(
+            f"cannot load model {target!r}: HF_HUB_OFFLINE is set and it is not in the local Hub cache. Use a demo "
+            f"name ({demos}), a local folder or .gguf file, or unset HF_HUB_OFFLINE to download it"
+        )
     return ModelLoadError(
         f"cannot load model {target!r}: it is not a demo name ({demos}), an existing folder or .gguf file, "
         "or a Hub id that can be reached (check the spelling, your network, or HF_HUB_OFFLINE)"

@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 MAX_PROMPT_TOKENS = 1024
 """Tokens each model reads at most; longer prompts are cut (with a warning)."""
 
+MAX_CHARS_PER_TOKEN = 64
+"""A prompt (or chat message) is cut to `max_tokens` × this many characters before tokenizing, so that a huge
+paste costs no more than a long prompt: tokens are far shorter than this, so the cut text is never read anyway."""
+
 
 @dataclass
 class ActiveLatent:
@@ -159,9 +163,13 @@ def diff(
             "use the feature index built for this crosscoder"
         )
     check_models(crosscoder, model_a, model_b)
+    crosscoder.config.check_widths(model_a.d_model, model_b.d_model,
+                                   f"model A ({model_a.model_id})", f"model B ({model_b.model_id})")
     warnings: list[str] = []
+    prompt, messages, cut = _cap_characters(prompt, messages, max(1, max_tokens) * MAX_CHARS_PER_TOKEN, warnings)
     views = [_tokenize(model, prompt, messages, max_tokens, warnings) for model in (model_a, model_b)]
     (shown_a, tok_a, truncated_a), (shown_b, tok_b, truncated_b) = views
+    truncated_a, truncated_b = truncated_a or cut, truncated_b or cut
     alignment = align(tok_a, tok_b)
     f_PF = torch.zeros(0, crosscoder.dict_size)
     pos_a = pos_b = char_end = np.zeros(0, dtype=np.int64)
@@ -172,7 +180,12 @@ def diff(
             log.debug("%d paired positions dropped as attention-sink outliers", run.n_outliers)
         device = crosscoder_device(crosscoder)
         f_PF = crosscoder.encode(run.x_a_PD.to(device), run.x_b_PD.to(device)).float().cpu()
-    if len(pos_a) == 0:
+    only_special = [m.model_id for m, tok in ((model_a, tok_a), (model_b, tok_b)) if tok.n_content_tokens == 0]
+    if len(pos_a) == 0 and only_special:
+        warnings.append(f"{' and '.join(only_special)} read{'s' if len(only_special) == 1 else ''} this prompt as "
+                        "special tokens only (BOS/EOS or chat-template markers), which are never compared; "
+                        "type ordinary text")
+    elif len(pos_a) == 0:
         warnings.append("the two models share no token boundary in this prompt, so nothing could be compared; "
                         "use a longer prompt")
     names = labels if labels is not None else [f"{b} latent {j}" for j, b in enumerate(crosscoder.block_names())]
@@ -192,6 +205,19 @@ def diff(
         char_ends=[int(e) for e in char_end],
         warnings=warnings,
     )
+
+
+def _cap_characters(prompt, messages, max_chars: int, warnings: list[str]):
+    """Return `(prompt, messages, cut)`: the text (or each message) cut to `max_chars` characters, warning if cut."""
+    if messages is None and len(prompt) > max_chars:
+        warnings.append(f"the prompt has {len(prompt):,} characters: only its first {max_chars:,} are tokenized "
+                        "(far more than the models read)")
+        return prompt[:max_chars], None, True
+    if messages is not None and any(len(m["content"]) > max_chars for m in messages):
+        warnings.append(f"a message has more than {max_chars:,} characters: only its first {max_chars:,} are "
+                        "tokenized (far more than the models read)")
+        return prompt, [{"role": m["role"], "content": m["content"][:max_chars]} for m in messages], True
+    return prompt, messages, False
 
 
 def _tokenize(model: LoadedModel, prompt, messages, max_tokens: int, warnings: list[str]):

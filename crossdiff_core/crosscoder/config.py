@@ -112,7 +112,10 @@ class CrossCoderConfig:
                 f"sparsity={self.sparsity!r} is not supported; use one of {', '.join(SPARSITY_KINDS)}"
             )
         if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= self.dict_size:
-            raise CrossCoderError(f"k={self.k!r} must be between 1 and dict_size={self.dict_size}")
+            raise CrossCoderError(
+                f"k={self.k!r} must be between 1 and dict_size={self.dict_size}: k is the mean number of active "
+                "latents per token; use e.g. 32, or raise dict_size"
+            )
         if not self.l1_coeff >= 0:
             raise CrossCoderError(f"l1_coeff={self.l1_coeff!r} must be >= 0")
         if not self.dec_init_norm > 0:
@@ -175,6 +178,19 @@ class CrossCoderConfig:
             + "; ".join(mismatches)
             + ". Use the crosscoder trained for these models and layers, or train a new one"
         )
+
+    def check_widths(self, d_a: int, d_b: int, name_a: str = "model A", name_b: str = "model B") -> None:
+        """Raise `CrossCoderError` unless the models' activation widths are the crosscoder's `d_a`, `d_b`; return None.
+
+        This catches a crosscoder used with other models even when its config does not record them.
+        """
+        wrong = [f"{name} gives {got}-wide activations but the crosscoder reads {want}"
+                 for name, got, want in ((name_a, d_a, self.d_a), (name_b, d_b, self.d_b)) if got != want]
+        if wrong:
+            raise CrossCoderError(
+                "this crosscoder was trained on other models: " + "; ".join(wrong)
+                + ". Use the crosscoder trained for these models, or train a new one"
+            )
 
     # ------------------------------------------------------------------ serialization
 
