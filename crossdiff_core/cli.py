@@ -255,6 +255,10 @@ def cmd_train(args) -> int:
     from crossdiff_core.store import PairedActivationStore, is_store
     from crossdiff_core.train import TrainConfig, train
 
+    for value in args.exclusive:
+        if value >= 1 and value != int(value):
+            raise CrossDiffError(f"--exclusive {value:g} is neither a fraction below 1 nor a whole count of latents: "
+                                 "give e.g. 0.05 (5% of the latents) or 50 (50 latents)")
     group = from_environment()  # under torchrun: data-parallel over the processes it started
     if args.model_a or args.model_b:
         if not (args.model_a and args.model_b):
@@ -369,7 +373,7 @@ def _open_crosscoder(spec: str, feature_index: bool = True) -> OpenedCrosscoder:
     try:
         crosscoder, snapshot = open_crosscoder(spec, feature_index=feature_index)
     except CrossDiffError as error:
-        raise CrossDiffError(f"{spec} is not a local folder, and as a Hub repo: {error}") from None
+        raise CrossDiffError(f"no local folder {spec}; on the Hub: {error}") from None
     return OpenedCrosscoder(crosscoder, snapshot, spec)
 
 

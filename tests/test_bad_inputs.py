@@ -404,3 +404,11 @@ def test_hub_repo_that_is_not_a_crosscoder(tmp_path, monkeypatch, capsys):
     assert code == 2 and "is not a CrossDiff crosscoder: its model card says library_name: transformers" in stderr
     code, stderr = run_cli(capsys, "info", "some-org/not-cached")
     assert code == 2 and "offline and not in the cache" in stderr and "HF_HUB_OFFLINE" in stderr
+
+
+def test_a_fractional_exclusive_count_is_refused(tmp_path, capsys):
+    from crossdiff_core.cli import main
+
+    code = main(["train", "--store", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--exclusive", "1.5", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "neither a fraction below 1 nor a whole count" in err and not (tmp_path / "out").exists()

@@ -146,7 +146,7 @@ def test_hub_ids_that_are_not_there_and_local_paths_that_are_not_crosscoders(hub
     code, _, err = run(capsys, "info", "alice/nothing")
     assert code == 2
     assert last_line(err) == (
-        "error: alice/nothing is not a local folder, and as a Hub repo: downloading alice/nothing: the repo does not "
+        "error: no local folder alice/nothing; on the Hub: downloading alice/nothing: the repo does not "
         "exist, or it is private and the token gives no access; check the id, or pass a token that can read it "
         "(token=..., the HF_TOKEN variable or `hf auth login`)"
     )

@@ -32,6 +32,7 @@ def check_models(crosscoder: CrossCoder, model_a: LoadedModel, model_b: LoadedMo
         model_a.model_id, model_a.layer, model_a.tokenizer_fingerprint,
         model_b.model_id, model_b.layer, model_b.tokenizer_fingerprint,
     )  # fmt: skip
+    crosscoder.config.check_widths(model_a.d_model, model_b.d_model, model_a.model_id, model_b.model_id)
 
 
 @dataclass
