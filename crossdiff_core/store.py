@@ -30,12 +30,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from crossdiff_core.errors import StoreError
+from crossdiff_core.errors import StoreError, disk_full_error, is_disk_full
 
 STORE_FORMAT = "crossdiff-paired-activations"
 STORE_VERSION = 1
 STORE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 PAIR_KEYS = ("model_a", "model_b", "revision_a", "revision_b", "layer_a", "layer_b", "tokenizer_a", "tokenizer_b")
+_DISK_FULL_ADVICE = ("the store keeps its {shards} complete shards ({rows} rows); free space on that disk and run "
+                    "the same harvest command again to resume")
 
 
 def is_store(path) -> bool:
@@ -57,8 +59,11 @@ def _atomic_write_text(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            raise disk_full_error(path, exc, f"{path.name} is unchanged; free space on that disk and run the same "
+                                  "command again") from exc
         raise
 
 
@@ -133,6 +138,8 @@ class StoreWriter:
         for path in self.shard_dir.glob("*"):
             if f"shards/{path.name}" not in listed:
                 path.unlink()
+        for path in self.out_dir.glob(".meta.json.*"):  # temporary files of a meta.json write that was killed
+            path.unlink(missing_ok=True)
 
     @property
     def n_rows(self) -> int:
@@ -168,8 +175,15 @@ class StoreWriter:
         if a_ND.shape[0]:
             name = f"shard_{len(self.meta['shards']):05d}.safetensors"
             tmp = self.shard_dir / f".{name}.tmp"
-            save_file({"a": a_ND.contiguous(), "b": b_ND.contiguous()}, str(tmp))
-            os.replace(tmp, self.shard_dir / name)
+            try:
+                save_file({"a": a_ND.contiguous(), "b": b_ND.contiguous()}, str(tmp))
+                os.replace(tmp, self.shard_dir / name)
+            except (OSError, SafetensorError) as exc:
+                tmp.unlink(missing_ok=True)
+                if not is_disk_full(exc):
+                    raise
+                raise disk_full_error(self.shard_dir / name, exc, _DISK_FULL_ADVICE.format(
+                    rows=self.n_rows, shards=len(self.meta["shards"]))) from exc
             record["file"] = f"shards/{name}"
             record["sha256"] = _sha256(self.shard_dir / name)
             record["sum_sq_norm_a"] = float(a_ND.double().pow(2).sum())
@@ -386,6 +400,11 @@ class PairedActivationStore:
                 f"{self.path} has {sum(train_rows)} training rows, fewer than one batch of {batch_size}; "
                 "harvest more tokens or lower --batch-size"
             )
+        # A group must hold a batch whatever the order, or an epoch could yield none and the loop never end:
+        # widen the groups until their smallest possible first group (the smallest shards) holds one.
+        smallest = sorted(train_rows)
+        while group_shards < len(smallest) and sum(smallest[:group_shards]) < batch_size:
+            group_shards += 1
         epoch, skip = 0, start_batch
         while True:
             gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)

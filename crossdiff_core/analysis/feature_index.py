@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from crossdiff_core.alignment import align_batch
@@ -199,14 +200,14 @@ class FeatureIndex:
                 f"no complete feature index in {path}: build it with "
                 f"`python -m crossdiff_core index --crosscoder {path.parent}`"
             )
+        meta = _read_index_json(path / "index.json")
+        labels_file = _read_index_json(path / "labels.json")
         try:
-            meta = json.loads((path / "index.json").read_text())
-            labels_file = json.loads((path / "labels.json").read_text())
             arrays = load_file(str(path / "arrays.safetensors"))
-        except (OSError, ValueError) as exc:
-            raise CrossDiffError(
-                f"the feature index in {path} is damaged ({exc}); delete the folder and build it again"
-            ) from exc
+        except (OSError, ValueError, SafetensorError) as exc:
+            raise _damaged(path / "arrays.safetensors", exc) from exc
+        if not isinstance(meta, dict) or not isinstance(labels_file, dict):
+            raise _damaged(path / ("index.json" if not isinstance(meta, dict) else "labels.json"), "not a JSON object")
         if meta.get("format") != INDEX_FORMAT:
             raise CrossDiffError(f"{path} is not a feature index this CrossDiff can read; build it again")
         version = meta.get("version", 0)
@@ -226,8 +227,18 @@ class FeatureIndex:
                 f"the feature index in {path} was built for other crosscoder weights; rebuild it with "
                 f"`python -m crossdiff_core index --crosscoder {path.parent}`"
             )
-        explanations = {int(k): v for k, v in labels_file.get("explanations", {}).items()}
-        return cls(meta, arrays, list(labels_file["labels"]), explanations, path=path)
+        try:
+            explanations = {int(k): v for k, v in labels_file.get("explanations", {}).items()}
+            labels = [str(label) for label in labels_file["labels"]]
+            dict_size = int(meta["dict_size"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _damaged(path / "labels.json", f"incomplete: {exc!r}") from exc
+        if len(labels) != dict_size:
+            raise _damaged(path / "labels.json", f"{len(labels)} labels for {dict_size} latents")
+        bad = [name for name, array in arrays.items() if array.ndim == 0 or array.shape[0] != dict_size]
+        if bad or "block" not in arrays:
+            raise _damaged(path / "arrays.safetensors", f"arrays {bad or ['block']} do not hold {dict_size} latents")
+        return cls(meta, arrays, labels, explanations, path=path)
 
     def save(self, path) -> Path:
         """Write the index into folder `path` atomically (replacing an older one) and return the path."""
@@ -270,14 +281,20 @@ class FeatureIndex:
     def windows(self) -> list[dict]:
         """Return the corpus windows (loaded from `windows.json` on first use)."""
         if self._windows is None:
-            self._windows = json.loads((self.path / "windows.json").read_text())
+            windows = _read_index_json(self.path / "windows.json")
+            if not isinstance(windows, list):
+                raise _damaged(self.path / "windows.json", "not a JSON list")
+            self._windows = windows
         return self._windows
 
     def vocab(self) -> dict[str, dict[int, str]]:
         """Return, per model ("a"/"b"), the text of every token id the arrays mention (loaded on first use)."""
         if self._vocab is None:
-            raw = json.loads((self.path / "vocab.json").read_text())
-            self._vocab = {side: {int(k): v for k, v in table.items()} for side, table in raw.items()}
+            raw = _read_index_json(self.path / "vocab.json")
+            try:
+                self._vocab = {side: {int(k): v for k, v in table.items()} for side, table in raw.items()}
+            except (AttributeError, TypeError, ValueError) as exc:
+                raise _damaged(self.path / "vocab.json", f"unexpected content: {exc}") from exc
         return self._vocab
 
     # ------------------------------------------------------------------ queries
@@ -376,6 +393,23 @@ class FeatureIndex:
         return out
 
 
+def _damaged(file: Path, reason) -> CrossDiffError:
+    """Return the error for a damaged feature-index file: names the file and says how to rebuild the index."""
+    folder = file if file.is_dir() else file.parent
+    return CrossDiffError(
+        f"the feature index file {file} is damaged ({reason}); delete {folder} and build the index again with "
+        f"`python -m crossdiff_core index --crosscoder {folder.parent}`"
+    )
+
+
+def _read_index_json(file: Path):
+    """Return the parsed content of one JSON file of a feature index, or raise the `_damaged` error naming it."""
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _damaged(file, exc) from exc
+
+
 def load_index(crosscoder_dir, crosscoder: CrossCoder | None = None) -> FeatureIndex:
     """Return the feature index stored next to a crosscoder, or raise `CrossDiffError` saying how to build it."""
     if not has_index(crosscoder_dir):
@@ -397,7 +431,13 @@ def load_or_build_index(
     """Return the crosscoder's feature index, building and saving it first when there is none or it is stale
     (built for other weights, or in another format version)."""
     if has_index(crosscoder_dir):
-        meta = json.loads((index_dir(crosscoder_dir) / "index.json").read_text())
+        try:
+            meta = _read_index_json(index_dir(crosscoder_dir) / "index.json")
+        except CrossDiffError as exc:
+            log.warning("%s; rebuilding it", exc)
+            meta = None
+        if not isinstance(meta, dict):
+            meta = {"version": None}
         if meta.get("version") != INDEX_VERSION:
             log.info("the feature index of %s has format version %s; rebuilding it as version %d",
                      crosscoder_dir, meta.get("version"), INDEX_VERSION)

@@ -11,21 +11,27 @@ scales map them to the normalized space the crosscoder works in (`x_normalized =
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from crossdiff_core.crosscoder.config import CrossCoderConfig
-from crossdiff_core.errors import CrossCoderError
+from crossdiff_core.errors import CrossCoderError, disk_full_error, is_disk_full
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_SHA256_KEY = "crossdiff_tensors_sha256"
+"""safetensors metadata key: SHA-256 of the tensors (`tensors_sha256`), checked on load."""
+CONFIG_KEY = "crossdiff_config"
+"""safetensors metadata key: the config fields the weights depend on, checked against `config.json` on load."""
+_WEIGHT_CONFIG_FIELDS = ("d_a", "d_b", "dict_size", "sparsity", "k", "scale_a", "scale_b")
 
 BLOCK_A_EXCLUSIVE = "A-exclusive"
 BLOCK_SHARED = "shared"
@@ -219,11 +225,53 @@ class CrossCoder(
 
     # ------------------------------------------------------------------ files
 
-    def _save_pretrained(self, save_directory: Path) -> None:
-        """Write `model.safetensors` and `config.json` into `save_directory`."""
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> str | None:
+        """Write `config.json` and `model.safetensors` (and a `README.md` card when there is none) into `save_directory`.
+
+        Both files are written under temporary names first, so a failed write (a full disk raises
+        `DiskFullError`) leaves the files already in the folder as they were. Other arguments are
+        those of `PyTorchModelHubMixin.save_pretrained`.
+        """
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        self._staged_files = self._stage_files(save_directory)
+        try:
+            return super().save_pretrained(save_directory, **kwargs)
+        finally:
+            for tmp in self._staged_files:
+                tmp.unlink(missing_ok=True)
+            self._staged_files = None
+
+    def _stage_files(self, save_directory: Path) -> tuple[Path, Path]:
+        """Write the weights and config under temporary names in `save_directory` and return those paths.
+
+        The weights file records a SHA-256 of its tensors and the config fields they depend on, so
+        that `read_weights` and `from_pretrained` detect damage that still parses.
+        """
         tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
-        save_file(tensors, str(save_directory / WEIGHTS_FILE), metadata={"format": "pt"})
-        (save_directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
+        metadata = {"format": "pt", WEIGHTS_SHA256_KEY: tensors_sha256(tensors),
+                    CONFIG_KEY: json.dumps({key: getattr(self.config, key) for key in _WEIGHT_CONFIG_FIELDS})}
+        weights_tmp = save_directory / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
+        config_tmp = save_directory / f".{CONFIG_FILE}.tmp-{os.getpid()}"
+        try:
+            save_file(tensors, str(weights_tmp), metadata=metadata)
+            config_tmp.write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
+        except (OSError, SafetensorError) as error:
+            weights_tmp.unlink(missing_ok=True)
+            config_tmp.unlink(missing_ok=True)
+            if not is_disk_full(error):
+                raise
+            raise disk_full_error(
+                save_directory / WEIGHTS_FILE, error,
+                f"the crosscoder files already in {save_directory} are unchanged; free space on that disk and save again",
+            ) from error
+        return weights_tmp, config_tmp
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Move the staged `model.safetensors` and `config.json` into `save_directory` (renames need no space)."""
+        weights_tmp, config_tmp = getattr(self, "_staged_files", None) or self._stage_files(save_directory)
+        os.replace(weights_tmp, save_directory / WEIGHTS_FILE)
+        os.replace(config_tmp, save_directory / CONFIG_FILE)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> CrossCoder:
@@ -256,7 +304,13 @@ class CrossCoder(
                 f"no readable {CONFIG_FILE} in {model_id}: it is not a saved crosscoder; "
                 "point to the folder written by save_pretrained or train one"
             )
-        model = cls(config)
+        try:
+            model = cls(config)
+        except CrossCoderError as error:
+            raise CrossCoderError(
+                f"{CONFIG_FILE} of {model_id} is not a valid crosscoder config ({error}); re-download the crosscoder "
+                "or save it again"
+            ) from error
         if os.path.isdir(model_id):
             weights_file = os.path.join(model_id, WEIGHTS_FILE)
         else:
@@ -265,6 +319,7 @@ class CrossCoder(
                 force_download=force_download, token=token, local_files_only=local_files_only,
             )  # fmt: skip
         model.load_state_dict(read_weights(weights_file, model.state_dict()))
+        _check_config_matches_weights(weights_file, model.config, model_id)
         return model.to(map_location).eval()
 
 
@@ -281,6 +336,12 @@ def read_weights(path: str | os.PathLike, expected: dict[str, torch.Tensor]) -> 
         raise CrossCoderError(
             f"{path} is corrupt or truncated ({error}); re-download the crosscoder or re-train it"
         ) from error
+    recorded = _weights_metadata(path).get(WEIGHTS_SHA256_KEY)
+    if recorded is not None and tensors_sha256(tensors) != recorded:
+        raise CrossCoderError(
+            f"{path} is corrupt (its tensors do not match the checksum saved with them); "
+            "re-download the crosscoder or re-train it"
+        )
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [
@@ -294,3 +355,35 @@ def read_weights(path: str | os.PathLike, expected: dict[str, torch.Tensor]) -> 
             f"shape mismatches {wrong}); the files come from different crosscoders: re-download or re-train"
         )
     return tensors
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """Return a SHA-256 over tensors' names, shapes, dtypes and bytes (what `model.safetensors` records of itself)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tensors.items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _weights_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """Return the metadata of a safetensors file ({} when it has none)."""
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata() or {}
+
+
+def _check_config_matches_weights(weights_file: str, config: CrossCoderConfig, model_id: str) -> None:
+    """Raise `CrossCoderError` when `config.json` differs from the config saved with the weights in a field they depend on."""
+    saved = _weights_metadata(weights_file).get(CONFIG_KEY)
+    if saved is None:
+        return  # written before the config was recorded with the weights
+    differences = [
+        f"{key}: {getattr(config, key)!r} in {CONFIG_FILE}, {value!r} with the weights"
+        for key, value in json.loads(saved).items()
+        if key in _WEIGHT_CONFIG_FIELDS and getattr(config, key) != value
+    ]
+    if differences:
+        raise CrossCoderError(
+            f"{CONFIG_FILE} of {model_id} does not match the crosscoder its {WEIGHTS_FILE} was saved with "
+            f"({'; '.join(differences)}): the file is corrupt or was edited; re-download the crosscoder or re-train it"
+        )

@@ -1,0 +1,495 @@
+"""Faults, each with a stated outcome: a killed training run, a killed harvest, damaged files, a full disk, no memory.
+
+| fault | outcome asserted here |
+|---|---|
+| training SIGKILLed at seeded random steps | the same call resumes from the last complete checkpoint; no half-written checkpoint is ever read or left behind; final weights equal an uninterrupted run's |
+| harvest SIGKILLed midway (real demo pair, 4-bit, CPU) | the same call completes the store: row counts, `windows_done`, shard sizes and checksums as an uninterrupted harvest, same rows |
+| damaged store shard, checkpoint, crosscoder or feature-index file | the loader raises a `CrossDiffError` that names the file and says what to do; nothing damaged is used |
+| disk full (RLIMIT_FSIZE) while writing a checkpoint, a store shard, meta.json or a crosscoder | `DiskFullError` saying the disk is full and what to do; what was there before stays intact and loadable; no temporary file is left |
+| out of memory in a training step (RLIMIT_AS, CLI) | exit code 2 and one line naming smaller --batch-size / --dict-size, CPU and 4-bit |
+
+Damage that these checks cannot see: a feature index's `arrays.safetensors` records no checksum, so a flipped bit
+inside its data (not its header) loads; every other damaged file here is caught.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from crossdiff_core.analysis.feature_index import INDEX_FORMAT, INDEX_VERSION, FeatureIndex
+from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
+from crossdiff_core.errors import CheckpointError, CrossCoderError, CrossDiffError, DiskFullError, StoreError
+from crossdiff_core.harvest import HarvestConfig, harvest
+from crossdiff_core.store import PairedActivationStore, StoreWriter, read_meta
+from crossdiff_core.train import TrainConfig, _existing_checkpoint, _file_sha256, train
+
+REPO = Path(__file__).resolve().parents[1]
+D_A, D_B = 24, 32
+SHARD_ROWS, N_SHARDS = 512, 9
+CHILD_ENV = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+
+# ---------------------------------------------------------------------------- shared data
+
+
+def _header(n_rows: int) -> dict:
+    """Return a store header for synthetic activations of two made-up models."""
+    model = {"revision": None, "layer": 1}
+    return {"model_a": dict(model, model_id="toy-a", tokenizer="ta"), "model_b": dict(model, model_id="toy-b", tokenizer="tb"),
+            "d_a": D_A, "d_b": D_B, "corpus": "synthetic", "ctx_len": 16, "target_tokens": n_rows}  # fmt: skip
+
+
+def _synthetic_rows(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return paired rows from a sparse dictionary of 48 features, some only in A, some only in B."""
+    gen = torch.Generator().manual_seed(seed)
+    dirs_a, dirs_b = torch.randn(48, D_A, generator=gen), torch.randn(48, D_B, generator=gen)
+    dirs_a[:6], dirs_b[6:12] = 0, 0
+    coefficients = (torch.rand(n, 48, generator=gen) < 0.08) * torch.rand(n, 48, generator=gen) * 3
+    return 4 * coefficients @ dirs_a + 0.01 * torch.randn(n, D_A, generator=gen), coefficients @ dirs_b
+
+
+def _counts(n: int) -> dict:
+    return {"windows": 1, "tokens_a": n, "tokens_b": n, "paired": n, "outliers": 0}
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory) -> Path:
+    """A real store (StoreWriter, fp32) of 9 shards x 512 synthetic paired rows."""
+    path = tmp_path_factory.mktemp("faults") / "store"
+    writer = StoreWriter(path, _header(SHARD_ROWS * N_SHARDS), dtype="fp32", shard_tokens=SHARD_ROWS)
+    for shard in range(N_SHARDS):
+        writer.add(*_synthetic_rows(SHARD_ROWS, shard), _counts(SHARD_ROWS))
+    writer.finish()
+    return path
+
+
+STEPS = 60
+CONFIG = CrossCoderConfig(d_a=D_A, d_b=D_B, dict_size=256, exclusive_a=16, exclusive_b=16, k=8)
+
+
+def _train_config(**overrides) -> TrainConfig:
+    """The training run of these tests: fp64, CPU, auxk and relocation active within 60 steps."""
+    values = dict(steps=STEPS, batch_size=64, lr=3e-3, warmup_steps=5, dead_after_tokens=1024, relocate_every=15,
+                  relocate_relative_norm=0.6, seed=3, log_every=1, checkpoint_every=10, device="cpu", dtype="float64")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def reference(store_path, tmp_path_factory, single_thread) -> dict[str, torch.Tensor]:
+    """The final weights of the uninterrupted run."""
+    result = train(CONFIG, _train_config(), PairedActivationStore(store_path), tmp_path_factory.mktemp("reference"))
+    return {name: tensor.clone() for name, tensor in result.crosscoder.state_dict().items()}
+
+
+def _assert_same_weights(crosscoder: CrossCoder, reference: dict[str, torch.Tensor]) -> None:
+    for name, tensor in crosscoder.state_dict().items():
+        torch.testing.assert_close(tensor, reference[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+def _checkpoint_step(out: Path) -> int | None:
+    """Return the step of the checkpoint a resume would read, after checking that it is complete; None without one."""
+    folder = _existing_checkpoint(out)
+    if folder is None:
+        return None
+    meta = json.loads((folder / "checkpoint.json").read_text())
+    assert _file_sha256(folder / "state.safetensors") == meta["state_sha256"], folder
+    state = load_file(str(folder / "state.safetensors"))
+    assert state["model.W_dec_a"].shape == (CONFIG.dict_size - 16, D_A)
+    return int(meta["step"])
+
+
+# ---------------------------------------------------------------------------- 1. training killed with SIGKILL
+
+TRAIN_CHILD = """
+import json, sys
+import torch
+torch.set_num_threads(1)
+from crossdiff_core.crosscoder import CrossCoderConfig
+from crossdiff_core.store import PairedActivationStore
+from crossdiff_core.train import TrainConfig, train
+store, out, config, train_config = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+train(CrossCoderConfig.from_dict(config), TrainConfig.from_dict(train_config), PairedActivationStore(store), out,
+      progress=lambda p: print(p.step, flush=True))
+"""
+
+
+@pytest.mark.usefixtures("single_thread")
+@pytest.mark.parametrize("trial", range(3))
+def test_training_killed_at_a_random_step_resumes_to_the_uninterrupted_weights(trial, store_path, reference, tmp_path):
+    """SIGKILL lands at a seeded random step (plus up to one step's time, so also inside checkpoint writes;
+    trial 0 checkpoints every step). The checkpoint a resume reads is complete (its checksum matches), the same
+    call resumes from it, leaves no `.checkpoint-partial-*`, logs every step once, and ends with the weights of
+    the uninterrupted run. Both runs use fp64 on one thread, so they agree to rounding (asserted to 1e-10)."""
+    rng = random.Random(1000 + trial)
+    every = (1, 4, 10)[trial]
+    kill_at = rng.randint(2, STEPS - 20)
+    train_config = _train_config(checkpoint_every=every)
+    out = tmp_path / "run"
+    args = [str(store_path), str(out), json.dumps(CONFIG.to_dict()), json.dumps(train_config.to_dict())]
+    proc = subprocess.Popen([sys.executable, "-c", TRAIN_CHILD, *args], env=CHILD_ENV, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        reached = 0
+        for line in proc.stdout:
+            reached = int(line)
+            if reached >= kill_at:
+                break
+        time.sleep(rng.uniform(0, 0.003))
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert reached >= kill_at, f"the training child stopped at step {reached} before the kill"
+    assert not (out / "model.safetensors").exists(), "the child finished before the kill: the trial tested nothing"
+
+    saved = _checkpoint_step(out)
+    last_complete = (kill_at - 1) // every * every  # checkpoints before the reported step were written before it
+    assert saved is not None or last_complete == 0
+    if saved is not None:
+        assert saved % every == 0 and last_complete <= saved <= STEPS
+
+    result = train(CONFIG, train_config, PairedActivationStore(store_path), out)
+    assert result.resumed_from == saved and result.steps_done == STEPS
+    assert not list(out.glob(".checkpoint-*")), "a partial or previous checkpoint survived the resume"
+    assert _checkpoint_step(out) == STEPS
+    logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, STEPS + 1))
+    _assert_same_weights(result.crosscoder, reference)
+    saved_weights = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(saved_weights[name], t) for name, t in result.crosscoder.state_dict().items())
+
+
+# ---------------------------------------------------------------------------- 2. harvest killed with SIGKILL
+
+HARVEST = HarvestConfig(n_tokens=130, ctx_len=16, batch_windows=2, shard_tokens=20)
+HARVEST_CHILD = """
+import json, sys
+from crossdiff_core.harvest import HarvestConfig, harvest
+from crossdiff_core.models import load_model
+pair = load_model("smollm2-135m", quant="nf4", device="cpu"), load_model("gemma3-270m", quant="nf4", device="cpu")
+harvest(*pair, "builtin:demo", sys.argv[1], HarvestConfig(**json.loads(sys.argv[2])))
+"""
+
+
+def _listed_shards(path: Path) -> int:
+    try:
+        return len(json.loads((path / "meta.json").read_text())["shards"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_harvest_killed_midway_resumes_to_the_uninterrupted_store(demo_pair, tmp_path):
+    """SIGKILL lands after a seeded random number of shards plus a random delay (possibly inside a shard or
+    meta.json write). The same call then completes the store: as many rows, windows and shards (of the same
+    sizes) as an uninterrupted harvest, every shard matches the SHA-256 recorded in meta.json, the rows equal the
+    uninterrupted harvest's (fp16 storage; compared to 1e-2), and no temporary file is left."""
+    rng = random.Random(7)
+    killed, uninterrupted = tmp_path / "killed", tmp_path / "uninterrupted"
+    proc = subprocess.Popen([sys.executable, "-c", HARVEST_CHILD, str(killed), json.dumps(dataclasses.asdict(HARVEST))],
+                            env=CHILD_ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        target = rng.choice((1, 2))
+        deadline = time.time() + 300
+        while _listed_shards(killed) < target and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 0.1))
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    partial = read_meta(killed)
+    assert not partial["complete"] and 0 < partial["counts"]["rows"] < HARVEST.n_tokens, "the kill missed the harvest"
+
+    harvest(*demo_pair, "builtin:demo", killed, HARVEST)
+    harvest(*demo_pair, "builtin:demo", uninterrupted, HARVEST)
+    resumed, reference = PairedActivationStore(killed, verify=True), PairedActivationStore(uninterrupted)
+    assert resumed.meta["complete"] and len(resumed) == len(reference) == HARVEST.n_tokens
+    assert resumed.meta["windows_done"] == reference.meta["windows_done"]
+    assert resumed.meta["counts"] == reference.meta["counts"]
+    assert [s["n"] for s in resumed.meta["shards"]] == [s["n"] for s in reference.meta["shards"]]
+    assert len(resumed.shards) >= 5
+    for store in (resumed, reference):
+        for index in range(len(store.shards)):
+            store.load_shard(index)  # checks the shard's SHA-256 against meta.json
+    listed = {Path(s["file"]).name for s in resumed.meta["shards"]}
+    assert {p.name for p in (killed / "shards").iterdir()} == listed
+    assert sorted(p.name for p in killed.iterdir()) == ["meta.json", "shards"]
+    for side in (0, 1):
+        rows = torch.cat([resumed.load_shard(i)[side] for i in range(len(resumed.shards))]).float()
+        expected = torch.cat([reference.load_shard(i)[side] for i in range(len(reference.shards))]).float()
+        torch.testing.assert_close(rows, expected, rtol=1e-2, atol=1e-2)
+
+
+# ---------------------------------------------------------------------------- 3. damaged files
+
+
+def _flip_byte(path: Path, offset_from_end: int = 9) -> None:
+    data = bytearray(path.read_bytes())
+    data[-offset_from_end] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", [_flip_byte, _truncate], ids=["bit-flip", "truncated"])
+def test_training_on_a_damaged_store_shard_stops_naming_the_shard(damage, store_path, tmp_path):
+    """A damaged shard is found when training reads it (checksum), not trained on. (tests/test_store.py checks
+    load_shard itself.)"""
+    copy = tmp_path / "store"
+    copy.mkdir()
+    (copy / "shards").mkdir()
+    (copy / "meta.json").write_bytes((store_path / "meta.json").read_bytes())
+    for shard in (store_path / "shards").iterdir():
+        (copy / "shards" / shard.name).write_bytes(shard.read_bytes())
+    damage(copy / "shards" / "shard_00000.safetensors")
+    with pytest.raises(StoreError, match=r"shard_00000\.safetensors is corrupt.*harvest again"):
+        train(CONFIG, _train_config(steps=200, dtype="float32"), PairedActivationStore(copy), tmp_path / "run")
+
+
+@pytest.fixture(scope="module")
+def stopped_run(store_path, tmp_path_factory, single_thread) -> Path:
+    """A run stopped after 10 steps: its checkpoint folder holds step 10."""
+    out = tmp_path_factory.mktemp("stopped")
+    calls = []
+    train(CONFIG, _train_config(), PairedActivationStore(store_path), out, should_stop=lambda: len(calls) > 8 or calls.append(1))
+    assert _checkpoint_step(out) == 10
+    return out
+
+
+def _copy_tree(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+@pytest.mark.parametrize(
+    ("file", "damage", "message"),
+    [
+        ("state.safetensors", _flip_byte, r"state\.safetensors .*(SHA-256 differs)"),
+        ("state.safetensors", _truncate, r"state\.safetensors is missing, corrupt or truncated"),
+        ("state.safetensors", Path.unlink, r"state\.safetensors is missing"),
+        ("checkpoint.json", lambda p: p.write_text('{"step": 10}'), r"checkpoint\.json is missing or corrupt"),
+        ("checkpoint.json", _truncate, r"checkpoint\.json is missing or corrupt"),
+    ],
+    ids=["state-bit-flip", "state-truncated", "state-missing", "json-incomplete", "json-truncated"],
+)
+def test_damaged_checkpoint_is_refused_naming_the_file(file, damage, message, stopped_run, store_path, tmp_path):
+    """Resuming from a damaged checkpoint raises CheckpointError naming the file and the way out (resume=False or
+    delete it); a flipped bit inside the tensors is caught by the SHA-256 in checkpoint.json. tests/test_train.py
+    covers a truncated state and a corrupt checkpoint.json through the same path."""
+    out = _copy_tree(stopped_run, tmp_path / "run")
+    damage(out / "checkpoint" / file)
+    with pytest.raises(CheckpointError, match=message + r".*(resume=False|start over)"):
+        train(CONFIG, _train_config(), PairedActivationStore(store_path), out)
+
+
+@pytest.fixture(scope="module")
+def saved_crosscoder(tmp_path_factory) -> Path:
+    """A crosscoder folder written by save_pretrained."""
+    folder = tmp_path_factory.mktemp("crosscoder")
+    CrossCoder(CrossCoderConfig(d_a=D_A, d_b=D_B, dict_size=64, exclusive_a=8, exclusive_b=8, k=4, scale_a=0.5,
+                                scale_b=2.0), seed=0).save_pretrained(folder)  # fmt: skip
+    return folder
+
+
+def _set_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda f: _flip_byte(f / "model.safetensors", 100), r"model\.safetensors is corrupt \(its tensors do not match"),
+        (lambda f: (f / "config.json").write_text("{}"), r"config\.json of .*lacks required keys"),
+        (lambda f: _set_config(f, scale_a=0.25), r"config\.json of .*does not match .*scale_a: 0\.25 in config\.json, 0\.5"),
+        (lambda f: _set_config(f, k="4"), r"config\.json of .*(does not match|is not a valid crosscoder config)"),
+    ],
+    ids=["weights-bit-flip", "config-empty", "config-scale-changed", "config-bad-value"],
+)
+def test_damaged_crosscoder_files_are_refused_naming_the_file(damage, message, saved_crosscoder, tmp_path):
+    """Damage that still parses is caught: model.safetensors records a SHA-256 of its tensors and the config fields
+    they depend on. (Truncated weights, garbage weights and invalid JSON are in tests/crosscoder/test_model.py.)"""
+    folder = _copy_tree(saved_crosscoder, tmp_path / "cc")
+    damage(folder)
+    with pytest.raises(CrossCoderError, match=message) as caught:
+        CrossCoder.from_pretrained(folder)
+    assert "re-download" in str(caught.value) or "re-train" in str(caught.value)
+
+
+def test_undamaged_crosscoder_loads_identically(saved_crosscoder):
+    loaded = CrossCoder.from_pretrained(saved_crosscoder)
+    fresh = CrossCoder(loaded.config, seed=0)
+    for name, tensor in fresh.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+@pytest.fixture(scope="module")
+def saved_index(tmp_path_factory) -> Path:
+    """A small feature index written by FeatureIndex.save (4 latents)."""
+    folder = tmp_path_factory.mktemp("cc") / "feature_index"
+    meta = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "dict_size": 4}
+    arrays = {"block": np.array([0, 1, 1, 2], dtype=np.int8), "n_fires": np.arange(4, dtype=np.int64),
+              "top_window": np.zeros((4, 2), dtype=np.int32)}  # fmt: skip
+    windows = [{"text": "hello world", "a": [["hello", 0, 5, False]], "b": [["hello", 0, 5, False]], "pairs": [[0, 0, 5]]}]
+    FeatureIndex(meta, arrays, ["l0", "l1", "l2", "l3"], {}, windows, {"a": {1: "x"}, "b": {2: "y"}}).save(folder)
+    return folder
+
+
+@pytest.mark.parametrize("file", ["index.json", "labels.json", "arrays.safetensors", "windows.json", "vocab.json"])
+@pytest.mark.parametrize("damage", [_truncate, lambda p: p.write_bytes(b"")], ids=["truncated", "emptied"])
+def test_damaged_feature_index_files_are_refused_naming_the_file(file, damage, saved_index, tmp_path):
+    """Every index file is checked where it is read (windows.json and vocab.json on first use): the error names the
+    file and says how to rebuild the index."""
+    folder = _copy_tree(saved_index, tmp_path / "cc" / "feature_index")
+    assert FeatureIndex.load(folder).vocab()["a"] == {1: "x"}
+    damage(folder / file)
+    with pytest.raises(CrossDiffError, match=rf"{file.replace('.', '[.]')} is damaged.*python -m crossdiff_core index"):
+        index = FeatureIndex.load(folder)
+        index.windows()
+        index.vocab()
+
+
+# ---------------------------------------------------------------------------- 4. disk full
+
+
+@contextlib.contextmanager
+def file_size_limit(n_bytes: int):
+    """Make every write beyond `n_bytes` of a file fail with EFBIG in this process, as a full disk fails with
+    ENOSPC (unprivileged: RLIMIT_FSIZE, with SIGXFSZ ignored so the write returns an error instead of killing)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(stopped_run, store_path, reference, tmp_path):
+    """The checkpoint at step 20 cannot be written: DiskFullError says so and what to do; the step-10 checkpoint
+    stays intact and loadable, no partial folder is left, and once there is room the same call resumes from
+    step 10 and ends with the uninterrupted weights."""
+    out = _copy_tree(stopped_run, tmp_path / "run")
+    state_size = (out / "checkpoint" / "state.safetensors").stat().st_size
+    with file_size_limit(state_size // 3), pytest.raises(DiskFullError) as caught:
+        train(CONFIG, _train_config(), PairedActivationStore(store_path), out)
+    message = str(caught.value)
+    assert "disk is full" in message and "checkpoint" in message and "run the same command again" in message
+    assert _checkpoint_step(out) == 10 and not list(out.glob(".checkpoint-*"))
+    result = train(CONFIG, _train_config(), PairedActivationStore(store_path), out)
+    assert result.resumed_from == 10
+    _assert_same_weights(result.crosscoder, reference)
+
+
+def test_disk_full_while_harvesting_keeps_the_written_shards(tmp_path):
+    """A shard (and, separately, meta.json) that cannot be written raises DiskFullError; the store keeps its complete
+    shards, verifiable against their checksums, leaves no temporary file, and the next writer resumes it."""
+    path = tmp_path / "store"
+    writer = StoreWriter(path, _header(3 * 200), dtype="fp32", shard_tokens=200)
+    for shard in range(2):
+        writer.add(*_synthetic_rows(200, shard), _counts(200))
+    meta_before = (path / "meta.json").read_bytes()
+    with file_size_limit(8192), pytest.raises(DiskFullError, match=r"disk is full: writing .*shard_00002.*2 complete shards"):
+        writer.add(*_synthetic_rows(200, 2), _counts(200))
+    assert (path / "meta.json").read_bytes() == meta_before
+    assert sorted(p.name for p in (path / "shards").iterdir()) == ["shard_00000.safetensors", "shard_00001.safetensors"]
+
+    writer = StoreWriter(path, _header(3 * 200), dtype="fp32", shard_tokens=200)
+    writer.add(torch.zeros(0, D_A), torch.zeros(0, D_B), _counts(0))
+    with file_size_limit(256), pytest.raises(DiskFullError, match=r"meta\.json.*unchanged"):
+        writer.flush()  # a window without pairs: only meta.json is written
+    assert (path / "meta.json").read_bytes() == meta_before and sorted(p.name for p in path.iterdir()) == ["meta.json", "shards"]
+    partial = PairedActivationStore(path, allow_incomplete=True)
+    assert len(partial) == 400 and all(partial.load_shard(i)[0].shape == (200, D_A) for i in range(2))
+
+    writer = StoreWriter(path, _header(3 * 200), dtype="fp32", shard_tokens=200)
+    assert writer.windows_done == 2
+    writer.add(*_synthetic_rows(200, 2), _counts(200))
+    writer.finish()
+    store = PairedActivationStore(path, holdout_fraction=0.0)
+    torch.testing.assert_close(store.load_shard(2)[0], _synthetic_rows(200, 2)[0])
+
+
+def test_disk_full_while_saving_a_crosscoder_keeps_the_saved_one(saved_crosscoder, tmp_path):
+    """save_pretrained over an existing crosscoder fails with DiskFullError; both files of the old one stay as they
+    were (byte for byte) and it still loads."""
+    folder = _copy_tree(saved_crosscoder, tmp_path / "cc")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    other = CrossCoder(CrossCoder.from_pretrained(folder).config, seed=1)
+    with file_size_limit(4096), pytest.raises(DiskFullError, match=r"disk is full.*unchanged; free space"):
+        other.save_pretrained(folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    CrossCoder.from_pretrained(folder)
+
+
+# ---------------------------------------------------------------------------- 5. out of memory
+
+OOM_CHILD = """
+import resource, sys
+import crossdiff_core.store, crossdiff_core.train  # import before limiting the address space
+from crossdiff_core.cli import main
+with open("/proc/self/status") as status:
+    vm = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.getrlimit(resource.RLIMIT_AS)[1]))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_out_of_memory_in_a_training_step_is_one_line_with_options(store_path, tmp_path):
+    """A real allocation failure: the CLI trains a 131072-latent crosscoder with 4096-token batches in a process
+    limited to 1 GiB more address space than it has after imports; the model fits, a step's [batch, latents]
+    activations (2 GiB) do not. Outcome: exit code 2 and one line saying out of memory, with the options."""
+    args = ["train", "--store", str(store_path), "--out", str(tmp_path / "run"), "--dict-size", "131072",
+            "--k", "16", "--batch-size", "4096", "--steps", "2"]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", OOM_CHILD, *args], env=CHILD_ENV, cwd=REPO, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert last.startswith("error: out of memory while training on cpu")
+    for option in ("can't allocate memory", "smaller --batch-size (now 4096", "smaller --dict-size (now 131072)",
+                   "--quant nf4", "new --out folder"):  # fmt: skip
+        assert option in last, (option, last)
+
+
+def test_a_batch_larger_than_two_shards_is_served_not_an_endless_loop(store_path):
+    """Found by the out-of-memory test: with batches larger than a group of two shards, every group yielded no
+    batch and `iter_batches` looped forever. Now groups widen until one holds a batch; an epoch still serves
+    each row at most once."""
+
+    def give_up(*_):
+        raise TimeoutError("iter_batches served no batch within 30 s")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(30)
+    try:
+        batches = list(itertools.islice(PairedActivationStore(store_path).iter_batches(1500, seed=0), 4))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert all(x_a.shape == (1500, D_A) and x_b.shape == (1500, D_B) for x_a, x_b in batches)
+    first_epoch = torch.cat([x_a for x_a, _ in batches[:2]])  # 4374 training rows: 2 batches per epoch
+    assert torch.unique(first_epoch, dim=0).shape[0] == 3000
