@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from crossdiff_core.errors import CrossDiffError
+from crossdiff_core.errors import CrossDiffError, is_out_of_memory
 
 log = logging.getLogger("crossdiff_core")
 
@@ -685,8 +685,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
-    except (MemoryError, torch_oom()):
-        if args.debug:
+    except (MemoryError, torch_oom(), RuntimeError) as error:
+        if args.debug or not is_out_of_memory(error):  # torch's CPU allocator fails with a plain RuntimeError
             raise
         print("error: out of memory: use --quant nf4, a smaller --batch-size or --batch-windows, or a smaller --dict-size", file=sys.stderr)
         return 3

@@ -493,3 +493,14 @@ def test_a_batch_larger_than_two_shards_is_served_not_an_endless_loop(store_path
     assert all(x_a.shape == (1500, D_A) and x_b.shape == (1500, D_B) for x_a, x_b in batches)
     first_epoch = torch.cat([x_a for x_a, _ in batches[:2]])  # 4374 training rows: 2 batches per epoch
     assert torch.unique(first_epoch, dim=0).shape[0] == 3000
+
+
+def test_a_crosscoder_too_large_to_build_is_out_of_memory_in_one_line(store_path, tmp_path, capsys):
+    """The CPU allocator's failure (a plain RuntimeError) while the model is built: no traceback, exit code 3."""
+    from crossdiff_core.cli import main
+
+    out = tmp_path / "huge"
+    code = main(["train", "--store", str(store_path), "--out", str(out), "--dict-size", str(2**38), "--k", "8"])
+    err = capsys.readouterr().err
+    assert code == 3 and "Traceback" not in err
+    assert err.strip().startswith("error: out of memory") and "smaller --dict-size" in err
