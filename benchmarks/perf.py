@@ -672,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.perf", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller, faster runs (a few minutes on CPU)")
     parser.add_argument("--only", nargs="+", choices=["harvest", "train", "diff", "memory"], default=None,
-                        help="run only these sections")
+                        help="run only these sections (the others are kept from --out when it exists)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"where to write the JSON (default {RESULTS})")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -699,7 +699,15 @@ def main(argv: list[str] | None = None) -> int:
             results["harvest"] = bench_harvest(mode, pairs)
         if "diff" in sections:
             results["diff"] = bench_diff(mode, pairs)
+    earlier: dict = {}
+    if args.only and args.out.is_file():  # keep the other sections of an earlier run, with their own dates
+        earlier = json.loads(args.out.read_text())
+        kept = {k: v for k, v in earlier.get("details", {}).items() if k in ("memory", "train", "harvest", "diff")}
+        results = {**kept, **results}
     metrics = headline(results, stamp)
+    for name in metrics:
+        if name.split("_")[0] not in sections and name in earlier:
+            metrics[name] = earlier[name]
     results = {**metrics, "details": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

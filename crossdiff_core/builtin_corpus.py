@@ -1,9 +1,16 @@
 """`builtin:demo`: a small offline corpus that CrossDiff generates itself.
 
-Every document is assembled from templates and word lists written for this module (nothing is copied
-from elsewhere), with one seeded `random.Random` per source, so the corpus is identical on every run
-and takes well under a second to build. Sources are registered in `SOURCES`; to grow the corpus, write
-a generator `(rng) -> str` and add a `DemoSource` to the list. `composition()` reports what is in it.
+Two kinds of documents, nothing copied from elsewhere:
+
+- template documents, assembled from sentences and word lists written for this module (English,
+  Chinese, Spanish, French, German prose; Python and JavaScript), one seeded `random.Random` per
+  source, identical on every run; sources are registered in `SOURCES`;
+- model-written documents: chat exchanges with SmolLM2-135M-Instruct and continuations by
+  Gemma-3-270M of seed prompts written for the project, generated once by
+  `python -m crossdiff_core build-corpus` (`demo_generation`) and shipped in
+  `crossdiff_core/data/demo_generated.jsonl`.
+
+`composition()` reports what is in it; `composition_table()` gives it as Markdown, in tokens.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-LANGUAGES = ("en", "zh", "code")
+LANGUAGES = ("en", "zh", "es", "fr", "de", "code")
 
 
 @dataclass(frozen=True)
@@ -22,7 +29,7 @@ class DemoSource:
 
     name: str
     language: str
-    """One of `LANGUAGES`: "en" (English prose), "zh" (Chinese prose) or "code"."""
+    """One of `LANGUAGES`: "en", "zh", "es", "fr", "de" (prose and chat in that language) or "code"."""
     n_documents: int
     generate: Callable[[random.Random], str]
     """Returns one document, drawing every choice from the given seeded generator."""
@@ -456,6 +463,124 @@ def _zh_knowledge(rng: random.Random) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Spanish, French and German: history, science and everyday life
+
+_EUROPEAN: dict[str, dict[str, list[str]]] = {
+    "es": {
+        "history": [
+            "La Guerra Civil española duró de 1936 a 1939 y terminó con la dictadura de Franco.",
+            "México se independizó de España después de una larga guerra que empezó en 1810.",
+            "La Constitución española de 1978 estableció una monarquía parlamentaria.",
+            "Simón Bolívar luchó por la independencia de varios países de América del Sur.",
+            "El Imperio inca tenía su capital en Cusco, en lo alto de los Andes.",
+            "En 1492 Colón llegó a América con tres barcos.",
+            "La Revolución mexicana comenzó en 1910 y cambió el reparto de la tierra.",
+            "Chile vivió una dictadura militar entre 1973 y 1990.",
+        ],
+        "science": [
+            "El agua hierve a cien grados Celsius al nivel del mar.",
+            "Las plantas usan la luz del sol para producir azúcar a partir de agua y dióxido de carbono.",
+            "La Tierra tarda un año en dar una vuelta completa alrededor del Sol.",
+            "Las vacunas enseñan al sistema inmunitario a reconocer un virus.",
+            "El sonido viaja más rápido en el agua que en el aire.",
+            "Los volcanes se forman donde el magma sube a la superficie.",
+        ],
+        "daily": [
+            "{p} se levanta temprano y desayuna café con pan tostado.",
+            "Por la tarde, {p} pasea por el parque con su perro.",
+            "En {city} hace calor en verano y llueve poco.",
+            "Los domingos la familia de {p} come junta en casa de la abuela.",
+            "{p} toma el autobús para ir al trabajo en el centro de {city}.",
+            "Hoy {p} ha comprado fruta fresca en el mercado.",
+        ],
+        "people": ["Lucía", "Mateo", "Carmen", "Javier", "Sofía", "Diego"],
+        "cities": ["Madrid", "Sevilla", "Buenos Aires", "Lima", "Bogotá", "Ciudad de México"],
+        "titles": ["Un día en {city}", "Notas de historia", "Lo que aprendimos hoy"],
+    },
+    "fr": {
+        "history": [
+            "La Révolution française a commencé en 1789 avec la prise de la Bastille.",
+            "Napoléon Bonaparte s'est couronné empereur en 1804.",
+            "La Cinquième République a été fondée en 1958 par Charles de Gaulle.",
+            "Les femmes ont obtenu le droit de vote en France en 1944.",
+            "La Première Guerre mondiale a profondément marqué le nord de la France.",
+            "Le Québec est une province francophone du Canada.",
+            "L'Algérie est devenue indépendante en 1962 après une longue guerre.",
+            "Le traité de Rome a créé la Communauté économique européenne en 1957.",
+        ],
+        "science": [
+            "La lumière du Soleil met environ huit minutes pour atteindre la Terre.",
+            "Marie Curie a reçu deux prix Nobel, en physique et en chimie.",
+            "L'eau gèle à zéro degré Celsius.",
+            "Les abeilles transportent le pollen d'une fleur à l'autre.",
+            "Le cœur humain bat environ soixante-dix fois par minute au repos.",
+            "Les marées sont causées par l'attraction de la Lune.",
+        ],
+        "daily": [
+            "{p} achète une baguette à la boulangerie tous les matins.",
+            "À {city}, {p} prend le métro pour aller au bureau.",
+            "Le samedi, {p} retrouve ses amis au café du coin.",
+            "Il pleut souvent à {city} en automne.",
+            "{p} prépare une soupe de légumes pour le dîner.",
+            "Pendant les vacances, la famille de {p} part à la montagne.",
+        ],
+        "people": ["Camille", "Louis", "Chloé", "Hugo", "Manon", "Lucas"],
+        "cities": ["Paris", "Lyon", "Marseille", "Bruxelles", "Montréal", "Genève"],
+        "titles": ["Une journée à {city}", "Leçon d'histoire", "Ce que nous avons appris"],
+    },
+    "de": {
+        "history": [
+            "Die Berliner Mauer fiel am 9. November 1989.",
+            "Die Weimarer Republik war die erste Demokratie in Deutschland.",
+            "Die Bundesrepublik Deutschland wurde 1949 gegründet.",
+            "Die deutsche Wiedervereinigung fand am 3. Oktober 1990 statt.",
+            "Martin Luther veröffentlichte 1517 seine Thesen in Wittenberg.",
+            "Österreich und die Schweiz sind Nachbarländer Deutschlands.",
+            "Nach dem Zweiten Weltkrieg wurde Deutschland in vier Besatzungszonen geteilt.",
+            "Der Buchdruck mit beweglichen Lettern wurde von Johannes Gutenberg entwickelt.",
+        ],
+        "science": [
+            "Wasser besteht aus Wasserstoff und Sauerstoff.",
+            "Albert Einstein entwickelte die Relativitätstheorie.",
+            "Pflanzen nehmen Kohlendioxid auf und geben Sauerstoff ab.",
+            "Der Mond umkreist die Erde in etwa einem Monat.",
+            "Licht ist schneller als Schall.",
+            "Impfstoffe helfen dem Körper, Krankheiten abzuwehren.",
+        ],
+        "daily": [
+            "{p} fährt jeden Morgen mit dem Fahrrad zur Arbeit.",
+            "In {city} gibt es viele Parks und Museen.",
+            "Am Wochenende geht {p} gern auf den Markt.",
+            "Im Winter ist es in {city} kalt und manchmal schneit es.",
+            "{p} trinkt am Nachmittag Kaffee und isst ein Stück Kuchen.",
+            "Die Familie von {p} wandert im Sommer in den Bergen.",
+        ],
+        "people": ["Anna", "Lukas", "Marie", "Felix", "Lena", "Jonas"],
+        "cities": ["Berlin", "München", "Hamburg", "Wien", "Zürich", "Köln"],
+        "titles": ["Ein Tag in {city}", "Geschichtsstunde", "Was wir heute gelernt haben"],
+    },
+}
+
+
+def _european(language: str) -> Callable[[random.Random], str]:
+    """Return a generator of texts in `language` (es, fr, de) mixing history, science and everyday life."""
+    words = _EUROPEAN[language]
+
+    def generate(rng: random.Random) -> str:
+        person, city = rng.choice(words["people"]), rng.choice(words["cities"])
+
+        def pool() -> list[str]:
+            daily = [s.format(p=person, city=city) for s in words["daily"]]
+            return words["history"] + words["science"] + daily
+
+        title = rng.choice(words["titles"]).format(city=city)
+        return f"{title}\n\n" + _compose(rng, pool, (300, 900), (2, 4))
+
+    generate.__doc__ = f"Return a {language} text of history, science and everyday life."
+    return generate
+
+
+# ---------------------------------------------------------------------------------------------------
 # Code: Python and JavaScript
 
 _VERBS = ["load", "parse", "count", "filter", "merge", "normalize", "summarize", "validate", "group", "find"]
@@ -557,16 +682,23 @@ SOURCES: list[DemoSource] = [
     DemoSource("zh_knowledge", "zh", 50, _zh_knowledge),
     DemoSource("code_python", "code", 90, _code_python),
     DemoSource("code_javascript", "code", 40, _code_javascript),
+    DemoSource("es_mixed", "es", 45, _european("es")),
+    DemoSource("fr_mixed", "fr", 45, _european("fr")),
+    DemoSource("de_mixed", "de", 45, _european("de")),
 ]
+"""Template sources. The model-written documents (`demo_generation`) are added to them."""
 
 
 @lru_cache(maxsize=1)
 def _all_documents() -> tuple[DemoDocument, ...]:
     """Return every demo document, generated once, in a fixed mixed order."""
+    from crossdiff_core.demo_generation import load_generated
+
     docs = []
     for source in SOURCES:
         rng = random.Random(f"crossdiff-demo/{source.name}")
         docs.extend(DemoDocument(source.name, source.language, source.generate(rng)) for _ in range(source.n_documents))
+    docs.extend(DemoDocument(g.source, g.language, g.text) for g in load_generated())
     random.Random("crossdiff-demo/order").shuffle(docs)
     return tuple(docs)
 
@@ -583,6 +715,40 @@ def composition() -> dict[str, dict[str, int | str]]:
         s.name: {"language": s.language, "documents": 0, "chars": 0} for s in SOURCES
     }
     for doc in _all_documents():
+        out.setdefault(doc.source, {"language": doc.language, "documents": 0, "chars": 0})
+        if out[doc.source]["language"] != doc.language:
+            out[doc.source]["language"] = "mixed"
         out[doc.source]["documents"] += 1
         out[doc.source]["chars"] += len(doc.text)
     return out
+
+
+def composition_table(tokenizer_a, tokenizer_b) -> str:
+    """Return a Markdown table of the corpus by source and by language: documents, characters, tokens of each model."""
+    by_source: dict[str, list] = {}
+    by_language: dict[str, list] = {}
+    for doc in _all_documents():
+        n_a = len(tokenizer_a(doc.text, add_special_tokens=False)["input_ids"])
+        n_b = len(tokenizer_b(doc.text, add_special_tokens=False)["input_ids"])
+        for table, key in ((by_source, doc.source), (by_language, doc.language)):
+            row = table.setdefault(key, [0, 0, 0, 0])
+            row[0] += 1
+            row[1] += len(doc.text)
+            row[2] += n_a
+            row[3] += n_b
+    total = [sum(r[i] for r in by_language.values()) for i in range(4)]
+    english = by_language.get("en", [0, 0, 0, 0])
+    lines = ["| source / language | documents | characters | SmolLM2 tokens | Gemma-3 tokens |", "|---|---|---|---|---|"]
+    for name, row in sorted(by_source.items()):
+        lines.append(f"| {name} | {row[0]} | {row[1]:,} | {row[2]:,} | {row[3]:,} |")
+    for name in LANGUAGES:
+        row = by_language.get(name, [0, 0, 0, 0])
+        lines.append(f"| **{name}** | {row[0]} | {row[1]:,} | {row[2]:,} | {row[3]:,} |")
+    lines.append(f"| **all** | {total[0]} | {total[1]:,} | {total[2]:,} | {total[3]:,} |")
+    code = by_language.get("code", [0, 0, 0, 0])
+    share_a = 1 - (english[2] + code[2]) / max(total[2], 1)
+    share_b = 1 - (english[3] + code[3]) / max(total[3], 1)
+    lines.append("")
+    lines.append(f"Natural-language text other than English: {share_a:.1%} of SmolLM2 tokens "
+                 f"(it splits Chinese characters into bytes), {share_b:.1%} of Gemma-3 tokens.")
+    return "\n".join(lines)

@@ -1,6 +1,7 @@
 """Command line: `python -m crossdiff_core COMMAND --help`.
 
-Commands: harvest, train, info, diff, index, steer, report (the pipeline); push, find, import-dl, deploy (the Hub).
+Commands: harvest, train, info, diff, index, steer, report (the pipeline); push, find, import-dl, deploy (the Hub);
+build-corpus (the model-written part of builtin:demo).
 
 Errors are printed to stderr as one readable line with a non-zero exit code; `--debug` shows the
 traceback. A crosscoder argument is a local folder or a Hub repo id (`owner/name`). Hub tokens are read
@@ -83,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
     _add_model_args(p, required=False)
     _add_harvest_args(p)
+
+    p = sub.add_parser("build-corpus", help="regenerate the model-written part of builtin:demo (minutes on CPU)",
+                       description="Have the demo models answer and continue the project's seed prompts, and cache the "
+                                   "result in crossdiff_core/data/demo_generated.jsonl; print the corpus composition.")
+    p.add_argument("--out", default=None, help="where to write the JSONL (default: the file builtin:demo reads)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N seeds of each kind (a quick check)")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (default 8)")
+    p.add_argument("--composition-only", action="store_true", help="only print the composition table of builtin:demo")
 
     p = sub.add_parser("info", help="show what a store or crosscoder holds",
                        description="Describe an activation store, a crosscoder folder or a crosscoder on the Hub.")
@@ -245,6 +254,23 @@ def cmd_harvest(args) -> int:
     from crossdiff_core.distributed import from_environment
 
     _harvest(args, args.out, from_environment())
+    return 0
+
+
+def cmd_build_corpus(args) -> int:
+    """Generate the model-written demo documents (unless --composition-only) and print the corpus composition."""
+    from crossdiff_core import builtin_corpus
+    from crossdiff_core.demo_generation import GENERATED_FILE, build
+    from crossdiff_core.models import load_tokenizer
+
+    if not args.composition_only:
+        out = Path(args.out) if args.out else GENERATED_FILE
+        documents = build(out, limit=args.limit, batch_size=args.batch_size, show_tqdm=True)
+        print(f"wrote {len(documents)} model-written documents to {out}", file=sys.stderr)
+        if out != GENERATED_FILE:
+            return 0
+        builtin_corpus._all_documents.cache_clear()
+    print(builtin_corpus.composition_table(load_tokenizer("smollm2-135m"), load_tokenizer("gemma3-270m")))
     return 0
 
 
@@ -663,7 +689,7 @@ def torch_oom() -> type:
 
 
 COMMANDS = {
-    "harvest": cmd_harvest, "train": cmd_train, "info": cmd_info, "diff": cmd_diff,
+    "harvest": cmd_harvest, "train": cmd_train, "info": cmd_info, "diff": cmd_diff, "build-corpus": cmd_build_corpus,
     "index": cmd_index, "steer": cmd_steer, "report": cmd_report,
     "push": cmd_push, "find": cmd_find, "import-dl": cmd_import_dl, "deploy": cmd_deploy,
 }  # fmt: skip

@@ -14,7 +14,7 @@ Accepted specs (see `SPEC_FORMS`):
     logged warning);
   - `.parquet`: the `text` column.
 - `builtin:demo`: a small generated corpus that works offline (`builtin_corpus`);
-  `builtin:demo:<language>` keeps one language (`en`, `zh` or `code`).
+  `builtin:demo:<language>` keeps one language (`en`, `zh`, `es`, `fr`, `de` or `code`).
 
 Empty and whitespace-only documents are skipped everywhere. A corpus may yield nothing at all; the
 iterators then simply end, and callers decide what emptiness means.

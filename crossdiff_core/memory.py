@@ -54,9 +54,9 @@ INT8_BYTES_PER_PARAM = 1.0
 MXFP4_BYTES_PER_PARAM = 4.25 / 8
 """MXFP4: 4-bit values plus one 8-bit scale per 32 (GPT-OSS stores its expert weights this way)."""
 
-RUNTIME_BYTES = {"cpu": int(0.3 * GIB), "cuda": int(0.5 * GIB)}
+RUNTIME_BYTES = {"cpu": int(0.27 * GIB), "cuda": int(0.5 * GIB)}
 """Memory taken before any model is loaded: Python with torch and transformers imported (CPU resident
-memory, measured 0.29 GiB on Linux with torch 2.13), or the CUDA context and kernels (GPU memory)."""
+memory, measured 0.24–0.29 GiB on Linux with torch 2.13), or the CUDA context and kernels (GPU memory)."""
 
 TRAIN_WORKSPACE_BYTES = 128 * 2**20
 """Training's fixed extra: math-library workspaces and blocks the allocator keeps after freeing them

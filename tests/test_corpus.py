@@ -155,10 +155,12 @@ def test_builtin_demo_is_deterministic_across_processes():
 def test_builtin_demo_content():
     docs = builtin_corpus.demo_documents()
     assert 300 <= len(docs) <= 1000
-    assert all(150 <= len(d.text) <= 3000 for d in docs)
+    templated = {source.name for source in builtin_corpus.SOURCES}
+    assert all(150 <= len(d.text) <= 3000 for d in docs if d.source in templated)
+    assert all(40 <= len(d.text) <= 3000 for d in docs if d.source not in templated)
     assert {d.language for d in docs} == set(builtin_corpus.LANGUAGES)
     assert all(CJK.search(d.text) for d in builtin_corpus.demo_documents("zh"))
-    assert not any(CJK.search(d.text) for d in builtin_corpus.demo_documents("en"))
+    assert not any(CJK.search(d.text) for d in builtin_corpus.demo_documents("en") if d.source in templated)
     for doc in docs:
         if doc.source == "code_python":
             ast.parse(doc.text)
@@ -170,7 +172,7 @@ def test_builtin_demo_content():
 def test_builtin_composition_matches_documents():
     comp = builtin_corpus.composition()
     docs = builtin_corpus.demo_documents()
-    assert set(comp) == {s.name for s in builtin_corpus.SOURCES}
+    assert set(comp) == {s.name for s in builtin_corpus.SOURCES} | {"chat_smollm2", "continue_gemma3"}
     assert sum(c["documents"] for c in comp.values()) == len(docs)
     assert sum(c["chars"] for c in comp.values()) == sum(len(d.text) for d in docs)
     assert all(c["documents"] > 0 for c in comp.values())
@@ -246,3 +248,36 @@ def test_window_argument_errors(demo_tokenizers):
 
     with pytest.raises(CorpusError, match="fast tokenizer"):
         list(iter_windows("builtin:demo", SlowTokenizer(), 64))
+
+
+def test_shipped_model_written_documents_mix_languages_topics_and_chat(demo_tokenizers):
+    from crossdiff_core.demo_generation import CHAT_PROMPTS, OPENINGS, load_generated
+
+    generated = load_generated()
+    assert len(generated) == len(CHAT_PROMPTS) + len(OPENINGS)
+    chats = [g for g in generated if g.source == "chat_smollm2"]
+    assert {g.language for g in chats} == {g.language for g in generated} == {"en", "zh", "es", "fr", "de"}
+    assert {g.topic for g in generated} >= {"politics", "copyright", "safety", "science", "story"}
+    for g in chats:  # rendered through SmolLM2's chat template, with a real answer after the prompt
+        user, _, answer = g.text.partition("<|im_start|>assistant\n")
+        assert f"<|im_start|>user\n{g.prompt}<|im_end|>" in user and len(answer.strip("<|im_end|>\n ")) > 0
+    for g in generated:
+        if g.source == "continue_gemma3":
+            assert g.text.startswith(g.prompt) and len(g.text) > len(g.prompt)
+    table = builtin_corpus.composition_table(*demo_tokenizers)
+    shares = table.rsplit("other than English: ", 1)[1]
+    assert float(shares.split("%")[0]) >= 15.0 and float(shares.split("), ")[1].split("%")[0]) >= 15.0, table
+    for language in ("es", "fr", "de", "zh"):
+        assert f"| **{language}** |" in table
+
+
+def test_build_corpus_has_the_demo_models_write_and_is_reproducible(tmp_path):
+    from crossdiff_core.demo_generation import build, load_generated
+
+    first = build(tmp_path / "a.jsonl", limit=2, chat_tokens=12, continue_tokens=12, batch_size=2)
+    again = build(tmp_path / "b.jsonl", limit=2, chat_tokens=12, continue_tokens=12, batch_size=2)
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert [g.source for g in first] == ["chat_smollm2"] * 2 + ["continue_gemma3"] * 2
+    assert load_generated(tmp_path / "a.jsonl") == first == again
+    for g in first:
+        assert g.prompt in g.text and len(g.text) > len(g.prompt) + 10
