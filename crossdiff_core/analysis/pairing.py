@@ -32,7 +32,8 @@ def check_models(crosscoder: CrossCoder, model_a: LoadedModel, model_b: LoadedMo
         model_a.model_id, model_a.layer, model_a.tokenizer_fingerprint,
         model_b.model_id, model_b.layer, model_b.tokenizer_fingerprint,
     )  # fmt: skip
-    crosscoder.config.check_widths(model_a.d_model, model_b.d_model, model_a.model_id, model_b.model_id)
+    crosscoder.config.check_widths(model_a.d_model, model_b.d_model, f"model A ({model_a.model_id})",
+                                   f"model B ({model_b.model_id})")
 
 
 @dataclass

@@ -162,9 +162,7 @@ def diff(
             f"got {len(labels)} labels for a crosscoder with {crosscoder.dict_size} latents: "
             "use the feature index built for this crosscoder"
         )
-    check_models(crosscoder, model_a, model_b)
-    crosscoder.config.check_widths(model_a.d_model, model_b.d_model,
-                                   f"model A ({model_a.model_id})", f"model B ({model_b.model_id})")
+    check_models(crosscoder, model_a, model_b)  # pair, layers, tokenizers and activation widths
     warnings: list[str] = []
     prompt, messages, cut = _cap_characters(prompt, messages, max(1, max_tokens) * MAX_CHARS_PER_TOKEN, warnings)
     views = [_tokenize(model, prompt, messages, max_tokens, warnings) for model in (model_a, model_b)]
