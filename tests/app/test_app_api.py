@@ -218,3 +218,35 @@ def test_feature_histogram_counts_every_token_it_fired_on(tiny_dfc):
     silent = next((j for j in range(index.dict_size) if index.stats(j)["n_fires"] == 0), None)
     if silent is not None:
         assert sum(bar.get_height() for bar in load_app_module().histogram_figure(index, silent).axes[0].patches) == 0
+
+
+def test_a_second_training_job_waits_in_the_queue_and_sees_its_position(served, tiny_store, tmp_path):
+    """Training runs one job at a time: the second user's job is queued, with a position, until the first ends."""
+    import shutil
+
+    from gradio_client.utils import Status
+
+    first, second = Client(served[0], verbose=False), Client(served[0], verbose=False)
+    jobs = []
+    for name, client in (("one", first), ("two", second)):
+        job_dir = tmp_path / name
+        job_dir.mkdir()
+        shutil.copytree(tiny_store, job_dir / "store")  # harvest already complete: the jobs go straight to training
+        jobs.append(client.submit("builtin:demo", 1000, 96, 8, 0.1, 0.1, 400, 64, 4, str(job_dir), api_name="/train"))
+        if name == "one":
+            wait_for(jobs[0], lambda o: "Step " in o[0], timeout=120)  # the first job is training
+    positions, together = [], 0
+    deadline = time.time() + 60
+    while time.time() < deadline and len(positions) < 5:
+        status_1, status_2 = jobs[0].status(), jobs[1].status()
+        if status_2.code == Status.IN_QUEUE and status_2.rank is not None:
+            positions.append((status_2.rank, status_2.queue_size))
+        together += status_1.code == Status.PROCESSING and status_2.code == Status.PROCESSING
+        time.sleep(0.2)
+    assert positions and all(rank == 0 and size >= 1 for rank, size in positions), positions  # first in line
+    assert together == 0
+    assert first.predict(api_name="/cancel").startswith("Stopping")
+    assert "Cancelled" in jobs[0].result()[0]
+    wait_for(jobs[1], lambda o: "Step " in o[0], timeout=120)  # now the second one trains
+    assert second.predict(api_name="/cancel").startswith("Stopping")
+    assert "Cancelled" in jobs[1].result()[0]
