@@ -73,6 +73,7 @@ class Server:
         env = {**os.environ, "CROSSDIFF_HOST": "127.0.0.1", "CROSSDIFF_PORT": str(self.port),
                "CROSSDIFF_RUNS": str(runs_dir), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}  # fmt: skip
         self.log = open(runs_dir / "server.log", "w")
+        self.started = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, str(REPO / "app.py")], cwd=REPO, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)  # fmt: skip
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -248,8 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(work)
     try:
         server.wait_ready()
-        print(f"app up at {server.url}; single-user baseline…", flush=True)
+        up_s = time.monotonic() - server.started
+        print(f"app up at {server.url} after {up_s:.1f} s; single-user baseline…", flush=True)
         alone = Session(server.url, 0, None)
+        alone.compare()
+        first_answer_s = time.monotonic() - server.started
         for _ in range(3):
             alone.compare(), alone.open_feature(), alone.steer()
         if alone.problems:
@@ -279,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpu_count": os.cpu_count(), "platform": sys.platform},
+        "launch_to_page_s": up_s, "launch_to_first_compare_s": first_answer_s,
         "sessions": N_SESSIONS, "seconds": seconds, "wall_s": wall,
         "requests_total": sum(k["requests"] for k in kinds.values()), "errors": errors, "leaks": problems,
         "by_kind": kinds, "rss_after_warmup_mib": rss_warm / 2**20, "rss_end_mib": rss_end / 2**20,
@@ -294,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind, k in kinds.items():
         if k["requests"]:
             print(f"{kind:<14}{k['requests']:>7}{k['single_user_s']:>11.2f}{k['p50_ratio']:>8.1f}{k['p95_ratio']:>8.1f}")
+    print(f"launch to page {up_s:.1f} s, to the first Compare answer {first_answer_s:.1f} s")
     print(f"server memory: {rss_warm / 2**20:.0f} MiB after warm-up, {rss_end / 2**20:.0f} MiB at the end "
           f"({growth:+.1%}, bound {GROWTH_BOUND:.0%}), peak {peak / 2**20:.0f} MiB")
     if queue:
