@@ -8,8 +8,8 @@
 | disk full (RLIMIT_FSIZE) while writing a checkpoint, a store shard, meta.json or a crosscoder | `DiskFullError` saying the disk is full and what to do; what was there before stays intact and loadable; no temporary file is left |
 | out of memory in a training step (RLIMIT_AS, CLI) | exit code 2 and one line naming smaller --batch-size / --dict-size, CPU and 4-bit |
 
-Damage that these checks cannot see: a feature index's `arrays.safetensors` records no checksum, so a flipped bit
-inside its data (not its header) loads; every other damaged file here is caught.
+Every damaged file here is caught, a flipped bit inside tensor data included (store shards, checkpoints, crosscoder
+weights and the feature index's files carry SHA-256 checksums).
 """
 
 from __future__ import annotations
@@ -368,6 +368,24 @@ def test_damaged_feature_index_files_are_refused_naming_the_file(file, damage, s
         index = FeatureIndex.load(folder)
         index.windows()
         index.vocab()
+
+
+@pytest.mark.parametrize("file", ["arrays.safetensors", "windows.json", "vocab.json"])
+def test_a_flipped_bit_in_feature_index_data_is_caught_by_its_checksum(file, saved_index, tmp_path):
+    folder = _copy_tree(saved_index, tmp_path / "cc" / "feature_index")
+    data = bytearray((folder / file).read_bytes())
+    data[-3] ^= 0x01  # inside the data, not a header: the file still parses
+    (folder / file).write_bytes(bytes(data))
+    with pytest.raises(CrossDiffError, match=rf"{file.replace('.', '[.]')} is damaged \(its contents do not match"):
+        index = FeatureIndex.load(folder)
+        index.windows()
+        index.vocab()
+
+
+def test_an_index_saved_without_checksums_still_loads(saved_index, tmp_path):
+    folder = _copy_tree(saved_index, tmp_path / "cc" / "feature_index")
+    (folder / "checksums.json").unlink()
+    assert FeatureIndex.load(folder).vocab()["b"] == {2: "y"}
 
 
 # ---------------------------------------------------------------------------- 4. disk full

@@ -188,6 +188,7 @@ class FeatureIndex:
         self.path = path
         self._windows = windows
         self._vocab = vocab
+        self._checksums: dict[str, str] = {}
 
     # ------------------------------------------------------------------ files
 
@@ -202,6 +203,8 @@ class FeatureIndex:
             )
         meta = _read_index_json(path / "index.json")
         labels_file = _read_index_json(path / "labels.json")
+        checksums = _read_checksums(path)
+        _verify(path / "arrays.safetensors", checksums)
         try:
             arrays = load_file(str(path / "arrays.safetensors"))
         except (OSError, ValueError, SafetensorError) as exc:
@@ -238,7 +241,9 @@ class FeatureIndex:
         bad = [name for name, array in arrays.items() if array.ndim == 0 or array.shape[0] != dict_size]
         if bad or "block" not in arrays:
             raise _damaged(path / "arrays.safetensors", f"arrays {bad or ['block']} do not hold {dict_size} latents")
-        return cls(meta, arrays, labels, explanations, path=path)
+        index = cls(meta, arrays, labels, explanations, path=path)
+        index._checksums = checksums
+        return index
 
     def save(self, path) -> Path:
         """Write the index into folder `path` atomically (replacing an older one) and return the path."""
@@ -253,6 +258,9 @@ class FeatureIndex:
             vocab = {side: {str(k): v for k, v in sorted(table.items())} for side, table in self.vocab().items()}
             (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, sort_keys=True))
             (tmp / "labels.json").write_text(self._labels_json())
+            checksums = {name: _sha256(tmp / name) for name in _CHECKED_FILES}
+            (tmp / CHECKSUM_FILE).write_text(json.dumps(checksums, indent=1, sort_keys=True) + "\n")
+            self._checksums = checksums
             old = None
             if path.exists():
                 old = path.with_name(f".{path.name}-old-{os.getpid()}")
@@ -281,6 +289,7 @@ class FeatureIndex:
     def windows(self) -> list[dict]:
         """Return the corpus windows (loaded from `windows.json` on first use)."""
         if self._windows is None:
+            _verify(self.path / "windows.json", self._checksums)
             windows = _read_index_json(self.path / "windows.json")
             if not isinstance(windows, list):
                 raise _damaged(self.path / "windows.json", "not a JSON list")
@@ -290,6 +299,7 @@ class FeatureIndex:
     def vocab(self) -> dict[str, dict[int, str]]:
         """Return, per model ("a"/"b"), the text of every token id the arrays mention (loaded on first use)."""
         if self._vocab is None:
+            _verify(self.path / "vocab.json", self._checksums)
             raw = _read_index_json(self.path / "vocab.json")
             try:
                 self._vocab = {side: {int(k): v for k, v in table.items()} for side, table in raw.items()}
@@ -391,6 +401,36 @@ class FeatureIndex:
             row.update({name: _plain(self.arrays[name][latent]) for name in SCORE_DOCS})
             out.append(row)
         return out
+
+
+CHECKSUM_FILE = "checksums.json"
+"""SHA-256 of the index's large files, written last by `save`; an index without it (older) loads unchecked."""
+_CHECKED_FILES = ("arrays.safetensors", "windows.json", "vocab.json")
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_checksums(path: Path) -> dict[str, str]:
+    """Return the recorded checksums of an index folder (empty for an index saved before they were recorded)."""
+    if not (path / CHECKSUM_FILE).is_file():
+        return {}
+    checksums = _read_index_json(path / CHECKSUM_FILE)
+    if not isinstance(checksums, dict):
+        raise _damaged(path / CHECKSUM_FILE, "not a JSON object")
+    return checksums
+
+
+def _verify(file: Path, checksums: dict[str, str]) -> None:
+    """Raise the damaged-file error when `file` does not match its recorded checksum (no record: no check)."""
+    expected = checksums.get(file.name)
+    if expected is not None and _sha256(file) != expected:
+        raise _damaged(file, "its contents do not match the checksum recorded when it was written")
 
 
 def _damaged(file: Path, reason) -> CrossDiffError:
