@@ -31,6 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from crossdiff_core.errors import StoreError, disk_full_error, is_disk_full
+from crossdiff_core.files import usual_permissions
 
 STORE_FORMAT = "crossdiff-paired-activations"
 STORE_VERSION = 1
@@ -53,6 +54,7 @@ def is_store(path) -> bool:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    usual_permissions(tmp)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
@@ -177,6 +179,7 @@ class StoreWriter:
             tmp = self.shard_dir / f".{name}.tmp"
             try:
                 save_file({"a": a_ND.contiguous(), "b": b_ND.contiguous()}, str(tmp))
+                usual_permissions(tmp)
                 os.replace(tmp, self.shard_dir / name)
             except (OSError, SafetensorError) as exc:
                 tmp.unlink(missing_ok=True)

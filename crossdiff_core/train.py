@@ -68,6 +68,7 @@ from crossdiff_core.errors import (
     is_disk_full,
     is_out_of_memory,
 )
+from crossdiff_core.files import usual_permissions
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE_FILE = "state.safetensors"
@@ -787,6 +788,7 @@ def _save_checkpoint(out_dir: Path, model, optimizer, run: _RunState, config, tr
     try:
         partial = Path(tempfile.mkdtemp(prefix=_PARTIAL_CHECKPOINT_PREFIX, dir=out_dir))
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(partial / CHECKPOINT_STATE_FILE))
+        usual_permissions(partial, partial / CHECKPOINT_STATE_FILE)
         meta["state_sha256"] = _file_sha256(partial / CHECKPOINT_STATE_FILE)
         (partial / CHECKPOINT_META_FILE).write_text(json.dumps(meta, indent=1))
         for name in (CHECKPOINT_STATE_FILE, CHECKPOINT_META_FILE):

@@ -522,3 +522,15 @@ def test_a_crosscoder_too_large_to_build_is_out_of_memory_in_one_line(store_path
     err = capsys.readouterr().err
     assert code == 3 and "Traceback" not in err
     assert err.strip().startswith("error: out of memory") and "smaller --dict-size" in err
+
+
+def test_written_files_get_the_usual_permissions_not_owner_only(saved_crosscoder, saved_index, store_path):
+    """safetensors and tempfile create owner-only files; what CrossDiff writes follows the umask like open() would."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in [saved_crosscoder / "model.safetensors", saved_index / "arrays.safetensors",
+                 *sorted((store_path / "shards").iterdir())[:1], store_path / "meta.json"]:  # fmt: skip
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
+    assert saved_index.stat().st_mode & 0o777 == 0o777 & ~mask

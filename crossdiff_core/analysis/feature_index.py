@@ -59,6 +59,7 @@ from crossdiff_core.analysis.stats import ActivationStats, LatentScaling, Transf
 from crossdiff_core.corpus import iter_windows
 from crossdiff_core.crosscoder import CrossCoder
 from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError
+from crossdiff_core.files import usual_permissions
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,7 @@ class FeatureIndex:
             (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, sort_keys=True))
             (tmp / "labels.json").write_text(self._labels_json())
             checksums = {name: _sha256(tmp / name) for name in _CHECKED_FILES}
+            usual_permissions(tmp, tmp / "arrays.safetensors")
             (tmp / CHECKSUM_FILE).write_text(json.dumps(checksums, indent=1, sort_keys=True) + "\n")
             self._checksums = checksums
             old = None

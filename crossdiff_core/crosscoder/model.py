@@ -24,6 +24,7 @@ from torch import nn
 
 from crossdiff_core.crosscoder.config import CrossCoderConfig
 from crossdiff_core.errors import CrossCoderError, disk_full_error, is_disk_full
+from crossdiff_core.files import usual_permissions
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -255,6 +256,7 @@ class CrossCoder(
         config_tmp = save_directory / f".{CONFIG_FILE}.tmp-{os.getpid()}"
         try:
             save_file(tensors, str(weights_tmp), metadata=metadata)
+            usual_permissions(weights_tmp)
             config_tmp.write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
         except (OSError, SafetensorError) as error:
             weights_tmp.unlink(missing_ok=True)

@@ -1,0 +1,26 @@
+"""File permissions of what CrossDiff writes.
+
+safetensors and `tempfile` create files and folders readable by their owner only (0600 / 0700);
+files CrossDiff writes atomically through them get the permissions a plain `open()` or `mkdir()`
+would give under the user's umask, so a crosscoder or store folder can be shared like any other.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def usual_permissions(*paths: os.PathLike | str) -> None:
+    """Give each file 0666 and each folder 0777, less the umask (what open() and mkdir() would have given)."""
+    for path in map(Path, paths):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_UMASK)
