@@ -1,6 +1,6 @@
 """Build the DFC that ships in `pretrained/smollm2-135m__gemma3-270m/`: harvest, sweep, train, index.
 
-    python scripts/build_pretrained.py [--store runs/store-demo] [--tokens 100000] [--sweep-only]
+    python scripts/build_pretrained.py [--store runs/store-demo-v2] [--tokens 160000] [--sweep-only]
 
 1. Harvests `--tokens` paired tokens of the demo pair (NF4) over `builtin:demo` into `--store`
    (skipped when the store is complete; resumed when it was interrupted).
@@ -70,8 +70,10 @@ def train_one(store: PairedActivationStore, name: str, out_dir: Path) -> tuple[C
 def main() -> None:
     """Harvest if needed, sweep, then train and index the chosen configuration."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--store", default=str(ROOT / "runs" / "store-demo"))
-    parser.add_argument("--tokens", type=int, default=100_000, help="paired tokens to harvest")
+    parser.add_argument("--store", default=str(ROOT / "runs" / "store-demo-v2"),
+                        help="store folder (a new one whenever builtin:demo changes)")
+    parser.add_argument("--tokens", type=int, default=160_000,
+                        help="paired tokens to harvest (leave windows unread for the feature index)")
     parser.add_argument("--sweep-only", action="store_true", help="stop after the sweep table")
     parser.add_argument("--pick", default=CHOSEN, choices=sorted(n for n in SWEEP if SWEEP[n][3] > 0),
                         help="the configuration to ship")

@@ -5,8 +5,7 @@
 For each layer pair (SmolLM2-135M has 30 blocks, Gemma-3-270M 18; the pairs sit at about the same
 relative depth), harvests `--tokens` paired tokens of `builtin:demo` (NF4) into
 `runs/layer-sweep/L<a>-<b>/store`, trains a DFC (F 1024, k 32, 5% per exclusive block) on it, and
-scores it on the store's held-out rows: FVU per model, L0, alive fraction per block, and the share
-of latents that write to one model only (relative decoder norm beyond 0.9 / below 0.1). Prints a
+scores it on the store's held-out rows: FVU per model, L0 and the alive fraction per block. Prints a
 Markdown table and writes `runs/layer-sweep/sweep.json`.
 """
 
@@ -23,7 +22,6 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.real_pair.run import evaluate  # noqa: E402
 from crossdiff_core.crosscoder import CrossCoderConfig  # noqa: E402
 from crossdiff_core.store import PairedActivationStore  # noqa: E402
-from crossdiff_core.synthetic import relative_decoder_norms  # noqa: E402
 from crossdiff_core.train import TrainConfig, train  # noqa: E402
 
 LAYER_PAIRS = [(8, 5), (15, 9), (22, 13)]
@@ -55,19 +53,16 @@ def main() -> None:
                                    auxk_exclusive=True, checkpoint_every=100)  # fmt: skip
         crosscoder = train(config, train_config, store, out / name / "dfc", show_tqdm=True).crosscoder
         scores, _ = evaluate(crosscoder, *store.held_out())
-        relative_F = relative_decoder_norms(crosscoder)
-        scores["one_sided"] = float(((relative_F > 0.9) | (relative_F < 0.1)).float().mean())
         scores["coverage_a"] = store.meta["counts"]["coverage_a"]
         scores["coverage_b"] = store.meta["counts"]["coverage_b"]
         table[name] = scores
         print(name, json.dumps({k: round(v, 3) for k, v in scores.items() if isinstance(v, float)}), flush=True)
     (out / "sweep.json").write_text(json.dumps(table, indent=1) + "\n")
-    print("\n| layers (SmolLM2, Gemma-3) | FVU A | FVU B | L0 | alive A-excl / shared / B-excl | one-sided |")
-    print("|---|---|---|---|---|---|")
+    print("\n| layers (SmolLM2, Gemma-3) | FVU A | FVU B | L0 | alive A-excl / shared / B-excl |")
+    print("|---|---|---|---|---|")
     for name, s in table.items():
         alive = " / ".join(f"{s[key]:.0%}" for key in ("alive_a_exclusive", "alive_shared", "alive_b_exclusive"))
-        print(f"| {name[1:].replace('-', ', ')} | {s['fvu_a']:.3f} | {s['fvu_b']:.3f} | {s['l0']:.1f} | {alive} | "
-              f"{s['one_sided']:.1%} |")
+        print(f"| {name[1:].replace('-', ', ')} | {s['fvu_a']:.3f} | {s['fvu_b']:.3f} | {s['l0']:.1f} | {alive} |")
 
 
 if __name__ == "__main__":
