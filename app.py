@@ -50,7 +50,7 @@ from crossdiff_core.analysis import (
     steer,
     write_report,
 )
-from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError
+from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError, is_out_of_memory
 from crossdiff_core.models import DEMO_MODELS, cache_dir, find_demo
 from crossdiff_core.workspace import PairKey, TrainJob, Workspace, run_train_job, shipped_crosscoders
 
@@ -161,7 +161,7 @@ def _friendly_error(exc: BaseException, action: str) -> gr.Error:
     if isinstance(exc, CrossDiffError):
         message = str(exc).replace("(--trust-remote-code)", REMOTE_CODE_WORDS)  # the CLI flag, in the app's words
         return user_error(_sentence(message))
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+    if is_out_of_memory(exc):
         return user_error(f"Ran out of memory while {action}. Try 4-bit quantization, smaller models or a shorter "
                           "prompt.", title="Out of memory")
     log.exception("unexpected error while %s", action)

@@ -65,5 +65,9 @@ def is_out_of_memory(error: BaseException) -> bool:
     `RuntimeError` torch's CPU allocator raises ("DefaultCPUAllocator: can't allocate memory")."""
     if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
         return True
-    text = str(error)
-    return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+    if isinstance(error, OSError) and error.errno == errno.ENOMEM:
+        return True
+    text = str(error).lower()
+    if "cannot allocate memory" in text or f"os error {errno.ENOMEM})" in text:  # mmap / safetensors
+        return True
+    return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)

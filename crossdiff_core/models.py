@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from crossdiff_core.errors import ModelLoadError
+from crossdiff_core.errors import ModelLoadError, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -359,6 +359,14 @@ def _quant_config(quant: str, dtype: torch.dtype):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
+def _out_of_memory(model_id: str, quant: str, dtype: str) -> ModelLoadError:
+    """Return the error for a model that does not fit in memory, with what to change."""
+    return ModelLoadError(
+        f"out of memory loading {model_id} ({quant}, {dtype}): use 4-bit (--quant nf4), a smaller model, "
+        "another device (--device cpu or a larger GPU), or free memory (close other programs)"
+    )
+
+
 def _load_folder(target, layer, quant, dtype, device, trust_remote_code, revision, token, model_id, source) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -368,6 +376,8 @@ def _load_folder(target, layer, quant, dtype, device, trust_remote_code, revisio
         config = AutoConfig.from_pretrained(target, **common)
         tokenizer = AutoTokenizer.from_pretrained(target, **common)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types; we explain them all
+        if is_out_of_memory(exc):
+            raise _out_of_memory(model_id, quant, dtype) from exc
         raise _explain_load_failure(str(target), exc) from exc
     n_layers = _n_layers(config)
     layer = _check_layer(layer, n_layers, model_id)
@@ -377,11 +387,9 @@ def _load_folder(target, layer, quant, dtype, device, trust_remote_code, revisio
         kwargs["quantization_config"] = quant_config
     try:
         model = AutoModelForCausalLM.from_pretrained(target, **kwargs)
-    except torch.OutOfMemoryError as exc:
-        raise ModelLoadError(
-            f"out of memory loading {model_id}: use 4-bit (--quant nf4), a smaller model, or --device cpu"
-        ) from exc
     except Exception as exc:  # noqa: BLE001
+        if is_out_of_memory(exc):
+            raise _out_of_memory(model_id, quant, dtype) from exc
         raise _explain_load_failure(str(target), exc) from exc
     model.eval()
     revision = revision or getattr(config, "_commit_hash", None)

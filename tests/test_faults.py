@@ -6,7 +6,7 @@
 | harvest SIGKILLed midway (real demo pair, 4-bit, CPU) | the same call completes the store: row counts, `windows_done`, shard sizes and checksums as an uninterrupted harvest, same rows |
 | damaged store shard, checkpoint, crosscoder or feature-index file | the loader raises a `CrossDiffError` that names the file and says what to do; nothing damaged is used |
 | disk full (RLIMIT_FSIZE) while writing a checkpoint, a store shard, meta.json or a crosscoder | `DiskFullError` saying the disk is full and what to do; what was there before stays intact and loadable; no temporary file is left |
-| out of memory in a training step (RLIMIT_AS, CLI) | exit code 2 and one line naming smaller --batch-size / --dict-size, CPU and 4-bit |
+| out of memory in a training step (RLIMIT_AS, CLI), building a huge crosscoder, or loading a model | one line naming smaller --batch-size / --dict-size, CPU and 4-bit; a model load names 4-bit, a smaller model, another device |
 
 Every damaged file here is caught, a flipped bit inside tensor data included (store shards, checkpoints, crosscoder
 weights and the feature index's files carry SHA-256 checksums).
@@ -534,3 +534,28 @@ def test_written_files_get_the_usual_permissions_not_owner_only(saved_crosscoder
                  *sorted((store_path / "shards").iterdir())[:1], store_path / "meta.json"]:  # fmt: skip
         assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
     assert saved_index.stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+LOAD_OOM_CHILD = """
+import resource, sys
+import torch, transformers  # what a loaded app has imported already
+from crossdiff_core.models import load_model
+with open("/proc/self/status") as status:
+    vm = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + (200 << 20), resource.getrlimit(resource.RLIMIT_AS)[1]))
+try:
+    load_model("gemma3-270m", quant="none", dtype="fp32", device="cpu")
+except Exception as error:
+    print(type(error).__name__, error)
+"""
+
+
+def test_out_of_memory_while_loading_a_model_names_the_options():
+    """Loading Gemma-3-270M in fp32 (about 1 GiB) with 200 MiB of address space to spare: a ModelLoadError saying
+    out of memory, with 4-bit, a smaller model, another device and freeing memory as the options."""
+    proc = subprocess.run([sys.executable, "-c", LOAD_OOM_CHILD], env=CHILD_ENV, cwd=REPO, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-2000:]
+    assert last.startswith("ModelLoadError out of memory loading google/gemma-3-270m"), last
+    for option in ("--quant nf4", "a smaller model", "--device cpu", "free memory"):
+        assert option in last, (option, last)

@@ -250,3 +250,20 @@ def test_a_second_training_job_waits_in_the_queue_and_sees_its_position(served, 
     wait_for(jobs[1], lambda o: "Step " in o[0], timeout=120)  # now the second one trains
     assert second.predict(api_name="/cancel").startswith("Stopping")
     assert "Cancelled" in jobs[1].result()[0]
+
+
+def test_out_of_memory_reaches_the_user_as_a_message_with_options():
+    """Each form an allocation failure takes (MemoryError, torch's CPU allocator, ENOMEM from a mapped file) becomes
+    a readable message, not a traceback; the request fails, the server keeps serving."""
+    import errno
+
+    import gradio as gr
+
+    from .helpers import load_app_module
+
+    module = load_app_module()
+    for error in (MemoryError(), RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"),
+                  OSError(errno.ENOMEM, "Cannot allocate memory")):  # fmt: skip
+        shown = module._friendly_error(error, "loading the models")
+        assert isinstance(shown, gr.Error) and "Ran out of memory while loading the models" in shown.message
+        assert "4-bit" in shown.message
