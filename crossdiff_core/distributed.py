@@ -72,7 +72,7 @@ class Dist:
 
     def any(self, flag: bool) -> bool:
         """Return whether `flag` is True on any rank."""
-        return bool(self.max(torch.tensor([int(flag)], device=self._collective_device()))[0])
+        return bool(self.max(torch.tensor([int(flag)], device=self.collective_device()))[0])
 
     def gather_cat(self, tensor: torch.Tensor) -> torch.Tensor:
         """Return the concatenation over ranks of equally shaped 1-D `tensor`s, in rank order."""
@@ -84,7 +84,8 @@ class Dist:
         """Wait for every rank."""
         dist.barrier()
 
-    def _collective_device(self) -> torch.device:
+    def collective_device(self) -> torch.device:
+        """Return where tensors for collectives live: this rank's GPU under nccl, else the CPU (gloo)."""
         return self.device() if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
@@ -169,7 +170,7 @@ class RankSource:
         n = len(self.source)
         msq_a, msq_b = self.source.mean_sq_norms()
         sums = self.group.sum(torch.tensor([n * msq_a, n * msq_b, float(n)], dtype=torch.float64,
-                                           device=self.group._collective_device()))  # fmt: skip
+                                           device=self.group.collective_device()))  # fmt: skip
         return float(sums[0] / sums[2]), float(sums[1] / sums[2])
 
     def pair_info(self) -> dict:

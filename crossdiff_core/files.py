@@ -7,6 +7,7 @@ would give under the user's umask, so a crosscoder or store folder can be shared
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -24,3 +25,13 @@ def usual_permissions(*paths: os.PathLike | str) -> None:
     """Give each file 0666 and each folder 0777, less the umask (what open() and mkdir() would have given)."""
     for path in map(Path, paths):
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_UMASK)
+
+
+def file_sha256(path: os.PathLike | str) -> str:
+    """Return the hex SHA-256 of a file's bytes, read in 1 MiB blocks (the checksums stores, checkpoints and
+    feature indexes record)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

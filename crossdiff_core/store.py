@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 
-import hashlib
 import json
 import os
 import tempfile
@@ -31,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from crossdiff_core.errors import StoreError, disk_full_error, is_disk_full
-from crossdiff_core.files import usual_permissions
+from crossdiff_core.files import file_sha256, usual_permissions
 
 STORE_FORMAT = "crossdiff-paired-activations"
 STORE_VERSION = 1
@@ -67,14 +66,6 @@ def _atomic_write_text(path: Path, text: str) -> None:
             raise disk_full_error(path, exc, f"{path.name} is unchanged; free space on that disk and run the same "
                                   "command again") from exc
         raise
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_meta(path) -> dict:
@@ -188,7 +179,7 @@ class StoreWriter:
                 raise disk_full_error(self.shard_dir / name, exc, _DISK_FULL_ADVICE.format(
                     rows=self.n_rows, shards=len(self.meta["shards"]))) from exc
             record["file"] = f"shards/{name}"
-            record["sha256"] = _sha256(self.shard_dir / name)
+            record["sha256"] = file_sha256(self.shard_dir / name)
             record["sum_sq_norm_a"] = float(a_ND.double().pow(2).sum())
             record["sum_sq_norm_b"] = float(b_ND.double().pow(2).sum())
             self.meta["shards"].append(record)
@@ -353,7 +344,7 @@ class PairedActivationStore:
         """Return one shard's `(a [n, d_a], b [n, d_b])` tensors in the stored dtype, checking its checksum."""
         shard = self.shards[index]
         if self.verify and shard.sha256 and shard.file.name not in self._verified:
-            if _sha256(shard.file) != shard.sha256:
+            if file_sha256(shard.file) != shard.sha256:
                 raise StoreError(
                     f"shard {shard.file} is corrupt (checksum mismatch); delete the store folder and harvest again"
                 )

@@ -30,7 +30,6 @@ the same weights as an uninterrupted run. The finished crosscoder is written wit
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -68,7 +67,7 @@ from crossdiff_core.errors import (
     is_disk_full,
     is_out_of_memory,
 )
-from crossdiff_core.files import usual_permissions
+from crossdiff_core.files import file_sha256, usual_permissions
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE_FILE = "state.safetensors"
@@ -641,7 +640,7 @@ def mean_sample(
     x_a_BD, x_b_BD = next(source.iter_batches(train_config.batch_size, train_config.seed + 1))
     means = x_a_BD.double().mean(0), x_b_BD.double().mean(0)
     if group is not None:
-        device = group._collective_device()
+        device = group.collective_device()
         means = tuple(group.mean(m.to(device)).cpu() for m in means)
     return means
 
@@ -739,15 +738,6 @@ def _existing_checkpoint(out_dir: Path) -> Path | None:
     return None
 
 
-def _file_sha256(path: Path) -> str:
-    """Return the hex SHA-256 of a file's bytes (recorded in checkpoint.json so that damage is detected)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_text_atomically(path: Path, text: str) -> None:
     """Write `text` to `path` through a temporary file and a rename: a crash or full disk never leaves half a file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -789,7 +779,7 @@ def _save_checkpoint(out_dir: Path, model, optimizer, run: _RunState, config, tr
         partial = Path(tempfile.mkdtemp(prefix=_PARTIAL_CHECKPOINT_PREFIX, dir=out_dir))
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(partial / CHECKPOINT_STATE_FILE))
         usual_permissions(partial, partial / CHECKPOINT_STATE_FILE)
-        meta["state_sha256"] = _file_sha256(partial / CHECKPOINT_STATE_FILE)
+        meta["state_sha256"] = file_sha256(partial / CHECKPOINT_STATE_FILE)
         (partial / CHECKPOINT_META_FILE).write_text(json.dumps(meta, indent=1))
         for name in (CHECKPOINT_STATE_FILE, CHECKPOINT_META_FILE):
             with open(partial / name, "rb") as handle:
@@ -827,7 +817,7 @@ def _load_checkpoint(checkpoint_dir: Path, model, optimizer, config, train_confi
         ) from error
     _check_same_run(checkpoint_dir, saved_config, config.to_dict(), saved_train, train_config.to_dict())
     try:
-        if meta.get("state_sha256") and _file_sha256(state_file) != meta["state_sha256"]:
+        if meta.get("state_sha256") and file_sha256(state_file) != meta["state_sha256"]:
             raise ValueError(f"its SHA-256 differs from the one {CHECKPOINT_META_FILE} records")
         tensors = load_file(str(state_file))
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:

@@ -19,7 +19,8 @@ import pytest
 import torch
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.utils import hf_raise_for_status
-from transformers import LlamaConfig, LlamaForCausalLM, PythonBackend
+from test_alignment import CharTokenizer
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from crossdiff_core import cli
 from crossdiff_core.analysis import diff
@@ -142,30 +143,6 @@ def test_private_model_says_check_spelling_or_set_a_token(status):
         assert "set HF_TOKEN" in message and "check the spelling" in message
     forbidden = str(_explain_load_failure("alice/private-model", hub_exception(403, {})))
     assert "HTTP 403" in forbidden and "HF_TOKEN" in forbidden
-
-
-class CharTokenizer(PythonBackend):
-    """A real slow (pure-Python) tokenizer: no character offsets."""
-
-    def __init__(self, **kwargs):
-        self._vocab = {chr(i): i for i in range(32, 127)}
-        super().__init__(**kwargs)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self._vocab)
-
-    def get_vocab(self) -> dict[str, int]:
-        return dict(self._vocab)
-
-    def _tokenize(self, text, **kwargs):
-        return list(text)
-
-    def _convert_token_to_id(self, token):
-        return self._vocab.get(token, 32)
-
-    def _convert_id_to_token(self, index):
-        return chr(index)
 
 
 def test_model_without_fast_tokenizer():

@@ -38,7 +38,8 @@ from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.errors import CheckpointError, CrossCoderError, CrossDiffError, DiskFullError, StoreError
 from crossdiff_core.harvest import HarvestConfig, harvest
 from crossdiff_core.store import PairedActivationStore, StoreWriter, read_meta
-from crossdiff_core.train import TrainConfig, _existing_checkpoint, _file_sha256, train
+from crossdiff_core.files import file_sha256
+from crossdiff_core.train import TrainConfig, _existing_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]
 D_A, D_B = 24, 32
@@ -110,7 +111,7 @@ def _checkpoint_step(out: Path) -> int | None:
     if folder is None:
         return None
     meta = json.loads((folder / "checkpoint.json").read_text())
-    assert _file_sha256(folder / "state.safetensors") == meta["state_sha256"], folder
+    assert file_sha256(folder / "state.safetensors") == meta["state_sha256"], folder
     state = load_file(str(folder / "state.safetensors"))
     assert state["model.W_dec_a"].shape == (CONFIG.dict_size - 16, D_A)
     return int(meta["step"])

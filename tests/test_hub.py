@@ -264,12 +264,9 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """Start a fake Hub and point huggingface_hub at it (online, empty cache, no stored token)."""
-    fake = FakeHub(TOKEN)
-    fake.thread.start()
-    point_at(monkeypatch, fake.url)
+def point_hub(monkeypatch, tmp_path: Path, url: str) -> None:
+    """Point huggingface_hub at `url`: online, cache under tmp_path, no stored token."""
+    point_at(monkeypatch, url)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
@@ -278,6 +275,14 @@ def hub(tmp_path, monkeypatch):
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     monkeypatch.setattr(hub_constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     monkeypatch.setattr(hub_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """Start a fake Hub and point huggingface_hub at it (online, empty cache, no stored token)."""
+    fake = FakeHub(TOKEN)
+    fake.thread.start()
+    point_hub(monkeypatch, tmp_path, fake.url)
     yield fake
     fake.server.shutdown()
     fake.server.server_close()

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import constants as hub_constants
-from test_hub import FakeHub, Request, _error, point_at, saved_folder, trained_crosscoder
+from test_hub import FakeHub, Request, _error, point_hub, saved_folder, trained_crosscoder
 from test_import_dictionary_learning import _batchtopk
 
 from crossdiff_core import cli
@@ -303,24 +303,12 @@ def test_with_trust_remote_code_the_code_does_run(tmp_path):
 # ---------------------------------------------------------------------------------------------- 3. tokens
 
 
-def _point_hub(monkeypatch, tmp_path: Path, url: str) -> None:
-    """Point huggingface_hub at `url` (online, cache under tmp_path, no stored token), as test_hub.hub does."""
-    point_at(monkeypatch, url)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-    monkeypatch.setattr(hub_constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setattr(hub_constants, "HF_HUB_DISABLE_TELEMETRY", True)
-
-
 @pytest.fixture
 def planted_hub(tmp_path, monkeypatch):
     """The Hub stand-in of test_hub.py, accepting the planted token."""
     fake = FakeHub(PLANTED)
     fake.thread.start()
-    _point_hub(monkeypatch, tmp_path, fake.url)
+    point_hub(monkeypatch, tmp_path, fake.url)
     yield fake
     fake.server.shutdown()
     fake.server.server_close()
@@ -378,7 +366,7 @@ def test_tokens_never_appear_in_cli_output_logs_errors_or_files(tmp_path, monkey
     good.thread.start()
     try:
         with monkeypatch.context() as m:
-            _point_hub(m, tmp_path, good.url)
+            point_hub(m, tmp_path, good.url)
             m.setenv("HF_TOKEN", PLANTED)
             good.add_repo("lab/dl", {"model.safetensors": dl_source.read_bytes()})
             cli_run("--debug", "push", str(folder), "alice/dfc", "--private", expect=0)
@@ -408,7 +396,7 @@ def test_tokens_never_appear_in_cli_output_logs_errors_or_files(tmp_path, monkey
     try:
         for stored in (False, True):
             with monkeypatch.context() as m:
-                _point_hub(m, tmp_path / f"echo-{stored}", echo.url)  # an empty cache
+                point_hub(m, tmp_path / f"echo-{stored}", echo.url)  # an empty cache
                 if stored:
                     m.setattr(hub_constants, "HF_TOKEN_PATH", str(login))
                 else:
@@ -426,7 +414,7 @@ def test_tokens_never_appear_in_cli_output_logs_errors_or_files(tmp_path, monkey
 
     # no Hub at all (not `find`: huggingface_hub retries a refused listing for 23 s)
     with monkeypatch.context() as m:
-        _point_hub(m, tmp_path / "unreachable", f"http://127.0.0.1:{_closed_port()}")
+        point_hub(m, tmp_path / "unreachable", f"http://127.0.0.1:{_closed_port()}")
         m.setenv("HF_TOKEN", PLANTED)
         for argv in (["push", str(folder), "alice/dfc"], ["info", "alice/nothing"],
                      ["deploy", "--space", "alice/space", "--no-demo-models"]):  # fmt: skip

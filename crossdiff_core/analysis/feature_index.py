@@ -59,7 +59,7 @@ from crossdiff_core.analysis.stats import ActivationStats, LatentScaling, Transf
 from crossdiff_core.corpus import iter_windows
 from crossdiff_core.crosscoder import CrossCoder
 from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError
-from crossdiff_core.files import usual_permissions
+from crossdiff_core.files import file_sha256, usual_permissions
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ class FeatureIndex:
             vocab = {side: {str(k): v for k, v in sorted(table.items())} for side, table in self.vocab().items()}
             (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, sort_keys=True))
             (tmp / "labels.json").write_text(self._labels_json())
-            checksums = {name: _sha256(tmp / name) for name in _CHECKED_FILES}
+            checksums = {name: file_sha256(tmp / name) for name in _CHECKED_FILES}
             usual_permissions(tmp, tmp / "arrays.safetensors")
             (tmp / CHECKSUM_FILE).write_text(json.dumps(checksums, indent=1, sort_keys=True) + "\n")
             self._checksums = checksums
@@ -410,14 +410,6 @@ CHECKSUM_FILE = "checksums.json"
 _CHECKED_FILES = ("arrays.safetensors", "windows.json", "vocab.json")
 
 
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_checksums(path: Path) -> dict[str, str]:
     """Return the recorded checksums of an index folder (empty for an index saved before they were recorded)."""
     if not (path / CHECKSUM_FILE).is_file():
@@ -431,7 +423,7 @@ def _read_checksums(path: Path) -> dict[str, str]:
 def _verify(file: Path, checksums: dict[str, str]) -> None:
     """Raise the damaged-file error when `file` does not match its recorded checksum (no record: no check)."""
     expected = checksums.get(file.name)
-    if expected is not None and _sha256(file) != expected:
+    if expected is not None and file_sha256(file) != expected:
         raise _damaged(file, "its contents do not match the checksum recorded when it was written")
 
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-from test_hub import FakeHub, saved_folder, trained_crosscoder
+from test_hub import FakeHub, point_hub, saved_folder, trained_crosscoder
 from test_security import (
     MALFORMED,
     PLANTED,
@@ -25,7 +25,6 @@ from test_security import (
     EchoingHub,
     _closed_port,
     _files_holding,
-    _point_hub,
     remote_code_folder,
 )
 
@@ -94,7 +93,7 @@ def test_push_to_hub_never_returns_logs_or_stores_the_token(secured, client, tmp
         server.thread.start()
     shown = []
     try:
-        _point_hub(monkeypatch, tmp_path, hub.url)
+        point_hub(monkeypatch, tmp_path, hub.url)
         status = client.predict("alice/app-dfc", PLANTED, True, api_name="/push")
         shown.append(status)
         assert status == f"✅ Pushed to {hub.url}/alice/app-dfc"
@@ -108,7 +107,7 @@ def test_push_to_hub_never_returns_logs_or_stores_the_token(secured, client, tmp
             (f"http://127.0.0.1:{_closed_port()}", PLANTED, "could not reach the Hub"),
         ]
         for url, token, message in refusals:
-            _point_hub(monkeypatch, tmp_path, url)
+            point_hub(monkeypatch, tmp_path, url)
             with pytest.raises(AppError) as refused:
                 client.predict("alice/app-dfc-2", token, False, api_name="/push")
             shown.append(str(refused.value))
