@@ -703,18 +703,52 @@ def _all_documents() -> tuple[DemoDocument, ...]:
     return tuple(docs)
 
 
+LARGE_TEMPLATE_ROUNDS = 2
+"""Extra rounds of every template source in `builtin:large` (fresh seeds: new combinations of the same sentences)."""
+LARGE_DOCS_CHAR_CAP = 2_500_000
+"""Characters of documentation taken from each installed package for `builtin:large`."""
+
+
+@lru_cache(maxsize=1)
+def _large_documents() -> tuple[DemoDocument, ...]:
+    """Return `builtin:large`: every demo document, more template rounds, and installed documentation, mixed."""
+    from crossdiff_core import package_docs
+
+    docs = list(_all_documents())
+    for round_ in range(1, LARGE_TEMPLATE_ROUNDS + 1):
+        for source in SOURCES:
+            rng = random.Random(f"crossdiff-large/{source.name}/{round_}")
+            docs.extend(DemoDocument(source.name, source.language, source.generate(rng))
+                        for _ in range(source.n_documents))  # fmt: skip
+    docs.extend(DemoDocument(f"docs_{d.package}", "code", d.text)
+                for d in package_docs.documents(LARGE_DOCS_CHAR_CAP))  # fmt: skip
+    random.Random("crossdiff-large/order").shuffle(docs)
+    return tuple(docs)
+
+
+def large_documents(language: str | None = None) -> list[DemoDocument]:
+    """Return the documents of `builtin:large` (all, or those of one of `LANGUAGES`), identical for the same installs.
+
+    `builtin:demo` (all of it), `LARGE_TEMPLATE_ROUNDS` more rounds of its template sources, and the
+    documentation of the installed Python packages and standard library (`package_docs`), shuffled
+    together. Millions of tokens, for training a crosscoder offline; the first call reads the
+    installed packages (about 20 s).
+    """
+    return [d for d in _large_documents() if language is None or d.language == language]
+
+
 def demo_documents(language: str | None = None) -> list[DemoDocument]:
     """Return the demo documents (all, or those of one of `LANGUAGES`), identical on every run."""
     docs = _all_documents()
     return [d for d in docs if language is None or d.language == language]
 
 
-def composition() -> dict[str, dict[str, int | str]]:
-    """Return, per source, its language, number of documents and number of characters."""
+def composition(name: str = "demo") -> dict[str, dict[str, int | str]]:
+    """Return, per source of `builtin:<name>` (demo or large), its language, number of documents and characters."""
     out: dict[str, dict[str, int | str]] = {
         s.name: {"language": s.language, "documents": 0, "chars": 0} for s in SOURCES
     }
-    for doc in _all_documents():
+    for doc in _documents(name):
         out.setdefault(doc.source, {"language": doc.language, "documents": 0, "chars": 0})
         if out[doc.source]["language"] != doc.language:
             out[doc.source]["language"] = "mixed"
@@ -723,14 +757,34 @@ def composition() -> dict[str, dict[str, int | str]]:
     return out
 
 
-def composition_table(tokenizer_a, tokenizer_b) -> str:
-    """Return a Markdown table of the corpus by source and by language: documents, characters, tokens of each model."""
+def _documents(name: str) -> tuple[DemoDocument, ...]:
+    if name not in CORPORA:
+        raise ValueError(f"unknown built-in corpus {name!r}; use one of {', '.join(CORPORA)}")
+    return _large_documents() if name == "large" else _all_documents()
+
+
+CORPORA = ("demo", "large")
+"""Names of the built-in corpora: `builtin:demo` and `builtin:large`."""
+
+
+def _token_counts(tokenizer, texts: list[str], batch: int = 256) -> list[int]:
+    """Return the number of tokens of each text (tokenized in batches: fast tokenizers run them in parallel)."""
+    counts: list[int] = []
+    for start in range(0, len(texts), batch):
+        encoded = tokenizer(texts[start : start + batch], add_special_tokens=False)["input_ids"]
+        counts.extend(len(ids) for ids in encoded)
+    return counts
+
+
+def composition_table(tokenizer_a, tokenizer_b, name: str = "demo") -> str:
+    """Return a Markdown table of `builtin:<name>` by source and language: documents, characters, tokens of each model."""
     by_source: dict[str, list] = {}
     by_language: dict[str, list] = {}
-    for doc in _all_documents():
-        n_a = len(tokenizer_a(doc.text, add_special_tokens=False)["input_ids"])
-        n_b = len(tokenizer_b(doc.text, add_special_tokens=False)["input_ids"])
-        for table, key in ((by_source, doc.source), (by_language, doc.language)):
+    docs = _documents(name)
+    counts = [_token_counts(tokenizer, [d.text for d in docs]) for tokenizer in (tokenizer_a, tokenizer_b)]
+    for doc, n_a, n_b in zip(docs, *counts, strict=True):
+        source = "installed documentation" if doc.source.startswith("docs_") else doc.source
+        for table, key in ((by_source, source), (by_language, doc.language)):
             row = table.setdefault(key, [0, 0, 0, 0])
             row[0] += 1
             row[1] += len(doc.text)
@@ -739,11 +793,11 @@ def composition_table(tokenizer_a, tokenizer_b) -> str:
     total = [sum(r[i] for r in by_language.values()) for i in range(4)]
     english = by_language.get("en", [0, 0, 0, 0])
     lines = ["| source / language | documents | characters | SmolLM2 tokens | Gemma-3 tokens |", "|---|---|---|---|---|"]
-    for name, row in sorted(by_source.items()):
-        lines.append(f"| {name} | {row[0]} | {row[1]:,} | {row[2]:,} | {row[3]:,} |")
-    for name in LANGUAGES:
-        row = by_language.get(name, [0, 0, 0, 0])
-        lines.append(f"| **{name}** | {row[0]} | {row[1]:,} | {row[2]:,} | {row[3]:,} |")
+    for source, row in sorted(by_source.items()):
+        lines.append(f"| {source} | {row[0]} | {row[1]:,} | {row[2]:,} | {row[3]:,} |")
+    for language in LANGUAGES:
+        row = by_language.get(language, [0, 0, 0, 0])
+        lines.append(f"| **{language}** | {row[0]} | {row[1]:,} | {row[2]:,} | {row[3]:,} |")
     lines.append(f"| **all** | {total[0]} | {total[1]:,} | {total[2]:,} | {total[3]:,} |")
     code = by_language.get("code", [0, 0, 0, 0])
     share_a = 1 - (english[2] + code[2]) / max(total[2], 1)

@@ -44,7 +44,8 @@ def _add_model_args(parser: argparse.ArgumentParser, required: bool) -> None:
 def _add_harvest_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("harvest")
     group.add_argument("--corpus", default="builtin:demo",
-                       help="builtin:demo, a .txt/.jsonl/.parquet file, or hf:<dataset>[:config][:split][:column]")
+                       help="builtin:demo, builtin:large, a .txt/.jsonl/.parquet file, or "
+                            "hf:<dataset>[:config][:split][:column]")
     group.add_argument("--tokens", type=int, default=20_000, help="paired tokens to harvest (default 20000)")
     group.add_argument("--ctx-len", type=int, default=128, help="window length in model A tokens (default 128)")
     group.add_argument("--batch-windows", type=int, default=16, help="windows per forward pass (default 16)")
@@ -91,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="where to write the JSONL (default: the file builtin:demo reads)")
     p.add_argument("--limit", type=int, default=None, help="only the first N seeds of each kind (a quick check)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (default 8)")
-    p.add_argument("--composition-only", action="store_true", help="only print the composition table of builtin:demo")
+    p.add_argument("--composition-only", action="store_true", help="only print the composition table")
+    p.add_argument("--corpus", choices=("demo", "large"), default="demo",
+                   help="whose composition to print: builtin:demo (default) or builtin:large (reads the installed "
+                        "packages' documentation, a few minutes)")
 
     p = sub.add_parser("info", help="show what a store or crosscoder holds",
                        description="Describe an activation store, a crosscoder folder or a crosscoder on the Hub.")
@@ -270,7 +274,9 @@ def cmd_build_corpus(args) -> int:
         if out != GENERATED_FILE:
             return 0
         builtin_corpus._all_documents.cache_clear()
-    print(builtin_corpus.composition_table(load_tokenizer("smollm2-135m"), load_tokenizer("gemma3-270m")))
+        builtin_corpus._large_documents.cache_clear()
+    print(builtin_corpus.composition_table(load_tokenizer("smollm2-135m"), load_tokenizer("gemma3-270m"),
+                                           args.corpus))  # fmt: skip
     return 0
 
 

@@ -14,7 +14,9 @@ Accepted specs (see `SPEC_FORMS`):
     logged warning);
   - `.parquet`: the `text` column.
 - `builtin:demo`: a small generated corpus that works offline (`builtin_corpus`);
-  `builtin:demo:<language>` keeps one language (`en`, `zh`, `es`, `fr`, `de` or `code`).
+  `builtin:demo:<language>` keeps one language (`en`, `zh`, `es`, `fr`, `de` or `code`);
+- `builtin:large`: `builtin:demo` plus more of its template text and the documentation of the
+  installed Python packages, millions of tokens for training offline (`builtin_corpus.large_documents`).
 
 Empty and whitespace-only documents are skipped everywhere. A corpus may yield nothing at all; the
 iterators then simply end, and callers decide what emptiness means.
@@ -41,7 +43,8 @@ logger = logging.getLogger(__name__)
 SPEC_FORMS = (
     "hf:<dataset>[:config][:split][:column] (a Hugging Face dataset, streamed)",
     "a path to a .txt, .jsonl or .parquet file",
-    "builtin:demo or builtin:demo:<en|zh|code> (generated offline demo corpus)",
+    "builtin:demo or builtin:demo:<en|zh|es|fr|de|code> (generated offline demo corpus)",
+    "builtin:large (builtin:demo plus installed documentation, millions of tokens, offline)",
 )
 FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
 MIN_WINDOW_TOKENS = 8
@@ -86,8 +89,12 @@ def describe(spec: str) -> str:
     if parsed.kind == "file":
         return f"local {Path(parsed.target).suffix[1:]} file {parsed.target}"
     language = parsed.config
+    if parsed.target == "large":
+        return ("built-in large corpus (builtin:demo, more of its template text, and the documentation of the "
+                "installed Python packages; millions of tokens)")  # fmt: skip
     docs = builtin_corpus.demo_documents(language)
-    what = {"en": "English prose", "zh": "Chinese prose", "code": "code"}.get(language or "", "English, Chinese, code")
+    what = {"en": "English prose", "zh": "Chinese prose", "es": "Spanish prose", "fr": "French prose",
+            "de": "German prose", "code": "code"}.get(language or "", "English, Chinese, Spanish, French, German, code")
     return f"built-in demo corpus ({len(docs)} generated documents: {what})"
 
 
@@ -105,7 +112,8 @@ def iter_documents(spec: str, limit: int | None = None, stats: CorpusStats | Non
     elif parsed.kind == "file":
         source = _iter_file(Path(parsed.target), stats)
     else:
-        source = (d.text for d in builtin_corpus.demo_documents(parsed.config))
+        read = builtin_corpus.large_documents if parsed.target == "large" else builtin_corpus.demo_documents
+        source = (d.text for d in read(parsed.config))
     return _counted(itertools.islice((d for d in source if d.strip()), limit), stats)
 
 
@@ -209,9 +217,9 @@ def _parse(spec: str) -> _Spec:
         return _Spec("hf", parts[0], parts[1] or None, parts[2] or "train", parts[3] or "text")
     if spec.startswith("builtin:"):
         name, _, language = spec[len("builtin:") :].partition(":")
-        if name != "demo" or (language and language not in builtin_corpus.LANGUAGES):
+        if name not in builtin_corpus.CORPORA or (language and language not in builtin_corpus.LANGUAGES):
             raise CorpusError(
-                f"unknown built-in corpus {spec!r}; use builtin:demo or builtin:demo:<language> "
+                f"unknown built-in corpus {spec!r}; use builtin:demo, builtin:large, or builtin:demo:<language> "
                 f"with language one of {', '.join(builtin_corpus.LANGUAGES)}."
             )
         return _Spec("builtin", name, language or None)
