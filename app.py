@@ -1063,7 +1063,8 @@ class CrossDiffApp:
             # On a public Space a file path would let any visitor read server files into feature contexts.
             inside = Path(corpus).expanduser().resolve().is_relative_to(self.runs_dir.resolve())
             if not inside:
-                raise user_error("On a shared Space, train on builtin:demo or a Hub dataset (hf:<dataset>); "
+                raise user_error("On a shared Space, train on builtin:demo, builtin:large or a Hub dataset "
+                                 "(hf:<dataset>); "
                                  "files on the server cannot be used as a corpus.", title="Corpus not allowed here")
         for name, low in (("n_tokens", 256), ("dict_size", 16), ("steps", 1), ("batch_size", 16), ("index_windows", 1)):
             if settings[name] < low:
@@ -1496,7 +1497,8 @@ def build(workspace: Workspace | None = None, default_crosscoder: str | None = N
                             "cancel at any time and resume later with the same settings.")
                 with gr.Row():
                     t_corpus = gr.Textbox(value=DEFAULT_TRAIN["corpus"], label="Text corpus",
-                                          info="builtin:demo, a .txt/.jsonl/.parquet file, or hf:dataset")
+                                          info="builtin:demo, builtin:large (millions of tokens), a .txt/.jsonl/"
+                                               ".parquet file, or hf:dataset")
                     t_tokens = gr.Number(value=DEFAULT_TRAIN["n_tokens"], precision=0, label="Token budget",
                                          info="paired tokens of activations to read")
                     t_dict = gr.Number(value=DEFAULT_TRAIN["dict_size"], precision=0, label="Dictionary size",

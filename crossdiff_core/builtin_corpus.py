@@ -777,7 +777,7 @@ def _token_counts(tokenizer, texts: list[str], batch: int = 256) -> list[int]:
 
 
 def composition_table(tokenizer_a, tokenizer_b, name: str = "demo") -> str:
-    """Return a Markdown table of `builtin:<name>` by source and language: documents, characters, tokens of each model."""
+    """Return a Markdown table of `builtin:<name>` by source and language: documents, characters, tokens per model."""
     by_source: dict[str, list] = {}
     by_language: dict[str, list] = {}
     docs = _documents(name)
