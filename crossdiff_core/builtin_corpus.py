@@ -10,7 +10,10 @@ Two kinds of documents, nothing copied from elsewhere:
   `python -m crossdiff_core build-corpus` (`demo_generation`) and shipped in
   `crossdiff_core/data/demo_generated.jsonl`.
 
-`composition()` reports what is in it; `composition_table()` gives it as Markdown, in tokens.
+`builtin:large` (`large_documents`) adds two more rounds of the template sources and the documentation
+of the installed Python packages (`package_docs`): millions of tokens, for training offline.
+
+`composition(name)` reports what is in either; `composition_table()` gives it as Markdown, in tokens.
 """
 
 from __future__ import annotations
