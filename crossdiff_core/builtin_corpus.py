@@ -746,6 +746,16 @@ def demo_documents(language: str | None = None) -> list[DemoDocument]:
     return [d for d in docs if language is None or d.language == language]
 
 
+CORPORA = ("demo", "large")
+"""Names of the built-in corpora: `builtin:demo` and `builtin:large`."""
+
+
+def _documents(name: str) -> tuple[DemoDocument, ...]:
+    if name not in CORPORA:
+        raise ValueError(f"unknown built-in corpus {name!r}; use one of {', '.join(CORPORA)}")
+    return _large_documents() if name == "large" else _all_documents()
+
+
 def composition(name: str = "demo") -> dict[str, dict[str, int | str]]:
     """Return, per source of `builtin:<name>` (demo or large), its language, number of documents and characters."""
     out: dict[str, dict[str, int | str]] = {
@@ -758,16 +768,6 @@ def composition(name: str = "demo") -> dict[str, dict[str, int | str]]:
         out[doc.source]["documents"] += 1
         out[doc.source]["chars"] += len(doc.text)
     return out
-
-
-def _documents(name: str) -> tuple[DemoDocument, ...]:
-    if name not in CORPORA:
-        raise ValueError(f"unknown built-in corpus {name!r}; use one of {', '.join(CORPORA)}")
-    return _large_documents() if name == "large" else _all_documents()
-
-
-CORPORA = ("demo", "large")
-"""Names of the built-in corpora: `builtin:demo` and `builtin:large`."""
 
 
 def _token_counts(tokenizer, texts: list[str], batch: int = 256) -> list[int]:
@@ -808,4 +808,10 @@ def composition_table(tokenizer_a, tokenizer_b, name: str = "demo") -> str:
     lines.append("")
     lines.append(f"Natural-language text other than English: {share_a:.1%} of SmolLM2 tokens "
                  f"(it splits Chinese characters into bytes), {share_b:.1%} of Gemma-3 tokens.")
+    if name == "large":
+        from crossdiff_core.package_docs import package_versions
+
+        lines.append("")
+        lines.append("Documentation read from: " + ", ".join(f"{package} {version}" for package, version
+                                                             in package_versions().items()) + ".")  # fmt: skip
     return "\n".join(lines)

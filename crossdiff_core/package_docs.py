@@ -74,31 +74,24 @@ def package_root(name: str) -> Path | None:
 
 def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     """Return the installed version of each package that is read (the Python version for the standard library)."""
+    distributions = importlib.metadata.packages_distributions()
     versions = {}
     for name in packages:
         if name == STDLIB:
             versions[name] = "Python " + sys.version.split()[0]
-            continue
-        if package_root(name) is None:
-            continue
-        for distribution in (name, name.lstrip("_"), {"PIL": "pillow", "fontTools": "fonttools", "_pytest": "pytest",
-                                                       "markdown_it": "markdown-it-py"}.get(name, name)):  # fmt: skip
-            try:
-                versions[name] = importlib.metadata.version(distribution)
-                break
-            except importlib.metadata.PackageNotFoundError:
-                continue
+        elif package_root(name) is not None and distributions.get(name):
+            versions[name] = importlib.metadata.version(distributions[name][0])
     return versions
 
 
-def module_document(source: str) -> str:
+def module_document(source: str, seen: set[bytes] | None = None) -> str:
     """Return the documented API of one module's source: docstrings under their signature lines ("" if none).
 
-    Raises `SyntaxError` (or `ValueError` for null bytes) when `source` is not Python.
+    Docstrings whose digest is in `seen` are left out, and those taken are added to it. Raises
+    `SyntaxError` (or `ValueError` for null bytes) when `source` is not Python.
     """
-    tree = ast.parse(source)
     lines: list[str] = []
-    _document(tree, 0, lines, set())
+    _document(ast.parse(source), 0, lines, set() if seen is None else seen)
     return "\n".join(lines).strip()
 
 
@@ -181,12 +174,9 @@ def documents(char_cap: int = 3_000_000, packages: tuple[str, ...] = PACKAGES) -
             try:
                 if path.stat().st_size > _MAX_FILE_BYTES:
                     continue
-                source = path.read_text(encoding="utf-8")
-                lines: list[str] = []
-                _document(ast.parse(source), 0, lines, seen)
+                text = module_document(path.read_text(encoding="utf-8"), seen)
             except (OSError, UnicodeDecodeError, SyntaxError, ValueError, RecursionError):
                 continue  # not readable Python 3 source: nothing to take
-            text = "\n".join(lines).strip()
             if len(text) < 200:
                 continue
             out.append(DocDocument(name, path.relative_to(root).as_posix(), text))

@@ -304,6 +304,11 @@ class PairedActivationStore:
     def __len__(self) -> int:
         return sum(s.n for s in self.shards)
 
+    @property
+    def n_train_rows(self) -> int:
+        """Rows that training reads: every shard's rows before its held-out tail."""
+        return sum(self._split_rows(s.n) for s in self.shards)
+
     def for_rank(self, rank: int, world: int) -> PairedActivationStore:
         """Return the view of this store that rank `rank` of `world` data-parallel ranks reads: shards i ≡ rank (mod world).
 

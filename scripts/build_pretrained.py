@@ -132,8 +132,7 @@ def main() -> None:
 
     chosen = pick(table, store) if args.pick == "auto" else args.pick
     dict_size, k, exclusive = SWEEP[chosen]
-    train_rows = sum(store._split_rows(shard.n) for shard in store.shards)
-    steps = train_rows // BATCH  # one pass over the training rows
+    steps = store.n_train_rows // BATCH  # one pass over the training rows
     print(f"chosen {chosen}: training {steps} steps ({steps * BATCH:,} tokens)", flush=True)
     dfc, dfc_scores = train_one(store, dict_size, k, exclusive, steps, WORK / "dfc")
     baseline, baseline_scores = train_one(store, dict_size, k, 0.0, steps, WORK / "standard")
