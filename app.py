@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 import pandas as pd
 
 from crossdiff_core.analysis import (
@@ -273,9 +272,9 @@ def _fmt(value, digits: int = 3) -> str:
 
 def _duration(seconds: float) -> str:
     if seconds < 90:
-        return f"about {max(5, int(round(seconds / 5.0)) * 5)} s"
+        return f"about {max(5, round(seconds / 5.0) * 5)} s"
     if seconds < 5400:
-        return f"about {int(round(seconds / 60))} min"
+        return f"about {round(seconds / 60)} min"
     return f"about {seconds / 3600:.1f} h"
 
 
@@ -427,8 +426,8 @@ def contexts_html(card, index) -> str:
     if not card.contexts:
         return "<div class='cd-empty'>No contexts: this feature never fired on the text the index read.</div>"
     names = {side: short_name(index.meta["models"][side]["model_id"]) for side in ("a", "b")}
-    parts = ["<div class='cd-title'>Where it fires most <span class='cd-sub'>darker = stronger; outlined = its "
-             "peak; each model's own tokens</span></div>"]
+    parts = [("<div class='cd-title'>Where it fires most <span class='cd-sub'>darker = stronger; outlined = its "
+              "peak; each model's own tokens</span></div>")]
     for context in card.contexts:
         rows = []
         for side, tokens in (("a", context.tokens_a), ("b", context.tokens_b)):
@@ -523,10 +522,29 @@ def _plan(model_a: str, model_b: str, quant: str, **settings):
         return None, None, "the memory planner (crossdiff_core.memory) is not part of this build"
     device = "cuda" if _device().startswith("cuda") else "cpu"
     try:
+        settings.setdefault("dtype", compute_dtype_of(device))
         estimate = planner.estimate_pair(model_a, model_b, quant=quant, device=device, **settings)
         return estimate, planner.available_memory(_device()), None
     except CrossDiffError as exc:
         return None, None, str(exc)
+
+
+def compute_dtype_of(device: str) -> str:
+    """Return the dtype models loaded with the default (`auto`) compute in on `device` (bf16 or fp32)."""
+    from crossdiff_core.compute_dtype import pick_compute_dtype
+
+    return pick_compute_dtype(device).dtype
+
+
+def compute_line(pair) -> str:
+    """Return one plain line saying which dtype the loaded models compute in, and why."""
+    said = [(short_name(m.model_id), getattr(m, "compute_dtype", None), getattr(m, "compute_dtype_reason", ""))
+            for m in pair]
+    if said[0][1:] == said[1][1:]:
+        _, dtype, reason = said[0]
+        return f"Computing in **{dtype}**" + (f": {reason}." if reason else ".") if dtype else ""
+    return " ".join(f"{name} computes in **{dtype}**" + (f": {reason}." if reason else ".")
+                    for name, dtype, reason in said if dtype)
 
 
 def _gib(n: float) -> str:
@@ -779,7 +797,7 @@ class CrossDiffApp:
     # ---------------------------------------------------------------- Compare
 
     @friendly("comparing the two models")
-    def compare(self, prompt, mode, session, progress=gr.Progress()):
+    def compare(self, prompt, mode, session, progress=gr.Progress()):  # noqa: B008 - how Gradio injects progress
         """Return both models' highlighted tokens, their exclusive features that fired, and a summary."""
         if not (prompt or "").strip():
             raise user_error("Type a prompt first (or click one of the examples).", title="Empty prompt")
@@ -794,10 +812,10 @@ class CrossDiffApp:
             result = _run_diff(loaded.crosscoder, loaded.pair, prompt, mode == CHAT, labels)
         names = self.names(loaded)
         a, b = result.model_a, result.model_b
-        summary = [f"**{short_name(a.model)}** read {len(a.tokens)} tokens and **{short_name(b.model)}** "
-                   f"{len(b.tokens)}; at {result.paired} places both had read exactly the same text, and the "
-                   f"crosscoder compared them there. Exclusive features that fired: **{len(a.exclusive)}** in "
-                   f"model A, **{len(b.exclusive)}** in model B."]
+        summary = [(f"**{short_name(a.model)}** read {len(a.tokens)} tokens and **{short_name(b.model)}** "
+                    f"{len(b.tokens)}; at {result.paired} places both had read exactly the same text, and the "
+                    f"crosscoder compared them there. Exclusive features that fired: **{len(a.exclusive)}** in "
+                    f"model A, **{len(b.exclusive)}** in model B.")]
         if not a.exclusive and not b.exclusive:
             summary.append("No exclusive feature fired on this prompt: as far as this crosscoder can tell, the two "
                            "models read it alike. Try another example, or a longer prompt.")
@@ -883,7 +901,7 @@ class CrossDiffApp:
         return pd.DataFrame(rows, columns=columns)
 
     @friendly("building the feature index")
-    def build_feature_index(self, windows, session, progress=gr.Progress()):
+    def build_feature_index(self, windows, session, progress=gr.Progress()):  # noqa: B008 - how Gradio injects progress
         """Build and save the feature index of the session's crosscoder; return the refreshed feature page."""
         loaded = self.loaded(session)
         home = self._index_home(loaded.source)
@@ -928,7 +946,7 @@ class CrossDiffApp:
         return latent, AMPLIFY, slider, side, prompt, note, gr.Tabs(selected="steer")
 
     @friendly("steering")
-    def steer(self, latent, mode, strength, side, prompt, max_new_tokens, chat, session, progress=gr.Progress()):
+    def steer(self, latent, mode, strength, side, prompt, max_new_tokens, chat, session, progress=gr.Progress()):  # noqa: B008 - how Gradio injects progress
         """Return the note, the baseline generation and the steered generation side by side."""
         latent = _int_or_none(latent)
         if latent is None:
@@ -986,7 +1004,7 @@ class CrossDiffApp:
 
     @friendly("loading the models and the crosscoder")
     def load(self, model_a, model_b, quant_label, layer_a, layer_b, trust, kind, shipped, path, session,
-             progress=gr.Progress()):
+             progress=gr.Progress()):  # noqa: B008 - how Gradio injects progress
         """Load a model pair and a crosscoder for this session; return status, session and the shared views."""
         quant = QUANTS.get(quant_label, "nf4")
         model_a, model_b = canonical_model(model_a), canonical_model(model_b)
@@ -1035,6 +1053,8 @@ class CrossDiffApp:
         else:
             status = (f"✅ Loaded **{short_name(pair[0].model_id)}** and **{short_name(pair[1].model_id)}**. "
                       "No crosscoder chosen: train one in the **Train** tab.")
+        if line := compute_line(pair):
+            status += f"\n\n{line}"
         new["layer_a"], new["layer_b"] = pair[0].layer, pair[1].layer
         tabs = gr.Tabs(selected="train") if kind == "Train a new one" else gr.Tabs()
         return (status, new, *self.session_views(new), tabs)
@@ -1050,14 +1070,18 @@ class CrossDiffApp:
 
     # ---------------------------------------------------------------- Train
 
-    def _train_settings(self, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows) -> dict:
+    def _train_settings(self, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows,
+                        dead_after=0) -> dict:
         try:
             settings = {"corpus": (corpus or "").strip() or "builtin:demo", "n_tokens": int(n_tokens),
                         "dict_size": int(dict_size), "k": int(k), "exclusive_a": float(ex_a),
                         "exclusive_b": float(ex_b), "steps": int(steps), "batch_size": int(batch),
-                        "index_windows": int(windows)}
+                        "index_windows": int(windows), "dead_after_tokens": int(dead_after or 0) or None}
         except (TypeError, ValueError):
             raise user_error("Every training setting needs a number.", title="Check the settings") from None
+        if settings["dead_after_tokens"] is not None and settings["dead_after_tokens"] < 0:
+            raise user_error("The tokens after which a feature counts as dead must be 0 (automatic) or more.",
+                             title="Check the settings")
         corpus = settings["corpus"]
         if os.environ.get("SPACE_ID") and not corpus.startswith(("builtin:", "hf:")):
             # On a public Space a file path would let any visitor read server files into feature contexts.
@@ -1085,6 +1109,8 @@ class CrossDiffApp:
         name = (f"{_slug(short_name(key.model_a))}__{_slug(short_name(key.model_b))}-{layers}-{key.quant}-"
                 f"{_slug(settings['corpus'])}-t{settings['n_tokens']}-d{settings['dict_size']}-k{settings['k']}-"
                 f"x{settings['exclusive_a']:g}-{settings['exclusive_b']:g}-s{settings['steps']}-b{settings['batch_size']}")
+        if settings.get("dead_after_tokens"):
+            name += f"-dead{settings['dead_after_tokens']}"
         return self.runs_dir / name
 
     def resolve_job_folder(self, text: str | None, settings: dict, session: dict) -> Path:
@@ -1103,8 +1129,9 @@ class CrossDiffApp:
         return folder
 
     @friendly("estimating the training run")
-    def estimate_training(self, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, job_dir, session):
-        settings = self._train_settings(corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows)
+    def estimate_training(self, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, job_dir,
+                          dead_after, session):
+        settings = self._train_settings(corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, dead_after)
         key = self.pair_key(session)
         folder = self.resolve_job_folder(job_dir, settings, session)
         resume = " (it has earlier progress: starting will **resume** it)" if (folder / "store").exists() else ""
@@ -1113,7 +1140,7 @@ class CrossDiffApp:
         return (f"Training on **{short_name(key.model_a)} × {short_name(key.model_b)}** ({quant}; change the "
                 f"models in *Models & crosscoder*).\n\n{text}\n\nJob folder: `{folder}`{resume}")
 
-    def after_quick_train(self, prompt, mode, session, progress=gr.Progress()):
+    def after_quick_train(self, prompt, mode, session, progress=gr.Progress()):  # noqa: B008 - how Gradio injects progress
         """After the one-click demo training: show Compare with the new crosscoder on the current prompt."""
         if not session.get("crosscoder"):
             return gr.skip(), *(gr.skip() for _ in range(6))
@@ -1122,13 +1149,13 @@ class CrossDiffApp:
     def quick_settings(self):
         q = QUICK_TRAIN
         return (q["corpus"], q["n_tokens"], q["dict_size"], q["k"], q["exclusive_a"], q["exclusive_b"], q["steps"],
-                q["batch_size"], q["index_windows"], "", gr.Tabs(selected="train"))
+                q["batch_size"], q["index_windows"], "", 0, gr.Tabs(selected="train"))
 
     @friendly("training")
-    def train(self, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, job_dir, session,
-              request: gr.Request, progress=gr.Progress()):
+    def train(self, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, job_dir, dead_after, session,
+              request: gr.Request, progress=gr.Progress()):  # noqa: B008 - how Gradio injects progress
         """Harvest, train and index a DFC, yielding status and a live FVU plot; on success load it for this session."""
-        settings = self._train_settings(corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows)
+        settings = self._train_settings(corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, dead_after)
         folder = self.resolve_job_folder(job_dir, settings, session)
         key = self._aliases.get(self.pair_key(session), self.pair_key(session))
         if session.get("trust_remote_code"):
@@ -1136,7 +1163,8 @@ class CrossDiffApp:
                              "'Trust remote code' or train from the command line.", title="Not supported here")
         job = TrainJob(pair=key, out_dir=folder, corpus=settings["corpus"], n_tokens=settings["n_tokens"],
                        dict_size=settings["dict_size"], k=settings["k"], exclusive_a=settings["exclusive_a"],
-                       exclusive_b=settings["exclusive_b"], steps=settings["steps"], batch_size=settings["batch_size"])
+                       exclusive_b=settings["exclusive_b"], steps=settings["steps"], batch_size=settings["batch_size"],
+                       dead_after_tokens=settings["dead_after_tokens"])
         owner = getattr(request, "session_hash", None) or "anonymous"
         stop = threading.Event()
         self._stops[owner] = stop
@@ -1456,7 +1484,7 @@ def build(workspace: Workspace | None = None, default_crosscoder: str | None = N
             with gr.Tab("Models & crosscoder", id="models"):
                 gr.Markdown("Pick two models and the crosscoder trained on them. A crosscoder only works with the "
                             "models and layers it was trained on; leave a field empty to use the crosscoder's own.")
-                preset = gr.Dropdown(list(PRESETS), value=list(PRESETS)[0], label="Preset")
+                preset = gr.Dropdown(list(PRESETS), value=next(iter(PRESETS)), label="Preset")
                 with gr.Row():
                     model_a = gr.Textbox(label="Model A", value=s0["model_a"],
                                          info="demo name, Hub id (org/name) or local folder")
@@ -1511,11 +1539,14 @@ def build(workspace: Workspace | None = None, default_crosscoder: str | None = N
                                        label="Share of features exclusive to B")
                     t_steps = gr.Number(value=DEFAULT_TRAIN["steps"], precision=0, label="Training steps")
                     t_batch = gr.Number(value=DEFAULT_TRAIN["batch_size"], precision=0, label="Batch size")
-                with gr.Accordion("More settings", open=False):
-                    with gr.Row():
-                        t_windows = gr.Number(value=DEFAULT_TRAIN["index_windows"], precision=0,
-                                              label="Feature index: text windows to read")
-                        t_job = gr.Textbox(label="Job folder", placeholder="automatic (same settings = same folder)")
+                with gr.Accordion("More settings", open=False), gr.Row():
+                    t_windows = gr.Number(value=DEFAULT_TRAIN["index_windows"], precision=0,
+                                          label="Feature index: text windows to read")
+                    t_job = gr.Textbox(label="Job folder", placeholder="automatic (same settings = same folder)")
+                    t_dead = gr.Number(value=0, precision=0, minimum=0,
+                                       label="A feature counts as dead after this many tokens without firing",
+                                       info="0 = automatic (5% of the training tokens). Dead features are "
+                                            "nudged back to life during training.")
                 estimate_md = gr.Markdown()
                 with gr.Row():
                     start_btn = gr.Button("Start training", variant="primary")
@@ -1544,7 +1575,8 @@ def build(workspace: Workspace | None = None, default_crosscoder: str | None = N
 
         views = [banner, quick_btn, head_a, head_b]
         card_outputs = [card_md, contexts, effects, histogram, session, latent, build_row]
-        train_inputs = [t_corpus, t_tokens, t_dict, t_k, t_ex_a, t_ex_b, t_steps, t_batch, t_windows, t_job, session]
+        train_inputs = [t_corpus, t_tokens, t_dict, t_k, t_ex_a, t_ex_b, t_steps, t_batch, t_windows, t_job, t_dead,
+                        session]
         train_outputs = [train_status, loss_plot, session, *views]
 
         # Compare

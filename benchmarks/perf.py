@@ -17,7 +17,10 @@ same process (medians over rounds), so a busy machine slows both sides alike:
 - **diff latency**: `diff.diff_prompt` on a 64-token prompt against the two truncated forward passes;
 - **memory**: peak resident memory of loading the demo pair in NF4, bf16 and fp32 (each in a fresh
   subprocess), the crosscoder's parameters + Adam state per size, and the estimates of
-  `crossdiff_core.memory` against those measurements.
+  `crossdiff_core.memory` against those measurements;
+- **dtype**: bf16 against fp32 on this CPU: one-thread matmul GFLOP/s (`compute_dtype.time_matmuls`)
+  and SmolLM2's truncated forward over a 64-token prompt, with the CPU's model and bf16 flags and
+  the compute dtype `auto` picks (CPUs without bf16 instructions run bf16 tens of times slower).
 
 Speed comparisons run twice, with torch's default threads and on one thread (see `THREAD_SETTINGS`).
 """
@@ -41,7 +44,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
+import torch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "perf.json"
 DEMO_A, DEMO_B = "smollm2-135m", "gemma3-270m"
@@ -74,12 +77,15 @@ FULL = Mode("full", harvest_windows=64, harvest_rounds=3, train_steps=200, train
 
 
 def machine() -> dict:
-    """Return what the numbers were measured on: platform, CPU count, torch version, threads."""
+    """Return what the numbers were measured on: platform, CPU (model, SIMD and bf16 flags), torch version, threads."""
     import transformers
+
+    from crossdiff_core.compute_dtype import cpu_description
 
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_description(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -386,14 +392,14 @@ def bench_train_size(
         x_a, x_b = pool[step % len(pool)]
         for name, runner in (("ref", reference), ("dfc", ours)):
             dead_F = since_fired[name] >= train_config.dead_after_tokens
-            seconds, (loss, fired_F) = _timed(lambda: runner.step(x_a, x_b, dead_F))
+            seconds, (loss, fired_F) = _timed(lambda: runner.step(x_a, x_b, dead_F))  # noqa: B023
             since_fired[name] += batch
             since_fired[name][fired_F] = 0
             times[name].append(seconds)
             losses[name].append(loss)
         with torch.no_grad():
-            times["encoder"].append(_timed(lambda: (torch.mm(x_a, dfc.W_enc_a.T, out=out_a),
-                                                    torch.mm(x_b, dfc.W_enc_b.T, out=out_b)))[0])  # fmt: skip
+            times["encoder"].append(_timed(lambda: (torch.mm(x_a, dfc.W_enc_a.T, out=out_a),  # noqa: B023
+                                                    torch.mm(x_b, dfc.W_enc_b.T, out=out_b)))[0])  # fmt: skip  # noqa: B023
     warm = min(3, steps - 1)
     ref_s, dfc_s, enc_s = (statistics.median(times[n][warm:]) for n in ("ref", "dfc", "encoder"))
     tail = max(1, min(10, steps // 5))
@@ -444,15 +450,15 @@ def bench_diff(mode: Mode, pairs: dict, settings: tuple[str, ...] = ("nf4", "bf1
         ids_a, ids_b = torch.tensor([tok_a.input_ids]), torch.tensor([tok_b.input_ids])
 
         def forwards():
-            model_a.activations(ids_a)
-            model_b.activations(ids_b)
+            model_a.activations(ids_a)  # noqa: B023
+            model_b.activations(ids_b)  # noqa: B023
 
         diff_prompt(crosscoder, model_a, model_b, prompt)  # warm up
         results[name] = {"tokens_a": len(tok_a.input_ids), "tokens_b": len(tok_b.input_ids)}
         for setting, n_threads in THREAD_SETTINGS.items():
             with threads(n_threads):
                 ratios = [
-                    _timed(lambda: diff_prompt(crosscoder, model_a, model_b, prompt))[0] / _timed(forwards)[0]
+                    _timed(lambda: diff_prompt(crosscoder, model_a, model_b, prompt))[0] / _timed(forwards)[0]  # noqa: B023
                     for _ in range(mode.diff_rounds)
                 ]
             results[name][setting] = _ratio_stats(ratios)
@@ -465,6 +471,34 @@ def _prompt_of(tokenizer, n_tokens: int) -> str:
     offsets = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
     room = n_tokens - tokenizer.num_special_tokens_to_add()
     return text[: offsets[min(room, len(offsets)) - 1][1]]
+
+
+# ---------------------------------------------------------------------------- compute dtype
+
+
+def bench_dtype(mode: Mode) -> dict:
+    """Return bf16 vs fp32 on this CPU: matmul GFLOP/s on one thread, SmolLM2's truncated forward, the `auto` choice."""
+    from crossdiff_core.compute_dtype import cpu_description, pick_compute_dtype, time_matmuls
+    from crossdiff_core.models import load_model
+
+    matmul = {}
+    for shape in ((32, 512, 512), (128, 576, 576)):
+        timings = [time_matmuls(shape) for _ in range(mode.diff_rounds)]
+        matmul["x".join(map(str, shape))] = {
+            "bf16_gflops": statistics.median(t.bf16_gflops for t in timings),
+            "fp32_gflops": statistics.median(t.fp32_gflops for t in timings),
+            "bf16_time_over_fp32": statistics.median(t.slowdown for t in timings),
+        }
+    forward: dict = {}
+    for dtype in ("fp32", "bf16"):
+        model = load_model(DEMO_A, quant="none", dtype=dtype, device="cpu")
+        ids = torch.tensor([model.tokenizer(_prompt_of(model.tokenizer, 64)).input_ids])
+        model.activations(ids[:, :8])  # warm up
+        forward[f"{dtype}_s"] = min(_timed(lambda: model.activations(ids))[0] for _ in range(2))  # noqa: B023
+        forward["tokens"] = int(ids.shape[1])
+    forward["bf16_time_over_fp32"] = forward["bf16_s"] / forward["fp32_s"]
+    return {"cpu": cpu_description(), "torch_threads": torch.get_num_threads(), "matmul_one_thread": matmul,
+            "smollm2_forward": forward, "auto": pick_compute_dtype("cpu", use_cache=False).to_dict()}
 
 
 # ---------------------------------------------------------------------------- memory
@@ -518,7 +552,7 @@ def child_train_memory(dict_size: int, batch: int) -> dict:
 def _run_child(*args: str) -> dict:
     """Run `python -m benchmarks.perf --child ARGS` in a fresh process and return its JSON result."""
     proc = subprocess.run([sys.executable, "-m", "benchmarks.perf", "--child", *args], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1], timeout=900)  # fmt: skip
+                          cwd=Path(__file__).resolve().parents[1], timeout=900, check=False)  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"memory child {args} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -617,6 +651,12 @@ def headline(results: dict, stamp: dict) -> dict:
                     if not k.startswith("runtime"))  # fmt: skip
         put("memory_planner_worst_error", worst, None, "<= 0.25",
             "max |estimate / measured − 1| over load, harvest and train peaks")
+    if "dtype" in results:
+        d = results["dtype"]
+        put("dtype_bf16_time_over_fp32", d["smollm2_forward"]["bf16_time_over_fp32"],
+            d["matmul_one_thread"]["128x576x576"]["bf16_time_over_fp32"], "info",
+            f"SmolLM2 truncated forward, bf16 time / fp32 time (1-thread column: a 128x576x576 matmul); "
+            f"CPU {d['cpu']['model']}, bf16 flags {d['cpu']['bf16_flags'] or 'none'}; auto picks {d['auto']['dtype']}")
     return metrics
 
 
@@ -654,6 +694,18 @@ def print_table(results: dict, metrics: dict) -> None:
                 f"{setting} {d[setting]['median']:.3f} [{d[setting]['min']:.3f}–{d[setting]['max']:.3f}]"
                 for setting in THREAD_SETTINGS), end="")  # fmt: skip
         print()
+    if "dtype" in results:
+        d = results["dtype"]
+        cpu = d["cpu"]
+        print(f"\ncompute dtype on {cpu['model']} ({cpu['cores']} cores, torch capability {cpu['torch_capability']}, "
+              f"bf16 flags: {', '.join(cpu['bf16_flags']) or 'none'}):")
+        for shape, m in d["matmul_one_thread"].items():
+            print(f"  matmul {shape}, one thread: bf16 {m['bf16_gflops']:.2f} GFLOP/s, fp32 {m['fp32_gflops']:.2f} "
+                  f"GFLOP/s (bf16 takes {m['bf16_time_over_fp32']:.1f}× as long)")
+        f = d["smollm2_forward"]
+        print(f"  SmolLM2 truncated forward, {f['tokens']} tokens: bf16 {f['bf16_s']:.2f} s, fp32 {f['fp32_s']:.2f} s "
+              f"({f['bf16_time_over_fp32']:.1f}×)")
+        print(f"  auto: {d['auto']['dtype']} ({d['auto']['reason']})")
     if "memory" in results:
         mem = results["memory"]
         print("\nmemory (peak RSS of loading the pair, then of one forward pass; planner estimate / measured):")
@@ -676,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (or, with --child, one memory measurement) and return the exit code."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.perf", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller, faster runs (a few minutes on CPU)")
-    parser.add_argument("--only", nargs="+", choices=["harvest", "train", "diff", "memory"], default=None,
+    parser.add_argument("--only", nargs="+", choices=["harvest", "train", "diff", "memory", "dtype"], default=None,
                         help="run only these sections (the others are kept from --out when it exists)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"where to write the JSON (default {RESULTS})")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -690,13 +742,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     mode = QUICK if args.quick else FULL
-    sections = args.only or ["memory", "train", "harvest", "diff"]
+    sections = args.only or ["memory", "train", "harvest", "diff", "dtype"]
     stamp = {"machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     results: dict = {"mode": mode.name, **stamp}
     if "memory" in sections:
         results["memory"] = bench_memory(mode)
     if "train" in sections:
         results["train"] = bench_train(mode)
+    if "dtype" in sections:
+        results["dtype"] = bench_dtype(mode)
     if "harvest" in sections or "diff" in sections:
         names = ("nf4", "bf16", "fp32") if "harvest" in sections else ("nf4", "bf16")
         pairs = load_pairs(names)
@@ -707,7 +761,8 @@ def main(argv: list[str] | None = None) -> int:
     earlier: dict = {}
     if args.only and args.out.is_file():  # keep the other sections of an earlier run, with their own dates
         earlier = json.loads(args.out.read_text())
-        kept = {k: v for k, v in earlier.get("details", {}).items() if k in ("memory", "train", "harvest", "diff")}
+        kept = {k: v for k, v in earlier.get("details", {}).items()
+                if k in ("memory", "train", "harvest", "diff", "dtype")}
         results = {**kept, **results}
     metrics = headline(results, stamp)
     for name in metrics:

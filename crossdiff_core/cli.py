@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from crossdiff_core.compute_dtype import DEFAULT_DTYPE, DTYPE_CHOICES
 from crossdiff_core.errors import CrossDiffError, is_out_of_memory
 
 log = logging.getLogger("crossdiff_core")
@@ -35,7 +36,9 @@ def _add_model_args(parser: argparse.ArgumentParser, required: bool) -> None:
     group.add_argument("--layer-b", type=int, default=None, help="block of model B to read (default: the middle one)")
     group.add_argument("--quant", choices=["auto", "nf4", "int8", "none"], default="auto",
                        help="weight quantization (default auto: 4-bit NF4 where bitsandbytes is installed)")
-    group.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="compute dtype (default bf16)")
+    group.add_argument("--dtype", choices=DTYPE_CHOICES, default=DEFAULT_DTYPE,
+                       help=f"compute dtype (default {DEFAULT_DTYPE}: bf16 on GPUs and on CPUs that run it fast, fp32 on "
+                            "CPUs without bf16 instructions; `info` shows the choice)")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     group.add_argument("--trust-remote-code", action="store_true",
                        help="run model code shipped in a Hub repository (only for repositories you trust)")
@@ -82,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the TrainConfig default)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default: the TrainConfig default)")
+    p.add_argument("--dead-after-tokens", type=int, default=None, metavar="N",
+                   help="a latent counts as dead after N tokens without firing (default: automatic, 5%% of the "
+                        "run's tokens, at least 4 batches, at most 10M)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
     _add_model_args(p, required=False)
     _add_harvest_args(p)
@@ -97,9 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="whose composition to print: builtin:demo (default) or builtin:large (reads the installed "
                         "packages' documentation, a few minutes)")
 
-    p = sub.add_parser("info", help="show what a store or crosscoder holds",
-                       description="Describe an activation store, a crosscoder folder or a crosscoder on the Hub.")
-    p.add_argument("path", help="store or crosscoder folder, or Hub repo id (owner/name) of a crosscoder")
+    p = sub.add_parser("info", help="show what a store or crosscoder holds, and the compute dtype models use here",
+                       description="Describe an activation store, a crosscoder folder or a crosscoder on the Hub, and "
+                                   "the dtype models compute in on this machine (and why). Without a path, only that.")
+    p.add_argument("path", nargs="?", default=None,
+                   help="store or crosscoder folder, or Hub repo id (owner/name) of a crosscoder")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("diff", help="show the exclusive latents that fire on a prompt, for each model",
@@ -230,7 +238,7 @@ def _load_pair(args, model_a=None, model_b=None, layer_a=None, layer_b=None, gro
     device = args.device
     if group is not None and device == "auto":  # each data-parallel process on its own GPU
         device = str(group.device())
-    common = dict(quant=args.quant, dtype=args.dtype, device=device, trust_remote_code=args.trust_remote_code)
+    common = {"quant": args.quant, "dtype": args.dtype, "device": device, "trust_remote_code": args.trust_remote_code}
     a = load_model(model_a or args.model_a, layer=layer_a if layer_a is not None else args.layer_a, **common)
     b = load_model(model_b or args.model_b, layer=layer_b if layer_b is not None else args.layer_b, **common)
     return a, b
@@ -312,6 +320,8 @@ def cmd_train(args) -> int:
     overrides = {"lr": args.lr} if args.lr is not None else {}
     if args.checkpoint_every is not None:
         overrides["checkpoint_every"] = args.checkpoint_every
+    if args.dead_after_tokens is not None:
+        overrides["dead_after_tokens"] = args.dead_after_tokens
     train_config = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, **overrides)
     result = train(config, train_config, source, args.out, resume=not args.no_resume, show_tqdm=True, group=group)
     metrics = result.metrics
@@ -355,11 +365,15 @@ def crosscoder_summary(path, crosscoder=None) -> dict:
 
 
 def cmd_info(args) -> int:
-    """Describe a store or crosscoder (a local folder or a Hub repo)."""
+    """Describe a store or crosscoder (a local folder or a Hub repo), and the compute dtype models use here."""
+    from crossdiff_core.compute_dtype import pick_compute_dtype
+    from crossdiff_core.models import resolve_device
     from crossdiff_core.store import PairedActivationStore, is_store
 
-    path = Path(args.path).expanduser()
-    if is_store(path):
+    path = Path(args.path).expanduser() if args.path is not None else None
+    if path is None:
+        summary = {"kind": "machine"}
+    elif is_store(path):
         summary = PairedActivationStore(path, verify=False, allow_incomplete=True).summary()
     elif path.is_dir() and not (path / "config.json").is_file():
         raise CrossDiffError(f"{path} is neither an activation store nor a crosscoder folder")
@@ -369,6 +383,9 @@ def cmd_info(args) -> int:
         if opened.repo_id:
             summary["path"] = opened.repo_id
             summary["hub_repo"] = opened.repo_id
+    device = resolve_device("auto")
+    compute = pick_compute_dtype(device)
+    summary.update(compute_device=device, compute_dtype=compute.dtype, compute_dtype_reason=compute.reason)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:

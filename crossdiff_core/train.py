@@ -42,9 +42,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as nnf
-from torch.nn.parallel import DistributedDataParallel
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from crossdiff_core.batches import BatchSource
@@ -118,8 +118,12 @@ class TrainConfig:
     k_aux: int | None = None
     """Dead latents the auxk loss uses per token; None = half the wider model's width."""
 
-    dead_after_tokens: int = 10_000_000
-    """A latent is dead once it has not fired for this many tokens."""
+    dead_after_tokens: int | None = None
+    """A latent is dead once it has not fired for this many tokens; dead latents feed the auxk loss and
+    receive relocated latents. None (the default) = automatic, scaled with the run (`dead_after`):
+    5% of the run's tokens (steps × batch_size / 20), at least 4 batches, at most 10M tokens. A fixed
+    count meant for long runs (10M) never marks a latent dead in a run of a few hundred thousand
+    tokens, so auxk and relocation would never act."""
 
     relocate_every: int = 100
     """Steps between moves of one-model shared latents into dead exclusive latents (DFC only)."""
@@ -145,13 +149,23 @@ class TrainConfig:
     dtype: str = "float32"
     """Parameter and activation dtype: "float32", "bfloat16", "float16" or "float64"."""
 
+    def dead_after(self) -> int:
+        """Return the tokens without firing after which a latent is dead: `dead_after_tokens`, or when that is
+        None, `auto_dead_after_tokens(steps, batch_size)`."""
+        if self.dead_after_tokens is not None:
+            return self.dead_after_tokens
+        return auto_dead_after_tokens(self.steps, self.batch_size)
+
     def validate(self) -> None:
         """Raise `CrossCoderError` saying what to change if a field is out of range; return None."""
         positive = ("steps", "batch_size", "dead_after_tokens", "relocate_every", "checkpoint_every", "log_every")
         for name in positive:
             value = getattr(self, name)
+            if name == "dead_after_tokens" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise CrossCoderError(f"{name}={value!r} must be a positive integer")
+                more = " (or None for automatic)" if name == "dead_after_tokens" else ""
+                raise CrossCoderError(f"{name}={value!r} must be a positive integer{more}")
         if self.lr is not None and not self.lr > 0:
             raise CrossCoderError(f"lr={self.lr!r} must be > 0 (or None for the size-scaled default)")
         if self.warmup_steps < 0 or not 0 <= self.decay_start <= 1:
@@ -183,6 +197,23 @@ class TrainConfig:
         if "betas" in values:
             values["betas"] = tuple(values["betas"])
         return cls(**values)
+
+
+MAX_DEAD_AFTER_TOKENS = 10_000_000
+"""The automatic dead-latent window never exceeds this (the usual fixed value for long runs)."""
+
+LEGACY_DEAD_AFTER_TOKENS = 10_000_000
+"""What checkpoints written before the automatic rule store as `dead_after_tokens` (the old default)."""
+
+
+def auto_dead_after_tokens(steps: int, batch_size: int) -> int:
+    """Return the automatic dead-latent window: 5% of the run's tokens, at least 4 batches, at most 10M tokens.
+
+    min(10_000_000, max(4 · batch_size, steps · batch_size // 20)): a latent that has not fired for a
+    twentieth of the run is dead; a window of fewer than 4 batches would call latents dead that are
+    merely rare.
+    """
+    return min(MAX_DEAD_AFTER_TOKENS, max(4 * batch_size, steps * batch_size // 20))
 
 
 @dataclass
@@ -386,7 +417,8 @@ def relocate_one_sided(
     re-drawn (seeded by `train_config.seed` and `step`), loses its first Adam moment and is marked
     dead, so auxk revives it. A no-op for a standard crosscoder.
     """
-    dead_F = tokens_since_fired_F >= train_config.dead_after_tokens
+    dead_after = train_config.dead_after()
+    dead_F = tokens_since_fired_F >= dead_after
     with torch.no_grad():
         norm_a_F, norm_b_F = model.decoder_norms()
         relative_F = norm_a_F / (norm_a_F + norm_b_F).clamp_min(1e-12)
@@ -408,7 +440,7 @@ def relocate_one_sided(
         model.move_to_exclusive(shared_N, exclusive_N, generator)
         _move_adam_rows(model, optimizer, shared_N, exclusive_N)
         tokens_since_fired_F[exclusive_N] = 0
-        tokens_since_fired_F[shared_N] = train_config.dead_after_tokens
+        tokens_since_fired_F[shared_N] = dead_after
         moved += count
     return moved
 
@@ -468,7 +500,9 @@ def train(
     """Train a crosscoder on `source` and return the `TrainResult`; files go to `out_dir`.
 
     Metrics per logged step: loss, mse, fvu_a, fvu_b, l0, auxk_loss (BatchTopK) or l1_loss (L1),
-    threshold (BatchTopK), dead_a_exclusive, dead_shared, dead_b_exclusive, lr.
+    threshold (BatchTopK), dead_a_exclusive, dead_shared, dead_b_exclusive (the fraction of each block
+    that has not fired within the last `train_config.dead_after()` tokens), never_fired (the fraction
+    of all latents that has not fired once this run), lr.
 
     With `resume`, an existing `out_dir/checkpoint` of the same run is continued. When
     `should_stop()` returns True (checked after each step), a checkpoint is written and the
@@ -481,6 +515,7 @@ def train(
     `crossdiff_core.distributed`.
     """
     train_config.validate()
+    train_config = dataclasses.replace(train_config)  # resuming a legacy checkpoint may adjust it (_load_checkpoint)
     if group is not None:
         source = RankSource(source, group)
     config = fit_to_source(config, source, mean_sample(source, train_config, group))
@@ -517,6 +552,7 @@ def train(
         _init_decoder_bias(model, source, train_config, device, dtype, group)
     if main:
         _remove_partial_checkpoints(out_dir)
+    dead_after = train_config.dead_after()
 
     session_start = time.perf_counter()
     elapsed_before = run.elapsed_s
@@ -542,7 +578,7 @@ def train(
             lr = learning_rate(run.step, train_config, base_lr)
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
-            dead_F = run.tokens_since_fired_F >= train_config.dead_after_tokens
+            dead_F = run.tokens_since_fired_F >= dead_after
             out = step_fn(x_a_BD, x_b_BD, dead_F)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
@@ -719,10 +755,13 @@ def _metrics(
     metrics.update({name: float(value) for name, value in zip(names, values.tolist(), strict=True)})
     if model.config.sparsity == "batchtopk":
         metrics["threshold"] = float(model.threshold)
-    dead_F = run.tokens_since_fired_F >= train_config.dead_after_tokens
+    dead_F = run.tokens_since_fired_F >= train_config.dead_after()
     for name, block in (("dead_a_exclusive", model.slice_a_exclusive), ("dead_shared", model.slice_shared),
                         ("dead_b_exclusive", model.slice_b_exclusive)):  # fmt: skip
         metrics[name] = float(dead_F[block].float().mean()) if block.stop > block.start else 0.0
+    # Counters grow by every step's tokens and reset when a latent fires (relocation sets a re-drawn
+    # latent to the window, not to the run's length): at the run's length, the latent never fired.
+    metrics["never_fired"] = float((run.tokens_since_fired_F >= run.step * train_config.batch_size).float().mean())
     metrics["lr"] = lr
     return metrics
 
@@ -815,6 +854,9 @@ def _load_checkpoint(checkpoint_dir: Path, model, optimizer, config, train_confi
         raise CheckpointError(
             f"{meta_file} is missing or corrupt ({error}); delete {checkpoint_dir} to start over, or pass resume=False"
         ) from error
+    if train_config.dead_after_tokens is None and saved_train.get("dead_after_tokens") == LEGACY_DEAD_AFTER_TOKENS:
+        # Written before the automatic window, when 10M was the default: finish the run as it started.
+        train_config.dead_after_tokens = LEGACY_DEAD_AFTER_TOKENS
     _check_same_run(checkpoint_dir, saved_config, config.to_dict(), saved_train, train_config.to_dict())
     try:
         if meta.get("state_sha256") and file_sha256(state_file) != meta["state_sha256"]:
@@ -882,6 +924,7 @@ def _write_logs(out_dir: Path, run: _RunState, config, train_config, resumed_fro
         "final_metrics": run.history[-1] if run.history else {},
         "crosscoder_config": config.to_dict(),
         "train_config": train_config.to_dict(),
+        "dead_after_tokens_used": train_config.dead_after(),
     }
     _write_text_atomically(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
 

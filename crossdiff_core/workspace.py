@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from crossdiff_core.crosscoder import CrossCoder
 from crossdiff_core.errors import CrossDiffError
@@ -132,6 +132,8 @@ class TrainJob:
     auxk_exclusive: bool = True
     """Let auxk revive exclusive latents (see `TrainConfig.auxk_exclusive`): a job this short gives
     relocation nothing to move, so without it the exclusive blocks would stay dead."""
+    dead_after_tokens: int | None = None
+    """Tokens without firing after which a latent is dead (`TrainConfig.dead_after_tokens`); None = automatic."""
 
 
 def run_train_job(
@@ -174,7 +176,7 @@ def run_train_job(
             on_metrics(dict(p.metrics, step=p.step))
 
     train_config = TrainConfig(steps=job.steps, batch_size=batch_size, auxk_exclusive=job.auxk_exclusive,
-                               checkpoint_every=max(25, job.steps // 10))  # fmt: skip
+                               checkpoint_every=max(25, job.steps // 10), dead_after_tokens=job.dead_after_tokens)
     result = train(config, train_config, PairedActivationStore(store_dir), cc_dir, progress=on_step, should_stop=stop)
     if result.steps_done < job.steps:
         return None

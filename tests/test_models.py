@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig
 
+from crossdiff_core.compute_dtype import pick_compute_dtype
 from crossdiff_core.errors import ModelLoadError
 from crossdiff_core.models import find_demo, load_model, tokenizer_fingerprint
 
@@ -81,6 +82,20 @@ def test_preloaded_pair_is_accepted(tiny_llama, demo_tokenizers):
     loaded = load_model((model, demo_tokenizers[0]), layer=0)
     assert loaded.model is model and loaded.layer == 0
     assert loaded.tokenizer_fingerprint == tokenizer_fingerprint(demo_tokenizers[0])
+    assert loaded.compute_dtype == "fp32" and "keeps the dtype it has" in loaded.compute_dtype_reason
+
+
+def test_compute_dtype_is_automatic_unless_given(tiny_llama):
+    picked = pick_compute_dtype("cpu")
+    auto = load_model(str(tiny_llama), quant="none", device="cpu")
+    assert (auto.compute_dtype, auto.compute_dtype_reason) == (picked.dtype, picked.reason)
+    assert auto.model.get_input_embeddings().weight.dtype == picked.torch_dtype
+    for dtype, torch_dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        given = load_model(str(tiny_llama), quant="none", dtype=dtype, device="cpu")
+        assert given.compute_dtype == dtype and given.model.get_input_embeddings().weight.dtype == torch_dtype
+        assert "--dtype" in given.compute_dtype_reason
+    with pytest.raises(ModelLoadError, match="unknown compute dtype 'fp8'"):
+        load_model(str(tiny_llama), dtype="fp8")
 
 
 def test_unknown_model_id_is_a_clear_error():

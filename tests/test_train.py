@@ -14,8 +14,11 @@ from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.crosscoder.sparse_ops import DENSE_REFERENCE
 from crossdiff_core.errors import CheckpointError, CrossCoderError
 from crossdiff_core.train import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_META_FILE,
     TrainConfig,
     TrainProgress,
+    auto_dead_after_tokens,
     fit_to_source,
     learning_rate,
     mean_sample,
@@ -35,7 +38,8 @@ PAIR_INFO = {
     "tokenizer_b": "tb",
 }
 METRIC_KEYS = {
-    "step", "loss", "mse", "fvu_a", "fvu_b", "l0", "dead_a_exclusive", "dead_shared", "dead_b_exclusive", "lr",
+    "step", "loss", "mse", "fvu_a", "fvu_b", "l0", "dead_a_exclusive", "dead_shared", "dead_b_exclusive", "never_fired",
+    "lr",
 }  # fmt: skip
 
 
@@ -60,14 +64,14 @@ def source():
 
 
 def crosscoder_config(**overrides) -> CrossCoderConfig:
-    values = dict(d_a=D_A, d_b=D_B, dict_size=64, exclusive_a=8, exclusive_b=8, k=4)
+    values = {"d_a": D_A, "d_b": D_B, "dict_size": 64, "exclusive_a": 8, "exclusive_b": 8, "k": 4}
     values.update(overrides)
     return CrossCoderConfig(**values)
 
 
 def train_config(**overrides) -> TrainConfig:
-    values = dict(steps=60, batch_size=128, lr=3e-3, warmup_steps=5, log_every=10, checkpoint_every=20,
-                  dead_after_tokens=1024, device="cpu")  # fmt: skip
+    values = {"steps": 60, "batch_size": 128, "lr": 3e-3, "warmup_steps": 5, "log_every": 10, "checkpoint_every": 20,
+              "dead_after_tokens": 1024, "device": "cpu"}
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -234,3 +238,88 @@ def test_width_mismatch_and_bad_train_config_are_actionable(tmp_path, source):
         train(crosscoder_config(), train_config(batch_size=0), source, tmp_path)
     with pytest.raises(CrossCoderError, match="dtype='fp8' is not supported"):
         train(crosscoder_config(), train_config(dtype="fp8"), source, tmp_path)
+
+
+# ---------------------------------------------------------------------------- dead latents
+
+
+@pytest.mark.parametrize(("steps", "batch", "expected"), [
+    (300, 1024, 15_360),  # the CLI default: 5% of 307,200 tokens
+    (300, 512, 7_680),  # the app's training job
+    (10, 128, 512),  # a very short run: at least 4 batches
+    (1_000_000, 4096, 10_000_000),  # a long run: at most 10M tokens
+])  # fmt: skip
+def test_automatic_dead_window_scales_with_the_run(steps, batch, expected):
+    assert auto_dead_after_tokens(steps, batch) == expected
+    assert TrainConfig(steps=steps, batch_size=batch).dead_after() == expected
+    assert TrainConfig(steps=steps, batch_size=batch, dead_after_tokens=777).dead_after() == 777
+
+
+def test_dead_after_tokens_must_be_positive_or_automatic():
+    TrainConfig(dead_after_tokens=None).validate()
+    TrainConfig(dead_after_tokens=5).validate()
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(CrossCoderError, match="dead_after_tokens=.* must be a positive integer .or None"):
+            TrainConfig(dead_after_tokens=bad).validate()
+    assert TrainConfig.from_dict(TrainConfig(dead_after_tokens=4096).to_dict()).dead_after_tokens == 4096
+    assert TrainConfig.from_dict(json.loads(json.dumps(TrainConfig().to_dict()))).dead_after_tokens is None
+
+
+def test_default_config_marks_latents_dead_and_auxk_acts(tmp_path, source):
+    """With the default (automatic) window a short run sees dead latents: auxk > 0 and the logged fractions say so."""
+    tc = TrainConfig(steps=80, batch_size=128, lr=3e-3, warmup_steps=5, log_every=5, checkpoint_every=80, device="cpu")
+    assert tc.dead_after_tokens is None and tc.dead_after() == 4 * 128  # 5% of 10,240 tokens is under 4 batches
+    result = train(crosscoder_config(dict_size=256), tc, source, tmp_path)
+    assert any(m["auxk_loss"] > 0 for m in result.history)
+    assert any(m["dead_shared"] > 0 for m in result.history)
+    last = result.history[-1]
+    # A latent that never fired has been silent for longer than the window: never_fired ≤ the dead share.
+    n_shared, n_excl = 256 - 16, 8
+    dead_share = (last["dead_shared"] * n_shared + (last["dead_a_exclusive"] + last["dead_b_exclusive"]) * n_excl) / 256
+    assert 0 <= last["never_fired"] <= dead_share + 1e-9
+    assert json.loads((tmp_path / "training.json").read_text())["dead_after_tokens_used"] == 512
+
+
+def test_checkpoint_of_the_old_fixed_window_resumes_with_it(tmp_path, source):
+    """A checkpoint written when 10M tokens was the default resumes under the automatic default, keeping 10M."""
+    tc = train_config(dead_after_tokens=None)
+    train(crosscoder_config(), tc, source, tmp_path, should_stop=stop_after(5))
+    meta_file = tmp_path / CHECKPOINT_DIR / CHECKPOINT_META_FILE
+    meta = json.loads(meta_file.read_text())
+    meta["train_config"]["dead_after_tokens"] = 10_000_000
+    meta_file.write_text(json.dumps(meta))
+    resumed = train(crosscoder_config(), tc, source, tmp_path)
+    assert resumed.resumed_from == 5 and resumed.steps_done == 60
+    assert tc.dead_after_tokens is None  # the caller's config is left as it was
+    assert all(m["dead_shared"] == 0 for m in resumed.history[1:])  # nothing is dead within 10M tokens
+    assert json.loads((tmp_path / "training.json").read_text())["dead_after_tokens_used"] == 10_000_000
+    with pytest.raises(CheckpointError, match="dead_after_tokens: checkpoint has 10000000, now 2048"):
+        train(crosscoder_config(), train_config(dead_after_tokens=2048), source, tmp_path)  # an explicit other value
+
+
+def test_cli_dead_after_tokens_reaches_the_train_config(monkeypatch, tmp_path):
+    from crossdiff_core import cli
+    from crossdiff_core import train as train_module
+    from crossdiff_core.store import PairedActivationStore
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(config, train_config, *args, **kwargs):
+        seen.append(train_config)
+        raise Stop
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    monkeypatch.setattr(PairedActivationStore, "__init__", lambda self, *a, **k: None)
+    monkeypatch.setattr(PairedActivationStore, "d_a", D_A, raising=False)
+    monkeypatch.setattr(PairedActivationStore, "d_b", D_B, raising=False)
+    monkeypatch.setattr("crossdiff_core.store.is_store", lambda path: True)
+    for extra, expected in (([], None), (["--dead-after-tokens", "4096"], 4096)):
+        args = cli.build_parser().parse_args(["train", "--store", str(tmp_path), "--out", str(tmp_path / "o"), *extra])
+        assert args.dead_after_tokens == expected
+        with pytest.raises(Stop):
+            cli.cmd_train(args)
+        assert seen[-1].dead_after_tokens == expected
+    assert seen[0].dead_after() == auto_dead_after_tokens(300, 1024)
