@@ -562,14 +562,15 @@ def memory_markdown(model_a: str, model_b: str, quant: str) -> str:
     verdict = ("✅ fits" if need <= available else
                "❌ **probably does not fit**" + ("; choose 4-bit" if quant != "nf4" else "; choose smaller models"))
     return (f"**Memory estimate:** {short_name(a.name)} ({a.n_params / 1e9:.2f} B parameters) + {short_name(b.name)} "
-            f"({b.n_params / 1e9:.2f} B) need about **{_gib(need)}** to load and compare ({QUANT_WORDS[quant]} on "
-            f"{estimate.device.upper()}); {_gib(available)} is available → {verdict}.")
+            f"({b.n_params / 1e9:.2f} B) need about **{_gib(need)}** to load and compare ({QUANT_WORDS[quant]}, "
+            f"computing in {estimate.dtype} on {estimate.device.upper()}); {_gib(available)} is available → {verdict}.")
 
 
 def train_seconds(settings: dict, estimate) -> tuple[float, float, float]:
     """Return rough `(harvest, train, index)` seconds of a training job from the planner's architectures."""
     a, b = estimate.model_a.arch, estimate.model_b.arch
-    # Throughputs seen on the demo pair on a busy 2-core CPU (forward in nf4 or bf16, training in fp32).
+    # Throughputs seen on the demo pair on a busy 2-core CPU with bf16 instructions (forward in nf4 or bf16,
+    # training in fp32); see "Which CPU" in the README for one without them.
     gpu = estimate.device == "cuda"
     forward_flops = 2e13 if gpu else (8e9 if estimate.quant == "nf4" else 3e10)
     train_flops = 1e13 if gpu else 2e10
