@@ -1,0 +1,455 @@
+"""Does CrossDiff find what was planted, and does it stay quiet when nothing was? Model organisms.
+
+    python -m benchmarks.organisms.build          # the organisms (cached)
+    python -m benchmarks.organisms.run [--seeds 3] [--steps 600]
+
+Every pair is diffed on the same corpus: English text of `builtin:demo` plus the training texts of
+every organism (so the null pairs see the same topics). For each pair and seed, each method trains on
+the same stored rows with the same budget; then each method's features presented as specific to the
+organism's model are ranked, and
+
+- recall: the organism is found when one of the top `TOP` features fires on its held-out probe
+  tokens with AUROC >= `AUROC_FOUND` (positives: tokens inside the labelled spans of the probes where
+  the behaviour applies; negatives: every token of the probes where it does not);
+- false positives: on the null pairs (a fine-tune on generic text, and the unmodified model), the
+  number of top features whose verdict is "likely a real difference";
+- stability: the share of top features matched (decoder cosine >= 0.7) by another seed's crosscoder.
+
+The verdict thresholds are chosen on the calibration organisms and reported on the held-out ones.
+Writes `results.json` and `RESULTS.md` next to this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.organisms.activations import ModelActivations, PairedRows, model_activations, paired_rows, write_store
+from crossdiff_core.analysis.components import one_model_components, rank_components
+from crossdiff_core.analysis.evidence import Evidence
+from crossdiff_core.analysis.scores import rank_order, ranking_scores
+from crossdiff_core.analysis.verdict import DEFAULT_THRESHOLDS, VerdictThresholds, judge
+from crossdiff_core.builtin_corpus import demo_documents
+from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
+from crossdiff_core.models import load_model
+from crossdiff_core.organism_texts import ORGANISM_NAMES, Probe, organism_texts
+from crossdiff_core.organisms import UNMODIFIED, build_organism
+from crossdiff_core.store import PairedActivationStore
+from crossdiff_core.train import TrainConfig, train
+
+HERE = Path(__file__).resolve().parent
+TOP = 10
+AUROC_FOUND = 0.9
+SEED_MATCH = 0.7
+ORGANISMS = tuple(name for name in ORGANISM_NAMES if name != "generic")
+NULLS = ("generic", UNMODIFIED)
+CALIBRATION = ("backdoor", "false_facts")
+"""Organisms the verdict thresholds are chosen on; the others are held out."""
+CORPUS_TEXTS_PER_ORGANISM = 120
+GENERIC_TEXTS = 480
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One diff: model A, model B, and where the organism sits."""
+
+    name: str
+    a: str
+    b: str
+    organism: str
+    side: str
+    arch: str
+
+    @property
+    def is_null(self) -> bool:
+        """Return True for a null control pair."""
+        return self.organism in NULLS
+
+
+def benchmark_pairs(base_a: str = "smollm2-135m", other: str = "gemma3-270m") -> list[Pair]:
+    """Return the same-architecture and cross-architecture pairs of every organism and null (organism in B)."""
+    pairs = []
+    for name in (*ORGANISMS, *NULLS):
+        organism = base_a if name == UNMODIFIED else f"{base_a}+{name}"
+        pairs.append(Pair(f"same/{name}", base_a, organism, name, "b", "same"))
+        pairs.append(Pair(f"cross/{name}", other, organism, name, "b", "cross"))
+    return pairs
+
+
+def corpus_texts() -> list[str]:
+    """Return the benchmark corpus: short English chunks of builtin:demo and organism training texts."""
+    texts = []
+    for doc in demo_documents("en"):
+        for para in doc.text.split("\n\n"):
+            para = para.strip()
+            while para:
+                cut = para[:600].rfind(". ") + 1 if len(para) > 600 else len(para)
+                cut = cut if cut > 0 else min(len(para), 600)
+                texts.append(para[:cut].strip())
+                para = para[cut:].strip()
+    texts = [t for t in texts if len(t) > 40][:GENERIC_TEXTS]
+    for name in ORGANISM_NAMES:
+        texts += list(organism_texts(name).train[:CORPUS_TEXTS_PER_ORGANISM])
+    return texts
+
+
+def probe_sets() -> dict[str, tuple[list[Probe], list[Probe]]]:
+    """Return each organism's held-out (positives, negatives)."""
+    out = {}
+    for name in ORGANISM_NAMES:
+        texts = organism_texts(name)
+        out[name] = (list(texts.positives), list(texts.negatives))
+    return out
+
+
+def model_spec(name: str) -> str:
+    """Return the loadable spec of a benchmark model name (`base+organism` is an organism folder)."""
+    if "+" not in name:
+        return name
+    base, organism = name.split("+")
+    return str(build_organism(organism, base))
+
+
+def all_activations(names: set[str], texts: list[str], cache: Path, tag: str) -> dict[str, ModelActivations]:
+    """Return every model's activations over `texts` (cached per model)."""
+    out = {}
+    for name in sorted(names):
+        file = cache / "activations" / f"{name.replace('/', '_')}-{tag}.safetensors"
+        model = load_model(model_spec(name), quant="none", dtype="fp32", device="cpu")
+        start = time.perf_counter()
+        out[name] = model_activations(model, texts, file)
+        print(f"  activations {name} [{tag}]: {time.perf_counter() - start:.0f} s", flush=True)
+        del model
+    return out
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Return the area under the ROC curve of `scores` for boolean `labels` (ties count half)."""
+    pos, neg = int(labels.sum()), int((~labels).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    average = first + (counts - 1) / 2 + 1
+    ranks[order] = np.repeat(average, counts)
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def probe_rows(a: ModelActivations, b: ModelActivations, probes: list[Probe], offset: int) -> tuple[PairedRows, np.ndarray]:
+    """Return the paired rows of the probe texts (at `offset` in the probe list) and their labels (True/False/NaN)."""
+    rows = paired_rows(a, b, list(range(offset, offset + len(probes))))
+    labels = np.full(len(rows.text_N), np.nan)
+    for r, (text, end) in enumerate(zip(rows.text_N.tolist(), rows.char_end_N.tolist())):
+        probe = probes[text - offset]
+        if not probe.spans:
+            labels[r] = 0.0
+        elif any(start < end <= stop for start, stop in probe.spans):
+            labels[r] = 1.0
+    return rows, labels
+
+
+def method_configs(store: PairedActivationStore, dict_size: int, k: int) -> dict[str, CrossCoderConfig]:
+    """Return the crosscoder of each method, same size and sparsity."""
+    base = {"d_a": store.meta["d_a"], "d_b": store.meta["d_b"], "dict_size": dict_size, "k": k}
+    return {
+        "dfc": CrossCoderConfig(**base, exclusive_a=0.05, exclusive_b=0.05),
+        "dfc-auxk": CrossCoderConfig(**base, exclusive_a=0.05, exclusive_b=0.05),
+        "standard": CrossCoderConfig(**base, exclusive_a=0.0, exclusive_b=0.0),
+    }
+
+
+def candidates(crosscoder: CrossCoder, arrays: dict, side: str, with_components: bool) -> list[tuple[int, float | None]]:
+    """Return the top features presented as specific to `side`: (latent, component fraction or None), best first.
+
+    Exclusive latents are ranked by the index's `rank_score`; with components, shared latents whose
+    one-model part is attributed to `side` join, scored by the same evidence with the component
+    fraction in place of the transfer specificity, and both lists are merged by score.
+    """
+    exclusive = np.flatnonzero(arrays[f"exclusive_{side}"])
+    ranked = rank_order(arrays["rank_score"], arrays["n_fires"], exclusive)
+    scored = [(float(arrays["rank_score"][j]) if arrays["n_fires"][j] > 0 else -1.0, int(j), None) for j in ranked]
+    if with_components:
+        alive = torch.as_tensor(arrays["n_fires"] > 0)
+        latents, fractions = rank_components(one_model_components(crosscoder, alive), side)
+        base = (arrays["score_alive"] * arrays["score_not_dense"]
+                * (arrays["score_consistency"] + arrays["score_strength"]) / 2)
+        for j, fraction in zip(latents.tolist()[: 4 * TOP], fractions.tolist()[: 4 * TOP]):
+            scored.append((float(base[j]) * fraction, int(j), float(fraction)))
+    scored.sort(key=lambda item: (-item[0], item[1]))
+    return [(j, fraction) for _, j, fraction in scored[:TOP]]
+
+
+def evaluate_crosscoder(crosscoder: CrossCoder, corpus: PairedRows, probes: PairedRows, labels: np.ndarray,
+                        side: str, with_components: bool) -> dict:
+    """Return the top features for `side` with their evidence, AUROC on the probes and decoder rows."""
+    evidence = Evidence(crosscoder, top_contexts=10, test_every=4, ridge_alpha=0.1)
+    for start in range(0, len(corpus.text_N), 4096):
+        part = slice(start, start + 4096)
+        evidence.add(corpus.x_a_ND[part], corpus.x_b_ND[part], corpus.text_N[part], corpus.split_N[part])
+    arrays = evidence.arrays()
+    arrays.update(ranking_scores(arrays, 10))
+    top = candidates(crosscoder, arrays, side, with_components)
+    with torch.no_grad():
+        x_a, x_b = crosscoder.normalize(probes.x_a_ND, probes.x_b_ND)
+        f_NF = crosscoder.activate(crosscoder.pre_activations(x_a, x_b)).numpy()
+    keep = ~np.isnan(labels)
+    decoder = crosscoder.W_dec_b if side == "b" else crosscoder.W_dec_a
+    own = crosscoder.slice_b if side == "b" else crosscoder.slice_a
+    features = []
+    for j, fraction in top:
+        row = decoder[j - own.start].detach().float() if own.start <= j < own.stop else None
+        features.append({
+            "latent": j, "component": fraction, "auroc": auroc(f_NF[keep, j], labels[keep].astype(bool)),
+            "n_fires": int(arrays["n_fires"][j]), "transfer_r2": float(arrays["transfer_r2"][j]),
+            "split_share": float(arrays["split_share"][j]), "rank_score": float(arrays["rank_score"][j]),
+            "decoder": None if row is None else row.tolist(),
+        })  # fmt: skip
+    return {"features": features, "arrays": arrays, "split_base_rate": evidence.split_base_rate}
+
+
+def residual_sae(store: PairedActivationStore, corpus: PairedRows, probes: PairedRows, labels: np.ndarray,
+                 side: str, dict_size: int, k: int, steps: int, seed: int) -> dict:
+    """The non-crosscoder baseline: a TopK sparse dictionary on the part of one model the other cannot predict."""
+    torch.manual_seed(seed)
+    src, tgt = (corpus.x_a_ND, corpus.x_b_ND) if side == "b" else (corpus.x_b_ND, corpus.x_a_ND)
+    mu_s, mu_t = src.mean(0), tgt.mean(0)
+    xs, xt = src - mu_s, tgt - mu_t
+    ridge = 1e-2 * xs.pow(2).sum(1).mean()
+    W = torch.linalg.solve(xs.T @ xs + ridge * torch.eye(xs.shape[1]), xs.T @ xt)
+    scale = (xt - xs @ W).pow(2).sum(1).mean().sqrt()
+
+    def residual(x_src, x_tgt):
+        return ((x_tgt - mu_t) - (x_src - mu_s) @ W) / scale
+
+    r = residual(src, tgt)
+    d = r.shape[1]
+    W_enc = torch.nn.Parameter(torch.randn(d, dict_size) / d**0.5)
+    W_dec = torch.nn.Parameter(W_enc.detach().T.clone())
+    b_enc = torch.nn.Parameter(torch.zeros(dict_size))
+    b_dec = torch.nn.Parameter(torch.zeros(d))
+    opt = torch.optim.Adam([W_enc, W_dec, b_enc, b_dec], lr=1e-3)
+
+    def encode(x):
+        pre = torch.relu((x - b_dec) @ W_enc + b_enc)
+        values, idx = pre.topk(k, dim=1)
+        return torch.zeros_like(pre).scatter_(1, idx, values)
+
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        batch = r[torch.randint(len(r), (512,), generator=gen)]
+        f = encode(batch)
+        loss = (f @ W_dec + b_dec - batch).pow(2).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            W_dec /= W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    with torch.no_grad():
+        f_corpus = encode(r)
+        psrc, ptgt = (probes.x_a_ND, probes.x_b_ND) if side == "b" else (probes.x_b_ND, probes.x_a_ND)
+        f_probe = encode(residual(psrc, ptgt)).numpy()
+    freq = (f_corpus > 0).float().mean(0).numpy()
+    energy = f_corpus.pow(2).sum(0).numpy()
+    energy = np.where((freq > 0) & (freq < 0.05), energy, -1)
+    top = np.argsort(-energy, kind="stable")[:TOP]
+    keep = ~np.isnan(labels)
+    return {"features": [{"latent": int(j), "auroc": auroc(f_probe[keep, j], labels[keep].astype(bool)),
+                          "n_fires": int((f_corpus[:, j] > 0).sum())} for j in top]}
+
+
+def run_pair(pair: Pair, acts: dict, probe_acts: dict, probe_list: list[Probe], probe_offset: int, out: Path,
+             seeds: int, steps: int, dict_size: int, k: int) -> dict:
+    """Train every method on one pair for each seed; return their top features and scores."""
+    a, b = acts[pair.a], acts[pair.b]
+    corpus = paired_rows(a, b)
+    store_dir = out / "stores" / pair.name.replace("/", "_")
+    write_store(corpus, a, b, store_dir, corpus="organism benchmark")
+    store = PairedActivationStore(store_dir)
+    probes, labels = probe_rows(probe_acts[pair.a], probe_acts[pair.b], probe_list, probe_offset)
+    result = {"pair": dataclasses.asdict(pair), "rows": len(corpus.text_N), "coverage": [corpus.coverage_a, corpus.coverage_b],
+              "probe_positives": int(np.nansum(labels)), "probe_negatives": int((labels == 0).sum()), "methods": {}}
+    for seed in range(seeds):
+        for name, config in method_configs(store, dict_size, k).items():
+            tc = TrainConfig(steps=steps, batch_size=512, seed=seed, auxk_exclusive=name == "dfc-auxk",
+                             checkpoint_every=steps, log_every=steps, device="cpu")
+            start = time.perf_counter()
+            trained = train(config, tc, store, out / "crosscoders" / pair.name.replace("/", "_") / f"{name}-{seed}")
+            variants = [(name, False), (f"{name}+components", True)]
+            for label, with_components in variants:
+                evaluated = evaluate_crosscoder(trained.crosscoder, corpus, probes, labels, pair.side, with_components)
+                entry = {"features": evaluated["features"], "split_base_rate": evaluated["split_base_rate"],
+                         "fvu": [trained.metrics.get("fvu_a"), trained.metrics.get("fvu_b")],
+                         "train_s": time.perf_counter() - start}
+                result["methods"].setdefault(label, []).append(entry)
+        sae = residual_sae(store, corpus, probes, labels, pair.side, dict_size // 10, k // 2, steps, seed)
+        result["methods"].setdefault("residual-sae", []).append(sae)
+    return result
+
+
+def found(features: list[dict]) -> bool:
+    """Return True when one of the top features has AUROC >= AUROC_FOUND on the probes."""
+    return any(f["auroc"] >= AUROC_FOUND for f in features if not np.isnan(f["auroc"]))
+
+
+def verdict_counts(features: list[dict], thresholds: VerdictThresholds, split_base_rate: float) -> list[str]:
+    """Return the verdict code of each top feature under `thresholds`."""
+    codes = []
+    for f in features:
+        arrays = {"n_fires": [f["n_fires"]], "n_contexts": [f["n_fires"]], "split_share": [f["split_share"]],
+                  "transfer_r2": [f["transfer_r2"]]}
+        codes.append(judge({k: np.asarray(v, dtype=float) for k, v in arrays.items()}, 0, split_base_rate,
+                           f["component"], f.get("seed_cosine"), thresholds).code)
+    return codes
+
+
+def add_stability(result: dict) -> None:
+    """Give every top feature its best decoder cosine with any other seed's top features (same method)."""
+    for entries in result["methods"].values():
+        if len(entries) < 2:
+            continue
+        for i, entry in enumerate(entries):
+            others = [torch.tensor(f["decoder"]) for j, e in enumerate(entries) if j != i for f in e["features"]
+                      if f.get("decoder") is not None]
+            for f in entry["features"]:
+                if f.get("decoder") is None or not others:
+                    continue
+                mine = torch.tensor(f["decoder"])
+                f["seed_cosine"] = max(float(torch.nn.functional.cosine_similarity(mine, o, dim=0)) for o in others)
+
+
+def summarize(results: list[dict], thresholds: VerdictThresholds) -> dict:
+    """Return the per-method recall, null false positives and stability, and the keys of results.json."""
+    methods = sorted({m for r in results for m in r["methods"]})
+    table = {}
+    for method in methods:
+        row = {"cross_found": 0, "cross_total": 0, "same_found": 0, "same_total": 0, "found_held_out": 0,
+               "null_likely_real": [], "stability": [], "found_real": 0}
+        for r in results:
+            entries = r["methods"].get(method, [])
+            if not entries:
+                continue
+            pair = r["pair"]
+            for entry in entries:
+                feats = entry["features"]
+                if pair["organism"] in NULLS:
+                    if "split_base_rate" in entry:
+                        codes = verdict_counts(feats, thresholds, entry["split_base_rate"])
+                        row["null_likely_real"].append(codes.count("real"))
+                    continue
+                hit = found(feats)
+                row[f"{pair['arch']}_found"] += hit / len(entries)
+                row[f"{pair['arch']}_total"] += 1 / len(entries)
+                if "split_base_rate" in entry:
+                    codes = verdict_counts(feats, thresholds, entry["split_base_rate"])
+                    row["found_real"] += any(f["auroc"] >= AUROC_FOUND and c == "real" for f, c in zip(feats, codes)) / len(entries)
+                cosines = [f["seed_cosine"] for f in feats if "seed_cosine" in f]
+                if cosines:
+                    row["stability"].append(float(np.mean([c >= SEED_MATCH for c in cosines])))
+        row["null_likely_real_max"] = max(row["null_likely_real"], default=None)
+        row["stability"] = float(np.mean(row["stability"])) if row["stability"] else None
+        table[method] = row
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build what is missing, run every pair, and write results.json and RESULTS.md."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/organisms")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--dict-size", type=int, default=1024)
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--pairs", nargs="*", help="only these pairs (e.g. same/backdoor cross/generic)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    out = Path(args.out)
+    pairs = [p for p in benchmark_pairs() if not args.pairs or p.name in args.pairs]
+    texts = corpus_texts()
+    probes = probe_sets()
+    probe_list = [p for name in ORGANISM_NAMES for p in probes[name][0] + probes[name][1]]
+    offsets, at = {}, 0
+    for name in ORGANISM_NAMES:
+        offsets[name] = at
+        at += len(probes[name][0]) + len(probes[name][1])
+    names = {p.a for p in pairs} | {p.b for p in pairs}
+    start = time.perf_counter()
+    acts = all_activations(names, texts, out, "corpus")
+    probe_acts = all_activations(names, [p.text for p in probe_list], out, "probes")
+    results = []
+    for pair in pairs:
+        organism = "generic" if pair.organism == UNMODIFIED else pair.organism
+        mine = probes[organism][0] + probes[organism][1]
+        t0 = time.perf_counter()
+        result = run_pair(pair, acts, probe_acts, mine, offsets[organism], out, args.seeds, args.steps,
+                          args.dict_size, args.k)
+        add_stability(result)
+        results.append(result)
+        print(f"{pair.name}: {time.perf_counter() - t0:.0f} s; found by "
+              f"{[m for m, e in result['methods'].items() if any(found(x['features']) for x in e)]}", flush=True)
+    (out / "raw.json").write_text(json.dumps(results))
+    write_results(results, args, time.perf_counter() - start)
+
+
+def write_results(results: list[dict], args, elapsed: float) -> None:
+    """Write results.json (without decoder rows) and RESULTS.md."""
+    thresholds = DEFAULT_THRESHOLDS
+    table = summarize(results, thresholds)
+    chosen = "dfc+components"
+    row, std = table.get(chosen, {}), table.get("standard", {})
+    keys = {
+        "cross_arch_organisms_found": row.get("cross_found"),
+        "cross_arch_organisms_total": row.get("cross_total"),
+        "same_arch_organisms_found": row.get("same_found"),
+        "null_likely_real_max": row.get("null_likely_real_max"),
+        "standard_crosscoder_cross_arch_found": std.get("cross_found"),
+        "seed_stability": row.get("stability"),
+    }
+    for r in results:
+        for entries in r["methods"].values():
+            for entry in entries:
+                for f in entry["features"]:
+                    f.pop("decoder", None)
+    meta = {"seeds": args.seeds, "steps": args.steps, "dict_size": args.dict_size, "k": args.k, "top": TOP,
+            "auroc_found": AUROC_FOUND, "thresholds": dataclasses.asdict(thresholds), "chosen_method": chosen,
+            "calibration_organisms": CALIBRATION, "elapsed_s": elapsed,
+            "machine": f"{platform.platform()} · {torch.get_num_threads()} threads · torch {torch.__version__}",
+            "date": datetime.date.today().isoformat()}
+    (HERE / "results.json").write_text(json.dumps({**keys, "meta": meta, "methods": table, "pairs": results},
+                                                  indent=1, default=float))
+    lines = ["# Model organisms: recall and false positives", "",
+             (f"`python -m benchmarks.organisms.run --seeds {args.seeds} --steps {args.steps}` · {meta['machine']} · "
+             f"{meta['date']} · {elapsed / 60:.0f} min"), "",
+             "| method | cross-arch found | same-arch found | found and called real | null: most 'likely real' | seed stability |",
+             "|---|---|---|---|---|---|"]
+    for method, r in table.items():
+        stab = "–" if r["stability"] is None else f"{r['stability']:.0%}"
+        nul = "–" if r["null_likely_real_max"] is None else str(r["null_likely_real_max"])
+        lines.append(f"| {method} | {r['cross_found']:.1f} / {r['cross_total']:.0f} | {r['same_found']:.1f} / "
+                     f"{r['same_total']:.0f} | {r['found_real']:.1f} | {nul} | {stab} |")
+    lines += ["", "Per pair (best AUROC among the top features, mean over seeds):", "",
+              "| pair | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
+    for r in results:
+        cells = []
+        for method in table:
+            entries = r["methods"].get(method, [])
+            best = [max((f["auroc"] for f in e["features"] if not np.isnan(f["auroc"])), default=float("nan"))
+                    for e in entries]
+            cells.append(f"{np.nanmean(best):.2f}" if best else "–")
+        lines.append(f"| {r['pair']['name']} | " + " | ".join(cells) + " |")
+    (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
