@@ -98,8 +98,11 @@ holds at that point comes from its exclusive features: no colour means both mode
 way; a darker colour means this model sees something here that the other one does not. The two models cut
 the text into different tokens; a dotted underline marks a token the crosscoder did not read directly (it
 shows the value of the nearest read token to its left). The tables list the exclusive features that fired,
-strongest first; click a row to open the feature and see where else it fires and what it makes the model
-say. Treat them as leads to check, not verdicts: open a feature and use **Verify by steering**.
+strongest first, each with a *verdict* from the evidence the feature index holds: likely a real difference,
+likely a tokenizer effect (it lives on words the two tokenizers cut differently), likely a copy of a shared
+feature (the other model predicts it), unstable across seeds, or too rare to tell. Click a row to open the
+feature, read why, see where else it fires and what it makes the model say. A verdict is a screening aid,
+not proof: use **Verify by steering**.
 """
 
 TRUST_HELP = (
@@ -210,8 +213,8 @@ def gpu(fn):
 
 
 @gpu
-def _run_diff(crosscoder, pair, prompt, chat, labels):
-    return diff(crosscoder, pair, prompt, chat=chat, labels=labels)
+def _run_diff(crosscoder, pair, prompt, chat, labels, verdicts=None):
+    return diff(crosscoder, pair, prompt, chat=chat, labels=labels, verdicts=verdicts)
 
 
 @gpu
@@ -344,20 +347,25 @@ def _word_around(text: str, start: int, end: int) -> str:
     return word if len(word) <= 30 else word[:29] + "…"
 
 
+HIT_COLUMNS = ["Feature", "Strength", "Strongest on", "Tokens", "Verdict", "ID"]
+"""The Compare tables' columns; the feature ID stays last (a clicked row opens `row[-1]`)."""
+
+
 def hits_frame(model_diff) -> pd.DataFrame:
-    """Return the exclusive features that fired on a prompt as a table (label, strength, where, id)."""
+    """Return the exclusive features that fired on a prompt as a table (label, strength, where, verdict, id)."""
     rows = []
     for hit in model_diff.exclusive:
         where = ""
         if 0 <= hit.peak_token < len(model_diff.tokens):
             token = model_diff.tokens[hit.peak_token]
             where = _word_around(model_diff.text, token.start, token.end) or token.text
-        rows.append([hit.label, round(hit.activation, 2), where, hit.n_tokens, hit.latent])
-    return pd.DataFrame(rows, columns=["Feature", "Strength", "Strongest on", "Tokens", "ID"])
+        verdict = hit.verdict.label if hit.verdict is not None else "– (no feature index)"
+        rows.append([hit.label, round(hit.activation, 2), where, hit.n_tokens, verdict, hit.latent])
+    return pd.DataFrame(rows, columns=HIT_COLUMNS)
 
 
 def _empty_hits() -> pd.DataFrame:
-    return pd.DataFrame([], columns=["Feature", "Strength", "Strongest on", "Tokens", "ID"])
+    return pd.DataFrame([], columns=HIT_COLUMNS)
 
 
 def model_head(side: str, model: str | None) -> str:
@@ -398,7 +406,7 @@ def card_markdown(card, index) -> str:
     s = card.stats
     esc = html.escape
     lines = [f"## Feature {card.latent}: {esc(card.label)}",
-             f"**{esc(_block_words(card.block, index))}** · block `{card.block}`"]
+             f"**{esc(_block_words(card.block, index))}** · block `{card.block}`", "", verdict_line(card)]
     if card.explanation:
         lines.append(f"> {esc(card.explanation.get('text', ''))} *(explanation by "
                      f"{esc(card.explanation.get('model', 'a chat model'))})*")
@@ -415,6 +423,15 @@ def card_markdown(card, index) -> str:
     if s["n_fires"] == 0:
         lines.append("\n*It never fired on the text the feature index read, so there is little evidence about it.*")
     return "\n".join(lines)
+
+
+def verdict_line(card) -> str:
+    """Return the feature's verdict in one Markdown line: its words in bold, then why."""
+    verdict = card.verdict
+    if verdict is None:
+        return ("**Verdict: none** — a shared feature: CrossDiff does not present it as specific to one model "
+                "(both models write it, and neither adds a large part of its own).")
+    return f"**Verdict: {html.escape(verdict.label)}** — {html.escape(verdict.reason)}"
 
 
 def _inline(text: str) -> str:
@@ -809,8 +826,9 @@ class CrossDiffApp:
         loaded = self.loaded(session)
         progress(0.5, desc="Running both models…")
         labels = loaded.index.labels if loaded.index is not None else None
+        verdicts = loaded.index.verdict if loaded.index is not None else None
         with self.model_lock:
-            result = _run_diff(loaded.crosscoder, loaded.pair, prompt, mode == CHAT, labels)
+            result = _run_diff(loaded.crosscoder, loaded.pair, prompt, mode == CHAT, labels, verdicts)
         names = self.names(loaded)
         a, b = result.model_a, result.model_b
         summary = [(f"**{short_name(a.model)}** read {len(a.tokens)} tokens and **{short_name(b.model)}** "
@@ -1415,7 +1433,7 @@ def build(workspace: Workspace | None = None, default_crosscoder: str | None = N
                         table_a = gr.Dataframe(_empty_hits(),
                                                label="Exclusive features of model A that fired — click a row",
                                                interactive=False, elem_id="table-a", wrap=True,
-                                               column_widths=["42%", "14%", "20%", "13%", "11%"])
+                                               column_widths=["32%", "11%", "17%", "9%", "22%", "9%"])
                     with gr.Column():
                         head_b = gr.HTML(model_head("b", s0["model_b"]))
                         tokens_b = gr.HTML("<div class='cd-empty'>Click Compare to see model B's tokens.</div>",
@@ -1423,7 +1441,7 @@ def build(workspace: Workspace | None = None, default_crosscoder: str | None = N
                         table_b = gr.Dataframe(_empty_hits(),
                                                label="Exclusive features of model B that fired — click a row",
                                                interactive=False, elem_id="table-b", wrap=True,
-                                               column_widths=["42%", "14%", "20%", "13%", "11%"])
+                                               column_widths=["32%", "11%", "17%", "9%", "22%", "9%"])
                 with gr.Accordion("How to read this", open=True):
                     gr.Markdown(HOW_TO_READ)
 

@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("diff", help="show the exclusive latents that fire on a prompt, for each model",
                        description="Run both models on a prompt and list each model's exclusive latents that fire "
-                                   "(labelled from the feature index when there is one).")
+                                   "(labelled, with a verdict on each, from the feature index when there is one).")
     p.add_argument("prompt", help="text to compare the models on")
     p.add_argument("--crosscoder", required=True, help=CROSSCODER_HELP)
     p.add_argument("--top", type=int, default=10, help="latents to show per model (default 10)")
@@ -442,8 +442,8 @@ def _pair_for(args, opened: OpenedCrosscoder):
                       args.layer_b if args.layer_b is not None else c.layer_b)
 
 
-def _index_labels(opened: OpenedCrosscoder) -> list[str] | None:
-    """Return the labels of the crosscoder's feature index, or None (with a hint) when there is no usable index."""
+def _diff_index(opened: OpenedCrosscoder):
+    """Return the crosscoder's feature index (labels and verdicts), or None (with a hint) when there is no usable index."""
     from crossdiff_core.analysis import has_index, load_index
 
     if not has_index(opened.folder):
@@ -454,7 +454,7 @@ def _index_labels(opened: OpenedCrosscoder) -> list[str] | None:
                      "`python -m crossdiff_core index --crosscoder %s`)", opened.folder)
         return None
     try:
-        return load_index(opened.folder, opened.crosscoder).labels
+        return load_index(opened.folder, opened.crosscoder)
     except CrossDiffError as exc:
         log.warning("%s; latents are unlabelled", exc)
         return None
@@ -477,8 +477,10 @@ def cmd_diff(args) -> int:
     if not args.prompt.strip():
         raise CrossDiffError("the prompt is empty: type some text to compare the two models on")
     opened, (model_a, model_b) = _load_crosscoder_and_pair(args)
+    index = _diff_index(opened)
     result = diff_prompt(opened.crosscoder, model_a, model_b, args.prompt, top=args.top, chat=args.chat,
-                         labels=_index_labels(opened))
+                         labels=index.labels if index is not None else None,
+                         verdicts=index.verdict if index is not None else None)
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
@@ -491,7 +493,8 @@ def cmd_diff(args) -> int:
         if not entry["exclusive"]:
             print("  (none)")
         for row in entry["exclusive"]:
-            print(f"  {row['latent']:>6}  {row['activation']:8.3f}  {row['label']}")
+            verdict = f"  [{row['verdict']['label']}]" if row.get("verdict") else ""
+            print(f"  {row['latent']:>6}  {row['activation']:8.3f}  {row['label']}{verdict}")
     return 0
 
 

@@ -5,8 +5,13 @@ harvest's stores keep no text), encodes the paired activations, and records per 
 frequency, mean and max activation, an activation histogram, decoder norms, top contexts as each
 model tokenized them (with per-token activations for highlighting), the tokens its decoder direction
 promotes and suppresses through the owning model's final norm and unembedding (both models for shared
-latents), transfer R², Latent Scaling ratios, the ranking scores of `scores`, and a label. The same
-crosscoder, models and config give the same index, bit for bit.
+latents), transfer R², Latent Scaling ratios, the tokenizer split share, the one-model components of
+shared latents (`components`), the ranking scores of `scores`, and a label. The same crosscoder, models
+and config give the same index, bit for bit.
+
+Every latent presented as specific to one model (`FeatureIndex.presented`: its exclusive latents, plus
+shared latents with a large one-model component) gets a verdict with its reason in plain words
+(`FeatureIndex.verdict`, see `verdict`), computed from the stored arrays when asked for.
 
 Windows are taken in corpus order: `skip_windows` windows are skipped, then `n_windows` are used.
 Skip the windows a harvest consumed (its store's `windows_done`) to index held-out text; the CLI does
@@ -48,14 +53,18 @@ from safetensors.numpy import load_file, save_file
 
 from crossdiff_core.alignment import align_batch
 from crossdiff_core.analysis import blocks
+from crossdiff_core.analysis.components import one_model_components, rank_components
 from crossdiff_core.analysis.contexts import Context, build_context
-from crossdiff_core.analysis.histogram import HISTOGRAM_BINS, ActivationHistogram
+from crossdiff_core.analysis.evidence import Evidence, first_content, split_flags
+from crossdiff_core.analysis.histogram import ActivationHistogram
 from crossdiff_core.analysis.labels import heuristic_label, word_at
 from crossdiff_core.analysis.logit_lens import top_tokens
 from crossdiff_core.analysis.pairing import ModelPair, check_models, display_strings, run_paired
-from crossdiff_core.analysis.scores import SCORE_DOCS, other_over_own, owner_of, rank_order, ranking_scores
+from crossdiff_core.analysis.presented import component_score
+from crossdiff_core.analysis.scores import SCORE_DOCS, rank_order, ranking_scores
 from crossdiff_core.analysis.serialize import json_ready
-from crossdiff_core.analysis.stats import ActivationStats, LatentScaling, TransferRidge
+from crossdiff_core.analysis.stats import ActivationStats
+from crossdiff_core.analysis.verdict import DEFAULT_THRESHOLDS, Verdict, VerdictThresholds, judge
 from crossdiff_core.corpus import iter_windows
 from crossdiff_core.crosscoder import CrossCoder
 from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError
@@ -143,6 +152,8 @@ class LatentCard:
     contexts: list[Context]
     histogram: ActivationHistogram
     """How strongly it fires: its activations on the index corpus in bins up to its max activation."""
+    verdict: Verdict | None = None
+    """Its verdict when it is presented as specific to one model (`FeatureIndex.verdict`), else None."""
 
     def to_dict(self) -> dict:
         """Return the card as a JSON-serializable dict (NaN scores become None)."""
@@ -190,6 +201,8 @@ class FeatureIndex:
         self._windows = windows
         self._vocab = vocab
         self._checksums: dict[str, str] = {}
+        self.thresholds: VerdictThresholds = DEFAULT_THRESHOLDS
+        """Where each verdict starts (see `verdict`)."""
 
     # ------------------------------------------------------------------ files
 
@@ -340,9 +353,81 @@ class FeatureIndex:
         return [int(j) for j in order[:top]]
 
     def stats(self, latent: int) -> dict[str, float]:
-        """Return every per-latent score of a latent as plain numbers (NaN where not measurable)."""
+        """Return every per-latent score of a latent as plain numbers (NaN where not measurable or not stored)."""
         latent = self.check_latent(latent)
-        return {name: _plain(self.arrays[name][latent]) for name in SCORE_DOCS}
+        return {name: _plain(self.arrays[name][latent]) if name in self.arrays else float("nan") for name in SCORE_DOCS}
+
+    def components_usable(self) -> bool:
+        """Return True when the index holds one-model components that mean something for this crosscoder.
+
+        They do when the decoder-to-decoder map explains typical shared latents: the median component of
+        the latents it was fitted on (`meta["component_typical"]`) is below the verdicts' `min_component`.
+        When the two models' shared directions are not linearly related (or too few latents were fitted),
+        nearly every shared latent shows a large "component" and none stands out, so none is presented.
+        An index built before components were stored has none.
+        """
+        typical = self.meta.get("component_typical")
+        return ("component_side" in self.arrays and "component_fraction" in self.arrays
+                and typical is not None and float(typical) < self.thresholds.min_component)
+
+    def component(self, latent: int) -> tuple[str, float] | None:
+        """Return `(side, fraction)` of a shared latent's one-model component, or None when it has none to show.
+
+        None for exclusive latents, latents without an attributed side (dead, one-sided, not scored), and
+        every latent when `components_usable()` is False.
+        """
+        latent = self.check_latent(latent)
+        if self._is_exclusive(latent) or not self.components_usable():
+            return None
+        code = int(self.arrays["component_side"][latent])
+        fraction = float(self.arrays["component_fraction"][latent])
+        if code < 0 or not np.isfinite(fraction):
+            return None
+        return blocks.SIDES[code], fraction
+
+    def verdict(self, latent: int) -> Verdict | None:
+        """Return the verdict on a latent presented as specific to one model, or None for an ordinary shared latent.
+
+        An exclusive latent is judged on its own evidence (transfer R², tokenizer split share); a shared latent
+        with a one-model component (`component`) is judged with that component's fraction. Arrays an older index
+        lacks count as unmeasured (e.g. no split share: the tokenizer check is skipped). See `verdict.judge`.
+        """
+        latent = self.check_latent(latent)
+        base_rate = float(self.meta.get("split_base_rate") or 0.0)
+        if self._is_exclusive(latent):
+            return judge(self.arrays, latent, base_rate, thresholds=self.thresholds)
+        component = self.component(latent)
+        if component is None:
+            return None
+        return judge(self.arrays, latent, base_rate, component=component[1], thresholds=self.thresholds)
+
+    def presented(self, side: str, top: int | None = None) -> list[int]:
+        """Return the latents presented as specific to model `side`, best first (at most `top`).
+
+        Those are its exclusive latents, scored by `rank_score`, and, when `components_usable()`, the shared
+        latents whose one-model component is attributed to `side` with a fraction of at least
+        `thresholds.min_component`, scored by the same factors with that fraction in place of specificity
+        and shrinkage: `score_alive · score_not_dense · (score_consistency + score_strength) / 2 · fraction`
+        (`presented.component_score`, as the organism benchmark ranks them). Latents that never fired come
+        last, as in `ranked`.
+        """
+        side = blocks.check_side(side)
+        candidates = [self.exclusive(side)]
+        score = self.arrays["rank_score"].astype(np.float64)
+        if self.components_usable():
+            fraction = self.arrays["component_fraction"].astype(np.float64)
+            exclusive = self.arrays["exclusive_a"].astype(bool) | self.arrays["exclusive_b"].astype(bool)
+            with np.errstate(invalid="ignore"):
+                chosen = ((self.arrays["component_side"] == blocks.SIDES.index(side)) & ~exclusive
+                          & (fraction >= self.thresholds.min_component))
+            shared = np.flatnonzero(chosen).astype(np.int64)
+            score[shared] = component_score(self.arrays, shared, fraction[shared])
+            candidates.append(shared)
+        order = rank_order(score, self.arrays["n_fires"], np.concatenate(candidates))
+        return [int(j) for j in order[:top]]
+
+    def _is_exclusive(self, latent: int) -> bool:
+        return bool(self.arrays["exclusive_a"][latent]) or bool(self.arrays["exclusive_b"][latent])
 
     def tokens(self, latent: int, side: str, kind: str = "promote") -> list[tuple[str, float]]:
         """Return the tokens a latent promotes (`kind="suppress"`: suppresses) in model `side`, with their logits."""
@@ -386,6 +471,7 @@ class FeatureIndex:
             suppressed={s: self.tokens(latent, s, "suppress") for s in sides},
             contexts=self.contexts(latent, n_contexts),
             histogram=self.histogram(latent),
+            verdict=self.verdict(latent),
         )
 
     def set_explanation(self, latent: int, text: str, model: str) -> None:
@@ -393,14 +479,18 @@ class FeatureIndex:
         self.explanations[self.check_latent(latent)] = {"text": text, "model": model}
 
     def rows(self) -> list[dict]:
-        """Return one flat dict per latent (id, block, label, explanation, every score): the CSV of all latents."""
+        """Return one flat dict per latent (id, block, label, explanation, verdict code and reason, every score):
+        the CSV of all latents. The verdict columns are empty for latents not presented as model-specific."""
         blocks_by_code = {value: name for name, value in blocks.BLOCK_CODES.items()}
         out = []
         for latent in range(self.dict_size):
             explanation = self.explanations.get(latent)
+            verdict = self.verdict(latent)
             row = {"latent": latent, "block": blocks_by_code[int(self.arrays["block"][latent])],
-                   "label": self.labels[latent], "explanation": explanation["text"] if explanation else ""}
-            row.update({name: _plain(self.arrays[name][latent]) for name in SCORE_DOCS})
+                   "label": self.labels[latent], "explanation": explanation["text"] if explanation else "",
+                   "verdict": verdict.code if verdict else "", "verdict_reason": verdict.reason if verdict else ""}
+            row.update({name: _plain(self.arrays[name][latent]) if name in self.arrays else float("nan")
+                        for name in SCORE_DOCS})
             out.append(row)
         return out
 
@@ -500,7 +590,6 @@ def build_index(
     model_a, model_b = pair
     check_models(crosscoder, model_a, model_b)
     crosscoder = crosscoder.eval()
-    device = blocks.crosscoder_device(crosscoder)
     texts = list(itertools.islice(iter_windows(config.corpus, model_a.tokenizer, config.ctx_len),
                                   config.skip_windows, config.skip_windows + config.n_windows))
     if not texts:
@@ -508,13 +597,7 @@ def build_index(
             f"corpus {config.corpus!r} has no windows left after skipping {config.skip_windows}; "
             "lower --skip-windows or use a larger corpus"
         )
-    F = crosscoder.dict_size
-    stats = ActivationStats(F, config.top_contexts)
-    ridges = {"a": TransferRidge(crosscoder.config.d_a, F), "b": TransferRidge(crosscoder.config.d_b, F)}
-    scalings = {
-        "a": LatentScaling(crosscoder.W_dec_a, crosscoder.slice_a, F),
-        "b": LatentScaling(crosscoder.W_dec_b, crosscoder.slice_b, F),
-    }
+    evidence = Evidence(crosscoder, config.top_contexts, config.test_every, config.ridge_alpha)
     windows: list[dict] = []
     row_start: list[int] = []
     n_outliers = 0
@@ -524,9 +607,9 @@ def build_index(
         aligned = align_batch(model_a.tokenizer, model_b.tokenizer, batch, max_tokens=config.ctx_len,
                               max_tokens_b=2 * config.ctx_len)
         runs = run_paired(model_a, model_b, aligned, config.outlier_factor)
-        window_ids = []
+        window_ids, splits = [], []
         for offset, ((tok_a, tok_b, _), run) in enumerate(zip(aligned, runs)):
-            row_start.append(stats.n_rows + sum(len(ids) for ids in window_ids))
+            row_start.append(evidence.stats.n_rows + sum(len(ids) for ids in window_ids))
             windows.append({
                 "text": tok_a.text,
                 "a": _token_records(model_a.tokenizer, tok_a),
@@ -534,36 +617,31 @@ def build_index(
                 "pairs": [[int(p), int(q), int(e)] for p, q, e in zip(run.pos_a, run.pos_b, run.char_end)],
             })  # fmt: skip
             window_ids.append(torch.full((len(run.pos_a),), first + offset, dtype=torch.int64))
+            splits.append(torch.as_tensor(split_flags(run.pos_a, run.pos_b, first_content(tok_a), first_content(tok_b))))
             n_outliers += run.n_outliers
         window_N = torch.cat(window_ids)
         if len(window_N):
-            x_a_ND = torch.cat([run.x_a_PD for run in runs]).to(device)
-            x_b_ND = torch.cat([run.x_b_PD for run in runs]).to(device)
-            x_a_ND, x_b_ND = crosscoder.normalize(x_a_ND, x_b_ND)
-            f_NF = crosscoder.activate(crosscoder.pre_activations(x_a_ND, x_b_ND))
-            x_hat_a_ND, x_hat_b_ND = crosscoder.decode_normalized(f_NF)
-            test_N = (window_N % config.test_every) == config.test_every - 1
-            stats.add(f_NF, window_N)
-            ridges["a"].add(x_a_ND, f_NF, test_N)
-            ridges["b"].add(x_b_ND, f_NF, test_N)
-            scalings["a"].add(x_a_ND, x_hat_a_ND, crosscoder.b_dec_a.detach(), f_NF)
-            scalings["b"].add(x_b_ND, x_hat_b_ND, crosscoder.b_dec_b.detach(), f_NF)
+            evidence.add(torch.cat([run.x_a_PD for run in runs]), torch.cat([run.x_b_PD for run in runs]), window_N,
+                         torch.cat(splits))
         bar.update(len(batch))
         if progress is not None:
             progress(IndexProgress("windows", len(windows), len(texts)))
     bar.close()
+    stats = evidence.stats
     if stats.n_rows == 0:
         raise CorpusError(
             f"the {len(texts)} windows of {config.corpus!r} gave no paired tokens; use a larger or different corpus"
         )
 
-    arrays = _latent_arrays(crosscoder, stats, ridges, scalings, config)
+    arrays = evidence.arrays()
     arrays.update(_context_arrays(stats, row_start, windows, config))
     vocab = {}
     for side, model in (("a", model_a), ("b", model_b)):
         token_arrays, vocab[side] = _token_arrays(crosscoder, model, side, config.top_tokens, progress)
         arrays.update(token_arrays)
     arrays.update(ranking_scores(arrays, config.top_contexts))
+    component_arrays, component_typical = _component_arrays(crosscoder, arrays["n_fires"] > 0)
+    arrays.update(component_arrays)
     labels = _labels(arrays, windows, vocab)
     meta = {
         "format": INDEX_FORMAT,
@@ -573,10 +651,10 @@ def build_index(
         "models": {
             side: {
                 "model_id": m.model_id, "revision": m.revision, "layer": m.layer, "tokenizer": m.tokenizer_fingerprint,
-            }  # fmt: skip
+            }
             for side, m in (("a", model_a), ("b", model_b))
         },
-        "dict_size": F,
+        "dict_size": crosscoder.dict_size,
         "n_exclusive_a": crosscoder.n_a,
         "n_shared": crosscoder.n_shared,
         "n_exclusive_b": crosscoder.n_b,
@@ -585,6 +663,8 @@ def build_index(
         "n_windows": len(windows),
         "n_rows": stats.n_rows,
         "n_outliers": n_outliers,
+        "split_base_rate": evidence.split_base_rate,
+        "component_typical": component_typical,
         "scores": SCORE_DOCS,
     }
     index = FeatureIndex(meta, arrays, labels, {}, windows=windows, vocab=vocab)
@@ -601,41 +681,30 @@ def _token_records(tokenizer, tok) -> list[list]:
     return [[s, int(a), int(b), int(sp)] for s, (a, b), sp in zip(shown, tok.offsets, tok.special)]
 
 
-def _latent_arrays(crosscoder: CrossCoder, stats: ActivationStats, ridges: dict, scalings: dict,
-                   config: IndexConfig) -> dict[str, np.ndarray]:
-    """Return the per-latent statistics, decoder norms, transfer R² and Latent Scaling arrays."""
-    norm_a_F, norm_b_F = (n.detach().float().cpu().numpy() for n in crosscoder.decoder_norms())
-    exclusive = {side: np.zeros(crosscoder.dict_size, dtype=np.uint8) for side in blocks.SIDES}
-    for side in blocks.SIDES:
-        exclusive[side][blocks.exclusive_latents(crosscoder, side).numpy()] = 1
-    owner = owner_of(exclusive["a"], exclusive["b"], norm_a_F, norm_b_F)
-    r2_a = ridges["a"].r2(config.ridge_alpha).numpy()
-    r2_b = ridges["b"].r2(config.ridge_alpha).numpy()
-    (err_a, rec_a), (err_b, rec_b) = ((s.numpy() for s in scalings[side].scales()) for side in blocks.SIDES)
-    return {
-        "block": blocks.block_codes(crosscoder).numpy(),
-        "exclusive_a": exclusive["a"],
-        "exclusive_b": exclusive["b"],
-        "owner": owner,
-        "frequency": stats.frequency().float().numpy(),
-        "n_fires": stats.count_F.numpy(),
-        "n_contexts": stats.window_count_F.numpy(),
-        "mean_activation": stats.mean_when_active().float().numpy(),
-        "max_activation": stats.max_F.numpy(),
-        "act_hist": stats.histogram(HISTOGRAM_BINS).numpy().astype(np.int32),
-        "dec_norm_a": norm_a_F,
-        "dec_norm_b": norm_b_F,
-        "relative_norm": blocks.relative_norm(crosscoder).cpu().numpy(),
-        "transfer_r2_from_a": r2_a,
-        "transfer_r2_from_b": r2_b,
-        "transfer_r2": np.where(owner == 0, r2_b, r2_a).astype(np.float32),
-        "ls_error_a": err_a,
-        "ls_error_b": err_b,
-        "ls_recon_a": rec_a,
-        "ls_recon_b": rec_b,
-        "nu_error": other_over_own(err_a, err_b, owner),
-        "nu_recon": other_over_own(rec_a, rec_b, owner),
-    }
+def _component_arrays(crosscoder: CrossCoder, alive_F: np.ndarray) -> tuple[dict[str, np.ndarray], float | None]:
+    """Return the one-model component arrays and the median component of the latents the map was fitted on.
+
+    `component_fraction` (float32 `[F]`): for each latent with a decoder in both models, the fraction of its
+    decoder in the model its component is attributed to that the other model's decoder does not predict
+    (NaN for latents not scored); `component_side` (int8 `[F]`): that model (0 = A, 1 = B) for the latents
+    `rank_components` ranks (alive, not one-sided), -1 for the others. The median (None when nothing was
+    fitted) says whether the map explains typical shared latents (`FeatureIndex.components_usable`).
+    """
+    F = crosscoder.dict_size
+    fraction_F = np.full(F, np.nan, dtype=np.float32)
+    side_F = np.full(F, -1, dtype=np.int8)
+    components = one_model_components(crosscoder, torch.as_tensor(np.asarray(alive_F, dtype=bool)))
+    latents_L = components["latents"].numpy()
+    if len(latents_L) == 0:
+        return {"component_fraction": fraction_F, "component_side": side_F}, None
+    in_b_L = components["component_in_b"].numpy()
+    fraction_F[latents_L] = np.where(in_b_L, components["component_fraction_b"].numpy(),
+                                     components["component_fraction_a"].numpy())
+    for code, side in enumerate(blocks.SIDES):
+        side_F[rank_components(components, side)[0].numpy()] = code
+    fitted_L = components["fitted"].numpy()
+    typical = float(np.median(fraction_F[latents_L[fitted_L]])) if fitted_L.any() else None
+    return {"component_fraction": fraction_F, "component_side": side_F}, typical
 
 
 def _context_arrays(stats: ActivationStats, row_start: list[int], windows: list[dict],
@@ -663,7 +732,6 @@ def _context_arrays(stats: ActivationStats, row_start: list[int], windows: list[
     hit_FNC = inside_FNC & (keys[found] == queries) if len(keys) else np.zeros_like(inside_FNC)
     ctx_acts = np.where(hit_FNC, sparse_values[found] if len(keys) else 0.0, 0.0).astype(np.float16)
     return {
-        "top_act": stats.top_act_NF.T.numpy().copy(),
         "top_window": top_window_FN.astype(np.int32),
         "top_pair": peak_FN.astype(np.int32),
         "ctx_start": crop_start_FN.astype(np.int32),

@@ -13,14 +13,15 @@ activations with the crosscoder and returns a `PromptDiff`:
 - tokens that are not paired (they end where the other tokenizer does not, are chat-template tokens,
   or were dropped as attention-sink outliers) show the values of the nearest paired position to their
   left and are marked `paired=False`; tokens before the first paired position show nothing;
-- per model, a summary of its exclusive latents that fired, strongest first, with labels from the
-  feature index when one is given.
+- per model, a summary of its exclusive latents that fired, strongest first, with labels and verdicts
+  (`FeatureIndex.verdict`: likely real, tokenizer effect, copy, unstable, too rare) from the feature
+  index when one is given.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,7 @@ from crossdiff_core.analysis.blocks import crosscoder_device, decoder_rows, excl
 from crossdiff_core.analysis.chat import check_messages, tokenize_chat
 from crossdiff_core.analysis.pairing import ModelPair, check_models, display_strings, run_paired
 from crossdiff_core.analysis.serialize import json_ready
+from crossdiff_core.analysis.verdict import Verdict
 from crossdiff_core.crosscoder import CrossCoder
 from crossdiff_core.errors import CrossDiffError
 from crossdiff_core.models import LoadedModel
@@ -91,6 +93,8 @@ class ExclusiveHit:
     peak_token: int
     """Index (in this model's tokens) of the peak."""
     label: str
+    verdict: Verdict | None = None
+    """Its verdict from the feature index (code, words, reason), or None without an index."""
 
 
 @dataclass
@@ -143,12 +147,14 @@ def diff(
     per_token: int = 8,
     labels: Sequence[str] | None = None,
     max_tokens: int = MAX_PROMPT_TOKENS,
+    verdicts: Callable[[int], Verdict | None] | None = None,
 ) -> PromptDiff:
     """Return the `PromptDiff` of a prompt: per-token latents and exclusivity, and each model's exclusive latents.
 
     `prompt` is text, or a list of chat messages (then chat mode is implied); with `chat=True` a text
     prompt becomes one user message. `labels` (one per latent, e.g. `FeatureIndex.labels`) names the
-    latents; without it they are called "<block> latent <id>". Each model reads at most `max_tokens`
+    latents; without it they are called "<block> latent <id>". `verdicts` (latent id → `Verdict`, e.g.
+    `FeatureIndex.verdict`) gives each exclusive latent that fired its verdict. Each model reads at most `max_tokens`
     tokens (also capped by its context length); a longer prompt is cut and a warning says so.
     """
     model_a, model_b = pair
@@ -193,13 +199,13 @@ def diff(
         ("b", model_b, shown_b, pos_b, truncated_b, alignment.coverage_b),
     ):
         sides.append(_model_diff(crosscoder, side, model, shown, positions, f_PF, names, top, per_token,
-                                 truncated, coverage))
+                                 truncated, coverage, verdicts))
     return PromptDiff(
         mode="text" if messages is None else "chat",
         content=tok_a.text,
         model_a=sides[0],
         model_b=sides[1],
-        paired=int(len(pos_a)),
+        paired=len(pos_a),
         char_ends=[int(e) for e in char_end],
         warnings=warnings,
     )
@@ -247,7 +253,8 @@ def _context_length(model: LoadedModel) -> int:
 
 
 def _model_diff(crosscoder, side, model, shown: TokenizedText, positions: np.ndarray,
-                f_PF: torch.Tensor, names, top: int, per_token: int, truncated: bool, coverage: float) -> ModelDiff:
+                f_PF: torch.Tensor, names, top: int, per_token: int, truncated: bool, coverage: float,
+                verdicts: Callable[[int], Verdict | None] | None = None) -> ModelDiff:
     """Return one model's `ModelDiff` from the paired latent activations."""
     own = model_slice(crosscoder, side)
     exclusive_L = exclusive_latents(crosscoder, side)
@@ -286,7 +293,8 @@ def _model_diff(crosscoder, side, model, shown: TokenizedText, positions: np.nda
             latent = int(exclusive_L[j])
             fired = f_PL[:, j][f_PL[:, j] > 0]
             hits.append(ExclusiveHit(latent, float(peak_L[j]), float(fired.mean()), int(fired_L[j]),
-                                     int(positions[arg_L[j]]), names[latent]))
+                                     int(positions[arg_L[j]]), names[latent],
+                                     verdicts(latent) if verdicts is not None else None))
     return ModelDiff(side=side, model=model.model_id, text=shown.text, tokens=tokens,
                      paired_positions=[int(p) for p in positions], coverage=float(coverage), truncated=truncated,
                      exclusive=hits)

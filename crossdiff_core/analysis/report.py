@@ -1,9 +1,11 @@
 """Screening report of a crosscoder: HTML and Markdown pages, histograms as PNG, and a CSV of all latents.
 
 `write_report(index, out_dir)` reads only the feature index (no model is loaded). Per model it lists the
-top exclusive latents that fired, by `rank_score`, with their labels, scores and example contexts (the active tokens
-highlighted), and it draws histograms of firing frequency and decoder norms per block (matplotlib, Agg
-backend). `latents.csv` holds every latent with every score (see SCORES.md).
+top latents presented as specific to it that fired (`FeatureIndex.presented`: its exclusive latents by
+`rank_score`, plus shared latents with a large one-model part when the index has usable components), with
+their labels, verdicts, scores and example contexts (the active tokens highlighted); the summary counts
+each verdict per model. It draws histograms of firing frequency and decoder norms per block (matplotlib,
+Agg backend). `latents.csv` holds every latent with its verdict and every score (see SCORES.md).
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ from crossdiff_core.analysis.blocks import BLOCK_CODES
 from crossdiff_core.analysis.contexts import Context, ContextToken
 from crossdiff_core.analysis.feature_index import FeatureIndex
 from crossdiff_core.analysis.scores import SCORE_DOCS
+from crossdiff_core.analysis.verdict import VERDICTS, Verdict
 
 BLOCK_COLORS = {"A-exclusive": "tab:blue", "shared": "tab:gray", "B-exclusive": "tab:orange"}
 TABLE_SCORES = ("rank_score", "frequency", "max_activation", "transfer_r2", "nu_error", "nu_recon")
+OLD_INDEX_NOTE = ("This feature index predates the tokenizer check (no split_share): no feature can be called a "
+                  "tokenizer effect until it is rebuilt with `python -m crossdiff_core index`.")
 _MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#"})
 
 
@@ -60,6 +65,9 @@ class _Entry:
     latent: int
     label: str
     explanation: str
+    verdict: Verdict | None
+    component: float | None
+    """The one-model part of a shared latent (None for an exclusive latent)."""
     scores: dict[str, float]
     contexts: list[Context]
 
@@ -69,38 +77,76 @@ class _Section:
     side: str
     model: str
     n_exclusive: int
+    n_presented: int
+    """Exclusive latents plus shared latents with a large one-model part."""
     n_fired: int
+    verdicts: dict[str, int]
+    """How many presented latents got each verdict (code → count, in `VERDICTS` order, zeros left out)."""
     entries: list[_Entry]
 
 
 def _section(index: FeatureIndex, side: str, top: int, n_contexts: int) -> _Section:
-    fired = [j for j in index.ranked(side) if index.arrays["n_fires"][j] > 0]
+    presented = index.presented(side)
+    fired = [j for j in presented if index.arrays["n_fires"][j] > 0]
+    codes = [verdict.code for verdict in map(index.verdict, presented) if verdict is not None]
+    counts = {code: codes.count(code) for code in VERDICTS if code in codes}
     entries = []
     for rank, latent in enumerate(fired[:top], 1):
         card = index.card(latent, n_contexts)
-        entries.append(_Entry(rank, latent, card.label, (card.explanation or {}).get("text", ""),
+        component = index.component(latent)
+        entries.append(_Entry(rank, latent, card.label, (card.explanation or {}).get("text", ""), card.verdict,
+                              component[1] if component else None,
                               {name: card.stats[name] for name in TABLE_SCORES}, card.contexts))
-    return _Section(side, index.meta["models"][side]["model_id"], len(index.exclusive(side)), len(fired), entries)
+    return _Section(side, index.meta["models"][side]["model_id"], len(index.exclusive(side)), len(presented),
+                    len(fired), counts, entries)
 
 
-def _summary_lines(index: FeatureIndex) -> list[str]:
+def _summary_lines(index: FeatureIndex, sections: list[_Section]) -> list[str]:
     meta = index.meta
     kind = "standard crosscoder" if meta["standard"] else "Dedicated Feature Crosscoder"
     config = meta["config"]
     return [
         f"Model A: {meta['models']['a']['model_id']} (layer {meta['models']['a']['layer']})",
         f"Model B: {meta['models']['b']['model_id']} (layer {meta['models']['b']['layer']})",
-        f"{kind}: {meta['dict_size']} latents = {meta['n_exclusive_a']} A-exclusive + {meta['n_shared']} shared + "
-        f"{meta['n_exclusive_b']} B-exclusive ({meta['sparsity']})",
-        f"Feature index: {meta['n_rows']} paired tokens from {meta['n_windows']} windows of {config['corpus']} "
-        f"(after skipping {config['skip_windows']})",
-        "Exclusive latents are candidates for a person to check, not verdicts: read the contexts, then steer.",
+        (f"{kind}: {meta['dict_size']} latents = {meta['n_exclusive_a']} A-exclusive + {meta['n_shared']} shared + "
+        f"{meta['n_exclusive_b']} B-exclusive ({meta['sparsity']})"),
+        (f"Feature index: {meta['n_rows']} paired tokens from {meta['n_windows']} windows of {config['corpus']} "
+        f"(after skipping {config['skip_windows']})"),
+        *(_verdict_summary(section) for section in sections),
+        *([] if "split_share" in index.arrays else [OLD_INDEX_NOTE]),
+        "A verdict is a screening aid computed from the index's evidence, not proof: read the contexts, then steer.",
     ]
 
 
+def _verdict_summary(section: _Section) -> str:
+    counts = ", ".join(f"{n} {VERDICTS[code]}" for code, n in section.verdicts.items()) or "none"
+    return (f"Verdicts on the {section.n_presented} features presented as specific to model "
+            f"{section.side.upper()} ({section.model}): {counts}")
+
+
+def _presented_words(section: _Section) -> str:
+    n_shared = section.n_presented - section.n_exclusive
+    if n_shared == 0:
+        return f"{section.n_exclusive} exclusive latents"
+    return (f"{section.n_presented} features presented as specific to this model ({section.n_exclusive} exclusive "
+            f"latents and {n_shared} shared latents with a large one-model part)")
+
+
 def _section_intro(section: _Section) -> str:
-    return (f"{section.n_fired} of {section.n_exclusive} exclusive latents fired on the index corpus; "
-            f"the {len(section.entries)} best by rank_score")
+    return (f"{section.n_fired} of {_presented_words(section)} fired on the index corpus; "
+            f"the {len(section.entries)} best by rank score")
+
+
+def _verdict_words(entry: _Entry) -> str:
+    return entry.verdict.label if entry.verdict is not None else "–"
+
+
+def _entry_note(entry: _Entry) -> str:
+    """Return the line under a latent's heading: its verdict and why, and its one-model part if shared."""
+    shared = "" if entry.component is None else f"Shared latent, one-model part {entry.component:.0%}. "
+    if entry.verdict is None:
+        return shared + "No verdict."
+    return f"{shared}Verdict: {entry.verdict.label}. {entry.verdict.reason}"
 
 
 def _fmt(value: float) -> str:
@@ -115,19 +161,20 @@ def _token_text(text: str) -> str:
 
 def _markdown(index: FeatureIndex, sections: list[_Section], images: list[Path]) -> str:
     lines = ["# CrossDiff screening report", ""]
-    lines += [f"- {line}" for line in _summary_lines(index)]
+    lines += [f"- {line}" for line in _summary_lines(index, sections)]
     lines.append("")
     lines += [f"![{image.stem}]({image.name})" for image in images]
     for section in sections:
         lines += ["", f"## Model {section.side.upper()}: {section.model}", "",
                   _section_intro(section) + ":", ""]
-        lines.append("| rank | latent | label | " + " | ".join(TABLE_SCORES) + " |")
-        lines.append("|" + "---|" * (3 + len(TABLE_SCORES)))
+        lines.append("| rank | latent | label | verdict | " + " | ".join(TABLE_SCORES) + " |")
+        lines.append("|" + "---|" * (4 + len(TABLE_SCORES)))
         for e in section.entries:
-            cells = [str(e.rank), str(e.latent), e.label.translate(_MARKDOWN_SPECIAL)]
+            cells = [str(e.rank), str(e.latent), e.label.translate(_MARKDOWN_SPECIAL), _verdict_words(e)]
             lines.append("| " + " | ".join(cells + [_fmt(e.scores[s]) for s in TABLE_SCORES]) + " |")
         for e in section.entries:
-            lines += ["", f"### Latent {e.latent}: {e.label.translate(_MARKDOWN_SPECIAL)}"]
+            lines += ["", f"### Latent {e.latent}: {e.label.translate(_MARKDOWN_SPECIAL)}", "",
+                      _entry_note(e).translate(_MARKDOWN_SPECIAL), ""]
             if e.explanation:
                 lines.append(f"*{e.explanation.translate(_MARKDOWN_SPECIAL)}*")
             for context in e.contexts:
@@ -148,26 +195,28 @@ def _html(index: FeatureIndex, sections: list[_Section], images: list[Path]) -> 
     esc = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>CrossDiff screening report</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        ("<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}"
         ".ctx{font-family:monospace;white-space:pre-wrap;margin:2px 0 2px 1em}"
-        ".peak{outline:1px solid #900}.note{color:#555}</style></head><body>",
+        ".peak{outline:1px solid #900}.note{color:#555}</style></head><body>"),
         "<h1>CrossDiff screening report</h1><ul>",
-        *(f"<li>{esc(line)}</li>" for line in _summary_lines(index)),
+        *(f"<li>{esc(line)}</li>" for line in _summary_lines(index, sections)),
         "</ul>",
         *(f"<img src='{esc(image.name)}' alt='{esc(image.stem)}' width='520'>" for image in images),
     ]
     for section in sections:
         parts.append(f"<h2>Model {section.side.upper()}: {esc(section.model)}</h2>")
         parts.append(f"<p>{esc(_section_intro(section))}.</p>")
-        parts.append("<table><tr><th>rank</th><th>latent</th><th>label</th>"
+        parts.append("<table><tr><th>rank</th><th>latent</th><th>label</th><th>verdict</th>"
                      + "".join(f"<th title='{esc(SCORE_DOCS[s])}'>{s}</th>" for s in TABLE_SCORES) + "</tr>")
         for e in section.entries:
             parts.append(f"<tr><td>{e.rank}</td><td><a href='#l{e.latent}'>{e.latent}</a></td><td>{esc(e.label)}</td>"
+                         f"<td title='{esc(e.verdict.reason if e.verdict else '')}'>{esc(_verdict_words(e))}</td>"
                          + "".join(f"<td>{_fmt(e.scores[s])}</td>" for s in TABLE_SCORES) + "</tr>")
         parts.append("</table>")
         for e in section.entries:
             parts.append(f"<h3 id='l{e.latent}'>Latent {e.latent}: {esc(e.label)}</h3>")
+            parts.append(f"<p><b>{esc(_entry_note(e))}</b></p>")
             if e.explanation:
                 parts.append(f"<p class='note'>{esc(e.explanation)}</p>")
             for context in e.contexts:

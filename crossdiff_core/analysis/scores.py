@@ -74,6 +74,18 @@ SCORE_DOCS = {
         "ν^r = ls_recon(other) / ls_recon(owner): high means other latents carry it in the other model "
         "(latent decoupling)."
     ),
+    "split_share": (
+        "Share of the latent's activation mass on tokens the two tokenizers cut differently (a word in several "
+        "tokens in one model, one token in the other); compare with the index's split_base_rate."
+    ),
+    "component_fraction": (
+        "One-model component of a latent with a decoder in both models: the fraction of its decoder, in the model "
+        "the component is attributed to, that the other model's decoder does not predict (NaN if not scored)."
+    ),
+    "component_side": (
+        "Model its one-model component is attributed to: 0 = A, 1 = B, -1 for none (an exclusive, one-sided or "
+        "dead latent)."
+    ),
     "score_alive": f"min(1, n_contexts / {MIN_CONTEXTS}): 0 for dead latents, low for latents seen in few windows.",
     "score_not_dense": f"1 up to a frequency of {DENSE_FROM}, falling log-linearly to 0 at {DENSE_AT}.",
     "score_consistency": (

@@ -9,6 +9,7 @@ import pytest
 
 from crossdiff_core import cli
 from crossdiff_core.analysis import FeatureIndex, explain_latents, load_index
+from crossdiff_core.analysis.verdict import VERDICTS
 
 
 @pytest.fixture()
@@ -48,13 +49,22 @@ def test_index_then_report_then_steer(tiny_cli, tiny_folder, tiny_store, tmp_pat
     html = (out / "report.html").read_text()
     markdown = (out / "report.md").read_text()
     assert "Model A" in html and "Model B" in html and "<img src='frequency.png'" in html
-    assert "## Model A" in markdown and "| rank | latent | label |" in markdown
+    assert "## Model A" in markdown and "| rank | latent | label | verdict |" in markdown
+    assert "<th>verdict</th>" in html
+    for side in ("A", "B"):  # the summary counts each verdict per model
+        presented = index.presented(side.lower())
+        assert f"Verdicts on the {len(presented)} features presented as specific to model {side}" in markdown
+        for code in {index.verdict(j).code for j in presented}:
+            n = sum(index.verdict(j).code == code for j in presented)
+            assert f"{n} {VERDICTS[code]}" in markdown
     assert (out / "frequency.png").read_bytes()[:4] == b"\x89PNG" and (out / "decoder_norms.png").is_file()
     with open(out / "latents.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == index.dict_size and {"latent", "block", "label", "rank_score", "transfer_r2"} <= set(rows[0])
     top_a = index.ranked("a", 1)[0]
     assert f"Latent {top_a}" in markdown
+    assert rows[top_a]["verdict"] == index.verdict(top_a).code and rows[top_a]["verdict_reason"]
+    assert f"Verdict: {index.verdict(top_a).label}." in markdown
 
     capsys.readouterr()
     assert cli.main(["steer", "--crosscoder", str(tiny_folder), "--latent", str(top_a), "--max-new-tokens", "2",

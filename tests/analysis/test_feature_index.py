@@ -12,6 +12,7 @@ from crossdiff_core.analysis import FeatureIndex, build_index, has_index, index_
 from crossdiff_core.analysis.blocks import BLOCK_CODES
 from crossdiff_core.analysis.feature_index import INDEX_VERSION
 from crossdiff_core.analysis.scores import MIN_CONTEXTS, SCORE_DOCS
+from crossdiff_core.analysis.verdict import VERDICTS
 from crossdiff_core.crosscoder import CrossCoder
 from crossdiff_core.errors import CrossCoderError, CrossDiffError
 
@@ -144,3 +145,36 @@ def test_index_files_are_documented_json_and_safetensors(real_dfc):
     assert len(labels["labels"]) == real_dfc.crosscoder.dict_size
     assert isinstance(FeatureIndex.load(folder).vocab()["b"], dict)
     assert torch.is_tensor(real_dfc.crosscoder.W_dec_a)
+
+
+def test_real_index_stores_split_share_and_components_and_judges_presented_latents(real_index, real_dfc):
+    index, cc = real_index, real_dfc.crosscoder
+    arrays, F = index.arrays, cc.dict_size
+    fired = arrays["n_fires"] > 0
+    assert 0 <= index.meta["split_base_rate"] <= 1
+    share = arrays["split_share"]
+    assert share.shape == (F,) and ((share[fired] >= 0) & (share[fired] <= 1)).all() and np.isnan(share[~fired]).all()
+    fraction, side = arrays["component_fraction"], arrays["component_side"]
+    assert fraction.dtype == np.float32 and side.dtype == np.int8 and set(np.unique(side)) <= {-1, 0, 1}
+    exclusive = (arrays["exclusive_a"] | arrays["exclusive_b"]).astype(bool)
+    assert np.isnan(fraction[exclusive]).all() and (side[exclusive] == -1).all()  # no decoder in the other model
+    shared = ~exclusive
+    assert ((fraction[shared] >= 0) & (fraction[shared] <= 1 + 1e-6)).all()
+    assert (side[shared & ~fired] == -1).all()  # dead latents are not fitted
+    typical = index.meta["component_typical"]
+    # 128 latents cannot fit a map between 576- and 640-dimensional decoders: no component stands out.
+    assert typical > index.thresholds.min_component and not index.components_usable()
+    for latent in np.flatnonzero(exclusive & fired):
+        verdict = index.verdict(int(latent))
+        assert verdict is not None and verdict.code in VERDICTS and verdict.reason
+    ordinary = int(np.flatnonzero(shared & fired)[0])
+    assert index.verdict(ordinary) is None and index.card(ordinary).verdict is None
+    for side_name in ("a", "b"):
+        assert index.presented(side_name) == index.ranked(side_name)
+        assert index.presented(side_name, top=3) == index.ranked(side_name, 3)
+    top = index.ranked("a", 1)[0]
+    card = index.card(top, 1).to_dict()
+    assert card["verdict"] == index.verdict(top).to_dict()
+    assert {"split_share", "component_fraction", "component_side"} <= set(card["stats"])
+    rows = index.rows()
+    assert rows[top]["verdict"] == index.verdict(top).code and rows[ordinary]["verdict"] == ""

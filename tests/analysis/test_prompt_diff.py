@@ -64,16 +64,24 @@ def test_chat_diff_pairs_message_content_only(real_dfc, demo_pair):
     assert result.paired >= 4
 
 
-def test_cli_diff_json_keeps_its_keys(real_dfc, demo_pair, monkeypatch, capsys):
+def test_cli_diff_json_keeps_its_keys(real_dfc, real_index, demo_pair, monkeypatch, capsys):
     monkeypatch.setattr(cli, "_load_pair", lambda *args, **kwargs: demo_pair)
     prompt = "Paris is the capital of France."
     code = cli.main(["diff", "--crosscoder", str(real_dfc.out_dir), prompt, "--json", "--chat"])
     assert code == 0
     parsed = json.loads(capsys.readouterr().out)
+    rows = []
     for side in ("model_a", "model_b"):
         assert parsed[side]["tokens"] and parsed[side]["model"]
         for row in parsed[side]["exclusive"]:
-            assert {"latent", "activation", "label"} <= set(row)
+            assert {"latent", "activation", "label", "verdict"} <= set(row)
+            assert row["label"] == real_index.labels[row["latent"]]
+            assert row["verdict"] == real_index.verdict(row["latent"]).to_dict()  # from the crosscoder's index
+            rows.append(row)
+    assert rows, "no exclusive latent fired: the verdict check is vacuous"
+    assert cli.main(["diff", "--crosscoder", str(real_dfc.out_dir), prompt, "--chat"]) == 0
+    text = capsys.readouterr().out
+    assert f"[{rows[0]['verdict']['label']}]" in text  # the plain output names each verdict
 
 
 def test_bad_prompts_are_clear(tiny_dfc, tiny_pair):

@@ -30,7 +30,7 @@ def test_launch_preloads_and_compare_shows_both_models(client, served):
         assert "Great" in "".join(texts) and "中" in "".join(texts)
     assert "title='" in tokens_a and "comes from features only" in tokens_a
     for table, block in ((table_a, "A-exclusive"), (table_b, "B-exclusive")):
-        assert table["headers"] == ["Feature", "Strength", "Strongest on", "Tokens", "ID"]
+        assert table["headers"] == ["Feature", "Strength", "Strongest on", "Tokens", "Verdict", "ID"]
         assert table["data"], f"no {block} feature fired"
         strengths = [row[1] for row in table["data"]]
         assert strengths == sorted(strengths, reverse=True) and strengths[0] > 0
@@ -45,8 +45,14 @@ def test_launch_preloads_and_compare_shows_both_models(client, served):
 def test_open_feature_shows_its_evidence(client, served):
     _, _, _, table_a, _ = client.predict(PROMPT, "Plain text", api_name="/compare")
     latent = hit_ids(table_a)[0]
+    app = served[1]
+    index = app.index_for(app.default_crosscoder, app.ws.crosscoder(app.default_crosscoder))
+    verdict = index.verdict(latent)
+    assert table_a["headers"][-2] == "Verdict" and table_a["data"][0][-2] == verdict.label
     card, contexts, effects, plot, number = client.predict(latent, api_name="/open_feature")
     assert f"## Feature {latent}:" in card and "only in model A" in card
+    assert f"**Verdict: {verdict.label}** — " in card  # the verdict in words, with its reason
+    assert verdict.reason.split(",")[0].replace("'", "&#x27;") in card
     for words in ("How often it fires", "Decoder norm", "Transfer R²"):
         assert words in card
     assert "Where it fires most" in contexts and "SmolLM2" in contexts and "gemma" in contexts
@@ -57,8 +63,6 @@ def test_open_feature_shows_its_evidence(client, served):
     label_word = browse["data"][0][1].split()[0].strip("'\"")
     found = client.predict("Model B · gemma-3-270m", label_word, api_name="/browse")
     assert browse["data"][0][0] in [row[0] for row in found["data"]]
-    app = served[1]
-    index = app.index_for(app.default_crosscoder, app.ws.crosscoder(app.default_crosscoder))
     for latent, label, *_ in found["data"]:  # each hit matches by its label or by a token it promotes
         promoted = " ".join(token for token, _ in index.tokens(latent, "b", "promote")).lower()
         assert label_word.lower() in label.lower() or label_word.lower() in promoted, (latent, label)
@@ -156,7 +160,7 @@ def test_training_reports_progress_cancels_resumes_and_loads_into_compare(served
     folder = job_dir / "crosscoder"
     assert (folder / "feature_index" / "index.json").is_file()
     assert str(folder) in final[2]  # the banner names the new crosscoder
-    summary, tokens_a, tokens_b, *_ = client.predict("A new crosscoder reads this.", "Plain text", api_name="/compare")
+    _, tokens_a, tokens_b, *_ = client.predict("A new crosscoder reads this.", "Plain text", api_name="/compare")
     assert "cd-tok" in tokens_a and "cd-tok" in tokens_b
     assert served[1].ws.crosscoder(str(folder)).dict_size == 96
 
