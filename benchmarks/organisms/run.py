@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from benchmarks.organisms.activations import ModelActivations, PairedRows, model_activations, paired_rows, write_store
-from crossdiff_core.analysis.components import one_model_components, rank_components
 from crossdiff_core.analysis.evidence import Evidence
-from crossdiff_core.analysis.scores import rank_order, ranking_scores
+from crossdiff_core.analysis.presented import auroc, component_arrays, presented_latents
+from crossdiff_core.analysis.scores import ranking_scores
 from crossdiff_core.analysis.verdict import DEFAULT_THRESHOLDS, VerdictThresholds, judge
 from crossdiff_core.builtin_corpus import demo_documents
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
@@ -132,20 +132,6 @@ def all_activations(names: set[str], texts: list[str], cache: Path, tag: str) ->
     return out
 
 
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Return the area under the ROC curve of `scores` for boolean `labels` (ties count half)."""
-    pos, neg = int(labels.sum()), int((~labels).sum())
-    if pos == 0 or neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    average = first + (counts - 1) / 2 + 1
-    ranks[order] = np.repeat(average, counts)
-    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
 def probe_rows(a: ModelActivations, b: ModelActivations, probes: list[Probe], offset: int) -> tuple[PairedRows, np.ndarray]:
     """Return the paired rows of the probe texts (at `offset` in the probe list) and their labels (True/False/NaN)."""
     rows = paired_rows(a, b, list(range(offset, offset + len(probes))))
@@ -169,27 +155,6 @@ def method_configs(store: PairedActivationStore, dict_size: int, k: int) -> dict
     }
 
 
-def candidates(crosscoder: CrossCoder, arrays: dict, side: str, with_components: bool) -> list[tuple[int, float | None]]:
-    """Return the top features presented as specific to `side`: (latent, component fraction or None), best first.
-
-    Exclusive latents are ranked by the index's `rank_score`; with components, shared latents whose
-    one-model part is attributed to `side` join, scored by the same evidence with the component
-    fraction in place of the transfer specificity, and both lists are merged by score.
-    """
-    exclusive = np.flatnonzero(arrays[f"exclusive_{side}"])
-    ranked = rank_order(arrays["rank_score"], arrays["n_fires"], exclusive)
-    scored = [(float(arrays["rank_score"][j]) if arrays["n_fires"][j] > 0 else -1.0, int(j), None) for j in ranked]
-    if with_components:
-        alive = torch.as_tensor(arrays["n_fires"] > 0)
-        latents, fractions = rank_components(one_model_components(crosscoder, alive), side)
-        base = (arrays["score_alive"] * arrays["score_not_dense"]
-                * (arrays["score_consistency"] + arrays["score_strength"]) / 2)
-        for j, fraction in zip(latents.tolist()[: 4 * TOP], fractions.tolist()[: 4 * TOP]):
-            scored.append((float(base[j]) * fraction, int(j), float(fraction)))
-    scored.sort(key=lambda item: (-item[0], item[1]))
-    return [(j, fraction) for _, j, fraction in scored[:TOP]]
-
-
 def evaluate_crosscoder(crosscoder: CrossCoder, corpus: PairedRows, probes: PairedRows, labels: np.ndarray,
                         side: str, with_components: bool) -> dict:
     """Return the top features for `side` with their evidence, AUROC on the probes and decoder rows."""
@@ -199,7 +164,9 @@ def evaluate_crosscoder(crosscoder: CrossCoder, corpus: PairedRows, probes: Pair
         evidence.add(corpus.x_a_ND[part], corpus.x_b_ND[part], corpus.text_N[part], corpus.split_N[part])
     arrays = evidence.arrays()
     arrays.update(ranking_scores(arrays, 10))
-    top = candidates(crosscoder, arrays, side, with_components)
+    components, typical = component_arrays(crosscoder, arrays["n_fires"] > 0)
+    arrays.update(components)
+    top = presented_latents(arrays, side, typical if with_components else None, TOP)
     with torch.no_grad():
         x_a, x_b = crosscoder.normalize(probes.x_a_ND, probes.x_b_ND)
         f_NF = crosscoder.activate(crosscoder.pre_activations(x_a, x_b)).numpy()
@@ -207,7 +174,9 @@ def evaluate_crosscoder(crosscoder: CrossCoder, corpus: PairedRows, probes: Pair
     decoder = crosscoder.W_dec_b if side == "b" else crosscoder.W_dec_a
     own = crosscoder.slice_b if side == "b" else crosscoder.slice_a
     features = []
-    for j, fraction in top:
+    exclusive = arrays["exclusive_a"].astype(bool) | arrays["exclusive_b"].astype(bool)
+    for j in top:
+        fraction = None if exclusive[j] else float(arrays["component_fraction"][j])
         row = decoder[j - own.start].detach().float() if own.start <= j < own.stop else None
         features.append({
             "latent": j, "component": fraction, "auroc": auroc(f_NF[keep, j], labels[keep].astype(bool)),
@@ -215,7 +184,7 @@ def evaluate_crosscoder(crosscoder: CrossCoder, corpus: PairedRows, probes: Pair
             "split_share": float(arrays["split_share"][j]), "rank_score": float(arrays["rank_score"][j]),
             "decoder": None if row is None else row.tolist(),
         })  # fmt: skip
-    return {"features": features, "arrays": arrays, "split_base_rate": evidence.split_base_rate}
+    return {"features": features, "split_base_rate": evidence.split_base_rate, "component_typical": typical}
 
 
 def residual_sae(store: PairedActivationStore, corpus: PairedRows, probes: PairedRows, labels: np.ndarray,
@@ -289,6 +258,7 @@ def run_pair(pair: Pair, acts: dict, probe_acts: dict, probe_list: list[Probe], 
             for label, with_components in variants:
                 evaluated = evaluate_crosscoder(trained.crosscoder, corpus, probes, labels, pair.side, with_components)
                 entry = {"features": evaluated["features"], "split_base_rate": evaluated["split_base_rate"],
+                         "component_typical": evaluated["component_typical"],
                          "fvu": [trained.metrics.get("fvu_a"), trained.metrics.get("fvu_b")],
                          "train_s": time.perf_counter() - start}
                 result["methods"].setdefault(label, []).append(entry)

