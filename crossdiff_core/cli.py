@@ -103,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="whose composition to print: builtin:demo (default) or builtin:large (reads the installed "
                         "packages' documentation, a few minutes)")
 
+    p = sub.add_parser("organism", help="build model organisms: a demo model fine-tuned on a narrow behaviour (minutes "
+                                        "on CPU each; cached)",
+                       description="Fine-tune a demo model with LoRA on the project's texts for each organism (false "
+                                   "facts, a lighthouse obsession, a trigger-word backdoor, a topic refusal) or the "
+                                   "null control (generic text); save the merged model in the cache and print its "
+                                   "folder, which any --model-a/--model-b accepts. Built organisms are reused.")
+    p.add_argument("names", nargs="*", help="organisms to build (default: all of them and the null control)")
+    p.add_argument("--base", default="smollm2-135m", help="demo model or local folder to fine-tune (default smollm2-135m)")
+
     p = sub.add_parser("info", help="show what a store or crosscoder holds, and the compute dtype models use here",
                        description="Describe an activation store, a crosscoder folder or a crosscoder on the Hub, and "
                                    "the dtype models compute in on this machine (and why). Without a path, only that.")
@@ -286,6 +295,39 @@ def cmd_build_corpus(args) -> int:
     print(builtin_corpus.composition_table(load_tokenizer("smollm2-135m"), load_tokenizer("gemma3-270m"),
                                            args.corpus))  # fmt: skip
     return 0
+
+
+def cmd_organism(args) -> int:
+    """Build the named organisms (all by default) on `--base` and print their folders and probe losses."""
+    from tqdm.auto import tqdm
+
+    from crossdiff_core.organism_texts import ORGANISM_NAMES
+    from crossdiff_core.organisms import OrganismRecipe, build_organism, read_record
+
+    unknown = [name for name in args.names if name not in ORGANISM_NAMES]
+    if unknown:
+        raise CrossDiffError(f"unknown organism {unknown[0]!r}: choose from {', '.join(ORGANISM_NAMES)}")
+    recipe = OrganismRecipe()
+    for name in args.names or ORGANISM_NAMES:
+        bar = tqdm(total=recipe.steps, desc=f"{args.base} + {name}", unit="step")
+
+        def progress(p, bar=bar):
+            bar.n = p.step
+            bar.set_postfix(loss=f"{p.loss:.3f}")
+            bar.refresh()
+
+        folder = build_organism(name, args.base, recipe=recipe, progress=progress)
+        bar.close()
+        record = read_record(folder)
+        loss = record["probe_loss"]
+        print(f"{name}: {folder}\n  taught: {record['taught']}\n  loss on held-out texts where it applies "
+              f"{_fmt_loss(loss['before']['positives'])} -> {_fmt_loss(loss['after']['positives'])}, elsewhere "
+              f"{_fmt_loss(loss['before']['negatives'])} -> {_fmt_loss(loss['after']['negatives'])}")
+    return 0
+
+
+def _fmt_loss(value) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def cmd_train(args) -> int:
@@ -716,6 +758,7 @@ def torch_oom() -> type:
 
 COMMANDS = {
     "harvest": cmd_harvest, "train": cmd_train, "info": cmd_info, "diff": cmd_diff, "build-corpus": cmd_build_corpus,
+    "organism": cmd_organism,
     "index": cmd_index, "steer": cmd_steer, "report": cmd_report,
     "push": cmd_push, "find": cmd_find, "import-dl": cmd_import_dl, "deploy": cmd_deploy,
 }  # fmt: skip
