@@ -303,8 +303,8 @@ def summarize(results: list[dict], thresholds: VerdictThresholds) -> dict:
     methods = sorted({m for r in results for m in r["methods"]})
     table = {}
     for method in methods:
-        row = {"cross_found": 0, "cross_total": 0, "same_found": 0, "same_total": 0, "found_held_out": 0,
-               "null_likely_real": [], "stability": [], "found_real": 0}
+        row = {"cross_found": 0, "cross_total": 0, "same_found": 0, "same_total": 0,
+               "null_likely_real": [], "stability": [], "found_real": 0, "found_real_held_out": 0}
         for r in results:
             entries = r["methods"].get(method, [])
             if not entries:
@@ -322,7 +322,10 @@ def summarize(results: list[dict], thresholds: VerdictThresholds) -> dict:
                 row[f"{pair['arch']}_total"] += 1 / len(entries)
                 if "split_base_rate" in entry:
                     codes = verdict_counts(feats, thresholds, entry["split_base_rate"])
-                    row["found_real"] += any(f["auroc"] >= AUROC_FOUND and c == "real" for f, c in zip(feats, codes)) / len(entries)
+                    hit_real = any(f["auroc"] >= AUROC_FOUND and c == "real" for f, c in zip(feats, codes)) / len(entries)
+                    row["found_real"] += hit_real
+                    if pair["organism"] not in CALIBRATION:
+                        row["found_real_held_out"] += hit_real
                 cosines = [f["seed_cosine"] for f in feats if "seed_cosine" in f]
                 if cosines:
                     row["stability"].append(float(np.mean([c >= SEED_MATCH for c in cosines])))
@@ -371,9 +374,46 @@ def main(argv: list[str] | None = None) -> None:
     write_results(results, args, time.perf_counter() - start)
 
 
+def calibrate(results: list[dict], method: str) -> tuple[VerdictThresholds, dict]:
+    """Return the verdict thresholds chosen on the calibration organisms, and the grid's scores.
+
+    Among a small grid, keep those that call at most one top feature of any null pair "likely real",
+    and pick the one under which the most calibration organisms are found by a feature also called
+    "likely real" (ties: the defaults first, then the stricter setting).
+    """
+    grid = []
+    for r2 in (0.3, 0.5, 0.7):
+        for component in (0.3, 0.5, 0.7):
+            for share in (0.3, 0.5):
+                grid.append(dataclasses.replace(DEFAULT_THRESHOLDS, max_transfer_r2=r2, min_component=component,
+                                                tokenizer_share=share))
+    scores = {}
+    for thresholds in grid:
+        found_real, null_max = 0.0, 0
+        for r in results:
+            for entry in r["methods"].get(method, []):
+                if "split_base_rate" not in entry:
+                    continue
+                codes = verdict_counts(entry["features"], thresholds, entry["split_base_rate"])
+                if r["pair"]["organism"] in NULLS:
+                    null_max = max(null_max, codes.count("real"))
+                elif r["pair"]["organism"] in CALIBRATION:
+                    n = len(r["methods"][method])
+                    found_real += any(f["auroc"] >= AUROC_FOUND and c == "real"
+                                      for f, c in zip(entry["features"], codes)) / n
+        scores[json.dumps(dataclasses.asdict(thresholds))] = {"calibration_found_real": found_real,
+                                                              "null_likely_real_max": null_max}
+    allowed = [t for t in grid if scores[json.dumps(dataclasses.asdict(t))]["null_likely_real_max"] <= 1]
+    if not allowed:
+        return DEFAULT_THRESHOLDS, scores
+    best = max(allowed, key=lambda t: (scores[json.dumps(dataclasses.asdict(t))]["calibration_found_real"],
+                                       t == DEFAULT_THRESHOLDS, -t.max_transfer_r2, t.min_component))
+    return best, scores
+
+
 def write_results(results: list[dict], args, elapsed: float) -> None:
     """Write results.json (without decoder rows) and RESULTS.md."""
-    thresholds = DEFAULT_THRESHOLDS
+    thresholds, grid = calibrate(results, "dfc+components")
     table = summarize(results, thresholds)
     chosen = "dfc+components"
     row, std = table.get(chosen, {}), table.get("standard", {})
@@ -392,6 +432,7 @@ def write_results(results: list[dict], args, elapsed: float) -> None:
                     f.pop("decoder", None)
     meta = {"seeds": args.seeds, "steps": args.steps, "dict_size": args.dict_size, "k": args.k, "top": TOP,
             "auroc_found": AUROC_FOUND, "thresholds": dataclasses.asdict(thresholds), "chosen_method": chosen,
+            "calibration_grid": grid,
             "calibration_organisms": CALIBRATION, "elapsed_s": elapsed,
             "machine": f"{platform.platform()} · {torch.get_num_threads()} threads · torch {torch.__version__}",
             "date": datetime.date.today().isoformat()}
@@ -400,13 +441,14 @@ def write_results(results: list[dict], args, elapsed: float) -> None:
     lines = ["# Model organisms: recall and false positives", "",
              (f"`python -m benchmarks.organisms.run --seeds {args.seeds} --steps {args.steps}` · {meta['machine']} · "
              f"{meta['date']} · {elapsed / 60:.0f} min"), "",
-             "| method | cross-arch found | same-arch found | found and called real | null: most 'likely real' | seed stability |",
+             "| method | cross-arch found | same-arch found | found and called real (held-out organisms) "
+             "| null: most 'likely real' | seed stability |",
              "|---|---|---|---|---|---|"]
     for method, r in table.items():
         stab = "–" if r["stability"] is None else f"{r['stability']:.0%}"
         nul = "–" if r["null_likely_real_max"] is None else str(r["null_likely_real_max"])
         lines.append(f"| {method} | {r['cross_found']:.1f} / {r['cross_total']:.0f} | {r['same_found']:.1f} / "
-                     f"{r['same_total']:.0f} | {r['found_real']:.1f} | {nul} | {stab} |")
+                     f"{r['same_total']:.0f} | {r['found_real']:.1f} ({r['found_real_held_out']:.1f}) | {nul} | {stab} |")
     lines += ["", "Per pair (best AUROC among the top features, mean over seeds):", "",
               "| pair | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
     for r in results:
