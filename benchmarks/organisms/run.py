@@ -441,8 +441,8 @@ def write_results(results: list[dict], args, elapsed: float) -> None:
     lines = ["# Model organisms: recall and false positives", "",
              (f"`python -m benchmarks.organisms.run --seeds {args.seeds} --steps {args.steps}` · {meta['machine']} · "
              f"{meta['date']} · {elapsed / 60:.0f} min"), "",
-             "| method | cross-arch found | same-arch found | found and called real (held-out organisms) "
-             "| null: most 'likely real' | seed stability |",
+             ("| method | cross-arch found | same-arch found | found and called real (held-out organisms) "
+             "| null: most 'likely real' | seed stability |"),
              "|---|---|---|---|---|---|"]
     for method, r in table.items():
         stab = "–" if r["stability"] is None else f"{r['stability']:.0%}"
