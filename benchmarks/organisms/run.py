@@ -75,13 +75,21 @@ class Pair:
         return self.organism in NULLS
 
 
-def benchmark_pairs(base_a: str = "smollm2-135m", other: str = "gemma3-270m") -> list[Pair]:
-    """Return the same-architecture and cross-architecture pairs of every organism and null (organism in B)."""
+def benchmark_pairs(base_a: str = "smollm2-135m", other: str = "gemma3-270m",
+                    other_organisms: tuple[str, ...] = ()) -> list[Pair]:
+    """Return the same- and cross-architecture pairs of every organism and null of `base_a` (organism in B).
+
+    Each of `other_organisms` is also built on `other` and diffed with the organism in model A, against
+    `base_a` (cross-architecture) and against `other` itself (same architecture).
+    """
     pairs = []
     for name in (*ORGANISMS, *NULLS):
         organism = base_a if name == UNMODIFIED else f"{base_a}+{name}"
         pairs.append(Pair(f"same/{name}", base_a, organism, name, "b", "same"))
         pairs.append(Pair(f"cross/{name}", other, organism, name, "b", "cross"))
+    for name in other_organisms:
+        pairs.append(Pair(f"cross-a/{name}", f"{other}+{name}", base_a, name, "a", "cross"))
+        pairs.append(Pair(f"same-a/{name}", f"{other}+{name}", other, name, "a", "same"))
     return pairs
 
 
@@ -344,10 +352,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dict-size", type=int, default=1024)
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--pairs", nargs="*", help="only these pairs (e.g. same/backdoor cross/generic)")
+    parser.add_argument("--gemma-organisms", nargs="*", default=[], choices=ORGANISMS,
+                        help="also build these organisms on Gemma-3-270M and diff them as model A")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     out = Path(args.out)
-    pairs = [p for p in benchmark_pairs() if not args.pairs or p.name in args.pairs]
+    pairs = [p for p in benchmark_pairs(other_organisms=tuple(args.gemma_organisms))
+             if not args.pairs or p.name in args.pairs]
     texts = corpus_texts()
     probes = probe_sets()
     probe_list = [p for name in ORGANISM_NAMES for p in probes[name][0] + probes[name][1]]
