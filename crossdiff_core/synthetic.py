@@ -8,21 +8,33 @@ sparse-dictionary work sees in real activations: power-law firing frequencies sp
 feature kinds, a few active features per token, log-normal magnitudes, per-model feature norms,
 and isotropic Gaussian noise.
 
+Two options (off by default) make the pair look more like a base model and its fine-tune.
+`shared_map` makes model B's direction of a shared feature (partly) a fixed linear image of its
+direction in A, as when two models hold the same concepts in a linearly related basis.
+`a_conditional` / `b_conditional` give a fraction of the shared features an extra direction that
+only one model writes, co-firing exactly with its shared parent (the B-only part of a concept both
+models hold): a *conditional* feature. Its direction is random and independent of everything else,
+so no linear map from the other model predicts it, although the parent's activation predicts when
+it fires. Both options draw from their own generator streams: with them off, every draw (truth and
+batches) is the same as without them.
+
 `SyntheticPair` is a streaming `BatchSource`: every batch is generated on demand from a seed
 derived from `(config.seed, seed, batch index)`, so streams are deterministic, resumable and
 unlimited, and a held-out stream never overlaps training. `recovery_report` scores a trained
-crosscoder against the true directions.
+crosscoder against the true directions, conditional features included (as an exclusive latent, and
+as a one-model component of a shared latent, `crossdiff_core.analysis.components`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
 from crossdiff_core.analysis.blocks import relative_norm
+from crossdiff_core.analysis.components import component_residuals, one_model_components, rank_components
 from crossdiff_core.crosscoder.model import CrossCoder
 
 RECOVERY_COSINE = 0.9
@@ -31,9 +43,23 @@ RECOVERY_COSINE = 0.9
 RELATIVE_NORM_EXCLUSIVE = 0.9
 """A standard-crosscoder latent looks A-exclusive when ‖d_a‖/(‖d_a‖+‖d_b‖) > this, B-exclusive when < 1 − this."""
 
+COMPONENT_COSINE = RECOVERY_COSINE
+"""A conditional feature counts as found as a component when a top-ranked residual has at least this cosine with it."""
+
+COMPONENT_MIN_FRACTION = 0.5
+"""A latent surfaces a one-model component when its component fraction ‖r‖/‖d‖ is at least this."""
+
+COMPONENT_TOP_PER_FEATURE = 2
+"""Components looked at per model: this many per true conditional feature of that model, ..."""
+
+COMPONENT_TOP_MIN = 10
+"""... and at least this many (so a pair without conditional features still shows its false components)."""
+
 _DICTIONARY_STREAM = 0
 _TRAIN_STREAM = 1
 _HELD_OUT_STREAM = 2
+_CONDITIONAL_STREAM = 3
+_SHARED_MAP_STREAM = 4
 _NORM_SAMPLE_TOKENS = 32_768
 _SEED_MODULUS = 2**61 - 1
 _SEED_SALT = 0x5EED_CA11_AB
@@ -79,6 +105,27 @@ class SyntheticConfig:
     noise: float = 0.05
     """Variance of the isotropic Gaussian noise, as a fraction of the mean squared signal norm (per model)."""
 
+    shared_map: float = 0.0
+    """How much of model B's direction of a shared feature is a fixed random linear image of its direction in A.
+
+    B's unit direction is `√s · R u + √(1 − s) · z`, renormalized: `u` the feature's direction in A,
+    `R` one random d_a → d_b map (its images renormalized), `z` an independent random direction.
+    0 (default): independent directions; 1: exactly linear up to each feature's norm."""
+
+    a_conditional: float = 0.0
+    """Fraction of the shared features that carry an extra direction written by model A only (a conditional feature)."""
+
+    b_conditional: float = 0.0
+    """Fraction of the shared features that carry an extra direction written by model B only.
+
+    A and B conditional features hang on different shared features (their fractions may sum to at most 1)."""
+
+    conditional_scale: float = 1.0
+    """Norm of a conditional feature's vector relative to its parent's vector in that model.
+
+    It fires exactly when its parent does, with the parent's coefficient in that model times its own
+    log-normal jitter (`shared_jitter`)."""
+
     seed: int = 0
     """Seeds the true directions, frequencies and norms; batch streams also depend on it."""
 
@@ -96,6 +143,16 @@ class SyntheticConfig:
     def n_shared(self) -> int:
         """Return the number of shared true features."""
         return self.n_features - self.n_a_only - self.n_b_only
+
+    @property
+    def n_a_conditional(self) -> int:
+        """Return the number of shared features with an extra model-A-only direction."""
+        return round(self.a_conditional * self.n_shared)
+
+    @property
+    def n_b_conditional(self) -> int:
+        """Return the number of shared features with an extra model-B-only direction."""
+        return round(self.b_conditional * self.n_shared)
 
 
 @dataclass
@@ -126,6 +183,24 @@ class GroundTruth:
     n_b_only: int
     """Number of B-only features (the last rows of `dirs_b_GD`)."""
 
+    cond_dirs_a_CD: torch.Tensor
+    """Unit direction of each A-conditional feature (written by model A only), [n_a_conditional, d_a]."""
+
+    cond_parent_a_C: torch.Tensor
+    """Shared feature (index among the shared ones, 0..n_shared−1) each A-conditional feature co-fires with, int64."""
+
+    cond_norm_a_C: torch.Tensor
+    """Norm of each A-conditional feature's vector (`conditional_scale` × its parent's norm in A)."""
+
+    cond_dirs_b_CD: torch.Tensor
+    """Unit direction of each B-conditional feature (written by model B only), [n_b_conditional, d_b]."""
+
+    cond_parent_b_C: torch.Tensor
+    """Shared feature each B-conditional feature co-fires with, int64."""
+
+    cond_norm_b_C: torch.Tensor
+    """Norm of each B-conditional feature's vector (`conditional_scale` × its parent's norm in B)."""
+
 
 class SyntheticPair:
     """A streaming `BatchSource` of paired activations drawn from a known dictionary (see module docstring)."""
@@ -134,11 +209,22 @@ class SyntheticPair:
         """Draw the true features of `config`; batches are generated lazily."""
         if config.n_shared < 1 or min(config.n_a_only, config.n_b_only) < 0:
             raise ValueError(f"a_only={config.a_only} and b_only={config.b_only} must leave shared features")
+        if min(config.n_a_conditional, config.n_b_conditional) < 0 or (
+            config.n_a_conditional + config.n_b_conditional > config.n_shared
+        ):
+            raise ValueError(
+                f"a_conditional={config.a_conditional} and b_conditional={config.b_conditional} must be ≥ 0 "
+                "and sum to at most 1 (each conditional feature hangs on its own shared feature)"
+            )
+        if not 0 <= config.shared_map <= 1:
+            raise ValueError(f"shared_map={config.shared_map} must be in [0, 1]")
         self.config = config
         self.d_a, self.d_b = config.d_a, config.d_b
         self.truth = _draw_truth(config)
         self._vectors_a_GD = self.truth.dirs_a_GD * self.truth.norm_a_G[:, None]
         self._vectors_b_GD = self.truth.dirs_b_GD * self.truth.norm_b_G[:, None]
+        self._cond_vectors_a_CD = self.truth.cond_dirs_a_CD * self.truth.cond_norm_a_C[:, None]
+        self._cond_vectors_b_CD = self.truth.cond_dirs_b_CD * self.truth.cond_norm_b_C[:, None]
         self._noise_std_a, self._noise_std_b = self._noise_stds()
         self._mean_sq_norms: tuple[float, float] | None = None
 
@@ -181,6 +267,21 @@ class SyntheticPair:
         x_b_ND = _sparse_rows(
             rows_M[in_b], features_M[in_b] - truth.n_a_only, coefficient_b_M[in_b], self._vectors_b_GD, n_tokens
         )
+        # Conditional features draw last, and only when there are some: without them the stream is unchanged.
+        shared_M = torch.where(is_shared, features_M - truth.n_a_only, 0)
+        for parent_C, vectors_CD, coefficient, x_ND in (
+            (truth.cond_parent_a_C, self._cond_vectors_a_CD, coefficient_M, x_a_ND),
+            (truth.cond_parent_b_C, self._cond_vectors_b_CD, coefficient_b_M, x_b_ND),
+        ):
+            if parent_C.numel():
+                conditional_S = torch.full((truth.n_shared,), -1, dtype=torch.long)
+                conditional_S[parent_C] = torch.arange(parent_C.numel())
+                conditional_M = torch.where(is_shared, conditional_S[shared_M], -1)
+                fires = conditional_M >= 0
+                jitter = torch.exp(config.shared_jitter * torch.randn(int(fires.sum()), generator=generator))
+                x_ND += _sparse_rows(
+                    rows_M[fires], conditional_M[fires], coefficient[fires] * jitter, vectors_CD, n_tokens
+                )
         return x_a_ND + noise_a_ND, x_b_ND + noise_b_ND
 
     def _noise_stds(self) -> tuple[float, float]:
@@ -191,6 +292,11 @@ class SyntheticPair:
         frequency_b_G = truth.frequency_G[truth.n_a_only :]
         signal_a = float((frequency_a_G * truth.norm_a_G.pow(2)).sum()) * mean_sq_coefficient
         signal_b = float((frequency_b_G * truth.norm_b_G.pow(2)).sum()) * mean_sq_coefficient
+        # A conditional feature fires with its parent, its coefficient jittered once more.
+        frequency_shared_S = truth.frequency_G[truth.n_a_only : truth.n_a_only + truth.n_shared]
+        factor = mean_sq_coefficient * math.exp(2 * config.shared_jitter**2)
+        signal_a += float((frequency_shared_S[truth.cond_parent_a_C] * truth.cond_norm_a_C.pow(2)).sum()) * factor
+        signal_b += float((frequency_shared_S[truth.cond_parent_b_C] * truth.cond_norm_b_C.pow(2)).sum()) * factor
         return math.sqrt(config.noise * signal_a / config.d_a), math.sqrt(config.noise * signal_b / config.d_b)
 
 
@@ -209,19 +315,44 @@ def _draw_truth(config: SyntheticConfig) -> GroundTruth:
     frequency_G = rank_G.pow(-config.frequency_exponent)
     frequency_G = (frequency_G * config.features_per_token / frequency_G.sum()).clamp(max=1.0).float()
     frequency_G = frequency_G[torch.randperm(config.n_features, generator=generator)]
+    dirs_a_GD = dirs_a_GD / dirs_a_GD.norm(dim=1, keepdim=True)
+    dirs_b_GD = dirs_b_GD / dirs_b_GD.norm(dim=1, keepdim=True)
+    if config.shared_map > 0:
+        dirs_b_GD[:n_s] = _linearly_related(dirs_a_GD[n_a:], dirs_b_GD[:n_s], config)
+    parents_S = torch.randperm(n_s, generator=_generator(config.seed, _CONDITIONAL_STREAM, 0))
+    parent_a_C = parents_S[: config.n_a_conditional]
+    parent_b_C = parents_S[n_s - config.n_b_conditional :]
+    cond_dirs_a_CD = torch.randn(len(parent_a_C), config.d_a, generator=_generator(config.seed, _CONDITIONAL_STREAM, 1))
+    cond_dirs_b_CD = torch.randn(len(parent_b_C), config.d_b, generator=_generator(config.seed, _CONDITIONAL_STREAM, 2))
     return GroundTruth(
-        dirs_a_GD=dirs_a_GD / dirs_a_GD.norm(dim=1, keepdim=True),
-        dirs_b_GD=dirs_b_GD / dirs_b_GD.norm(dim=1, keepdim=True),
+        dirs_a_GD=dirs_a_GD,
+        dirs_b_GD=dirs_b_GD,
         norm_a_G=norm_a_G,
         norm_b_G=norm_b_G,
         frequency_G=frequency_G,
         n_a_only=n_a,
         n_shared=n_s,
         n_b_only=n_b,
+        cond_dirs_a_CD=cond_dirs_a_CD / cond_dirs_a_CD.norm(dim=1, keepdim=True).clamp_min(1e-12),
+        cond_parent_a_C=parent_a_C,
+        cond_norm_a_C=config.conditional_scale * norm_a_G[n_a + parent_a_C],
+        cond_dirs_b_CD=cond_dirs_b_CD / cond_dirs_b_CD.norm(dim=1, keepdim=True).clamp_min(1e-12),
+        cond_parent_b_C=parent_b_C,
+        cond_norm_b_C=config.conditional_scale * norm_b_G[parent_b_C],
     )
 
 
-def _generator(config_seed: int, stream: int, seed: int, index: int) -> torch.Generator:
+def _linearly_related(dirs_a_SD: torch.Tensor, independent_SE: torch.Tensor, config: SyntheticConfig) -> torch.Tensor:
+    """Return model B's unit directions of the shared features, partly a linear image of A's (see `shared_map`)."""
+    generator = _generator(config.seed, _SHARED_MAP_STREAM, 0)
+    map_DE = torch.randn(config.d_a, config.d_b, generator=generator)
+    image_SE = dirs_a_SD @ map_DE
+    image_SE = image_SE / image_SE.norm(dim=1, keepdim=True)
+    mixed_SE = math.sqrt(config.shared_map) * image_SE + math.sqrt(1 - config.shared_map) * independent_SE
+    return mixed_SE / mixed_SE.norm(dim=1, keepdim=True)
+
+
+def _generator(config_seed: int, stream: int, seed: int, index: int = 0) -> torch.Generator:
     """Return a generator seeded uniquely by (dictionary seed, stream, stream seed, batch index)."""
     mixed = _SEED_SALT
     for part in (config_seed, stream, seed, index):
@@ -275,6 +406,46 @@ class RecoveryReport:
 
     false_exclusives: int
     """Alive latents called exclusive whose decoder direction matches a SHARED feature in their model."""
+
+    conditional_a_as_exclusive: float | None = None
+    """Fraction of A-conditional features matched (cosine ≥ 0.9) by an alive A-exclusive (or A-looking) latent.
+
+    None when the pair has none. A conditional feature is an extra direction only one model writes,
+    firing exactly with a shared feature (see `SyntheticConfig.a_conditional`)."""
+
+    conditional_b_as_exclusive: float | None = None
+    """Fraction of B-conditional features matched by an alive B-exclusive (or B-looking) latent."""
+
+    conditional_as_exclusive: float | None = None
+    """Fraction of all conditional features (both models pooled) matched by an exclusive latent of their model."""
+
+    conditional_a_as_component: float | None = None
+    """Fraction of A-conditional features found as a one-model component of a two-sided latent.
+
+    Found: the `one_model_components` residual r_A of some latent has cosine ≥ `COMPONENT_COSINE`
+    with it, that latent is among the top max(`COMPONENT_TOP_MIN`, `COMPONENT_TOP_PER_FEATURE` ×
+    n_a_conditional) of `rank_components(…, "a")` (alive two-sided latents whose component is
+    attributed to model A, by component_fraction_a), and its fraction is ≥ `COMPONENT_MIN_FRACTION`.
+    The threshold is the same 0.9 as for decoder directions, not lowered for residuals: on the
+    synthetic benchmark most residuals of a converged crosscoder reach it (mean best cosine 0.88)."""
+
+    conditional_b_as_component: float | None = None
+    """Fraction of B-conditional features found as a one-model component of a two-sided latent."""
+
+    conditional_as_component: float | None = None
+    """Fraction of all conditional features (both models pooled) found as a component."""
+
+    conditional_component_cosine: float | None = None
+    """Mean over conditional features of the best residual cosine of any latent ranked in its model (any rank)."""
+
+    n_components: int = 0
+    """Top-ranked latents that surface a component (fraction ≥ `COMPONENT_MIN_FRACTION`), both models."""
+
+    false_components: int = 0
+    """Of those, how many match no conditional feature of their model (a false positive of the component reading).
+
+    A residual that matches one of the model's exclusive features (a one-model feature a shared latent
+    holds) is not counted: it is a real difference too."""
 
     def to_dict(self) -> dict:
         """Return the report as a JSON-serializable dict."""
@@ -339,7 +510,50 @@ def recovery_report(
         exclusive_correct_block=_mean(torch.cat([a_correct_G, b_correct_G])),
         n_exclusive_latents=int((is_a_F | is_b_F).sum()),
         false_exclusives=int(false_F.sum()),
+        **_conditional_recovery(crosscoder, truth, alive_F, is_a_F, is_b_F),
     )
+
+
+def _conditional_recovery(
+    crosscoder: CrossCoder, truth: GroundTruth, alive_F: torch.Tensor, is_a_F: torch.Tensor, is_b_F: torch.Tensor
+) -> dict:
+    """Return the conditional-feature fields of `RecoveryReport` (see their docstrings)."""
+    components = one_model_components(crosscoder, alive_F)
+    fields = {"n_components": 0, "false_components": 0}
+    as_exclusive, as_component, best_cosine = [], [], []
+    exclusive_a_GD, exclusive_b_GD = truth.dirs_a_GD[: truth.n_a_only], truth.dirs_b_GD[truth.n_shared :]
+    for side, dirs_CD, exclusive_GD, is_side_F in (
+        ("a", truth.cond_dirs_a_CD, exclusive_a_GD, is_a_F),
+        ("b", truth.cond_dirs_b_CD, exclusive_b_GD, is_b_F),
+    ):
+        W_dec = crosscoder.W_dec_a if side == "a" else crosscoder.W_dec_b
+        rows = crosscoder.slice_a if side == "a" else crosscoder.slice_b
+        exclusive_C = (_matches(W_dec, rows, dirs_CD, crosscoder.dict_size) & alive_F[:, None])[is_side_F].any(0)
+        ranked_K, fraction_K = rank_components(components, side)
+        unit_residual_KD = _unit(component_residuals(components, side, ranked_K))
+        cosine_KC = unit_residual_KD @ dirs_CD.T
+        exclusive_K = (unit_residual_KD @ exclusive_GD.T >= COMPONENT_COSINE).any(1)
+        n_top = max(COMPONENT_TOP_MIN, COMPONENT_TOP_PER_FEATURE * dirs_CD.shape[0])
+        surfaced_K = (torch.arange(len(ranked_K)) < n_top) & (fraction_K >= COMPONENT_MIN_FRACTION)
+        match_KC = (cosine_KC >= COMPONENT_COSINE) & surfaced_K[:, None]
+        fields["n_components"] += int(surfaced_K.sum())
+        fields["false_components"] += int((surfaced_K & ~match_KC.any(1) & ~exclusive_K).sum())
+        as_exclusive.append(exclusive_C)
+        as_component.append(match_KC.any(0))
+        if dirs_CD.shape[0]:
+            best_cosine.append(cosine_KC.max(0).values if len(ranked_K) else torch.zeros(dirs_CD.shape[0]))
+            fields[f"conditional_{side}_as_exclusive"] = _mean(exclusive_C)
+            fields[f"conditional_{side}_as_component"] = _mean(match_KC.any(0))
+    if truth.cond_dirs_a_CD.shape[0] + truth.cond_dirs_b_CD.shape[0]:
+        fields["conditional_as_exclusive"] = _mean(torch.cat(as_exclusive))
+        fields["conditional_as_component"] = _mean(torch.cat(as_component))
+        fields["conditional_component_cosine"] = float(torch.cat(best_cosine).mean())
+    return fields
+
+
+def _unit(rows_ND: torch.Tensor) -> torch.Tensor:
+    """Return `rows_ND` scaled to unit norm (zero rows stay zero)."""
+    return rows_ND / rows_ND.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def _matches(W_dec_LD: torch.Tensor, rows: slice, dirs_GD: torch.Tensor, dict_size: int) -> torch.Tensor:

@@ -5,6 +5,11 @@ It must recover the shared features (the same latent in both models) and put the
 their own exclusive block; letting auxk revive exclusive latents too makes false exclusives. The same assertions must reject broken variants: decoder rows shuffled
 across latents, a standard crosscoder read as if it were a DFC, and a DFC trained without
 relocation (the step that carries one-model features from shared latents to the exclusive blocks).
+
+Conditional features (an extra direction only model B writes, co-firing with a shared feature: the
+B-only part of a concept both models hold) are learned inside shared latents, not in the B-exclusive
+block. The component reading (`crossdiff_core.analysis.components`) must find most of them, and must
+find none once model B's decoder rows are shuffled across latents.
 """
 
 from __future__ import annotations
@@ -36,6 +41,15 @@ MIN_SHARED = 0.90
 
 MIN_EXCLUSIVE_IN_BLOCK = 0.80
 """Exclusive features recovered by a latent of their own exclusive block (a healthy run: about 95-100%)."""
+
+CONDITIONAL_DATA = dataclasses.replace(DATA, b_conditional=0.1, shared_map=1.0)
+"""The test pair plus 18 B-conditional features, shared directions linearly related across the models."""
+
+CONDITIONAL_STEPS = 400
+"""A shorter run than `TRAINING` (this test must stay well under 40 s on 2 cores)."""
+
+MIN_CONDITIONAL_AS_COMPONENT = 0.80
+"""B-conditional features found as a one-model component (a healthy run: about 95-100%)."""
 
 
 def passes(report: RecoveryReport) -> bool:
@@ -158,3 +172,54 @@ def test_relocation_moves_one_model_latents_into_dead_exclusive_slots():
     unchanged = [j for j in range(20) if j not in (1, 7, 9, 18)]
     assert torch.equal(model.b_enc[unchanged], weights["b_enc"][unchanged])
     assert relocate_one_sided(model, optimizer, tokens_since_fired_F, TrainConfig(dead_after_tokens=10**6), 2) == 0
+
+
+@pytest.fixture(scope="module")
+def conditional_dfc(tmp_path_factory):
+    """Return (pair, crosscoder, alive_F): the test DFC trained on the pair with B-conditional features."""
+    pair = SyntheticPair(CONDITIONAL_DATA)
+    return pair, *trained(pair, tmp_path_factory, CROSSCODER, steps=CONDITIONAL_STEPS)
+
+
+def test_conditional_features_surface_as_components_not_in_the_exclusive_block(conditional_dfc):
+    pair, crosscoder, alive_F = conditional_dfc
+    assert pair.truth.cond_dirs_b_CD.shape[0] == 18 and pair.truth.cond_dirs_a_CD.shape[0] == 0
+    report = recovery_report(crosscoder, pair.truth, alive_F)
+    assert report.conditional_b_as_component >= MIN_CONDITIONAL_AS_COMPONENT, report
+    assert report.conditional_b_as_exclusive <= 0.1, report  # the B-exclusive block does not hold them
+    assert report.conditional_a_as_component is None and report.conditional_as_exclusive <= 0.1, report
+    assert report.false_components <= report.n_components // 2, report
+
+
+def test_components_of_shuffled_decoder_rows_find_no_conditional_feature(conditional_dfc):
+    pair, crosscoder, alive_F = conditional_dfc
+    shuffled = CrossCoder(crosscoder.config)
+    shuffled.load_state_dict(crosscoder.state_dict())
+    with torch.no_grad():  # model B's shared rows go to other shared latents: A's decoder no longer predicts B's
+        order = torch.randperm(crosscoder.n_shared, generator=torch.Generator().manual_seed(0))
+        shuffled.W_dec_b[: crosscoder.n_shared] = shuffled.W_dec_b[: crosscoder.n_shared][order]
+    report = recovery_report(shuffled, pair.truth, alive_F)
+    assert report.conditional_b_as_component <= 0.2, report
+
+
+def test_conditional_features_fire_exactly_with_their_parent():
+    noiseless = dataclasses.replace(DATA, noise=0.0)  # (noise scales with the signal, which conditionals add to)
+    plain, conditional = SyntheticPair(noiseless), SyntheticPair(dataclasses.replace(noiseless, b_conditional=0.1))
+    truth = conditional.truth
+    assert torch.equal(plain.truth.dirs_b_GD, truth.dirs_b_GD)  # the new directions come from their own stream
+    x_a_ND, x_b_ND = plain.sample(2048, torch.Generator().manual_seed(5))
+    x_a_cond_ND, x_b_cond_ND = conditional.sample(2048, torch.Generator().manual_seed(5))
+    assert torch.equal(x_a_ND, x_a_cond_ND)  # model A is untouched, and so is every draw before the new ones
+    vectors_CD = truth.cond_dirs_b_CD * truth.cond_norm_b_C[:, None]
+    coefficient_NC = torch.linalg.lstsq(vectors_CD.T, (x_b_cond_ND - x_b_ND).T).solution.T
+    active_NG = torch.rand(2048, DATA.n_features, generator=torch.Generator().manual_seed(5)) < truth.frequency_G
+    parent_active_NC = active_NG[:, truth.n_a_only + truth.cond_parent_b_C]
+    assert parent_active_NC.any(0).all()
+    assert torch.equal(coefficient_NC.abs() > 1e-3, parent_active_NC)
+    assert bool((coefficient_NC[parent_active_NC] > 0).all())
+
+
+def test_shared_map_puts_model_b_shared_directions_in_the_image_of_model_a():
+    for shared_map, rank in ((1.0, DATA.d_a), (0.0, DATA.d_b)):
+        truth = SyntheticPair(dataclasses.replace(DATA, shared_map=shared_map)).truth
+        assert int(torch.linalg.matrix_rank(truth.dirs_b_GD[: truth.n_shared])) == rank
