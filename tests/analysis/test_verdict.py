@@ -12,7 +12,7 @@ import torch
 
 from crossdiff_core.analysis import FeatureIndex
 from crossdiff_core.analysis.blocks import BLOCK_CODES
-from crossdiff_core.analysis.feature_index import _component_arrays
+from crossdiff_core.analysis.presented import component_arrays
 from crossdiff_core.analysis.verdict import DEFAULT_THRESHOLDS, VERDICTS, Verdict, judge
 
 from .test_components import PLANTED, planted_crosscoder
@@ -197,7 +197,7 @@ def test_stored_component_arrays_find_a_planted_one_model_part():
     """What build_index stores, on a crosscoder with a known B-only direction in one shared latent."""
     crosscoder, _ = planted_crosscoder(exclusive=6, side="b")
     alive = np.ones(crosscoder.dict_size, dtype=bool)
-    arrays, typical = _component_arrays(crosscoder, alive)
+    arrays, typical = component_arrays(crosscoder, alive)
     fraction, side = arrays["component_fraction"], arrays["component_side"]
     assert fraction.dtype == np.float32 and side.dtype == np.int8 and fraction.shape == side.shape == alive.shape
     assert side[PLANTED] == 1 and fraction[PLANTED] > DEFAULT_THRESHOLDS.min_component
@@ -208,10 +208,10 @@ def test_stored_component_arrays_find_a_planted_one_model_part():
     assert (fraction[others] < fraction[PLANTED]).all()
     dead = alive.copy()
     dead[PLANTED] = False  # a dead latent is scored but not fitted: no side
-    arrays, _ = _component_arrays(crosscoder, dead)
+    arrays, _ = component_arrays(crosscoder, dead)
     assert arrays["component_side"][PLANTED] == -1 and np.isfinite(arrays["component_fraction"][PLANTED])
     with torch.no_grad():  # B's rows paired to the wrong latents: no map, every latent looks like a component
         crosscoder.W_dec_b.copy_(crosscoder.W_dec_b[torch.randperm(len(crosscoder.W_dec_b),
                                                                    generator=torch.Generator().manual_seed(1))])
-    _, typical = _component_arrays(crosscoder, alive)
+    _, typical = component_arrays(crosscoder, alive)
     assert typical > DEFAULT_THRESHOLDS.min_component  # so the index would present none of them
