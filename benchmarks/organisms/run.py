@@ -54,8 +54,8 @@ ORGANISMS = tuple(name for name in ORGANISM_NAMES if name != "generic")
 NULLS = ("generic", UNMODIFIED)
 CALIBRATION = ("backdoor", "false_facts")
 """Organisms the verdict thresholds are chosen on; the others are held out."""
-CORPUS_TEXTS_PER_ORGANISM = 120
-GENERIC_TEXTS = 480
+CORPUS_TEXTS_PER_ORGANISM = 60
+GENERIC_TEXTS = 300
 
 
 @dataclass(frozen=True)
@@ -352,6 +352,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dict-size", type=int, default=1024)
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--pairs", nargs="*", help="only these pairs (e.g. same/backdoor cross/generic)")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the other pairs' results of an earlier run in --out and report them all")
     parser.add_argument("--gemma-organisms", nargs="*", default=[], choices=ORGANISMS,
                         help="also build these organisms on Gemma-3-270M and diff them as model A")
     args = parser.parse_args(argv)
@@ -381,7 +383,11 @@ def main(argv: list[str] | None = None) -> None:
         results.append(result)
         print(f"{pair.name}: {time.perf_counter() - t0:.0f} s; found by "
               f"{[m for m, e in result['methods'].items() if any(found(x['features']) for x in e)]}", flush=True)
-    (out / "raw.json").write_text(json.dumps(results))
+    raw = out / "raw.json"
+    if args.append and raw.exists():
+        done = {r["pair"]["name"] for r in results}
+        results = [r for r in json.loads(raw.read_text()) if r["pair"]["name"] not in done] + results
+    raw.write_text(json.dumps(results))
     write_results(results, args, time.perf_counter() - start)
 
 
