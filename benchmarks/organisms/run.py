@@ -174,7 +174,7 @@ def evaluate_crosscoder(crosscoder: CrossCoder, corpus: PairedRows, probes: Pair
     arrays.update(ranking_scores(arrays, 10))
     components, typical = component_arrays(crosscoder, arrays["n_fires"] > 0)
     arrays.update(components)
-    top = presented_latents(arrays, side, typical if with_components else None, TOP)
+    top = presented_latents(arrays, side, TOP, with_components=with_components)
     with torch.no_grad():
         x_a, x_b = crosscoder.normalize(probes.x_a_ND, probes.x_b_ND)
         f_NF = crosscoder.activate(crosscoder.pre_activations(x_a, x_b)).numpy()

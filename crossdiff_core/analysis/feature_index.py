@@ -59,7 +59,7 @@ from crossdiff_core.analysis.histogram import ActivationHistogram
 from crossdiff_core.analysis.labels import heuristic_label, word_at
 from crossdiff_core.analysis.logit_lens import top_tokens
 from crossdiff_core.analysis.pairing import ModelPair, check_models, display_strings, run_paired
-from crossdiff_core.analysis.presented import component_arrays, components_usable, presented_latents
+from crossdiff_core.analysis.presented import component_arrays, component_cutoff, presented_latents
 from crossdiff_core.analysis.scores import SCORE_DOCS, rank_order, ranking_scores
 from crossdiff_core.analysis.serialize import json_ready
 from crossdiff_core.analysis.stats import ActivationStats
@@ -357,8 +357,8 @@ class FeatureIndex:
         return {name: _plain(self.arrays[name][latent]) if name in self.arrays else float("nan") for name in SCORE_DOCS}
 
     def components_usable(self) -> bool:
-        """Return True when the index holds one-model components that mean something (`presented.components_usable`)."""
-        return components_usable(self.arrays, self.meta.get("component_typical"), self.thresholds)
+        """Return True when some shared latent's one-model part stands out enough to be presented (`component_cutoff`)."""
+        return component_cutoff(self.arrays, self.thresholds) is not None
 
     def component(self, latent: int) -> tuple[str, float] | None:
         """Return `(side, fraction)` of a shared latent's one-model component, or None when it has none to show.
@@ -371,7 +371,7 @@ class FeatureIndex:
             return None
         code = int(self.arrays["component_side"][latent])
         fraction = float(self.arrays["component_fraction"][latent])
-        if code < 0 or not np.isfinite(fraction):
+        if code < 0 or not np.isfinite(fraction) or fraction < component_cutoff(self.arrays, self.thresholds):
             return None
         return blocks.SIDES[code], fraction
 
@@ -397,8 +397,7 @@ class FeatureIndex:
         Its exclusive latents by `rank_score`, and, when `components_usable()`, shared latents with a large
         one-model component on that side (`presented.presented_latents`).
         """
-        return presented_latents(self.arrays, blocks.check_side(side), self.meta.get("component_typical"), top,
-                                 self.thresholds)
+        return presented_latents(self.arrays, blocks.check_side(side), top, self.thresholds)
 
     def _is_exclusive(self, latent: int) -> bool:
         return bool(self.arrays["exclusive_a"][latent]) or bool(self.arrays["exclusive_b"][latent])

@@ -33,7 +33,7 @@ def component_arrays(crosscoder: CrossCoder, alive_F: np.ndarray) -> tuple[dict[
     decoder in the model its component is attributed to that the other model's decoder does not predict
     (NaN for latents not scored); `component_side` (int8 `[F]`): that model (0 = A, 1 = B) for the latents
     `rank_components` ranks (alive, not one-sided), -1 for the others. The median (None when nothing was
-    fitted) says whether the map explains typical shared latents (`components_usable`).
+    fitted) describes how well the map explains typical shared latents.
     """
     F = crosscoder.dict_size
     fraction_F = np.full(F, np.nan, dtype=np.float32)
@@ -52,33 +52,42 @@ def component_arrays(crosscoder: CrossCoder, alive_F: np.ndarray) -> tuple[dict[
     return {"component_fraction": fraction_F, "component_side": side_F}, typical
 
 
-def components_usable(arrays: dict[str, np.ndarray], typical: float | None,
-                      thresholds: VerdictThresholds = DEFAULT_THRESHOLDS) -> bool:
-    """Return True when one-model components mean something: the map explains typical shared latents.
+def component_cutoff(arrays: dict[str, np.ndarray], thresholds: VerdictThresholds = DEFAULT_THRESHOLDS) -> float | None:
+    """Return the one-model fraction from which a shared latent is presented, or None when none is.
 
-    That is, the median component of the latents it was fitted on is below the verdicts' `min_component`.
-    When the two models' shared directions are not linearly related (or too few latents were fitted),
-    nearly every shared latent shows a large "component" and none stands out, so none is presented.
+    A component must stand out from those of the other shared latents: at least `min_component`, and
+    `component_z` robust standard deviations (1.4826 × MAD) above their median. When the two models'
+    shared directions are not linearly related (or too few latents were fitted), nearly every shared
+    latent shows a large "component", the cutoff reaches 1, and none is presented.
     """
-    return ("component_side" in arrays and "component_fraction" in arrays
-            and typical is not None and float(typical) < thresholds.min_component)
+    if "component_side" not in arrays or "component_fraction" not in arrays:
+        return None
+    values = arrays["component_fraction"][arrays["component_side"] >= 0].astype(np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) < thresholds.min_component_latents:
+        return None
+    median = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - median)))
+    cutoff = max(thresholds.min_component, median + thresholds.component_z * spread)
+    return cutoff if cutoff < 1.0 else None
 
 
-def presented_latents(arrays: dict[str, np.ndarray], side: str, typical: float | None, top: int | None = None,
-                      thresholds: VerdictThresholds = DEFAULT_THRESHOLDS) -> list[int]:
+def presented_latents(arrays: dict[str, np.ndarray], side: str, top: int | None = None,
+                      thresholds: VerdictThresholds = DEFAULT_THRESHOLDS, with_components: bool = True) -> list[int]:
     """Return the latents presented as specific to model `side`, best first (at most `top`); see the module docstring.
 
-    Shared latents join only when `components_usable(arrays, typical)` and their component, attributed
-    to `side`, is at least `thresholds.min_component`. Latents that never fired come last.
+    Shared latents join when their component is attributed to `side` and reaches `component_cutoff`.
+    Latents that never fired come last.
     """
     candidates = [np.flatnonzero(arrays[f"exclusive_{side}"]).astype(np.int64)]
     score = arrays["rank_score"].astype(np.float64)
-    if components_usable(arrays, typical, thresholds):
+    cutoff = component_cutoff(arrays, thresholds) if with_components else None
+    if cutoff is not None:
         fraction = arrays["component_fraction"].astype(np.float64)
         exclusive = arrays["exclusive_a"].astype(bool) | arrays["exclusive_b"].astype(bool)
         with np.errstate(invalid="ignore"):
             chosen = ((arrays["component_side"] == SIDES.index(side)) & ~exclusive
-                      & (fraction >= thresholds.min_component))
+                      & (fraction >= cutoff))
         shared = np.flatnonzero(chosen).astype(np.int64)
         score[shared] = component_score(arrays, shared, fraction[shared])
         candidates.append(shared)

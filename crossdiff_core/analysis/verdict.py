@@ -61,6 +61,12 @@ class VerdictThresholds:
     min_component: float = 0.5
     """A shared latent's one-model part must be at least this fraction of its decoder to count (else a copy)."""
 
+    component_z: float = 3.0
+    """... and this many robust standard deviations above the median part of the other shared latents ..."""
+
+    min_component_latents: int = 10
+    """... of which there must be at least this many (fewer: no shared latent is presented)."""
+
     min_seed_cosine: float = 0.7
     """A latent is stable when another seed's crosscoder has a latent with at least this decoder cosine."""
 

@@ -11,6 +11,7 @@ import torch
 from crossdiff_core.analysis import FeatureIndex, build_index, has_index, index_dir, load_index, load_or_build_index
 from crossdiff_core.analysis.blocks import BLOCK_CODES
 from crossdiff_core.analysis.feature_index import INDEX_VERSION
+from crossdiff_core.analysis.presented import component_cutoff
 from crossdiff_core.analysis.scores import MIN_CONTEXTS, SCORE_DOCS
 from crossdiff_core.analysis.verdict import VERDICTS
 from crossdiff_core.crosscoder import CrossCoder
@@ -161,17 +162,19 @@ def test_real_index_stores_split_share_and_components_and_judges_presented_laten
     shared = ~exclusive
     assert ((fraction[shared] >= 0) & (fraction[shared] <= 1 + 1e-6)).all()
     assert (side[shared & ~fired] == -1).all()  # dead latents are not fitted
-    typical = index.meta["component_typical"]
-    # 128 latents cannot fit a map between 576- and 640-dimensional decoders: no component stands out.
-    assert typical > index.thresholds.min_component and not index.components_usable()
+    cutoff = component_cutoff(arrays, index.thresholds)
+    assert index.components_usable() == (cutoff is not None)
     for latent in np.flatnonzero(exclusive & fired):
         verdict = index.verdict(int(latent))
         assert verdict is not None and verdict.code in VERDICTS and verdict.reason
     ordinary = int(np.flatnonzero(shared & fired)[0])
     assert index.verdict(ordinary) is None and index.card(ordinary).verdict is None
-    for side_name in ("a", "b"):
-        assert index.presented(side_name) == index.ranked(side_name)
-        assert index.presented(side_name, top=3) == index.ranked(side_name, 3)
+    for code, side_name in enumerate(("a", "b")):
+        presented = index.presented(side_name)
+        extra = [j for j in presented if not exclusive[j]]  # shared latents presented through their component
+        assert all(fraction[j] >= cutoff and side[j] == code for j in extra)
+        assert [j for j in presented if exclusive[j]] == index.ranked(side_name)
+        assert index.presented(side_name, top=3) == presented[:3]
     top = index.ranked("a", 1)[0]
     card = index.card(top, 1).to_dict()
     assert card["verdict"] == index.verdict(top).to_dict()

@@ -3,6 +3,7 @@ control, and how the feature index presents latents and judges them (hand-built 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -126,11 +127,16 @@ def test_scores_md_states_the_current_thresholds():
 # ---------------------------------------------------------------- the feature index
 
 
-def hand_index(component_typical: float | None = 0.2) -> FeatureIndex:
+HAND_THRESHOLDS = dataclasses.replace(DEFAULT_THRESHOLDS, component_z=0.0, min_component_latents=3)
+"""Three scored shared latents are too few for the default cutoff; the hand index uses their median."""
+
+
+def hand_index(fractions: tuple[float, float, float] = (0.8, 0.3, 0.9)) -> FeatureIndex:
     """Return a feature index of 8 latents built by hand.
 
     0, 1: A-exclusive (0 real, 1 dead); 2, 3: B-exclusive (2 a tokenizer effect, 3 a copy); 4-7 shared:
-    4 with a large one-model part on A, 5 a small one on A, 6 none (ordinary), 7 a large one on B.
+    4 with a large one-model part on A, 5 a small one on A, 6 none (ordinary), 7 a large one on B
+    (`fractions` of 4, 5 and 7).
     """
     arrays = evidence(
         n_fires=[100, 0, 80, 90, 60, 70, 500, 40],
@@ -142,23 +148,26 @@ def hand_index(component_typical: float | None = 0.2) -> FeatureIndex:
         score_not_dense=[1, 0, 1, 1, 1, 1, 0.5, 1],
         score_consistency=[0.8, 0, 0.7, 0.6, 0.8, 0.8, 0.5, 0.5],
         score_strength=[0.6, 0, 0.5, 0.4, 0.6, 0.6, 0.5, 0.5],
-        component_fraction=[np.nan, np.nan, np.nan, np.nan, 0.8, 0.3, 0.1, 0.9],
+        component_fraction=[np.nan, np.nan, np.nan, np.nan, fractions[0], fractions[1], 0.1, fractions[2]],
     )
     arrays["component_side"] = np.array([-1, -1, -1, -1, 0, 0, -1, 1], dtype=np.int8)
     arrays["exclusive_a"] = np.array([1, 1, 0, 0, 0, 0, 0, 0], dtype=np.uint8)
     arrays["exclusive_b"] = np.array([0, 0, 1, 1, 0, 0, 0, 0], dtype=np.uint8)
     codes = [BLOCK_CODES["A-exclusive"]] * 2 + [BLOCK_CODES["B-exclusive"]] * 2 + [BLOCK_CODES["shared"]] * 4
     arrays["block"] = np.array(codes, dtype=np.int64)
-    meta = {"dict_size": 8, "split_base_rate": 0.15, "component_typical": component_typical}
-    return FeatureIndex(meta, arrays, [f"latent {j}" for j in range(8)], {})
+    meta = {"dict_size": 8, "split_base_rate": 0.15}
+    index = FeatureIndex(meta, arrays, [f"latent {j}" for j in range(8)], {})
+    index.thresholds = HAND_THRESHOLDS
+    return index
 
 
 def test_index_judges_every_presented_latent_and_ranks_components_with_exclusive_latents():
     index = hand_index()
     assert index.components_usable()
     codes = {j: (v.code if v else None) for j, v in ((j, index.verdict(j)) for j in range(8))}
-    assert codes == {0: "real", 1: "rare", 2: "tokenizer", 3: "copy", 4: "real", 5: "copy", 6: None, 7: "real"}
-    assert "80%" in index.verdict(4).reason and "30%" in index.verdict(5).reason
+    # The cutoff is the median part, 0.8: latent 5's small part is not presented, so it gets no verdict.
+    assert codes == {0: "real", 1: "rare", 2: "tokenizer", 3: "copy", 4: "real", 5: None, 6: None, 7: "real"}
+    assert "80%" in index.verdict(4).reason
     assert index.component(4) == ("a", pytest.approx(0.8)) and index.component(6) is None
     assert index.component(0) is None  # exclusive latents have no component
     # Latent 4 scores (0.8 + 0.6) / 2 · 0.8 = 0.56 > latent 0's rank_score 0.5; 5 is too small; 1 never fired.
@@ -172,10 +181,11 @@ def test_index_judges_every_presented_latent_and_ranks_components_with_exclusive
     assert np.isnan(rows[0]["mean_activation"])  # scores an index lacks are NaN, not an error
 
 
-def test_components_are_not_presented_when_the_map_explains_no_typical_shared_latent():
-    for typical in (0.9, None):
-        index = hand_index(component_typical=typical)
-        assert not index.components_usable()
+def test_components_are_not_presented_when_none_stands_out():
+    for fractions in ((1.0, 1.0, 1.0), (0.3, 0.2, 0.4)):  # all parts whole (no map), or all small
+        index = hand_index(fractions)
+        assert index.components_usable() == (fractions[0] < 1.0)  # small parts: a cutoff exists, none reaches it
+        assert all(index.component(j) is None for j in (4, 5, 7))
         assert index.presented("a") == index.ranked("a") == [0, 1]
         assert index.verdict(4) is None and index.verdict(0).code == "real"
 
@@ -184,7 +194,7 @@ def test_an_older_index_without_split_share_or_components_still_gives_verdicts()
     index = hand_index()
     for name in ("split_share", "component_fraction", "component_side"):
         del index.arrays[name]
-    del index.meta["split_base_rate"], index.meta["component_typical"]
+    del index.meta["split_base_rate"]
     assert not index.components_usable()
     assert index.verdict(2).code == "real"  # the tokenizer check is skipped, not failed
     assert index.verdict(3).code == "copy" and index.verdict(1).code == "rare"
