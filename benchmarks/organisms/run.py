@@ -33,7 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.organisms.activations import ModelActivations, PairedRows, model_activations, paired_rows, write_store
+from benchmarks.organisms.activations import (
+    ModelActivations,
+    PairedRows,
+    model_activations,
+    paired_rows,
+    texts_digest,
+    write_store,
+)
 from crossdiff_core.analysis.evidence import Evidence
 from crossdiff_core.analysis.presented import auroc, component_arrays, presented_latents
 from crossdiff_core.analysis.scores import ranking_scores
@@ -131,7 +138,7 @@ def all_activations(names: set[str], texts: list[str], cache: Path, tag: str) ->
     """Return every model's activations over `texts` (cached per model)."""
     out = {}
     for name in sorted(names):
-        file = cache / "activations" / f"{name.replace('/', '_')}-{tag}.safetensors"
+        file = cache / "activations" / f"{name.replace('/', '_')}-{tag}-{texts_digest(texts)}.safetensors"
         model = load_model(model_spec(name), quant="none", dtype="fp32", device="cpu")
         start = time.perf_counter()
         out[name] = model_activations(model, texts, file)
