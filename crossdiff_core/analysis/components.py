@@ -56,7 +56,8 @@ SIDES = ("a", "b")
 
 
 def one_model_components(
-    crosscoder: CrossCoder, alive_F: torch.Tensor | None = None, ridge: float = DEFAULT_RIDGE
+    crosscoder: CrossCoder, alive_F: torch.Tensor | None = None, ridge: float = DEFAULT_RIDGE,
+    same_basis: bool = False,
 ) -> dict:
     """Return each two-model latent's one-model components: what its decoder in one model adds beyond the other's.
 
@@ -73,6 +74,9 @@ def one_model_components(
 
     `alive_F` (bool [F], default all) marks the latents that fire; only alive latents are fitted.
     See the module docstring for why the fit uses unit rows, leave-one-out and a per-latent scale.
+    `same_basis=True` (two models of the same width whose residual streams share a basis, e.g. a model
+    and its fine-tune) uses the identity for both maps instead of fitting them: each latent's
+    component is then the part of one decoder orthogonal to the other, which needs no other latents.
     """
     with torch.no_grad():
         dec_a_FD, dec_b_FD = _full_decoder(crosscoder, "a"), _full_decoder(crosscoder, "b")
@@ -84,8 +88,8 @@ def one_model_components(
             two_sided_F &= alive_F.cpu().bool()
         fitted_L = two_sided_F[latents_L]
         dec_a_LD, dec_b_LD = dec_a_FD[latents_L], dec_b_FD[latents_L]
-        residual_b_LD, map_ab = _residuals(dec_a_LD, dec_b_LD, fitted_L, ridge)
-        residual_a_LD, map_ba = _residuals(dec_b_LD, dec_a_LD, fitted_L, ridge)
+        residual_b_LD, map_ab = _residuals(dec_a_LD, dec_b_LD, fitted_L, ridge, same_basis)
+        residual_a_LD, map_ba = _residuals(dec_b_LD, dec_a_LD, fitted_L, ridge, same_basis)
         norm_a_L, norm_b_L = norm_a_F[latents_L], norm_b_F[latents_L]
         typical = float(torch.log(norm_b_L / norm_a_L)[fitted_L].median()) if bool(fitted_L.any()) else 0.0
         explained_a_L = (dec_a_LD - residual_a_LD).norm(dim=1).clamp_min(1e-30)
@@ -143,7 +147,7 @@ def _full_decoder(crosscoder: CrossCoder, side: str) -> torch.Tensor:
 
 
 def _residuals(
-    source_LD: torch.Tensor, target_LE: torch.Tensor, fitted_L: torch.Tensor, ridge: float
+    source_LD: torch.Tensor, target_LE: torch.Tensor, fitted_L: torch.Tensor, ridge: float, identity: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (r [L, E], M [D, E]): each target row minus its best multiple of the (leave-one-out) prediction.
 
@@ -152,6 +156,11 @@ def _residuals(
     """
     unit_source_LD = source_LD / source_LD.norm(dim=1, keepdim=True)
     unit_target_LE = target_LE / target_LE.norm(dim=1, keepdim=True)
+    if identity:
+        if source_LD.shape[1] != target_LE.shape[1]:
+            raise ValueError("same_basis needs two models of the same width")
+        scale_L = (target_LE * unit_source_LD).sum(1)
+        return target_LE - scale_L[:, None] * unit_source_LD, torch.eye(source_LD.shape[1], dtype=source_LD.dtype)
     x_ND, y_NE = unit_source_LD[fitted_L], unit_target_LE[fitted_L]
     d_in = source_LD.shape[1]
     if x_ND.shape[0] == 0:

@@ -26,6 +26,13 @@ def component_score(arrays: dict[str, np.ndarray], latents: np.ndarray, fraction
     return base[latents].astype(np.float64) * fractions
 
 
+def same_basis(crosscoder: CrossCoder) -> bool:
+    """Return True when the two models share a residual basis: same width and same tokenizer (a model and its fine-tune)."""
+    config = crosscoder.config
+    return (config.d_a == config.d_b and config.tokenizer_a is not None
+            and config.tokenizer_a == config.tokenizer_b)
+
+
 def component_arrays(crosscoder: CrossCoder, alive_F: np.ndarray) -> tuple[dict[str, np.ndarray], float | None]:
     """Return the one-model component arrays and the median component of the latents the map was fitted on.
 
@@ -38,7 +45,8 @@ def component_arrays(crosscoder: CrossCoder, alive_F: np.ndarray) -> tuple[dict[
     F = crosscoder.dict_size
     fraction_F = np.full(F, np.nan, dtype=np.float32)
     side_F = np.full(F, -1, dtype=np.int8)
-    components = one_model_components(crosscoder, torch.as_tensor(np.asarray(alive_F, dtype=bool)))
+    components = one_model_components(crosscoder, torch.as_tensor(np.asarray(alive_F, dtype=bool)),
+                                      same_basis=same_basis(crosscoder))
     latents_L = components["latents"].numpy()
     if len(latents_L) == 0:
         return {"component_fraction": fraction_F, "component_side": side_F}, None
