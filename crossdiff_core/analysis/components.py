@@ -103,7 +103,8 @@ def one_model_components(
             "residual_b": residual_b_LD.float(),
             "component_fraction_a": (residual_a_LD.norm(dim=1) / norm_a_L).float(),
             "component_fraction_b": (residual_b_LD.norm(dim=1) / norm_b_L).float(),
-            "component_in_b": off_if_in_b_L <= off_if_in_a_L,
+            # In one basis the two parts have the same fraction; the larger decoder carries the extra direction.
+            "component_in_b": (norm_b_L >= norm_a_L) if same_basis else off_if_in_b_L <= off_if_in_a_L,
             "map_a_to_b": map_ab.float(),
             "map_b_to_a": map_ba.float(),
         }
