@@ -195,7 +195,10 @@ def evaluate_crosscoder(crosscoder: CrossCoder, corpus: PairedRows, probes: Pair
         row = decoder[j - own.start].detach().float() if own.start <= j < own.stop else None
         features.append({
             "latent": j, "component": fraction, "auroc": auroc(f_NF[keep, j], labels[keep].astype(bool)),
-            "n_fires": int(arrays["n_fires"][j]), "transfer_r2": float(arrays["transfer_r2"][j]),
+            "n_fires": int(arrays["n_fires"][j]), "n_contexts": int(arrays["n_contexts"][j]),
+            "transfer_r2": float(arrays["transfer_r2"][j]),
+            "transfer_r2_from_a": float(arrays["transfer_r2_from_a"][j]),
+            "transfer_r2_from_b": float(arrays["transfer_r2_from_b"][j]), "owner": int(arrays["owner"][j]),
             "split_share": float(arrays["split_share"][j]), "rank_score": float(arrays["rank_score"][j]),
             "decoder": None if row is None else row.tolist(),
         })  # fmt: skip
@@ -291,8 +294,10 @@ def verdict_counts(features: list[dict], thresholds: VerdictThresholds, split_ba
     """Return the verdict code of each top feature under `thresholds`."""
     codes = []
     for f in features:
-        arrays = {"n_fires": [f["n_fires"]], "n_contexts": [f["n_fires"]], "split_share": [f["split_share"]],
-                  "transfer_r2": [f["transfer_r2"]]}
+        names = ("n_fires", "n_contexts", "split_share", "transfer_r2", "transfer_r2_from_a", "transfer_r2_from_b",
+                 "owner")
+        arrays = {name: [f[name]] for name in names if name in f}
+        arrays.setdefault("n_contexts", [f["n_fires"]])  # results written before n_contexts was kept
         codes.append(judge({k: np.asarray(v, dtype=float) for k, v in arrays.items()}, 0, split_base_rate,
                            f["component"], f.get("seed_cosine"), thresholds).code)
     return codes
