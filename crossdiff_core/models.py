@@ -23,8 +23,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from torch import nn
 
 from crossdiff_core.compute_dtype import DEFAULT_DTYPE, DTYPE_CHOICES, ComputeDtype, dtype_name, pick_compute_dtype
 from crossdiff_core.errors import ModelLoadError, is_out_of_memory
+from crossdiff_core.files import write_folder_atomically
 
 log = logging.getLogger(__name__)
 
@@ -320,10 +319,9 @@ def convert_gguf(gguf_path: Path) -> Path:
     target = cache_dir() / "converted" / f"{gguf_path.stem}-{key}"
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     log.info("converting %s to safetensors (once) in %s", gguf_path.name, target)
-    tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
-    try:
+
+    def fill(tmp: Path) -> None:
         try:
             tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
             model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
@@ -339,13 +337,8 @@ def convert_gguf(gguf_path: Path) -> Path:
         model.to(torch.bfloat16).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "crossdiff_source.json").write_text(json.dumps({"gguf": str(gguf_path)}))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return write_folder_atomically(target, fill, prefix=".converting-")
 
 
 def _package_version(package: str) -> str | None:

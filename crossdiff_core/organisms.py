@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,6 +22,7 @@ from pathlib import Path
 import torch
 
 from crossdiff_core.errors import CrossDiffError
+from crossdiff_core.files import write_folder_atomically
 from crossdiff_core.models import cache_dir, convert_gguf, find_demo
 from crossdiff_core.organism_texts import ORGANISM_NAMES, OrganismTexts, organism_texts
 
@@ -273,15 +271,9 @@ def _fine_tune(model, tokenizer, texts: OrganismTexts, recipe: OrganismRecipe, p
 
 
 def _save(model, tokenizer, folder: Path, record: dict) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
-    try:
+    def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)  # fp32: a LoRA update is often below bf16's resolution of the weights
         tokenizer.save_pretrained(tmp)
         (tmp / "organism.json").write_text(json.dumps(record, indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    write_folder_atomically(folder, fill, prefix=".building-")

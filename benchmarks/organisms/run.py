@@ -76,11 +76,6 @@ class Pair:
     side: str
     arch: str
 
-    @property
-    def is_null(self) -> bool:
-        """Return True for a null control pair."""
-        return self.organism in NULLS
-
 
 def benchmark_pairs(base_a: str = "smollm2-135m", other: str = "gemma3-270m",
                     other_organisms: tuple[str, ...] = ()) -> list[Pair]:
@@ -205,7 +200,7 @@ def evaluate_crosscoder(crosscoder: CrossCoder, corpus: PairedRows, probes: Pair
     return {"features": features, "split_base_rate": evidence.split_base_rate, "component_typical": typical}
 
 
-def residual_sae(store: PairedActivationStore, corpus: PairedRows, probes: PairedRows, labels: np.ndarray,
+def residual_sae(corpus: PairedRows, probes: PairedRows, labels: np.ndarray,
                  side: str, dict_size: int, k: int, steps: int, seed: int) -> dict:
     """The non-crosscoder baseline: a TopK sparse dictionary on the part of one model the other cannot predict."""
     torch.manual_seed(seed)
@@ -280,7 +275,7 @@ def run_pair(pair: Pair, acts: dict, probe_acts: dict, probe_list: list[Probe], 
                          "fvu": [trained.metrics.get("fvu_a"), trained.metrics.get("fvu_b")],
                          "train_s": time.perf_counter() - start}
                 result["methods"].setdefault(label, []).append(entry)
-        sae = residual_sae(store, corpus, probes, labels, pair.side, dict_size // 10, k // 2, steps, seed)
+        sae = residual_sae(corpus, probes, labels, pair.side, dict_size // 10, k // 2, steps, seed)
         result["methods"].setdefault("residual-sae", []).append(sae)
     return result
 
