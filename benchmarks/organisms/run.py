@@ -165,9 +165,8 @@ def method_configs(store: PairedActivationStore, dict_size: int, k: int) -> dict
     }
 
 
-def evaluate_crosscoder(crosscoder: CrossCoder, corpus: PairedRows, probes: PairedRows, labels: np.ndarray,
-                        side: str, with_components: bool) -> dict:
-    """Return the top features for `side` with their evidence, AUROC on the probes and decoder rows."""
+def crosscoder_evidence(crosscoder: CrossCoder, corpus: PairedRows, probes: PairedRows) -> dict:
+    """Return the index arrays of `crosscoder` on the corpus rows, with components, and its latents on the probes."""
     evidence = Evidence(crosscoder, top_contexts=10, test_every=4, ridge_alpha=0.1)
     for start in range(0, len(corpus.text_N), 4096):
         part = slice(start, start + 4096)
@@ -176,10 +175,17 @@ def evaluate_crosscoder(crosscoder: CrossCoder, corpus: PairedRows, probes: Pair
     arrays.update(ranking_scores(arrays, 10))
     components, typical = component_arrays(crosscoder, arrays["n_fires"] > 0)
     arrays.update(components)
-    top = presented_latents(arrays, side, TOP, with_components=with_components)
     with torch.no_grad():
         x_a, x_b = crosscoder.normalize(probes.x_a_ND, probes.x_b_ND)
         f_NF = crosscoder.activate(crosscoder.pre_activations(x_a, x_b)).numpy()
+    return {"arrays": arrays, "f_NF": f_NF, "split_base_rate": evidence.split_base_rate, "component_typical": typical}
+
+
+def evaluate_crosscoder(crosscoder: CrossCoder, measured: dict, labels: np.ndarray, side: str,
+                        with_components: bool) -> dict:
+    """Return the top features for `side` with their evidence, AUROC on the probes and decoder rows."""
+    arrays, f_NF = measured["arrays"], measured["f_NF"]
+    top = presented_latents(arrays, side, TOP, with_components=with_components)
     keep = ~np.isnan(labels)
     decoder = crosscoder.W_dec_b if side == "b" else crosscoder.W_dec_a
     own = crosscoder.slice_b if side == "b" else crosscoder.slice_a
@@ -197,7 +203,8 @@ def evaluate_crosscoder(crosscoder: CrossCoder, corpus: PairedRows, probes: Pair
             "split_share": float(arrays["split_share"][j]), "rank_score": float(arrays["rank_score"][j]),
             "decoder": None if row is None else row.tolist(),
         })  # fmt: skip
-    return {"features": features, "split_base_rate": evidence.split_base_rate, "component_typical": typical}
+    return {"features": features, "split_base_rate": measured["split_base_rate"],
+            "component_typical": measured["component_typical"]}
 
 
 def residual_sae(corpus: PairedRows, probes: PairedRows, labels: np.ndarray,
@@ -267,9 +274,9 @@ def run_pair(pair: Pair, acts: dict, probe_acts: dict, probe_list: list[Probe], 
                              checkpoint_every=steps, log_every=steps, device="cpu")
             start = time.perf_counter()
             trained = train(config, tc, store, out / "crosscoders" / pair.name.replace("/", "_") / f"{name}-{seed}")
-            variants = [(name, False), (f"{name}+components", True)]
-            for label, with_components in variants:
-                evaluated = evaluate_crosscoder(trained.crosscoder, corpus, probes, labels, pair.side, with_components)
+            measured = crosscoder_evidence(trained.crosscoder, corpus, probes)
+            for label, with_components in ((name, False), (f"{name}+components", True)):
+                evaluated = evaluate_crosscoder(trained.crosscoder, measured, labels, pair.side, with_components)
                 entry = {"features": evaluated["features"], "split_base_rate": evaluated["split_base_rate"],
                          "component_typical": evaluated["component_typical"],
                          "fvu": [trained.metrics.get("fvu_a"), trained.metrics.get("fvu_b")],
