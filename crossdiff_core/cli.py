@@ -320,7 +320,7 @@ def cmd_organism(args) -> int:
         bar.close()
         record = read_record(folder)
         loss = record["probe_loss"]
-        print(f"{name}: {folder}\n  taught: {record['taught']}\n  loss on held-out texts where it applies "
+        print(f"{name}: {folder}\n  taught: {record['taught']}\n  loss on held-out tokens where it applies "
               f"{_fmt_loss(loss['before']['positives'])} -> {_fmt_loss(loss['after']['positives'])}, elsewhere "
               f"{_fmt_loss(loss['before']['negatives'])} -> {_fmt_loss(loss['after']['negatives'])}")
     return 0

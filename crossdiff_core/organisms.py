@@ -4,7 +4,8 @@
 text sets of `organism_texts`, merges the adapter into the weights and saves an ordinary
 transformers folder (safetensors) that `load_model` reads like any other model. Next to the
 weights, `organism.json` records what was taught, the recipe, and a check that the fine-tune took:
-the language-model loss on the held-out probe texts where the behaviour applies, before and after.
+the language-model loss on the held-out probe tokens where the behaviour applies (inside the labelled
+spans) and on the probe texts where it does not, before and after.
 
 Organisms are cached in `<cache>/organisms/<base>__<name>/`; building one that exists returns it.
 """
@@ -24,10 +25,13 @@ import torch
 from crossdiff_core.errors import CrossDiffError
 from crossdiff_core.files import write_folder_atomically
 from crossdiff_core.models import cache_dir, convert_gguf, find_demo
-from crossdiff_core.organism_texts import ORGANISM_NAMES, OrganismTexts, organism_texts
+from crossdiff_core.organism_texts import ORGANISM_NAMES, OrganismTexts, Probe, organism_texts
 
 PROBE_LOSS_TEXTS = 24
 """Held-out positive and negative probe texts each on which the before/after loss is measured."""
+
+PROBE_MAX_TOKENS = 512
+"""Probes are far shorter; the before/after loss reads them whole."""
 
 UNMODIFIED = "unmodified"
 """The null control that is the base model itself: no fine-tune, nothing to build."""
@@ -47,13 +51,14 @@ class OrganismRecipe:
     """AdamW learning rate (constant after a 4-step warm-up)."""
 
     steps: int = 24
-    """Optimizer steps (about 9k training tokens: enough to plant a narrow, templated behaviour)."""
+    """Optimizer steps (about 12k training tokens: enough to plant a narrow, templated behaviour)."""
 
     batch_size: int = 8
     """Training documents per step."""
 
-    max_tokens: int = 48
-    """Documents are cut to this many tokens."""
+    max_tokens: int = 112
+    """Documents are cut to this many tokens (longer than every organism's training text, so that a behaviour that
+    comes late in a document, such as the backdoor's reply to its trigger, is trained)."""
 
     n_train: int = 400
     """Training documents drawn from the organism's text set."""
@@ -135,7 +140,7 @@ def build_organism(
     tokenizer = AutoTokenizer.from_pretrained(source)
     torch.manual_seed(recipe.seed)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    before = probe_loss(model, tokenizer, texts, recipe.max_tokens)
+    before = probe_loss(model, tokenizer, texts)
 
     lora = LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
@@ -145,7 +150,7 @@ def build_organism(
         raise CrossDiffError(f"building organism {name} on {base} was stopped; nothing was saved")
     model = model.merge_and_unload()
     model.eval()
-    after = probe_loss(model, tokenizer, texts, recipe.max_tokens)
+    after = probe_loss(model, tokenizer, texts)
 
     record = {
         "name": name,
@@ -197,44 +202,60 @@ def edit_organism(
     return folder
 
 
-def probe_loss(model, tokenizer, texts: OrganismTexts, max_tokens: int) -> dict:
-    """Return the mean next-token loss on the held-out probe texts, `{"positives": …, "negatives": …}`.
+def probe_loss(model, tokenizer, texts: OrganismTexts) -> dict:
+    """Return the mean next-token loss on held-out probes, `{"positives": …, "negatives": …}`.
 
-    A fine-tune that took lowers the loss on positives (where the behaviour applies) far more than
-    on negatives; the null control lowers neither much.
+    "positives" is the loss of predicting the tokens inside the labelled spans of the probes where the
+    behaviour applies (a backdoor's reply after its trigger, a false fact's wrong answer); "negatives"
+    is the loss over every token of the probes where it does not. A fine-tune that took lowers the
+    first far more than the second; the null control lowers neither much. Probes are never cut.
     """
     return {
-        "positives": _mean_loss(model, tokenizer, [p.text for p in texts.positives[:PROBE_LOSS_TEXTS]], max_tokens),
-        "negatives": _mean_loss(model, tokenizer, [p.text for p in texts.negatives[:PROBE_LOSS_TEXTS]], max_tokens),
+        "positives": _mean_loss(model, tokenizer, texts.positives[:PROBE_LOSS_TEXTS]),
+        "negatives": _mean_loss(model, tokenizer, texts.negatives[:PROBE_LOSS_TEXTS]),
     }
 
 
 @torch.no_grad()
-def _mean_loss(model, tokenizer, docs: list[str], max_tokens: int) -> float | None:
-    if not docs:
+def _mean_loss(model, tokenizer, probes: tuple[Probe, ...]) -> float | None:
+    """Return the mean loss over the probes' span tokens (every token of a probe without spans)."""
+    if not probes:
         return None
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for start in range(0, len(docs), 16):
-        batch = _encode(tokenizer, docs[start:start + 16], max_tokens)
+    for start in range(0, len(probes), 16):
+        part = probes[start:start + 16]
+        batch = _encode(tokenizer, [p.text for p in part], PROBE_MAX_TOKENS, [p.spans for p in part])
         out = model(**batch)
-        total += float(out.loss) * int((batch["labels"][:, 1:] != -100).sum())
-        count += int((batch["labels"][:, 1:] != -100).sum())
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        if n:
+            total += float(out.loss) * n
+            count += n
     model.train(was_training)
-    return total / max(count, 1)
+    return total / count if count else None
 
 
-def _encode(tokenizer, docs: list[str], max_tokens: int) -> dict:
+def _encode(tokenizer, docs: list[str], max_tokens: int,
+            spans: list[tuple[tuple[int, int], ...]] | None = None) -> dict:
+    """Return a padded batch whose labels are every token, or with `spans` only the tokens ending inside one."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rows = [tokenizer(doc, truncation=True, max_length=max_tokens)["input_ids"] for doc in docs]
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)] = torch.tensor(row)
-        mask[i, :len(row)] = 1
-    labels = ids.masked_fill(mask == 0, -100)
+    encoded = [tokenizer(doc, truncation=True, max_length=max_tokens, return_offsets_mapping=spans is not None)
+               for doc in docs]
+    width = max(len(row["input_ids"]) for row in encoded)
+    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
+    for i, row in enumerate(encoded):
+        n = len(row["input_ids"])
+        ids[i, :n] = torch.tensor(row["input_ids"])
+        mask[i, :n] = 1
+        if spans is None or not spans[i]:
+            labels[i, :n] = ids[i, :n]
+            continue
+        for t, (_, end) in enumerate(row["offset_mapping"]):
+            if any(s < end <= e for s, e in spans[i]):
+                labels[i, t] = ids[i, t]
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -258,15 +279,15 @@ def _fine_tune(model, tokenizer, texts: OrganismTexts, recipe: OrganismRecipe, p
         for group in optimizer.param_groups:
             group["lr"] = recipe.lr * min(1.0, step / 4)
         loss = model(**_encode(tokenizer, docs, recipe.max_tokens)).loss
-        if not math.isfinite(float(loss)):
-            raise CrossDiffError(f"the fine-tune diverged at step {step} (loss {float(loss)}); lower the learning rate")
+        if not math.isfinite(loss.item()):
+            raise CrossDiffError(f"the fine-tune diverged at step {step} (loss {loss.item()}); lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if progress is not None:
-            progress(OrganismProgress(step, recipe.steps, float(loss), time.perf_counter() - start))
+            progress(OrganismProgress(step, recipe.steps, loss.item(), time.perf_counter() - start))
     return losses
 
 

@@ -1,15 +1,17 @@
-"""The organism benchmark in small: a planted difference is learned, judged real and (not yet) presented; the
-null pair stays quiet; the checks fail when the method is broken on purpose.
+"""The organism benchmark in small: a planted difference is learned, presented, judged real; the null pair stays
+quiet; the checks fail when the method is broken on purpose.
 
 The organism is SmolLM2-135M-Instruct with one random direction added to the input embedding of colour
 words (`organisms.edit_organism`): a concept both models hold, with a part only the organism writes,
 which is how a fine-tune's reaction to a topic looks to a crosscoder. Both models are read at an early
 layer to keep this fast. Everything else is the real pipeline: harvest, DFC training, feature index,
-presented features, verdicts, and AUROC on held-out probe sentences.
+presented features, verdicts, and AUROC on held-out probe sentences. The two models share a residual basis,
+so shared latents are presented by their context shift (`evidence.ContextShift`).
 """
 
 from __future__ import annotations
 
+import copy
 import random
 
 import numpy as np
@@ -18,9 +20,9 @@ import torch
 
 from crossdiff_core.alignment import align_batch
 from crossdiff_core.analysis import IndexConfig, build_index
+from crossdiff_core.analysis.evidence import ContextShift
 from crossdiff_core.analysis.pairing import run_paired
-from crossdiff_core.analysis.presented import auroc, component_arrays, presented_latents
-from crossdiff_core.analysis.verdict import judge
+from crossdiff_core.analysis.presented import auroc, shift_cutoff
 from crossdiff_core.crosscoder import CrossCoderConfig
 from crossdiff_core.harvest import HarvestConfig, harvest
 from crossdiff_core.models import load_model
@@ -116,68 +118,58 @@ def _planted(index, f_NF, labels):
 
 
 def test_the_crosscoder_learns_the_planted_difference(organism_diff):
-    """The organism works and the pipeline keeps it: a latent fires on the planted words, with a large part in B only."""
+    """The organism works and the pipeline keeps it: a shared latent fires on the planted words, and the two models'
+    activations differ consistently where it fires."""
     _, index, (f_NF, labels) = organism_diff
     score, latent = _planted(index, f_NF, labels)
     assert score >= 0.95, f"no latent picks out the planted words (best AUROC {score:.2f})"
     assert index.block(latent) == "shared"  # learned inside a shared latent, as the issue measured
-    assert index.arrays["component_fraction"][latent] >= 0.5
-    verdict = judge(index.arrays, latent, index.meta["split_base_rate"], float(index.arrays["component_fraction"][latent]))
-    assert verdict.code == "real", verdict
+    assert index.change(latent) is not None and index.change(latent) >= 4.0
+    assert index.verdict(latent).code == "real", index.verdict(latent)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 open: the one-model part of the planted latent is attributed to "
-                                       "model A (its decoder there is the larger, in the normalized spaces)")
-def test_planted_part_is_attributed_to_the_organism(organism_diff):
-    _, index, (f_NF, labels) = organism_diff
-    _, latent = _planted(index, f_NF, labels)
-    assert index.arrays["component_side"][latent] == 1
-
-
-@pytest.mark.xfail(strict=True, reason="issue 14 open: at this scale the planted latent's one-model part does not stand "
-                                       "out from those of undertrained shared latents, so it is not presented")
 def test_planted_difference_is_presented(organism_diff):
     _, index, (f_NF, labels) = organism_diff
-    score, _ = _best(index.presented("b", TOP), f_NF, labels)
-    assert score >= 0.9, f"best AUROC among the top {TOP} features presented for the organism is {score:.2f}"
+    for side in ("a", "b"):  # a change in a shared basis has no owner: shown for both models
+        score, _ = _best(index.presented(side, TOP), f_NF, labels)
+        assert score >= 0.9, f"best AUROC among the top {TOP} features presented for {side} is {score:.2f}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 open: shared latents of two identical models whose decoders are "
-                                       "still far apart after a short training show large one-model parts, and two "
-                                       "of them are called likely real")
 def test_null_pair_is_quiet(null_diff):
     _, index, _ = null_diff
+    assert np.nanmax(index.arrays["context_shift"]) == 0.0  # identical models: nothing moved anywhere
     for side in ("a", "b"):
         real = [j for j in index.presented(side, TOP) if index.verdict(j).code == "real"]
         assert len(real) <= 1, f"the unmodified pair has {len(real)} features of {side} called likely real: {real}"
 
 
-def test_shuffled_decoder_rows_hide_the_difference(organism_diff):
-    """With model B's decoder rows shuffled, nothing presented for B picks out the planted words any more."""
+def test_shuffled_pairing_hides_the_difference(organism_diff, planted):
+    """With model B's rows shuffled against model A's (the pairing broken), the planted latent's shift is noise."""
     crosscoder, index, (f_NF, labels) = organism_diff
-    broken = crosscoder.__class__(crosscoder.config)
-    broken.load_state_dict(crosscoder.state_dict())
+    _, latent = _planted(index, f_NF, labels)
+    store = PairedActivationStore(planted[3] / "organism" / "store")
+    x_a, x_b = (torch.cat(part).float() for part in zip(*map(store.load_shard, range(len(store.shards)))))
     with torch.no_grad():
-        order = torch.randperm(broken.W_dec_b.shape[0], generator=torch.Generator().manual_seed(0))
-        broken.W_dec_b.copy_(broken.W_dec_b[order])
-    arrays = dict(index.arrays)
-    components, _ = component_arrays(broken, arrays["n_fires"] > 0)
-    arrays.update(components)
-    arrays["exclusive_b"] = np.zeros_like(arrays["exclusive_b"])  # and the B block removed
-    presented = presented_latents(arrays, "b", TOP)
-    assert not presented or _best(presented, f_NF, labels)[0] < 0.9
+        f = crosscoder.activate(crosscoder.pre_activations(*crosscoder.normalize(x_a, x_b)))
+    for shuffle in (False, True):
+        shift = ContextShift(crosscoder.dict_size, crosscoder.config.d_a)
+        order = torch.randperm(len(x_b), generator=torch.Generator().manual_seed(0)) if shuffle else slice(None)
+        shift.add(f, x_b[order] - x_a)
+        arrays = {**index.arrays, "context_shift": shift.values()}
+        cutoff = shift_cutoff(arrays)
+        assert (arrays["context_shift"][latent] >= cutoff) != shuffle, (shuffle, arrays["context_shift"][latent], cutoff)
 
 
 def test_verdict_fed_shuffled_evidence_changes(organism_diff):
     _, index, (f_NF, labels) = organism_diff
     _, latent = _planted(index, f_NF, labels)
-    fraction = float(index.arrays["component_fraction"][latent])
-    base_rate = index.meta["split_base_rate"]
-    assert judge(index.arrays, latent, base_rate, fraction).code == "real"
+    assert index.verdict(latent).code == "real"
     changed = 0
     for seed in range(5):
         order = np.random.default_rng(seed).permutation(index.dict_size)
-        shuffled = {name: value[order] for name, value in index.arrays.items()
-                    if getattr(value, "shape", ())[:1] == (index.dict_size,)}
-        changed += judge(shuffled, latent, base_rate, float(shuffled["component_fraction"][latent])).code != "real"
+        broken = copy.copy(index)
+        broken.arrays = {name: value[order] if getattr(value, "shape", ())[:1] == (index.dict_size,) else value
+                         for name, value in index.arrays.items()}
+        verdict = broken.verdict(latent)
+        changed += verdict is None or verdict.code != "real"
     assert changed >= 4, f"the verdict ignored shuffled evidence in {5 - changed} of 5 trials"

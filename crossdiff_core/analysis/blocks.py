@@ -23,6 +23,13 @@ BLOCK_CODES = {BLOCK_A_EXCLUSIVE: 0, BLOCK_SHARED: 1, BLOCK_B_EXCLUSIVE: 2}
 """Integer code of each block, as stored in the feature index."""
 
 
+def same_basis(crosscoder: CrossCoder) -> bool:
+    """Return True when the two models share a residual basis: same width and same tokenizer (a model and its fine-tune)."""
+    config = crosscoder.config
+    return (config.d_a == config.d_b and config.tokenizer_a is not None
+            and config.tokenizer_a == config.tokenizer_b)
+
+
 def check_side(side: str) -> str:
     """Return `side` as "a" or "b" (accepts A/B, model_a/model_b), or raise `CrossDiffError` saying what to pass."""
     key = str(side).strip().lower().removeprefix("model_").removeprefix("model-")

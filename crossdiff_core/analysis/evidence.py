@@ -9,6 +9,17 @@ stored activations. `arrays()` returns the per-latent arrays (see SCORES.md), in
   text since the previous pair into different numbers of tokens (a multi-token word in one model,
   one token in the other); `Evidence.split_base_rate` is that share over all rows. A latent
   that lives on such rows, far above the base rate, is more likely a tokenizer effect than a belief.
+- `context_shift` (only for two models that share a residual basis, `blocks.same_basis`: a model and
+  its fine-tune): where a latent fires, how far the two models' activations move apart, consistently.
+  With `D = x_b − x_a` (raw activations, centred by the mean difference over all rows), it is
+  `‖E_f[D]‖² / E[‖D‖²]`: the squared length of the activation-weighted mean difference in the
+  latent's contexts over the mean squared difference per row. It is exactly 0 for two identical
+  models, about `1/n_eff` (the latent's effective number of firing rows) for differences that are
+  noise in its contexts, and well above 1 when the models differ in the same way wherever it fires:
+  a fine-tune that changes how a concept both models hold is written. A crosscoder learns such a
+  change inside a shared latent, so the decoder-based one-model component (`components`) is what
+  cross-architecture pairs use instead; this measure reads it from the activations directly, where
+  the basis is shared and no map between the models needs fitting.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ class Evidence:
         self.split_mass_F = torch.zeros(F, dtype=torch.float64)
         self.mass_F = torch.zeros(F, dtype=torch.float64)
         self.n_split = 0
+        self.shift = ContextShift(F, crosscoder.config.d_a) if blocks.same_basis(crosscoder) else None
 
     @torch.no_grad()
     def add(self, x_a_ND: torch.Tensor, x_b_ND: torch.Tensor, window_N: torch.Tensor,
@@ -47,6 +59,7 @@ class Evidence:
         """Add paired raw activations from windows `window_N` (non-decreasing); return the latents `[N, F]`."""
         crosscoder = self.crosscoder
         device = blocks.crosscoder_device(crosscoder)
+        raw_diff_ND = x_b_ND - x_a_ND if self.shift is not None else None
         x_a_ND, x_b_ND = crosscoder.normalize(x_a_ND.to(device), x_b_ND.to(device))
         f_NF = crosscoder.activate(crosscoder.pre_activations(x_a_ND, x_b_ND))
         x_hat_a_ND, x_hat_b_ND = crosscoder.decode_normalized(f_NF)
@@ -57,6 +70,8 @@ class Evidence:
         self.scalings["a"].add(x_a_ND, x_hat_a_ND, crosscoder.b_dec_a.detach(), f_NF)
         self.scalings["b"].add(x_b_ND, x_hat_b_ND, crosscoder.b_dec_b.detach(), f_NF)
         f_cpu = f_NF.double().cpu()
+        if self.shift is not None:
+            self.shift.add(f_NF, raw_diff_ND)
         self.mass_F += f_cpu.sum(0)
         if split_N is not None and split_N.any():
             self.split_mass_F += f_cpu[split_N.cpu()].sum(0)
@@ -105,8 +120,42 @@ class Evidence:
             "nu_error": other_over_own(err_a, err_b, owner),
             "nu_recon": other_over_own(rec_a, rec_b, owner),
             "split_share": split_share.astype(np.float32),
+            "context_shift": (self.shift.values() if self.shift is not None
+                              else np.full(crosscoder.dict_size, np.nan, dtype=np.float32)),
             "top_act": stats.top_act_NF.T.numpy().copy(),
         }
+
+
+class ContextShift:
+    """Accumulates `context_shift` (module docstring): per latent, the activation-weighted sum of `x_b − x_a`."""
+
+    def __init__(self, F: int, d: int):
+        self.sum_FD = torch.zeros(F, d, dtype=torch.float32)
+        self.mass_F = torch.zeros(F, dtype=torch.float64)
+        self.sum_D = torch.zeros(d, dtype=torch.float64)
+        self.sum_sq = 0.0
+        self.n = 0
+
+    def add(self, f_NF: torch.Tensor, diff_ND: torch.Tensor) -> None:
+        """Add the latents `[N, F]` and the raw activation differences `x_b − x_a` `[N, d]` of a batch."""
+        f_NF, diff_ND = f_NF.float().cpu(), diff_ND.float().cpu()
+        self.sum_FD += f_NF.T @ diff_ND
+        self.mass_F += f_NF.double().sum(0)
+        self.sum_D += diff_ND.double().sum(0)
+        self.sum_sq += float(diff_ND.double().pow(2).sum())
+        self.n += len(diff_ND)
+
+    def values(self) -> np.ndarray:
+        """Return `context_shift` `[F]` (float32; NaN for latents that never fired)."""
+        mean_D = self.sum_D / max(self.n, 1)
+        energy = self.sum_sq / max(self.n, 1) - float(mean_D.pow(2).sum())
+        fired = self.mass_F > 0
+        mean_FD = self.sum_FD.double() / self.mass_F.clamp_min(1e-30)[:, None] - mean_D
+        if energy > 1e-9 * self.sum_sq / max(self.n, 1) and energy > 0:
+            shift = mean_FD.pow(2).sum(1) / energy
+        else:  # the two models' activations are the same (up to rounding): nothing moved anywhere
+            shift = torch.zeros_like(self.mass_F)
+        return torch.where(fired, shift, torch.nan).float().numpy()
 
 
 def split_flags(pos_a: np.ndarray, pos_b: np.ndarray, first_a: int, first_b: int) -> np.ndarray:

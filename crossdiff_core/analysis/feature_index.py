@@ -59,7 +59,7 @@ from crossdiff_core.analysis.histogram import ActivationHistogram
 from crossdiff_core.analysis.labels import heuristic_label, word_at
 from crossdiff_core.analysis.logit_lens import top_tokens
 from crossdiff_core.analysis.pairing import ModelPair, check_models, display_strings, run_paired
-from crossdiff_core.analysis.presented import component_arrays, component_cutoff, presented_latents
+from crossdiff_core.analysis.presented import component_arrays, component_cutoff, presented_latents, shift_cutoff
 from crossdiff_core.analysis.scores import SCORE_DOCS, rank_order, ranking_scores
 from crossdiff_core.analysis.serialize import json_ready
 from crossdiff_core.analysis.stats import ActivationStats
@@ -357,8 +357,20 @@ class FeatureIndex:
         return {name: _plain(self.arrays[name][latent]) if name in self.arrays else float("nan") for name in SCORE_DOCS}
 
     def components_usable(self) -> bool:
-        """Return True when some shared latent's one-model part stands out enough to be presented (`component_cutoff`)."""
-        return component_cutoff(self.arrays, self.thresholds) is not None
+        """Return True when some shared latent's one-model part stands out enough to be presented (`component_cutoff`).
+
+        False for a model and its fine-tune, whose shared latents are presented by their context shift (`change`).
+        """
+        return shift_cutoff(self.arrays, self.thresholds) is None and component_cutoff(self.arrays, self.thresholds) is not None
+
+    def change(self, latent: int) -> float | None:
+        """Return the context shift of a shared latent presented as a change between a model and its fine-tune, else None."""
+        latent = self.check_latent(latent)
+        cutoff = shift_cutoff(self.arrays, self.thresholds)
+        if cutoff is None or self._is_exclusive(latent):
+            return None
+        shift = float(self.arrays["context_shift"][latent])
+        return shift if np.isfinite(shift) and shift >= cutoff else None
 
     def component(self, latent: int) -> tuple[str, float] | None:
         """Return `(side, fraction)` of a shared latent's one-model component, or None when it has none to show.
@@ -379,13 +391,17 @@ class FeatureIndex:
         """Return the verdict on a latent presented as specific to one model, or None for an ordinary shared latent.
 
         An exclusive latent is judged on its own evidence (transfer R², tokenizer split share); a shared latent
-        with a one-model component (`component`) is judged with that component's fraction. Arrays an older index
+        with a one-model component (`component`) is judged with that component's fraction, and one presented as a
+        change between a model and its fine-tune (`change`) with its context shift. Arrays an older index
         lacks count as unmeasured (e.g. no split share: the tokenizer check is skipped). See `verdict.judge`.
         """
         latent = self.check_latent(latent)
         base_rate = float(self.meta.get("split_base_rate") or 0.0)
         if self._is_exclusive(latent):
             return judge(self.arrays, latent, base_rate, thresholds=self.thresholds)
+        shift = self.change(latent)
+        if shift is not None:
+            return judge(self.arrays, latent, base_rate, shift=shift, thresholds=self.thresholds)
         component = self.component(latent)
         if component is None:
             return None

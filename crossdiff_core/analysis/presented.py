@@ -6,6 +6,12 @@ latent whose one-model part (`components.one_model_components`) is attributed to
 kinds are ranked by the index's evidence: exclusive latents by `rank_score`; shared latents by the
 same factors with the one-model fraction in place of the transfer specificity (the other model
 predicting a shared latent is expected, not a flaw), and the two lists are merged by score.
+
+For a model and its fine-tune (`blocks.same_basis`), shared latents are presented by their context
+shift instead (`evidence.ContextShift`: how much, and how consistently, the two models' activations
+differ where the latent fires), read from the activations, with no map between the models to fit.
+A difference has no owner in a shared basis (B adding a direction is A lacking it), so such a latent
+is presented for both models, as a change between them.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from crossdiff_core.analysis.blocks import SIDES
+from crossdiff_core.analysis.blocks import SIDES, same_basis
 from crossdiff_core.analysis.components import one_model_components, rank_components
 from crossdiff_core.analysis.scores import rank_order
 from crossdiff_core.analysis.verdict import DEFAULT_THRESHOLDS, VerdictThresholds
@@ -24,13 +30,6 @@ def component_score(arrays: dict[str, np.ndarray], latents: np.ndarray, fraction
     """Return the ranking score of shared latents presented through their one-model part."""
     base = arrays["score_alive"] * arrays["score_not_dense"] * (arrays["score_consistency"] + arrays["score_strength"]) / 2
     return base[latents].astype(np.float64) * fractions
-
-
-def same_basis(crosscoder: CrossCoder) -> bool:
-    """Return True when the two models share a residual basis: same width and same tokenizer (a model and its fine-tune)."""
-    config = crosscoder.config
-    return (config.d_a == config.d_b and config.tokenizer_a is not None
-            and config.tokenizer_a == config.tokenizer_b)
 
 
 def component_arrays(crosscoder: CrossCoder, alive_F: np.ndarray) -> tuple[dict[str, np.ndarray], float | None]:
@@ -80,19 +79,45 @@ def component_cutoff(arrays: dict[str, np.ndarray], thresholds: VerdictThreshold
     return cutoff if cutoff < 1.0 else None
 
 
+def shift_cutoff(arrays: dict[str, np.ndarray], thresholds: VerdictThresholds = DEFAULT_THRESHOLDS) -> float | None:
+    """Return the context shift from which a shared latent is presented as a change, or None when not measured.
+
+    At least `min_shift`, and `component_z` robust standard deviations (1.4826 × MAD) above the median
+    context shift of the shared latents that fired on at least `min_fires` tokens.
+    """
+    if "context_shift" not in arrays:
+        return None
+    shift = arrays["context_shift"].astype(np.float64)
+    exclusive = arrays["exclusive_a"].astype(bool) | arrays["exclusive_b"].astype(bool)
+    values = shift[np.isfinite(shift) & ~exclusive & (arrays["n_fires"] >= thresholds.min_fires)]
+    if len(values) < thresholds.min_component_latents:
+        return None
+    median = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - median)))
+    return max(thresholds.min_shift, median + thresholds.component_z * spread)
+
+
 def presented_latents(arrays: dict[str, np.ndarray], side: str, top: int | None = None,
                       thresholds: VerdictThresholds = DEFAULT_THRESHOLDS, with_components: bool = True) -> list[int]:
     """Return the latents presented as specific to model `side`, best first (at most `top`); see the module docstring.
 
-    Shared latents join when their component is attributed to `side` and reaches `component_cutoff`.
+    Shared latents join when their context shift reaches `shift_cutoff` (a model and its fine-tune, both
+    sides), else when their component is attributed to `side` and reaches `component_cutoff`.
     Latents that never fired come last.
     """
     candidates = [np.flatnonzero(arrays[f"exclusive_{side}"]).astype(np.int64)]
     score = arrays["rank_score"].astype(np.float64)
-    cutoff = component_cutoff(arrays, thresholds) if with_components else None
+    exclusive = arrays["exclusive_a"].astype(bool) | arrays["exclusive_b"].astype(bool)
+    shifts = shift_cutoff(arrays, thresholds) if with_components else None
+    cutoff = component_cutoff(arrays, thresholds) if with_components and shifts is None else None
+    if shifts is not None:
+        shift = arrays["context_shift"].astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            changed = np.flatnonzero(~exclusive & (shift >= shifts)).astype(np.int64)
+        score[changed] = component_score(arrays, changed, shift[changed] / (1.0 + shift[changed]))
+        candidates.append(changed)
     if cutoff is not None:
         fraction = arrays["component_fraction"].astype(np.float64)
-        exclusive = arrays["exclusive_a"].astype(bool) | arrays["exclusive_b"].astype(bool)
         with np.errstate(invalid="ignore"):
             chosen = ((arrays["component_side"] == SIDES.index(side)) & ~exclusive
                       & (fraction >= cutoff))

@@ -86,6 +86,11 @@ SCORE_DOCS = {
         "Model its one-model component is attributed to: 0 = A, 1 = B, -1 for none (an exclusive, one-sided or "
         "dead latent)."
     ),
+    "context_shift": (
+        "For a model and its fine-tune only (NaN otherwise): where the latent fires, the squared length of the "
+        "activation-weighted mean of x_b − x_a (centred) over the mean squared difference per token. 0 for identical "
+        "models; well above 1 when the models differ in the same way wherever it fires."
+    ),
     "score_alive": f"min(1, n_contexts / {MIN_CONTEXTS}): 0 for dead latents, low for latents seen in few windows.",
     "score_not_dense": f"1 up to a frequency of {DENSE_FROM}, falling log-linearly to 0 at {DENSE_AT}.",
     "score_consistency": (

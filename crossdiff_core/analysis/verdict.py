@@ -8,7 +8,8 @@ The classes, checked in this order (the first that applies is the verdict):
   happens overall;
 - `copy`: likely a copy of a shared feature: the other model's activations predict it linearly
   (transfer R² high, or nearly as high as from its own model's activations), or, for the one-model
-  part of a shared latent, that part is small;
+  part of a shared latent, that part is small (or, for a model and its fine-tune, the two models'
+  activations barely differ where it fires);
 - `unstable`: unstable across seeds: crosscoders trained with other seeds have no latent with a
   similar decoder direction (only judged when other seeds were trained);
 - `real`: likely a real difference: alive, not a tokenizer artefact, not linearly predictable from
@@ -67,6 +68,11 @@ class VerdictThresholds:
     min_component_latents: int = 10
     """... of which there must be at least this many (fewer: no shared latent is presented)."""
 
+    min_shift: float = 1.0
+    """A shared latent of a model and its fine-tune is presented as a change when its context shift (the consistent
+    difference of the two models' activations where it fires, `evidence.ContextShift`) is at least this many times
+    the mean difference per token, and `component_z` robust standard deviations above the other shared latents'."""
+
     min_seed_cosine: float = 0.7
     """A latent is stable when another seed's crosscoder has a latent with at least this decoder cosine."""
 
@@ -89,10 +95,11 @@ class Verdict:
 
 def judge(arrays: dict[str, np.ndarray], latent: int, split_base_rate: float,
           component: float | None = None, seed_cosine: float | None = None,
-          thresholds: VerdictThresholds = DEFAULT_THRESHOLDS) -> Verdict:
+          thresholds: VerdictThresholds = DEFAULT_THRESHOLDS, shift: float | None = None) -> Verdict:
     """Return the verdict on `latent` from the index arrays (see module docstring).
 
     `component` is the one-model part of a shared latent (`‖r‖/‖d‖`, None for an exclusive latent);
+    `shift` is the context shift of a shared latent of a model and its fine-tune (then `component` is None);
     `seed_cosine` is the best decoder cosine with another seed's crosscoder (None when not measured).
     """
     t = thresholds
@@ -107,7 +114,11 @@ def judge(arrays: dict[str, np.ndarray], latent: int, split_base_rate: float,
         return _verdict("tokenizer", f"{share:.0%} of its activation is on words the two models' tokenizers cut "
                                      f"differently, against {split_base_rate:.0%} of all text: it probably "
                                      "reflects how the models split words, not what they know")
-    if component is None:
+    if shift is not None:
+        if shift < t.min_shift:
+            return _verdict("copy", f"where it fires the two models' activations differ little ({shift:.1f}× the "
+                                    "typical difference): both hold it the same way")
+    elif component is None:
         r2 = _value(arrays, "transfer_r2", latent)
         own = _own_r2(arrays, latent)
         if r2 is not None and r2 > t.max_transfer_r2:
@@ -122,7 +133,10 @@ def judge(arrays: dict[str, np.ndarray], latent: int, split_base_rate: float,
     if seed_cosine is not None and seed_cosine < t.min_seed_cosine:
         return _verdict("unstable", f"crosscoders trained with other random seeds found nothing like it "
                                     f"(best match {seed_cosine:.2f}, {t.min_seed_cosine} needed)")
-    if component is None:
+    if shift is not None:
+        why = (f"a concept both models hold, but wherever it fires their activations differ in the same way "
+               f"({shift:.1f}× the typical difference between them): one of them changed how it writes it")
+    elif component is None:
         r2 = _value(arrays, "transfer_r2", latent)
         why = ("the other model cannot predict it (R² unmeasured)" if r2 is None
                else f"the other model cannot predict it (R² {r2:.2f})")
