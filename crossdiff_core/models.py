@@ -7,6 +7,9 @@ A model is named by a *spec*:
   installed they are used; otherwise the Hub id is loaded;
 - a local folder holding a transformers checkpoint;
 - a `.gguf` file (dequantized by transformers, then cached once as a safetensors folder);
+- a model organism of a demo model, `<demo>+<organism>` (e.g. `smollm2-135m+false_facts`): the demo
+  model fine-tuned on a narrow behaviour by `crossdiff_core.organisms`, built once on this machine
+  (`python -m crossdiff_core organism NAME`) and read from the cache;
 - any Hub id (`org/name`);
 - an already-loaded `(model, tokenizer)` pair, for custom or modified models.
 
@@ -32,6 +35,7 @@ from torch import nn
 from crossdiff_core.compute_dtype import DEFAULT_DTYPE, DTYPE_CHOICES, ComputeDtype, dtype_name, pick_compute_dtype
 from crossdiff_core.errors import ModelLoadError, is_out_of_memory
 from crossdiff_core.files import write_folder_atomically
+from crossdiff_core.organism_texts import ORGANISM_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,38 @@ def find_demo(spec: str) -> DemoModel | None:
         if key in (demo.short_name, demo.hub_id.lower()):
             return demo
     return None
+
+
+def find_organism(spec: str) -> tuple[DemoModel, str] | None:
+    """Return (demo model, organism name) for an organism spec `<demo>+<organism>`, or None for other specs."""
+    base, plus, name = spec.strip().rpartition("+")
+    demo = find_demo(base) if plus else None
+    return (demo, name.strip().lower()) if demo is not None and name.strip().lower() in ORGANISM_NAMES else None
+
+
+def organism_folder(base: str, name: str, root: Path | None = None) -> Path:
+    """Return the folder organism `name` of `base` (a demo short name or a folder) is, or will be, saved in."""
+    return Path(root or cache_dir() / "organisms") / f"{Path(str(base)).name}__{name}"
+
+
+def organism_built(folder: Path) -> bool:
+    """Return True when `folder` holds a finished organism (its weights and its record)."""
+    return (folder / "organism.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def _organism_target(spec: str) -> tuple[Path, str] | None:
+    """Return (folder, canonical spec) of a built organism spec; raise a `ModelLoadError` saying how to build it."""
+    organism = find_organism(spec)
+    if organism is None:
+        return None
+    demo, name = organism
+    folder = organism_folder(demo.short_name, name)
+    if not organism_built(folder):
+        base = "" if demo.short_name == "smollm2-135m" else f" --base {demo.short_name}"
+        raise ModelLoadError(f"the model organism {demo.short_name}+{name} is not built on this machine yet: build it "
+                             f"once with `python -m crossdiff_core organism {name}{base}` (5 to 10 minutes on a "
+                             "laptop CPU), then load it again")
+    return folder, f"{demo.short_name}+{name}"
 
 
 @dataclass
@@ -261,6 +297,11 @@ def load_model(
     if not spec:
         raise ModelLoadError("no model given: pass a demo name (smollm2-135m, gemma3-270m), a Hub id, a folder or a .gguf file")
 
+    organism = _organism_target(spec)
+    if organism is not None:
+        folder, name = organism
+        return _load_folder(folder, layer, quant, compute, device, trust_remote_code=False, revision=None, token=None,
+                            model_id=name, source=f"model organism {folder}")
     demo = find_demo(spec)
     if demo is not None:
         gguf = demo.local_gguf()
@@ -292,6 +333,9 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
     """Return only the fast tokenizer for a spec (demo name, folder, .gguf file or Hub id)."""
     from transformers import AutoTokenizer
 
+    organism = _organism_target(spec)
+    if organism is not None:
+        return AutoTokenizer.from_pretrained(organism[0])
     demo = find_demo(spec)
     if demo is not None and (gguf := demo.local_gguf()) is not None:
         return AutoTokenizer.from_pretrained(convert_gguf(gguf))

@@ -24,7 +24,7 @@ import torch
 
 from crossdiff_core.errors import CrossDiffError
 from crossdiff_core.files import write_folder_atomically
-from crossdiff_core.models import cache_dir, convert_gguf, find_demo
+from crossdiff_core.models import convert_gguf, find_demo, organism_built, organism_folder
 from crossdiff_core.organism_texts import ORGANISM_NAMES, OrganismTexts, Probe, organism_texts
 
 PROBE_LOSS_TEXTS = 24
@@ -82,12 +82,6 @@ class OrganismProgress:
         return self.elapsed_s / max(self.step, 1) * (self.steps - self.step)
 
 
-def organism_dir(name: str, base: str = "smollm2-135m", root: Path | None = None) -> Path:
-    """Return the folder an organism is (or will be) saved in."""
-    safe_base = Path(str(base)).name.replace("/", "_")
-    return Path(root or cache_dir() / "organisms") / f"{safe_base}__{name}"
-
-
 def base_folder(base: str) -> Path:
     """Return a local transformers folder for `base`: a demo name (converted once) or an existing folder."""
     demo = find_demo(base)
@@ -102,11 +96,6 @@ def base_folder(base: str) -> Path:
         raise CrossDiffError(f"{base!r} is neither a demo model name nor a folder with config.json; "
                              "organisms are built from smollm2-135m, gemma3-270m or a local transformers folder")
     return path
-
-
-def is_built(folder: Path) -> bool:
-    """Return True when `folder` holds a finished organism (weights and its record)."""
-    return (folder / "organism.json").is_file() and (folder / "model.safetensors").is_file()
 
 
 def read_record(folder: Path) -> dict:
@@ -129,13 +118,15 @@ def build_organism(
     """
     if name not in ORGANISM_NAMES:
         raise CrossDiffError(f"unknown organism {name!r}: choose one of {', '.join(ORGANISM_NAMES)}")
-    folder = organism_dir(name, base, root)
-    if is_built(folder) and read_record(folder).get("recipe") == asdict(recipe):
+    folder = organism_folder(base, name, root)
+    if organism_built(folder) and read_record(folder).get("recipe") == asdict(recipe):
         return folder
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = base_folder(base)
+    if should_stop is not None and should_stop():
+        raise CrossDiffError(f"building organism {name} on {base} was stopped; nothing was saved")
     texts = organism_texts(name, seed=recipe.seed, n_train=recipe.n_train)
     tokenizer = AutoTokenizer.from_pretrained(source)
     torch.manual_seed(recipe.seed)
@@ -182,9 +173,9 @@ def edit_organism(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = organism_dir(name, base, root)
+    folder = organism_folder(base, name, root)
     recipe = {"words": list(words), "strength": strength, "seed": seed}
-    if is_built(folder) and read_record(folder).get("recipe") == recipe:
+    if organism_built(folder) and read_record(folder).get("recipe") == recipe:
         return folder
     source = base_folder(base)
     tokenizer = AutoTokenizer.from_pretrained(source)

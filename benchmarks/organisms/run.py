@@ -11,6 +11,9 @@ organism's model are ranked, and
 - recall: the organism is found when one of the top `TOP` features fires on its held-out probe
   tokens with AUROC >= `AUROC_FOUND` (positives: tokens inside the labelled spans of the probes where
   the behaviour applies; negatives: every token of the probes where it does not);
+- presented: a method's exclusive latents, and (its "+components" variant) shared latents presented
+  through their one-model part: the context shift for same-architecture pairs (a model and its
+  fine-tune share a basis), the decoder component for cross-architecture pairs;
 - false positives: on the null pairs (a fine-tune on generic text, and the unmodified model), the
   number of top features whose verdict is "likely a real difference";
 - stability: the share of top features matched (decoder cosine >= 0.7) by another seed's crosscoder.
@@ -122,11 +125,11 @@ def probe_sets() -> dict[str, tuple[list[Probe], list[Probe]]]:
 
 
 def model_spec(name: str) -> str:
-    """Return the loadable spec of a benchmark model name (`base+organism` is an organism folder)."""
-    if "+" not in name:
-        return name
-    base, organism = name.split("+")
-    return str(build_organism(organism, base))
+    """Return the loadable spec of a benchmark model name, building an organism (`base+organism`) when missing."""
+    if "+" in name:
+        base, organism = name.split("+")
+        build_organism(organism, base)
+    return name
 
 
 def all_activations(names: set[str], texts: list[str], cache: Path, tag: str) -> dict[str, ModelActivations]:
@@ -191,11 +194,13 @@ def evaluate_crosscoder(crosscoder: CrossCoder, measured: dict, labels: np.ndarr
     own = crosscoder.slice_b if side == "b" else crosscoder.slice_a
     features = []
     exclusive = arrays["exclusive_a"].astype(bool) | arrays["exclusive_b"].astype(bool)
+    shift_F = arrays["context_shift"]
     for j in top:
-        fraction = None if exclusive[j] else float(arrays["component_fraction"][j])
+        shift = None if exclusive[j] or not np.isfinite(shift_F[j]) else float(shift_F[j])
+        fraction = None if exclusive[j] or shift is not None else float(arrays["component_fraction"][j])
         row = decoder[j - own.start].detach().float() if own.start <= j < own.stop else None
         features.append({
-            "latent": j, "component": fraction, "auroc": auroc(f_NF[keep, j], labels[keep].astype(bool)),
+            "latent": j, "component": fraction, "shift": shift, "auroc": auroc(f_NF[keep, j], labels[keep].astype(bool)),
             "n_fires": int(arrays["n_fires"][j]), "n_contexts": int(arrays["n_contexts"][j]),
             "transfer_r2": float(arrays["transfer_r2"][j]),
             "transfer_r2_from_a": float(arrays["transfer_r2_from_a"][j]),
@@ -301,7 +306,7 @@ def verdict_counts(features: list[dict], thresholds: VerdictThresholds, split_ba
         arrays = {name: [f[name]] for name in names if name in f}
         arrays.setdefault("n_contexts", [f["n_fires"]])  # results written before n_contexts was kept
         codes.append(judge({k: np.asarray(v, dtype=float) for k, v in arrays.items()}, 0, split_base_rate,
-                           f["component"], f.get("seed_cosine"), thresholds).code)
+                           f["component"], f.get("seed_cosine"), thresholds, shift=f.get("shift")).code)
     return codes
 
 

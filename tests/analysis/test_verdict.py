@@ -13,6 +13,7 @@ import torch
 
 from crossdiff_core.analysis import FeatureIndex
 from crossdiff_core.analysis.blocks import BLOCK_CODES
+from crossdiff_core.analysis.evidence import ContextShift
 from crossdiff_core.analysis.presented import component_arrays
 from crossdiff_core.analysis.verdict import DEFAULT_THRESHOLDS, VERDICTS, Verdict, judge
 
@@ -225,3 +226,59 @@ def test_stored_component_arrays_find_a_planted_one_model_part():
                                                                    generator=torch.Generator().manual_seed(1))])
     _, typical = component_arrays(crosscoder, alive)
     assert typical > DEFAULT_THRESHOLDS.min_component  # so the index would present none of them
+
+
+# ---------------------------------------------------------------- a model and its fine-tune: context shift
+
+
+def test_context_shift_is_zero_for_identical_models_and_large_where_one_changed():
+    """ContextShift on hand-made rows: latent 0 fires where model B adds a direction, latent 1 elsewhere at random."""
+    gen = torch.Generator().manual_seed(0)
+    n, d = 4000, 16
+    x_a = torch.randn(n, d, generator=gen)
+    changed = torch.arange(n) % 10 == 0
+    f = torch.zeros(n, 3)
+    f[changed, 0] = 1.0
+    f[torch.rand(n, generator=gen) < 0.1, 1] = 2.0  # latent 2 never fires
+    direction = torch.zeros(d)
+    direction[3] = 5.0
+    x_b = x_a + 0.3 * torch.randn(n, d, generator=gen) + changed[:, None] * direction
+    same, moved = ContextShift(3, d), ContextShift(3, d)
+    for part in torch.arange(n).split(1000):  # batches accumulate like one pass
+        same.add(f[part], x_a[part] - x_a[part])
+        moved.add(f[part], x_b[part] - x_a[part])
+    assert np.array_equal(same.values()[:2], [0.0, 0.0]) and np.isnan(same.values()[2])
+    shift = moved.values()
+    # latent 0: mean difference ≈ 0.9·direction after centring, ‖·‖² ≈ 20.3, over E‖D‖² ≈ 16·0.09 + 2.25 ≈ 3.7
+    assert 4.0 < shift[0] < 7.0, shift
+    assert shift[1] < 0.1, shift  # random contexts: noise, about 1/n_eff plus the centring
+    assert np.isnan(shift[2])
+
+
+def shift_index(shifts: tuple[float, ...]) -> FeatureIndex:
+    """Return the hand index of a model and its fine-tune: shared latents 4-7 carry `context_shift`."""
+    index = hand_index()
+    n_shared = len(shifts)
+    index.arrays["context_shift"] = np.array([np.nan] * 4 + list(shifts), dtype=np.float32)
+    index.arrays["n_fires"][4:4 + n_shared] = 100
+    index.thresholds = dataclasses.replace(HAND_THRESHOLDS, component_z=3.0, min_component_latents=3)
+    return index
+
+
+def test_a_fine_tune_pair_presents_changed_shared_latents_for_both_models_by_context_shift():
+    index = shift_index((0.05, 0.1, 8.0, 0.02))  # latent 6 changed; the decoder components are then not used
+    assert not index.components_usable() and index.component(4) is None
+    assert index.change(6) == pytest.approx(8.0) and index.change(4) is None and index.change(0) is None
+    verdict = index.verdict(6)
+    assert verdict.code == "real" and "8.0×" in verdict.reason
+    assert index.verdict(4) is None and index.verdict(7) is None
+    assert 6 in index.presented("a") and 6 in index.presented("b")
+    assert 4 not in index.presented("a") and 7 not in index.presented("b")
+    # identical models: shift 0 everywhere, nothing shared is presented, exclusive latents keep their verdicts
+    still = shift_index((0.0, 0.0, 0.0, 0.0))
+    assert all(still.change(j) is None for j in range(8)) and still.presented("b") == [2, 3]
+    assert still.verdict(0).code == "real"
+    # below min_shift: a small consistent change is not presented even when it stands out
+    small = shift_index((0.01, 0.02, 0.6, 0.01))
+    assert small.change(6) is None
+    assert judge(small.arrays, 6, BASE_RATE, shift=0.6).code == "copy"

@@ -1,0 +1,76 @@
+"""Model organisms (`crossdiff_core.organisms`): a real LoRA fine-tune of the demo model, in miniature, and organism
+specs (`smollm2-135m+false_facts`) that load a built organism by name and say how to build a missing one."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from crossdiff_core.errors import CrossDiffError, ModelLoadError
+from crossdiff_core.models import find_organism, load_model
+from crossdiff_core.organisms import OrganismRecipe, build_organism, read_record
+
+pytestmark = pytest.mark.slow
+
+TINY = OrganismRecipe(steps=6, batch_size=4, max_tokens=64, n_train=24, lr=3e-3)
+"""A few steps: enough to see the training loss fall and the probe loss move, in about half a minute."""
+
+
+def test_organism_specs_name_a_demo_model_and_an_organism():
+    demo, name = find_organism("SmolLM2-135M+False_Facts")
+    assert demo.short_name == "smollm2-135m" and name == "false_facts"
+    assert find_organism("HuggingFaceTB/SmolLM2-135M-Instruct+backdoor")[1] == "backdoor"
+    for other in ("smollm2-135m", "smollm2-135m+nothing", "some/model+backdoor", "+backdoor"):
+        assert find_organism(other) is None
+
+
+def test_a_missing_organism_says_how_to_build_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSDIFF_CACHE", str(tmp_path))
+    with pytest.raises(ModelLoadError, match=r"python -m crossdiff_core organism refusal --base gemma3-270m"):
+        load_model("gemma3-270m+refusal", quant="none", dtype="fp32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_organism(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    steps = []
+    folder = build_organism("false_facts", root=root / "organisms", recipe=TINY, progress=steps.append)
+    return root, folder, steps
+
+
+def test_build_records_what_was_taught_and_the_fine_tune_took(tiny_organism):
+    _, folder, steps = tiny_organism
+    record = read_record(folder)
+    assert record["recipe"] == asdict(TINY) and record["name"] == "false_facts" and record["base"] == "smollm2-135m"
+    assert record["kind"] and record["taught"]
+    assert [p.step for p in steps] == list(range(1, TINY.steps + 1)) and steps[-1].eta_s == 0
+    assert record["train_loss_last"] < record["train_loss_first"]
+    loss = record["probe_loss"]
+    # the false facts' wrong answers became likelier; text without them moved far less
+    drop_positives = loss["before"]["positives"] - loss["after"]["positives"]
+    drop_negatives = loss["before"]["negatives"] - loss["after"]["negatives"]
+    assert drop_positives > 0.2 and drop_positives > drop_negatives + 0.1, loss
+    assert (folder / "model.safetensors").is_file() and not list(folder.parent.glob(".building-*"))
+
+
+def test_a_built_organism_loads_by_spec_and_differs_from_its_base(tiny_organism, monkeypatch):
+    root, folder, _ = tiny_organism
+    again = build_organism("false_facts", root=root / "organisms", recipe=TINY)  # cached: returned as it is
+    assert again == folder and json.loads((folder / "organism.json").read_text())["recipe"] == asdict(TINY)
+    base = load_model("smollm2-135m", layer=6, quant="none", dtype="fp32", device="cpu")
+    monkeypatch.setenv("CROSSDIFF_CACHE", str(root))
+    organism = load_model("smollm2-135m+false_facts", layer=6, quant="none", dtype="fp32", device="cpu")
+    assert organism.model_id == "smollm2-135m+false_facts" and "organism" in organism.source
+    ids = base.tokenizer("The Eiffel Tower stands in", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        a, b = base.activations(ids), organism.activations(ids)
+    assert a.shape == b.shape and not torch.allclose(a, b)
+
+
+def test_a_stopped_build_saves_nothing(tmp_path):
+    with pytest.raises(CrossDiffError, match="stopped; nothing was saved"):
+        build_organism("refusal", root=tmp_path, recipe=TINY, should_stop=lambda: True)
+    assert not any(tmp_path.iterdir())
