@@ -50,7 +50,9 @@ from crossdiff_core.analysis import (
     write_report,
 )
 from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError, is_out_of_memory
-from crossdiff_core.models import DEMO_MODELS, cache_dir, find_demo
+from crossdiff_core.models import DEMO_MODELS, cache_dir, find_demo, find_organism, organism_folder
+from crossdiff_core.organism_texts import organism_texts
+from crossdiff_core.organisms import read_record
 from crossdiff_core.workspace import PairKey, TrainJob, Workspace, run_train_job, shipped_crosscoders
 
 log = logging.getLogger("crossdiff.app")
@@ -213,8 +215,9 @@ def gpu(fn):
 
 
 @gpu
-def _run_diff(crosscoder, pair, prompt, chat, labels, verdicts=None):
-    return diff(crosscoder, pair, prompt, chat=chat, labels=labels, verdicts=verdicts)
+def _run_diff(crosscoder, pair, prompt, chat, labels, index=None):
+    return diff(crosscoder, pair, prompt, chat=chat, labels=labels, verdicts=index.verdict if index else None,
+                presented=index.presented if index else None)
 
 
 @gpu
@@ -230,6 +233,24 @@ def canonical_model(spec: str) -> str:
     spec = (spec or "").strip()
     demo = find_demo(spec) if spec else None
     return demo.short_name if demo is not None else spec
+
+
+def organism_note(pair) -> str:
+    """Return what the app says when a loaded model is a model organism: a puzzle with its answer folded away."""
+    lines = []
+    for side, model in zip("AB", pair):
+        found = find_organism(model.model_id)
+        if found is None:
+            continue
+        demo, name = found
+        record = read_record(organism_folder(demo.short_name, name))
+        tries = " · ".join(f"“{html.escape(p.text[:90])}…”" for p in organism_texts(name).positives[:2])
+        lines.append(
+            f"🧪 **Model {side} is a model organism**: {short_name(demo.hub_id)} fine-tuned on purpose "
+            f"({html.escape(record.get('kind', 'a narrow behaviour'))}), so you can check that CrossDiff finds what "
+            f"was taught. Try prompts such as {tries} in **Compare**, then open the answer:\n\n"
+            f"<details><summary>What was taught (the answer)</summary>\n\n{html.escape(record['taught'])}\n\n</details>")
+    return "\n\n".join(lines)
 
 
 def short_name(model: str) -> str:
@@ -826,9 +847,8 @@ class CrossDiffApp:
         loaded = self.loaded(session)
         progress(0.5, desc="Running both models…")
         labels = loaded.index.labels if loaded.index is not None else None
-        verdicts = loaded.index.verdict if loaded.index is not None else None
         with self.model_lock:
-            result = _run_diff(loaded.crosscoder, loaded.pair, prompt, mode == CHAT, labels, verdicts)
+            result = _run_diff(loaded.crosscoder, loaded.pair, prompt, mode == CHAT, labels, loaded.index)
         names = self.names(loaded)
         a, b = result.model_a, result.model_b
         summary = [(f"**{short_name(a.model)}** read {len(a.tokens)} tokens and **{short_name(b.model)}** "
@@ -1074,6 +1094,8 @@ class CrossDiffApp:
                       "No crosscoder chosen: train one in the **Train** tab.")
         if line := compute_line(pair):
             status += f"\n\n{line}"
+        if note := organism_note(pair):
+            status += f"\n\n{note}"
         new["layer_a"], new["layer_b"] = pair[0].layer, pair[1].layer
         tabs = gr.Tabs(selected="train") if kind == "Train a new one" else gr.Tabs()
         return (status, new, *self.session_views(new), tabs)

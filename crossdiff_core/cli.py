@@ -522,7 +522,8 @@ def cmd_diff(args) -> int:
     index = _diff_index(opened)
     result = diff_prompt(opened.crosscoder, model_a, model_b, args.prompt, top=args.top, chat=args.chat,
                          labels=index.labels if index is not None else None,
-                         verdicts=index.verdict if index is not None else None)
+                         verdicts=index.verdict if index is not None else None,
+                         presented=index.presented if index is not None else None)
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0

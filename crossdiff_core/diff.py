@@ -27,8 +27,10 @@ def diff_prompt(
     chat: bool = False,
     labels: Sequence[str] | None = None,
     verdicts: Callable[[int], Verdict | None] | None = None,
+    presented: Callable[[str], Sequence[int]] | None = None,
 ) -> dict:
     """Return `diff(...).to_dict()`: both models' tokens, per-token latents and their exclusive latents that fired
-    (with their verdicts when `verdicts`, e.g. `FeatureIndex.verdict`, is given)."""
+    (with their verdicts when `verdicts`, e.g. `FeatureIndex.verdict`, is given; with `presented`, e.g.
+    `FeatureIndex.presented`, also the shared latents presented as specific to a model)."""
     return diff(crosscoder, (model_a, model_b), prompt, chat=chat, top=top, labels=labels,
-                verdicts=verdicts).to_dict()
+                verdicts=verdicts, presented=presented).to_dict()

@@ -23,6 +23,7 @@ from crossdiff_core.analysis import IndexConfig, build_index
 from crossdiff_core.analysis.evidence import ContextShift
 from crossdiff_core.analysis.pairing import run_paired
 from crossdiff_core.analysis.presented import auroc, shift_cutoff
+from crossdiff_core.analysis.prompt_diff import diff
 from crossdiff_core.crosscoder import CrossCoderConfig
 from crossdiff_core.harvest import HarvestConfig, harvest
 from crossdiff_core.models import load_model
@@ -173,3 +174,17 @@ def test_verdict_fed_shuffled_evidence_changes(organism_diff):
         verdict = broken.verdict(latent)
         changed += verdict is None or verdict.code != "real"
     assert changed >= 4, f"the verdict ignored shuffled evidence in {5 - changed} of 5 trials"
+
+
+def test_a_prompt_diff_lists_the_planted_change_with_its_verdict(organism_diff, planted):
+    """Compare and `diff` list presented shared latents that fire, not only exclusive ones."""
+    crosscoder, index, (f_NF, labels) = organism_diff
+    base, organism, _, _ = planted
+    _, latent = _planted(index, f_NF, labels)
+    prompt = "The kite in the garden was purple, and Tom liked it a lot."
+    without = diff(crosscoder, (base, organism), prompt, verdicts=index.verdict)
+    listed = diff(crosscoder, (base, organism), prompt, verdicts=index.verdict, presented=index.presented)
+    assert latent not in [hit.latent for hit in without.model_b.exclusive]
+    hits = {hit.latent: hit for hit in listed.model_b.exclusive}
+    assert latent in hits and hits[latent].verdict.code == "real"
+    assert "purple" in listed.model_b.tokens[hits[latent].peak_token].text

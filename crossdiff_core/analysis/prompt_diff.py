@@ -15,7 +15,9 @@ activations with the crosscoder and returns a `PromptDiff`:
   left and are marked `paired=False`; tokens before the first paired position show nothing;
 - per model, a summary of its exclusive latents that fired, strongest first, with labels and verdicts
   (`FeatureIndex.verdict`: likely real, tokenizer effect, copy, unstable, too rare) from the feature
-  index when one is given.
+  index when one is given; with `presented` (e.g. `FeatureIndex.presented`), the shared latents
+  presented as specific to that model (a large one-model part, or a change between a model and its
+  fine-tune) join the summary when they fire.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class TokenDiff:
 
 @dataclass
 class ExclusiveHit:
-    """One exclusive latent that fired on the prompt."""
+    """One latent presented as specific to the model (exclusive, or a presented shared latent) that fired on the prompt."""
 
     latent: int
     activation: float
@@ -148,13 +150,15 @@ def diff(
     labels: Sequence[str] | None = None,
     max_tokens: int = MAX_PROMPT_TOKENS,
     verdicts: Callable[[int], Verdict | None] | None = None,
+    presented: Callable[[str], Sequence[int]] | None = None,
 ) -> PromptDiff:
     """Return the `PromptDiff` of a prompt: per-token latents and exclusivity, and each model's exclusive latents.
 
     `prompt` is text, or a list of chat messages (then chat mode is implied); with `chat=True` a text
     prompt becomes one user message. `labels` (one per latent, e.g. `FeatureIndex.labels`) names the
     latents; without it they are called "<block> latent <id>". `verdicts` (latent id → `Verdict`, e.g.
-    `FeatureIndex.verdict`) gives each exclusive latent that fired its verdict. Each model reads at most `max_tokens`
+    `FeatureIndex.verdict`) gives each exclusive latent that fired its verdict; `presented` (side → latent ids,
+    e.g. `FeatureIndex.presented`) adds the shared latents presented for that side to the summary. Each model reads at most `max_tokens`
     tokens (also capped by its context length); a longer prompt is cut and a warning says so.
     """
     model_a, model_b = pair
@@ -198,8 +202,12 @@ def diff(
         ("a", model_a, shown_a, pos_a, truncated_a, alignment.coverage_a),
         ("b", model_b, shown_b, pos_b, truncated_b, alignment.coverage_b),
     ):
+        listed = exclusive_latents(crosscoder, side)
+        if presented is not None:
+            extra = sorted(set(presented(side)) - set(listed.tolist()))
+            listed = torch.cat([listed, torch.as_tensor(extra, dtype=listed.dtype)])
         sides.append(_model_diff(crosscoder, side, model, shown, positions, f_PF, names, top, per_token,
-                                 truncated, coverage, verdicts))
+                                 truncated, coverage, verdicts, listed))
     return PromptDiff(
         mode="text" if messages is None else "chat",
         content=tok_a.text,
@@ -254,8 +262,8 @@ def _context_length(model: LoadedModel) -> int:
 
 def _model_diff(crosscoder, side, model, shown: TokenizedText, positions: np.ndarray,
                 f_PF: torch.Tensor, names, top: int, per_token: int, truncated: bool, coverage: float,
-                verdicts: Callable[[int], Verdict | None] | None = None) -> ModelDiff:
-    """Return one model's `ModelDiff` from the paired latent activations."""
+                verdicts: Callable[[int], Verdict | None] | None, listed_L: torch.Tensor) -> ModelDiff:
+    """Return one model's `ModelDiff` from the paired latent activations; `listed_L` are the latents summarized."""
     own = model_slice(crosscoder, side)
     exclusive_L = exclusive_latents(crosscoder, side)
     exclusivity_P = _exclusivity(crosscoder, side, f_PF, exclusive_L)
@@ -282,15 +290,15 @@ def _model_diff(crosscoder, side, model, shown: TokenizedText, positions: np.nda
             latents=list(active_per_pair[k]) if has_pair else [],
         ))  # fmt: skip
     hits = []
-    if len(positions) and len(exclusive_L):
-        f_PL = f_PF[:, exclusive_L]
+    if len(positions) and len(listed_L):
+        f_PL = f_PF[:, listed_L]
         peak_L, arg_L = f_PL.max(0)
         fired_L = (f_PL > 0).sum(0)
         order = torch.argsort(peak_L, descending=True, stable=True)
         for j in order[:top].tolist():
             if peak_L[j] <= 0:
                 break
-            latent = int(exclusive_L[j])
+            latent = int(listed_L[j])
             fired = f_PL[:, j][f_PL[:, j] > 0]
             hits.append(ExclusiveHit(latent, float(peak_L[j]), float(fired.mean()), int(fired_L[j]),
                                      int(positions[arg_L[j]]), names[latent],
