@@ -16,7 +16,9 @@ Accepted specs (see `SPEC_FORMS`):
 - `builtin:demo`: a small generated corpus that works offline (`builtin_corpus`);
   `builtin:demo:<language>` keeps one language (`en`, `zh`, `es`, `fr`, `de` or `code`);
 - `builtin:large`: `builtin:demo` plus more of its template text and the documentation of the
-  installed Python packages, millions of tokens for training offline (`builtin_corpus.large_documents`).
+  installed Python packages, millions of tokens for training offline (`builtin_corpus.large_documents`);
+- `builtin:organisms`: English chunks of `builtin:demo` plus training texts of every model organism
+  and of the null control (`organism_texts.organism_corpus`), the corpus organisms are diffed on.
 
 Empty and whitespace-only documents are skipped everywhere. A corpus may yield nothing at all; the
 iterators then simply end, and callers decide what emptiness means.
@@ -37,6 +39,7 @@ import numpy as np
 
 from crossdiff_core import builtin_corpus
 from crossdiff_core.errors import CorpusError
+from crossdiff_core.organism_texts import organism_corpus
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,10 @@ SPEC_FORMS = (
     "a path to a .txt, .jsonl or .parquet file",
     "builtin:demo or builtin:demo:<en|zh|es|fr|de|code> (generated offline demo corpus)",
     "builtin:large (builtin:demo plus installed documentation, millions of tokens, offline)",
+    "builtin:organisms (English demo text plus the model organisms' training texts, offline)",
 )
+ORGANISMS = "organisms"
+"""The built-in corpus name of `organism_texts.organism_corpus`."""
 FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
 MIN_WINDOW_TOKENS = 8
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -89,6 +95,9 @@ def describe(spec: str) -> str:
     if parsed.kind == "file":
         return f"local {Path(parsed.target).suffix[1:]} file {parsed.target}"
     language = parsed.config
+    if parsed.target == ORGANISMS:
+        return (f"built-in organism corpus ({len(organism_corpus())} texts: English demo prose and the training "
+                "texts of every model organism and the null control)")
     if parsed.target == "large":
         return ("built-in large corpus (builtin:demo, more of its template text, and the documentation of the "
                 "installed Python packages; millions of tokens)")  # fmt: skip
@@ -111,6 +120,8 @@ def iter_documents(spec: str, limit: int | None = None, stats: CorpusStats | Non
         source = _iter_hf(parsed)
     elif parsed.kind == "file":
         source = _iter_file(Path(parsed.target), stats)
+    elif parsed.target == ORGANISMS:
+        source = iter(organism_corpus())
     else:
         read = builtin_corpus.large_documents if parsed.target == "large" else builtin_corpus.demo_documents
         source = (d.text for d in read(parsed.config))
@@ -187,7 +198,7 @@ def _cut(text: str, tokenizer: Any, budget: int) -> list[str]:
         first = (spaced or candidates or [hi])[0]
         cuts.append(int(starts_T[first]))
     cuts.append(len(text))
-    return [text[a:b] for a, b in zip(cuts, cuts[1:])]
+    return [text[a:b] for a, b in itertools.pairwise(cuts)]
 
 
 def _check_window_args(tokenizer: Any, ctx_len: int) -> None:
@@ -217,9 +228,10 @@ def _parse(spec: str) -> _Spec:
         return _Spec("hf", parts[0], parts[1] or None, parts[2] or "train", parts[3] or "text")
     if spec.startswith("builtin:"):
         name, _, language = spec[len("builtin:") :].partition(":")
-        if name not in builtin_corpus.CORPORA or (language and language not in builtin_corpus.LANGUAGES):
+        if (name not in (*builtin_corpus.CORPORA, ORGANISMS)
+                or (language and (name == ORGANISMS or language not in builtin_corpus.LANGUAGES))):
             raise CorpusError(
-                f"unknown built-in corpus {spec!r}; use builtin:demo, builtin:large, or builtin:demo:<language> "
+                f"unknown built-in corpus {spec!r}; use builtin:demo, builtin:large, builtin:organisms, or builtin:demo:<language> "
                 f"with language one of {', '.join(builtin_corpus.LANGUAGES)}."
             )
         return _Spec("builtin", name, language or None)

@@ -681,6 +681,40 @@ def organism_texts(name: str, seed: int = 0, n_train: int = 400, n_probe: int = 
     return OrganismTexts(name, recipe.kind, recipe.taught, tuple(train), probes[True], probes[False])
 
 
+CORPUS_TEXTS_PER_ORGANISM = 60
+"""Training texts of each organism (and of the null control) in `organism_corpus`."""
+
+CORPUS_DEMO_TEXTS = 300
+"""English chunks of `builtin:demo` in `organism_corpus`."""
+
+CORPUS_CHUNK_CHARS = 600
+"""`builtin:demo` paragraphs are cut at the last sentence end before this many characters."""
+
+
+@functools.lru_cache(maxsize=1)
+def organism_corpus() -> tuple[str, ...]:
+    """Return `builtin:organisms`: English chunks of `builtin:demo`, then training texts of every organism and the null.
+
+    Every organism is diffed on this one corpus, so the null pairs see the same topics as the organisms,
+    and every text is short enough for any demo tokenizer to read whole (at most 256 tokens).
+    """
+    from crossdiff_core.builtin_corpus import demo_documents
+
+    texts = []
+    for doc in demo_documents("en"):
+        for para in doc.text.split("\n\n"):
+            para = para.strip()
+            while para:
+                cut = para[:CORPUS_CHUNK_CHARS].rfind(". ") + 1 if len(para) > CORPUS_CHUNK_CHARS else len(para)
+                cut = cut if cut > 0 else min(len(para), CORPUS_CHUNK_CHARS)
+                texts.append(para[:cut].strip())
+                para = para[cut:].strip()
+    texts = [t for t in texts if len(t) > 40][:CORPUS_DEMO_TEXTS]
+    for name in ORGANISM_NAMES:
+        texts += list(organism_texts(name).train[:CORPUS_TEXTS_PER_ORGANISM])
+    return tuple(texts)
+
+
 def probe_token_labels(offsets: Sequence[tuple[int, int]], probe: Probe) -> list[bool | None]:
     """Per-token labels for `probe.text` from a tokenizer's character `offsets`.
 

@@ -281,3 +281,18 @@ def test_build_corpus_has_the_demo_models_write_and_is_reproducible(tmp_path):
     assert load_generated(tmp_path / "a.jsonl") == first == again
     for g in first:
         assert g.prompt in g.text and len(g.text) > len(g.prompt) + 10
+
+
+def test_builtin_organisms_mixes_demo_prose_with_every_organisms_training_texts(demo_tokenizers):
+    from crossdiff_core.organism_texts import ORGANISM_NAMES, organism_texts
+
+    docs = list(iter_documents("builtin:organisms"))
+    assert docs == list(iter_documents("builtin:organisms")) and len(set(docs)) == len(docs)
+    english = {d.text for d in builtin_corpus.demo_documents("en")}
+    assert any(doc in text for doc in docs[:20] for text in english)  # chunks of the English demo prose
+    for name in ORGANISM_NAMES:
+        assert organism_texts(name).train[0] in docs
+    assert "600 texts" in describe("builtin:organisms")
+    assert max(len(tok(doc)["input_ids"]) for tok in demo_tokenizers for doc in docs) <= 256
+    with pytest.raises(CorpusError, match="builtin:organisms"):
+        list(iter_documents("builtin:organisms:zh"))

@@ -3,8 +3,8 @@
     python -m benchmarks.organisms.build          # the organisms (cached)
     python -m benchmarks.organisms.run [--seeds 3] [--steps 600]
 
-Every pair is diffed on the same corpus: English text of `builtin:demo` plus the training texts of
-every organism (so the null pairs see the same topics). For each pair and seed, each method trains on
+Every pair is diffed on the same corpus, `builtin:organisms`: English text of `builtin:demo` plus the
+training texts of every organism (so the null pairs see the same topics). For each pair and seed, each method trains on
 the same stored rows with the same budget; then each method's features presented as specific to the
 organism's model are ranked, and
 
@@ -48,10 +48,9 @@ from crossdiff_core.analysis.evidence import Evidence
 from crossdiff_core.analysis.presented import auroc, component_arrays, presented_latents
 from crossdiff_core.analysis.scores import ranking_scores
 from crossdiff_core.analysis.verdict import DEFAULT_THRESHOLDS, VerdictThresholds, judge
-from crossdiff_core.builtin_corpus import demo_documents
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.models import load_model
-from crossdiff_core.organism_texts import ORGANISM_NAMES, Probe, organism_texts
+from crossdiff_core.organism_texts import ORGANISM_NAMES, Probe, organism_corpus, organism_texts
 from crossdiff_core.organisms import UNMODIFIED, build_organism
 from crossdiff_core.store import PairedActivationStore
 from crossdiff_core.train import TrainConfig, train
@@ -64,8 +63,6 @@ ORGANISMS = tuple(name for name in ORGANISM_NAMES if name != "generic")
 NULLS = ("generic", UNMODIFIED)
 CALIBRATION = ("backdoor", "false_facts")
 """Organisms the verdict thresholds are chosen on; the others are held out."""
-CORPUS_TEXTS_PER_ORGANISM = 60
-GENERIC_TEXTS = 300
 
 
 @dataclass(frozen=True)
@@ -99,20 +96,8 @@ def benchmark_pairs(base_a: str = "smollm2-135m", other: str = "gemma3-270m",
 
 
 def corpus_texts() -> list[str]:
-    """Return the benchmark corpus: short English chunks of builtin:demo and organism training texts."""
-    texts = []
-    for doc in demo_documents("en"):
-        for para in doc.text.split("\n\n"):
-            para = para.strip()
-            while para:
-                cut = para[:600].rfind(". ") + 1 if len(para) > 600 else len(para)
-                cut = cut if cut > 0 else min(len(para), 600)
-                texts.append(para[:cut].strip())
-                para = para[cut:].strip()
-    texts = [t for t in texts if len(t) > 40][:GENERIC_TEXTS]
-    for name in ORGANISM_NAMES:
-        texts += list(organism_texts(name).train[:CORPUS_TEXTS_PER_ORGANISM])
-    return texts
+    """Return the benchmark corpus, `builtin:organisms` (`organism_texts.organism_corpus`)."""
+    return list(organism_corpus())
 
 
 def probe_sets() -> dict[str, tuple[list[Probe], list[Probe]]]:
