@@ -8,9 +8,11 @@
 3. Trains a DFC (`--dict-size`, `--k`, 5% exclusive latents per model, the training defaults) on it.
 4. Builds its feature index on `builtin:organisms` with the same fp32 models. The two models share a
    residual basis, so the index measures each shared latent's context shift (`evidence.ContextShift`).
-5. Copies the crosscoder and its index into `pretrained/smollm2-135m__smollm2-135m+<organism>/` and
-   writes `demo.json`: where the organism's held-out probe tokens rank the presented features (the
-   known answer, checked), with the training record.
+5. Writes `demo.json`: where the organism's held-out probe tokens rank the presented features (the
+   known answer, checked), with the training record. Only when a top-10 feature presented for the
+   organism picks out its probe tokens (AUROC >= 0.9) are the crosscoder, its index and `demo.json`
+   copied into `pretrained/smollm2-135m__smollm2-135m+<organism>/`: a demo whose answer the tool
+   does not find would teach users to trust the wrong features.
 
 The organism weights themselves do not ship (540 MB): the app says how to build them when they are missing.
 """
@@ -90,10 +92,7 @@ def main() -> None:
                                         checkpoint_every=args.steps, log_every=100), store, work / "dfc")
     index = build_index(trained.crosscoder, pair,
                         IndexConfig(corpus=CORPUS, n_windows=len(organism_corpus()), ctx_len=256))
-    if shipped.exists():
-        shutil.rmtree(shipped)
-    shutil.copytree(work / "dfc", shipped, ignore=shutil.ignore_patterns("checkpoint*", "*.pt"))
-    index.save(shipped / "feature_index")
+    index.save(work / "dfc" / "feature_index")
 
     scores = probe_aurocs(trained.crosscoder, pair, name)
     answer = {}
@@ -106,11 +105,18 @@ def main() -> None:
     demo = {"organism": f"{BASE}+{name}", "taught": record["taught"], "probe_loss": record["probe_loss"],
             "store_rows": len(store), "steps": args.steps, "metrics": trained.metrics,
             "top_presented": answer, "found": any(f["probe_auroc"] >= 0.9 for f in answer["b"]),
-            "elapsed_s": round(time.perf_counter() - start)}
-    (shipped / "demo.json").write_text(json.dumps(demo, indent=1, default=float))
-    print(f"\n{shipped}: found={demo['found']}; top presented for B:")
+            "best_auroc_any_latent": round(float(np.nanmax(scores)), 3), "elapsed_s": round(time.perf_counter() - start)}
+    (work / "dfc" / "demo.json").write_text(json.dumps(demo, indent=1, default=float))
+    print(f"\nfound={demo['found']} (best probe AUROC of any latent {demo['best_auroc_any_latent']}); top presented for B:")
     for f in answer["b"]:
         print(f"  #{f['rank']} latent {f['latent']} AUROC {f['probe_auroc']} {f['verdict']} shift {f['context_shift']}")
+    if not demo["found"]:
+        print(f"Not shipped: the answer is not among the top {TOP} presented features ({work / 'dfc'} kept).")
+        return
+    if shipped.exists():
+        shutil.rmtree(shipped)
+    shutil.copytree(work / "dfc", shipped, ignore=shutil.ignore_patterns("checkpoint*", "*.pt"))
+    print(f"Shipped to {shipped}")
 
 
 if __name__ == "__main__":

@@ -406,8 +406,9 @@ def calibrate(results: list[dict], method: str) -> tuple[VerdictThresholds, dict
     for r2 in (0.3, 0.5, 0.7):
         for component in (0.3, 0.5, 0.7):
             for share in (0.3, 0.5):
-                grid.append(dataclasses.replace(DEFAULT_THRESHOLDS, max_transfer_r2=r2, min_component=component,
-                                                tokenizer_share=share))
+                for shift in (1.0, 3.0):
+                    grid.append(dataclasses.replace(DEFAULT_THRESHOLDS, max_transfer_r2=r2, min_component=component,
+                                                    tokenizer_share=share, min_shift=shift))
     scores = {}
     for thresholds in grid:
         found_real, null_max = 0.0, 0
@@ -428,7 +429,7 @@ def calibrate(results: list[dict], method: str) -> tuple[VerdictThresholds, dict
     if not allowed:
         return DEFAULT_THRESHOLDS, scores
     best = max(allowed, key=lambda t: (scores[json.dumps(dataclasses.asdict(t))]["calibration_found_real"],
-                                       t == DEFAULT_THRESHOLDS, -t.max_transfer_r2, t.min_component))
+                                       t == DEFAULT_THRESHOLDS, -t.max_transfer_r2, t.min_component, t.min_shift))
     return best, scores
 
 

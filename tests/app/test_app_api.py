@@ -95,7 +95,7 @@ def readable(message: str) -> bool:
     return "Traceback" not in message and 'File "' not in message and len(message) < 600
 
 
-def test_bad_inputs_give_readable_errors(client, tiny_dfc, tmp_path):
+def test_bad_inputs_give_readable_errors(client, tiny_dfc, tmp_path, monkeypatch):
     with pytest.raises(AppError, match="Type a prompt first") as empty:
         client.predict("   ", "Plain text", api_name="/compare")
     assert readable(str(empty.value))
@@ -103,6 +103,12 @@ def test_bad_inputs_give_readable_errors(client, tiny_dfc, tmp_path):
         client.predict("no-such-org/no-such-model", "gemma3-270m", "none (bf16)", None, None, False,
                        "Train a new one", None, "", api_name="/load")
     assert readable(str(unknown.value))
+    monkeypatch.setenv("CROSSDIFF_CACHE", str(tmp_path / "empty-cache"))  # no organism built there
+    with pytest.raises(AppError, match=r"not built on this machine yet.*organism obsession --base gemma3-270m") as organism:
+        client.predict("gemma3-270m+obsession", "smollm2-135m", "none (bf16)", None, None, False,
+                       "Train a new one", None, "", api_name="/load")
+    assert readable(str(organism.value))
+    monkeypatch.undo()
     other = copy_crosscoder(tiny_dfc, tmp_path / "other-pair", model_b="Qwen/Qwen3-8B")
     with pytest.raises(AppError, match="different model pair") as wrong:
         client.predict("smollm2-135m", "gemma3-270m", "none (bf16)", None, None, False, "Local folder", None,
