@@ -20,7 +20,6 @@ training jobs go; default runs/app), `CROSSDIFF_CONCURRENCY` (the queue's defaul
 
 import functools
 import html
-import importlib
 import importlib.util
 import inspect
 import json
@@ -38,6 +37,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from crossdiff_core import planning
 from crossdiff_core.analysis import (
     IndexConfig,
     build_index,
@@ -49,9 +49,9 @@ from crossdiff_core.analysis import (
     steer,
     write_report,
 )
+from crossdiff_core.corpus.organism_texts import organism_texts
 from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError, is_out_of_memory
 from crossdiff_core.models import DEMO_MODELS, cache_dir, find_demo, find_organism, organism_folder
-from crossdiff_core.organism_texts import organism_texts
 from crossdiff_core.organisms import read_record
 from crossdiff_core.workspace import PairKey, TrainJob, Workspace, run_train_job, shipped_crosscoders
 
@@ -545,24 +545,13 @@ def _metrics_frame(history: list[dict], max_points: int = 400) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------- estimates
 
 
-def _memory_planner():
-    """Return `crossdiff_core.memory` when this build has it, else None (the app then says so)."""
-    try:
-        return importlib.import_module("crossdiff_core.memory")
-    except ImportError:
-        return None
-
-
 def _plan(model_a: str, model_b: str, quant: str, **settings):
     """Return `(estimate, available_bytes, problem)`: the planner's MemoryEstimate, or None and a sentence why not."""
-    planner = _memory_planner()
-    if planner is None:
-        return None, None, "the memory planner (crossdiff_core.memory) is not part of this build"
     device = "cuda" if _device().startswith("cuda") else "cpu"
     try:
         settings.setdefault("dtype", compute_dtype_of(device))
-        estimate = planner.estimate_pair(model_a, model_b, quant=quant, device=device, **settings)
-        return estimate, planner.available_memory(_device()), None
+        estimate = planning.estimate_pair(model_a, model_b, quant=quant, device=device, **settings)
+        return estimate, planning.available_memory(_device()), None
     except CrossDiffError as exc:
         return None, None, str(exc)
 
@@ -758,7 +747,7 @@ class CrossDiffApp:
         if has_index(cached):
             return cached
         try:
-            from crossdiff_core.hub import download_repo_files
+            from crossdiff_core.hub.repo import download_repo_files
 
             snapshot = download_repo_files(source, ("feature_index/*",))
             if has_index(snapshot):
@@ -786,7 +775,7 @@ class CrossDiffApp:
     @staticmethod
     def _precheck(crosscoder, key: PairKey) -> None:
         """Refuse a crosscoder trained on another pair before spending minutes loading models."""
-        from crossdiff_core.hub import hub_model_id
+        from crossdiff_core.hub.repo import hub_model_id
 
         crosscoder.config.check_pair(hub_model_id(key.model_a), key.layer_a, None,
                                      hub_model_id(key.model_b), key.layer_b, None)
@@ -1102,7 +1091,7 @@ class CrossDiffApp:
 
     @friendly("searching the Hub")
     def find_hub(self, model_a, model_b):
-        from crossdiff_core.hub import find_on_hub
+        from crossdiff_core.hub.repo import find_on_hub
 
         found = find_on_hub(canonical_model(model_a), canonical_model(model_b))
         if not found:
@@ -1241,7 +1230,7 @@ class CrossDiffApp:
                 self.ws.forget_crosscoder(source)
                 crosscoder = self.ws.crosscoder(source)
                 pair = self.pair(key)
-                from crossdiff_core.store import read_meta
+                from crossdiff_core.activations.store import read_meta
 
                 meta = read_meta(folder / "store")
                 config = IndexConfig(corpus=settings["corpus"], n_windows=settings["index_windows"],
@@ -1337,7 +1326,7 @@ class CrossDiffApp:
     @friendly("pushing to the Hub")
     def push(self, repo_id, token, private, session):
         """Upload the session's crosscoder (with its feature index and card) to the Hub; the token is never logged."""
-        from crossdiff_core.hub import push_to_hub
+        from crossdiff_core.hub.repo import push_to_hub
 
         source = session.get("crosscoder")
         if not source:

@@ -5,7 +5,7 @@
 steps, F up to 64k, more windows). Every figure is a ratio of two things timed alternately in the
 same process (medians over rounds), so a busy machine slows both sides alike:
 
-- **harvest**: paired tokens/s of `crossdiff_core.harvest.paired_activations` (forward stops at the
+- **harvest**: paired tokens/s of `crossdiff_core.activations.harvest.paired_activations` (forward stops at the
   read layer, length-sorted passes without padding waste; bf16, NF4 and fp32 models) against a naive
   harvest of the same windows: full fp32 forward of both models with `output_hidden_states=True`
   through every layer and the LM head, on padded batches of 16 windows in corpus order;
@@ -14,10 +14,10 @@ same process (medians over rounds), so a busy machine slows both sides alike:
   `[d, F]` matrices with masks, dense encode, dense BatchTopK, dense decode, autograd, same auxk and
   Adam), and against the encoder-forward limit (the bare `x·W_enc` matmuls of both models);
   both steps start from the same weights and see the same batches, and their losses are compared;
-- **diff latency**: `diff.diff_prompt` on a 64-token prompt against the two truncated forward passes;
+- **diff latency**: `prompt_diff.diff` on a 64-token prompt against the two truncated forward passes;
 - **memory**: peak resident memory of loading the demo pair in NF4, bf16 and fp32 (each in a fresh
   subprocess), the crosscoder's parameters + Adam state per size, and the estimates of
-  `crossdiff_core.memory` against those measurements;
+  `crossdiff_core.planning` against those measurements;
 - **dtype**: bf16 against fp32 on this CPU: one-thread matmul GFLOP/s (`compute_dtype.time_matmuls`)
   and SmolLM2's truncated forward over a 64-token prompt, with the CPU's model and bf16 flags and
   the compute dtype `auto` picks (CPUs without bf16 instructions run bf16 tens of times slower).
@@ -130,7 +130,7 @@ def _ratio_stats(ratios: list[float]) -> dict:
 
 def demo_windows(n_windows: int, tokenizer) -> list[str]:
     """Return the first `n_windows` windows of `builtin:demo` cut for model A at `CTX_LEN` tokens."""
-    from crossdiff_core.corpus import iter_windows
+    from crossdiff_core.corpus.sources import iter_windows
 
     windows = []
     for text in iter_windows("builtin:demo", tokenizer, CTX_LEN):
@@ -174,8 +174,8 @@ def _relative_error(x_ND: torch.Tensor, ref_ND: torch.Tensor) -> float:
 
 def bench_harvest(mode: Mode, pairs: dict) -> dict:
     """Return paired tokens/s of our harvest path (bf16, NF4, fp32) relative to the naive harvest, and row errors."""
+    from crossdiff_core.activations.harvest import HarvestConfig, paired_activations, rows_at_positions
     from crossdiff_core.alignment import align_batch
-    from crossdiff_core.harvest import HarvestConfig, paired_activations, rows_at_positions
 
     config = HarvestConfig()
     fp32_a, fp32_b = pairs["fp32"]
@@ -227,7 +227,7 @@ def bench_harvest(mode: Mode, pairs: dict) -> dict:
 
 def _padded_tokens(aligned, group: int, sort: bool) -> dict:
     """Return the tokens both models run (padding included) and the real ones, naive batches or our passes."""
-    from crossdiff_core.harvest import length_sorted_chunks
+    from crossdiff_core.activations.harvest import length_sorted_chunks
 
     totals = {"run": 0, "real": 0}
     for side in (0, 1):
@@ -252,7 +252,7 @@ class DenseReferenceStep:
     Full `[d_m, F]` encoder and `[F, d_m]` decoder matrices per model; the DFC partition is kept by
     zeroing the forbidden weights and their gradients (masks). Dense encode, BatchTopK over the
     flattened `[B, F]` scores, dense decode, autograd, Adam, and the auxk loss as
-    `crossdiff_core.train.training_loss` defines it: over dead *shared* latents, weighted by
+    `crossdiff_core.training.loop.training_loss` defines it: over dead *shared* latents, weighted by
     `auxk_coeff · (d_a + d_b)`.
     """
 
@@ -325,7 +325,7 @@ def _full(weight: torch.Tensor, n_latents: int, block: slice, rows: bool) -> tor
 
 
 class DfcStep:
-    """The DFC training step as `crossdiff_core.train.train` runs it (sparse kernels, fused Adam, threshold)."""
+    """The DFC training step as `crossdiff_core.training.loop.train` runs it (sparse kernels, fused Adam, threshold)."""
 
     def __init__(self, dfc, train_config, lr: float):
         self.model, self.train_config = dfc, train_config
@@ -335,7 +335,7 @@ class DfcStep:
     def step(self, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor, dead_F: torch.Tensor) -> tuple[float, torch.Tensor]:
         """Run one optimizer step; return (loss, which latents fired [F])."""
         from crossdiff_core.crosscoder.batchtopk import updated_threshold
-        from crossdiff_core.train import training_loss
+        from crossdiff_core.training.loop import training_loss
 
         out = training_loss(self.model, x_a_BD, x_b_BD, dead_F, self.train_config)
         self.optimizer.zero_grad(set_to_none=True)
@@ -373,7 +373,7 @@ def bench_train_size(
 ) -> dict:
     """Return step-time ratios (reference / DFC, encoder matmul / DFC) and losses after `steps` lock-step steps."""
     from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
-    from crossdiff_core.train import TrainConfig
+    from crossdiff_core.training.loop import TrainConfig
 
     torch.manual_seed(0)
     train_config = TrainConfig(batch_size=batch, dead_after_tokens=8 * batch, seed=0)
@@ -431,10 +431,10 @@ def bench_train(mode: Mode) -> dict:
 
 
 def bench_diff(mode: Mode, pairs: dict, settings: tuple[str, ...] = ("nf4", "bf16")) -> dict:
-    """Return the ratio of `diff_prompt` time to the two truncated forward passes on a 64-token prompt."""
+    """Return the ratio of `prompt_diff.diff` time to the two truncated forward passes on a 64-token prompt."""
     from crossdiff_core.alignment import align_text
+    from crossdiff_core.analysis.prompt_diff import diff
     from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
-    from crossdiff_core.diff import diff_prompt
 
     results = {}
     for name in settings:
@@ -453,12 +453,12 @@ def bench_diff(mode: Mode, pairs: dict, settings: tuple[str, ...] = ("nf4", "bf1
             model_a.activations(ids_a)  # noqa: B023
             model_b.activations(ids_b)  # noqa: B023
 
-        diff_prompt(crosscoder, model_a, model_b, prompt)  # warm up
+        diff(crosscoder, (model_a, model_b), prompt)  # warm up
         results[name] = {"tokens_a": len(tok_a.input_ids), "tokens_b": len(tok_b.input_ids)}
         for setting, n_threads in THREAD_SETTINGS.items():
             with threads(n_threads):
                 ratios = [
-                    _timed(lambda: diff_prompt(crosscoder, model_a, model_b, prompt))[0] / _timed(forwards)[0]  # noqa: B023
+                    _timed(lambda: diff(crosscoder, (model_a, model_b), prompt))[0] / _timed(forwards)[0]  # noqa: B023
                     for _ in range(mode.diff_rounds)
                 ]
             results[name][setting] = _ratio_stats(ratios)
@@ -537,7 +537,7 @@ def child_load_memory(setting: str, n_tokens: int) -> dict:
 def child_train_memory(dict_size: int, batch: int) -> dict:
     """Return, measured in this (fresh) process, the peak memory of DFC training steps (a quarter of latents dead)."""
     from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
-    from crossdiff_core.train import TrainConfig
+    from crossdiff_core.training.loop import TrainConfig
 
     runtime = _rss_bytes()
     dfc = CrossCoder(CrossCoderConfig(d_a=576, d_b=640, dict_size=dict_size, k=32, scale_a=1.0, scale_b=1.0), seed=0)
@@ -561,7 +561,7 @@ def _run_child(*args: str) -> dict:
 def bench_memory(mode: Mode) -> dict:
     """Return measured peaks of loading the demo pair per setting, crosscoder memory per size, and planner accuracy."""
     from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
-    from crossdiff_core.memory import crosscoder_memory, estimate_pair, paper_pair_estimates
+    from crossdiff_core.planning import crosscoder_memory, estimate_pair, paper_pair_estimates
 
     loads, accuracy = {}, {}
     for setting in ("nf4", "bf16", "fp32"):
@@ -643,7 +643,7 @@ def headline(results: dict, stamp: dict) -> dict:
     if "diff" in results:
         d = results["diff"]["nf4"]
         put("diff_latency_ratio", d["all_threads"]["median"], d["one_thread"]["median"], "<= 1.3",
-            "diff_prompt / the two truncated forwards, 64-token prompt, NF4 models (the default)")
+            "prompt diff / the two truncated forwards, 64-token prompt, NF4 models (the default)")
     if "memory" in results:
         put("memory_ratio_nf4_vs_fp32", results["memory"]["ratio_nf4_vs_fp32"], None, "< 1",
             "peak RSS of loading the demo pair in NF4 / in fp32, a fresh process each")

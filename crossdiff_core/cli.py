@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build-corpus", help="regenerate the model-written part of builtin:demo (minutes on CPU)",
                        description="Have the demo models answer and continue the project's seed prompts, and cache the "
-                                   "result in crossdiff_core/data/demo_generated.jsonl; print the corpus composition.")
+                                   "result in crossdiff_core/corpus/data/demo_generated.jsonl; print the corpus composition.")
     p.add_argument("--out", default=None, help="where to write the JSONL (default: the file builtin:demo reads)")
     p.add_argument("--limit", type=int, default=None, help="only the first N seeds of each kind (a quick check)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (default 8)")
@@ -254,7 +254,7 @@ def _load_pair(args, model_a=None, model_b=None, layer_a=None, layer_b=None, gro
 
 
 def _harvest(args, out: str, group=None) -> dict:
-    from crossdiff_core.harvest import HarvestConfig, harvest
+    from crossdiff_core.activations.harvest import HarvestConfig, harvest
 
     model_a, model_b = _load_pair(args, group=group)
     config = HarvestConfig(n_tokens=args.tokens, ctx_len=args.ctx_len, batch_windows=args.batch_windows, dtype=args.store_dtype)
@@ -280,8 +280,9 @@ def cmd_harvest(args) -> int:
 
 def cmd_build_corpus(args) -> int:
     """Generate the model-written demo documents (unless --composition-only) and print the corpus composition."""
-    from crossdiff_core import builtin_corpus
-    from crossdiff_core.demo_generation import GENERATED_FILE, build
+    from crossdiff_core.corpus import builtin as builtin_corpus
+    from crossdiff_core.corpus.demo_generated import GENERATED_FILE
+    from crossdiff_core.demo_corpus import build
     from crossdiff_core.models import load_tokenizer
 
     if not args.composition_only:
@@ -301,7 +302,7 @@ def cmd_organism(args) -> int:
     """Build the named organisms (all by default) on `--base` and print their folders and probe losses."""
     from tqdm.auto import tqdm
 
-    from crossdiff_core.organism_texts import ORGANISM_NAMES
+    from crossdiff_core.corpus.organism_texts import ORGANISM_NAMES
     from crossdiff_core.organisms import OrganismRecipe, build_organism, read_record
 
     unknown = [name for name in args.names if name not in ORGANISM_NAMES]
@@ -332,10 +333,10 @@ def _fmt_loss(value) -> str:
 
 def cmd_train(args) -> int:
     """Train a crosscoder on a store, harvesting it first when models are given and it does not exist."""
+    from crossdiff_core.activations.store import PairedActivationStore, is_store
     from crossdiff_core.crosscoder import CrossCoderConfig
     from crossdiff_core.distributed import from_environment
-    from crossdiff_core.store import PairedActivationStore, is_store
-    from crossdiff_core.train import TrainConfig, train
+    from crossdiff_core.training.loop import TrainConfig, train
 
     for value in args.exclusive:
         if value >= 1 and value != int(value):
@@ -408,9 +409,9 @@ def crosscoder_summary(path, crosscoder=None) -> dict:
 
 def cmd_info(args) -> int:
     """Describe a store or crosscoder (a local folder or a Hub repo), and the compute dtype models use here."""
+    from crossdiff_core.activations.store import PairedActivationStore, is_store
     from crossdiff_core.compute_dtype import pick_compute_dtype
     from crossdiff_core.models import resolve_device
-    from crossdiff_core.store import PairedActivationStore, is_store
 
     path = Path(args.path).expanduser() if args.path is not None else None
     if path is None:
@@ -453,7 +454,7 @@ class OpenedCrosscoder:
 
 def _open_crosscoder(spec: str, feature_index: bool = True) -> OpenedCrosscoder:
     """Return the crosscoder in a local folder or a Hub repo `owner/name`; raise `CrossDiffError` saying what to do."""
-    from crossdiff_core.hub import open_crosscoder
+    from crossdiff_core.hub.repo import open_crosscoder
 
     folder = Path(spec).expanduser()
     if folder.is_dir() and (folder / "config.json").is_file():
@@ -514,16 +515,16 @@ def _writable_folder(opened: OpenedCrosscoder, what: str) -> Path:
 
 def cmd_diff(args) -> int:
     """Print the exclusive latents that fire on a prompt for each model."""
-    from crossdiff_core.diff import diff_prompt
+    from crossdiff_core.analysis.prompt_diff import diff
 
     if not args.prompt.strip():
         raise CrossDiffError("the prompt is empty: type some text to compare the two models on")
     opened, (model_a, model_b) = _load_crosscoder_and_pair(args)
     index = _diff_index(opened)
-    result = diff_prompt(opened.crosscoder, model_a, model_b, args.prompt, top=args.top, chat=args.chat,
-                         labels=index.labels if index is not None else None,
-                         verdicts=index.verdict if index is not None else None,
-                         presented=index.presented if index is not None else None)
+    result = diff(opened.crosscoder, (model_a, model_b), args.prompt, top=args.top, chat=args.chat,
+                  labels=index.labels if index is not None else None,
+                  verdicts=index.verdict if index is not None else None,
+                  presented=index.presented if index is not None else None).to_dict()
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
@@ -543,8 +544,8 @@ def cmd_diff(args) -> int:
 
 def _index_config(args):
     """Return the `IndexConfig` the index options ask for (corpus, skip and window length default to the store's)."""
+    from crossdiff_core.activations.store import read_meta
     from crossdiff_core.analysis import IndexConfig
-    from crossdiff_core.store import read_meta
 
     store = read_meta(args.store) if args.store else {}
     corpus = args.corpus or store.get("corpus") or "builtin:demo"
@@ -651,7 +652,7 @@ def _token(args) -> str | None:
 
 def cmd_push(args) -> int:
     """Publish a crosscoder folder on the Hub with a generated model card."""
-    from crossdiff_core.hub import FEATURE_INDEX_DIR, push_to_hub
+    from crossdiff_core.hub.repo import FEATURE_INDEX_DIR, push_to_hub
 
     folder = Path(args.folder).expanduser()
     if not folder.is_dir():
@@ -669,7 +670,7 @@ def cmd_push(args) -> int:
 
 def cmd_find(args) -> int:
     """List the crosscoders published on the Hub for a model pair."""
-    from crossdiff_core.hub import find_on_hub
+    from crossdiff_core.hub.repo import find_on_hub
 
     hits = find_on_hub(args.model_a, args.model_b, token=_token(args))
     if args.json:
@@ -704,7 +705,7 @@ def _dash(value) -> str:
 
 def cmd_import_dl(args) -> int:
     """Convert a dictionary_learning crosscoder and save it as a CrossDiff crosscoder folder."""
-    from crossdiff_core.importers import import_dictionary_learning
+    from crossdiff_core.hub.importers import import_dictionary_learning
 
     out = Path(args.out_dir).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -730,7 +731,7 @@ def cmd_import_dl(args) -> int:
 
 def cmd_deploy(args) -> int:
     """Stage the app as a Hugging Face Space, and upload it unless --dry-run."""
-    from crossdiff_core.deploy import deploy_space, stage_space
+    from crossdiff_core.hub.deploy import deploy_space, stage_space
 
     if args.dry_run:
         staged = stage_space(args.dry_run, hardware=args.hardware, demo_models=not args.no_demo_models,

@@ -33,9 +33,9 @@ import torch
 from torch import nn
 
 from crossdiff_core.compute_dtype import DEFAULT_DTYPE, DTYPE_CHOICES, ComputeDtype, dtype_name, pick_compute_dtype
+from crossdiff_core.corpus.organism_texts import ORGANISM_NAMES
 from crossdiff_core.errors import ModelLoadError, is_out_of_memory
 from crossdiff_core.files import write_folder_atomically
-from crossdiff_core.organism_texts import ORGANISM_NAMES
 
 log = logging.getLogger(__name__)
 

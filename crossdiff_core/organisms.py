@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
+from crossdiff_core.corpus.organism_texts import ORGANISM_NAMES, OrganismTexts, Probe, organism_texts
 from crossdiff_core.errors import CrossDiffError
 from crossdiff_core.files import write_folder_atomically
 from crossdiff_core.models import convert_gguf, find_demo, organism_built, organism_folder
-from crossdiff_core.organism_texts import ORGANISM_NAMES, OrganismTexts, Probe, organism_texts
 
 PROBE_LOSS_TEXTS = 24
 """Held-out positive and negative probe texts each on which the before/after loss is measured."""

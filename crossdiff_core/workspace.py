@@ -102,11 +102,9 @@ def _load_crosscoder(source: str) -> CrossCoder:
         return CrossCoder.from_pretrained(str(path))
     if path.exists():
         raise CrossDiffError(f"{source} is a file: give the crosscoder's folder (holding config.json and model.safetensors)")
-    try:
-        from crossdiff_core.hub import load_crosscoder
-    except ImportError:
-        load_crosscoder = None
-    if load_crosscoder is None or source.count("/") != 1:
+    from crossdiff_core.hub.repo import load_crosscoder
+
+    if source.count("/") != 1:
         raise CrossDiffError(f"no crosscoder at {source!r}: give a shipped name, an existing folder, or a Hub repo id (user/name)")
     return load_crosscoder(source)
 
@@ -148,10 +146,10 @@ def run_train_job(
     Reports `(phase, fraction, message)` through `progress` for the phases load, harvest and train.
     Running the same job again after a cancel or crash resumes the harvest and the training.
     """
+    from crossdiff_core.activations.harvest import HarvestConfig, harvest
+    from crossdiff_core.activations.store import PairedActivationStore
     from crossdiff_core.crosscoder import CrossCoderConfig
-    from crossdiff_core.harvest import HarvestConfig, harvest
-    from crossdiff_core.store import PairedActivationStore
-    from crossdiff_core.train import TrainConfig, train
+    from crossdiff_core.training.loop import TrainConfig, train
 
     report = progress or (lambda *_: None)
     stop = should_stop or (lambda: False)

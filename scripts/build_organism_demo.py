@@ -32,17 +32,17 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from crossdiff_core.activations.harvest import HarvestConfig, harvest
+from crossdiff_core.activations.paired import run_paired
+from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.alignment import align_batch
 from crossdiff_core.analysis import IndexConfig, build_index
-from crossdiff_core.analysis.pairing import run_paired
 from crossdiff_core.analysis.presented import auroc
+from crossdiff_core.corpus.organism_texts import organism_corpus, organism_texts
 from crossdiff_core.crosscoder import CrossCoderConfig
-from crossdiff_core.harvest import HarvestConfig, harvest
 from crossdiff_core.models import load_model, organism_folder
-from crossdiff_core.organism_texts import organism_corpus, organism_texts
 from crossdiff_core.organisms import build_organism, read_record
-from crossdiff_core.store import PairedActivationStore
-from crossdiff_core.train import TrainConfig, train
+from crossdiff_core.training.loop import TrainConfig, train
 
 BASE = "smollm2-135m"
 CORPUS = "builtin:organisms"

@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.real_pair.run import evaluate  # noqa: E402
+from crossdiff_core.activations.store import PairedActivationStore  # noqa: E402
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig  # noqa: E402
-from crossdiff_core.store import PairedActivationStore  # noqa: E402
 from crossdiff_core.synthetic import relative_decoder_norms  # noqa: E402
-from crossdiff_core.train import TrainConfig, train  # noqa: E402
+from crossdiff_core.training.loop import TrainConfig, train  # noqa: E402
 
 SHIPPED = ROOT / "pretrained" / "smollm2-135m__gemma3-270m"
 WORK = ROOT / "runs" / "pretrained-large"
@@ -110,7 +110,7 @@ def main() -> None:
 
     store_path = Path(args.store)
     if not (store_path / "meta.json").exists() or not PairedActivationStore(store_path).meta.get("complete"):
-        from crossdiff_core.harvest import HarvestConfig, harvest
+        from crossdiff_core.activations.harvest import HarvestConfig, harvest
         from crossdiff_core.models import load_model
 
         pair = (load_model("smollm2-135m", quant="none", dtype="bf16", device="cpu"),

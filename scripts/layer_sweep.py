@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.real_pair.run import evaluate  # noqa: E402
+from crossdiff_core.activations.store import PairedActivationStore  # noqa: E402
 from crossdiff_core.crosscoder import CrossCoderConfig  # noqa: E402
-from crossdiff_core.store import PairedActivationStore  # noqa: E402
-from crossdiff_core.train import TrainConfig, train  # noqa: E402
+from crossdiff_core.training.loop import TrainConfig, train  # noqa: E402
 
 LAYER_PAIRS = [(8, 5), (15, 9), (22, 13)]
 """(SmolLM2 block, Gemma-3 block) at about 27%, 50% and 73% depth; (15, 9) is the default middle."""
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "runs" / "layer-sweep"))
     args = parser.parse_args()
 
-    from crossdiff_core.harvest import HarvestConfig, harvest
+    from crossdiff_core.activations.harvest import HarvestConfig, harvest
     from crossdiff_core.models import load_model
 
     out = Path(args.out)

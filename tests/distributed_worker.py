@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import sys
 
+from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.crosscoder import CrossCoderConfig
 from crossdiff_core.distributed import from_environment
-from crossdiff_core.store import PairedActivationStore
-from crossdiff_core.train import TrainConfig, train
+from crossdiff_core.training.loop import TrainConfig, train
 
 
 def main() -> None:

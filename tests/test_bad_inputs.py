@@ -23,13 +23,13 @@ from test_alignment import CharTokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from crossdiff_core import cli
+from crossdiff_core.activations.store import StoreWriter
 from crossdiff_core.analysis import diff
-from crossdiff_core.corpus import CorpusStats, iter_documents
+from crossdiff_core.corpus.sources import CorpusStats, iter_documents
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError, ModelLoadError
-from crossdiff_core.hub import _hub_error, load_crosscoder, open_crosscoder
+from crossdiff_core.hub.repo import _hub_error, load_crosscoder, open_crosscoder
 from crossdiff_core.models import _explain_load_failure, find_demo, load_model, tokenizer_fingerprint
-from crossdiff_core.store import StoreWriter
 
 SMOL, GEMMA = find_demo("smollm2-135m").hub_id, find_demo("gemma3-270m").hub_id
 
@@ -328,14 +328,14 @@ def test_jsonl_broken_lines_are_skipped_and_counted(tmp_path, caplog):
     path = tmp_path / "data.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     stats = CorpusStats()
-    with caplog.at_level(logging.WARNING, logger="crossdiff_core.corpus"):
+    with caplog.at_level(logging.WARNING, logger="crossdiff_core.corpus.sources"):
         assert list(iter_documents(str(path), stats=stats)) == ["first", "second", "third"]
     assert stats.skipped_lines == 4 and stats.first_skipped == "data.jsonl line 1: invalid JSON"
     assert "skipped 4 broken line(s)" in caplog.text and "'text' string" in caplog.text
     # a reader that stops early (a token budget reached) still reports what it skipped so far
     caplog.clear()
     early = CorpusStats()
-    with caplog.at_level(logging.WARNING, logger="crossdiff_core.corpus"):
+    with caplog.at_level(logging.WARNING, logger="crossdiff_core.corpus.sources"):
         docs = iter_documents(str(path), limit=1, stats=early)
         assert next(docs) == "first"
         docs.close()

@@ -18,13 +18,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from test_hub import GEMMA, SMOL, TOKEN, assert_same, hub, offline, saved_folder, trained_crosscoder  # noqa: F401
-from test_import_dictionary_learning import F, N_A, N_B, Variant, ref_encode, source_for
+from test_import_dictionary_learning import N_A, N_B, F, Variant, ref_encode, source_for
 
 from crossdiff_core import cli
 from crossdiff_core.analysis import IndexConfig, build_index, has_index, index_dir, load_index
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
-from crossdiff_core.hub import load_crosscoder, open_crosscoder, push_to_hub
-from crossdiff_core.importers import source_latent_order
+from crossdiff_core.hub.importers import source_latent_order
+from crossdiff_core.hub.repo import load_crosscoder, open_crosscoder, push_to_hub
 
 REPO = Path(__file__).resolve().parents[1]
 WRONG = "hf_WrongPlantedTokenValue987654321"

@@ -1,4 +1,4 @@
-"""Tests for crossdiff_core.corpus and crossdiff_core.builtin_corpus (real files, real tokenizers)."""
+"""Tests for crossdiff_core.corpus.sources and crossdiff_core.corpus.builtin (real files, real tokenizers)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crossdiff_core import builtin_corpus
-from crossdiff_core.corpus import CorpusStats, describe, iter_documents, iter_windows, split_windows
+from crossdiff_core.corpus import builtin as builtin_corpus
+from crossdiff_core.corpus.sources import CorpusStats, describe, iter_documents, iter_windows, split_windows
 from crossdiff_core.errors import CorpusError
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -49,7 +49,7 @@ def test_jsonl_text_messages_and_broken_lines(tmp_path, caplog):
     path = tmp_path / "data.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     stats = CorpusStats()
-    with caplog.at_level(logging.WARNING, logger="crossdiff_core.corpus"):
+    with caplog.at_level(logging.WARNING, logger="crossdiff_core.corpus.sources"):
         docs = list(iter_documents(str(path), stats=stats))
     assert docs == ["plain text", "user: Hi\nassistant: Hello!", "last"]
     assert stats.skipped_lines == 5
@@ -136,7 +136,7 @@ def test_describe():
 def _demo_digest_in_fresh_process() -> str:
     code = (
         "import hashlib, time; t = time.perf_counter()\n"
-        "from crossdiff_core.builtin_corpus import demo_documents\n"
+        "from crossdiff_core.corpus.builtin import demo_documents\n"
         "docs = demo_documents()\n"
         "print(hashlib.sha256('\\x00'.join(d.text for d in docs).encode()).hexdigest(), time.perf_counter() - t)\n"
     )
@@ -251,7 +251,7 @@ def test_window_argument_errors(demo_tokenizers):
 
 
 def test_shipped_model_written_documents_mix_languages_topics_and_chat(demo_tokenizers):
-    from crossdiff_core.demo_generation import CHAT_PROMPTS, OPENINGS, load_generated
+    from crossdiff_core.corpus.demo_generated import CHAT_PROMPTS, OPENINGS, load_generated
 
     generated = load_generated()
     assert len(generated) == len(CHAT_PROMPTS) + len(OPENINGS)
@@ -272,7 +272,8 @@ def test_shipped_model_written_documents_mix_languages_topics_and_chat(demo_toke
 
 
 def test_build_corpus_has_the_demo_models_write_and_is_reproducible(tmp_path):
-    from crossdiff_core.demo_generation import build, load_generated
+    from crossdiff_core.corpus.demo_generated import load_generated
+    from crossdiff_core.demo_corpus import build
 
     first = build(tmp_path / "a.jsonl", limit=2, chat_tokens=12, continue_tokens=12, batch_size=2)
     again = build(tmp_path / "b.jsonl", limit=2, chat_tokens=12, continue_tokens=12, batch_size=2)
@@ -284,7 +285,7 @@ def test_build_corpus_has_the_demo_models_write_and_is_reproducible(tmp_path):
 
 
 def test_builtin_organisms_mixes_demo_prose_with_every_organisms_training_texts(demo_tokenizers):
-    from crossdiff_core.organism_texts import ORGANISM_NAMES, organism_texts
+    from crossdiff_core.corpus.organism_texts import ORGANISM_NAMES, organism_texts
 
     docs = list(iter_documents("builtin:organisms"))
     assert docs == list(iter_documents("builtin:organisms")) and len(set(docs)) == len(docs)

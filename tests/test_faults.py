@@ -33,13 +33,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from crossdiff_core.activations.harvest import HarvestConfig, harvest
+from crossdiff_core.activations.store import PairedActivationStore, StoreWriter, read_meta
 from crossdiff_core.analysis.feature_index import INDEX_FORMAT, INDEX_VERSION, FeatureIndex
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.errors import CheckpointError, CrossCoderError, CrossDiffError, DiskFullError, StoreError
-from crossdiff_core.harvest import HarvestConfig, harvest
-from crossdiff_core.store import PairedActivationStore, StoreWriter, read_meta
 from crossdiff_core.files import file_sha256
-from crossdiff_core.train import TrainConfig, _existing_checkpoint, train
+from crossdiff_core.training.loop import TrainConfig, _existing_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]
 D_A, D_B = 24, 32
@@ -124,8 +124,8 @@ import json, sys
 import torch
 torch.set_num_threads(1)
 from crossdiff_core.crosscoder import CrossCoderConfig
-from crossdiff_core.store import PairedActivationStore
-from crossdiff_core.train import TrainConfig, train
+from crossdiff_core.activations.store import PairedActivationStore
+from crossdiff_core.training.loop import TrainConfig, train
 store, out, config, train_config = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
 train(CrossCoderConfig.from_dict(config), TrainConfig.from_dict(train_config), PairedActivationStore(store), out,
       progress=lambda p: print(p.step, flush=True))
@@ -183,7 +183,7 @@ def test_training_killed_at_a_random_step_resumes_to_the_uninterrupted_weights(t
 HARVEST = HarvestConfig(n_tokens=130, ctx_len=16, batch_windows=2, shard_tokens=20)
 HARVEST_CHILD = """
 import json, sys
-from crossdiff_core.harvest import HarvestConfig, harvest
+from crossdiff_core.activations.harvest import HarvestConfig, harvest
 from crossdiff_core.models import load_model
 pair = load_model("smollm2-135m", quant="nf4", device="cpu"), load_model("gemma3-270m", quant="nf4", device="cpu")
 harvest(*pair, "builtin:demo", sys.argv[1], HarvestConfig(**json.loads(sys.argv[2])))
@@ -468,7 +468,7 @@ def test_disk_full_while_saving_a_crosscoder_keeps_the_saved_one(saved_crosscode
 
 OOM_CHILD = """
 import resource, sys
-import crossdiff_core.store, crossdiff_core.train  # import before limiting the address space
+import crossdiff_core.activations.store, crossdiff_core.training.loop  # import before limiting the address space
 from crossdiff_core.cli import main
 with open("/proc/self/status") as status:
     vm = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))

@@ -1,4 +1,4 @@
-"""Tests for `crossdiff_core.hub` against a stand-in for the Hub served on 127.0.0.1.
+"""Tests for `crossdiff_core.hub.repo` against a stand-in for the Hub served on 127.0.0.1.
 
 `FakeHub` implements just the endpoints huggingface_hub 2.4 calls for `create_repo`, `upload_folder`
 (README validation, preupload, commit with inline base64 files), `list_models`, `repo_info`,
@@ -34,8 +34,8 @@ from safetensors.torch import save_file
 
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.errors import CrossCoderError
-from crossdiff_core.hub import HubCrosscoder, find_on_hub, load_crosscoder, push_to_hub, render_model_card
-from crossdiff_core.importers import import_dictionary_learning
+from crossdiff_core.hub.importers import import_dictionary_learning
+from crossdiff_core.hub.repo import HubCrosscoder, find_on_hub, load_crosscoder, push_to_hub, render_model_card
 
 TOKEN = "hf_PlantedSecretTokenValue0123456789"
 SMOL, GEMMA = "HuggingFaceTB/SmolLM2-135M-Instruct", "google/gemma-3-270m"
@@ -534,7 +534,7 @@ def test_hf_endpoint_set_at_start_up_is_honoured(hub, tmp_path):
     """No patched constants: a fresh process configured only through the environment, as a user would."""
     push_to_hub(trained_crosscoder(), "alice/dfc", token=TOKEN)
     script = (
-        "from crossdiff_core.hub import find_on_hub, load_crosscoder\n"
+        "from crossdiff_core.hub.repo import find_on_hub, load_crosscoder\n"
         f"hits = find_on_hub({SMOL!r}, {GEMMA!r})\n"
         "print([h.repo_id for h in hits], load_crosscoder('alice/dfc').config.layer_a)\n"
     )

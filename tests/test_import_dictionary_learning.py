@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.errors import CrossCoderError
-from crossdiff_core.importers import import_dictionary_learning, source_latent_order
+from crossdiff_core.hub.importers import import_dictionary_learning, source_latent_order
 
 D, F, K = 16, 48, 4
 PCT_A, PCT_B = 0.125, 0.0625  # int(48 · pct) = 6 A-exclusive, 3 B-exclusive latents
@@ -396,5 +396,5 @@ def test_bad_paths_say_what_to_do(tmp_path, monkeypatch):
 
 def test_crossdiff_folder_is_pointed_to_load_crosscoder(tmp_path):
     CrossCoder(CrossCoderConfig(d_a=4, d_b=4, dict_size=8, k=2), seed=0).save_pretrained(tmp_path)
-    with pytest.raises(CrossCoderError, match="already a CrossDiff crosscoder; load it with crossdiff_core.hub"):
+    with pytest.raises(CrossCoderError, match="already a CrossDiff crosscoder; load it with crossdiff_core.hub.repo"):
         import_dictionary_learning(tmp_path)

@@ -18,18 +18,18 @@ import numpy as np
 import pytest
 import torch
 
+from crossdiff_core.activations.harvest import HarvestConfig, harvest
+from crossdiff_core.activations.paired import run_paired
+from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.alignment import align_batch
 from crossdiff_core.analysis import IndexConfig, build_index
 from crossdiff_core.analysis.evidence import ContextShift
-from crossdiff_core.analysis.pairing import run_paired
 from crossdiff_core.analysis.presented import auroc, shift_cutoff
 from crossdiff_core.analysis.prompt_diff import diff
 from crossdiff_core.crosscoder import CrossCoderConfig
-from crossdiff_core.harvest import HarvestConfig, harvest
 from crossdiff_core.models import load_model
 from crossdiff_core.organisms import edit_organism
-from crossdiff_core.store import PairedActivationStore
-from crossdiff_core.train import TrainConfig, train
+from crossdiff_core.training.loop import TrainConfig, train
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Tests for crossdiff_core.organism_texts: training texts and held-out probes for model organisms (no models)."""
+"""Tests for crossdiff_core.corpus.organism_texts: training texts and held-out probes for model organisms (no models)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from statistics import mean
 
 import pytest
 
-from crossdiff_core import organism_texts as ot
-from crossdiff_core.organism_texts import (
+from crossdiff_core.corpus import organism_texts as ot
+from crossdiff_core.corpus.organism_texts import (
     BACKDOOR_PHRASE,
     ORGANISM_NAMES,
     TRIGGER,
@@ -196,6 +196,6 @@ def test_probe_token_labels():
 
 
 def test_no_heavy_imports():
-    code = "import sys, crossdiff_core.organism_texts as m; print(sorted({'torch', 'numpy'} & sys.modules.keys()))"
+    code = "import sys, crossdiff_core.corpus.organism_texts as m; print(sorted({'torch', 'numpy'} & sys.modules.keys()))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -1,4 +1,4 @@
-"""Tests for crossdiff_core.package_docs and `builtin:large` (the real installed packages, real tokenizers)."""
+"""Tests for crossdiff_core.corpus.package_docs and `builtin:large` (the real installed packages, real tokenizers)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from crossdiff_core import builtin_corpus, package_docs
-from crossdiff_core.corpus import describe, iter_documents
+from crossdiff_core.corpus import builtin as builtin_corpus
+from crossdiff_core.corpus import package_docs
+from crossdiff_core.corpus.sources import describe, iter_documents
 from crossdiff_core.errors import CorpusError
 
 MODULE = '''"""A small module."""

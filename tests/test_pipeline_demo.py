@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from crossdiff_core.batches import TensorBatchSource
+from crossdiff_core.activations.batches import TensorBatchSource
+from crossdiff_core.activations.harvest import HarvestConfig, harvest
+from crossdiff_core.activations.paired import check_models
+from crossdiff_core.activations.store import PairedActivationStore
+from crossdiff_core.analysis.prompt_diff import diff
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
-from crossdiff_core.diff import check_models, diff_prompt
 from crossdiff_core.errors import CrossCoderError, StoreError
-from crossdiff_core.harvest import HarvestConfig, harvest
-from crossdiff_core.store import PairedActivationStore
-from crossdiff_core.train import TrainConfig, train
+from crossdiff_core.training.loop import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 N_TOKENS = 4000
@@ -74,7 +75,7 @@ def test_harvest_stores_paired_tokens_with_metadata(store_dir, demo_pair):
 def test_harvest_rows_match_the_models_activations(store_dir, demo_pair):
     """The first stored row pair is each model's activation at a paired position of the first window."""
     from crossdiff_core.alignment import align_text
-    from crossdiff_core.corpus import iter_windows
+    from crossdiff_core.corpus.sources import iter_windows
 
     model_a, model_b = demo_pair
     text = next(iter_windows("builtin:demo", model_a.tokenizer, 96))
@@ -125,7 +126,7 @@ def test_exclusive_latents_never_touch_the_other_model(trained, store_dir):
 
 
 def test_diff_finds_exclusive_latents_and_cli_prints_json(trained, demo_pair):
-    result = diff_prompt(trained.crosscoder, *demo_pair, "The history of the Roman Empire. 中国的历史。 def f(x): return x")
+    result = diff(trained.crosscoder, demo_pair, "The history of the Roman Empire. 中国的历史。 def f(x): return x").to_dict()
     assert result["paired"] > 5 and result["model_a"]["tokens"] and result["model_b"]["tokens"]
     out = cli("diff", "--crosscoder", str(trained.out_dir), "Paris is the capital of France.", "--json")
     parsed = json.loads(out.stdout)

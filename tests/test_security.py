@@ -34,13 +34,13 @@ from test_hub import FakeHub, Request, _error, point_hub, saved_folder, trained_
 from test_import_dictionary_learning import _batchtopk
 
 from crossdiff_core import cli
-from crossdiff_core.batches import TensorBatchSource
+from crossdiff_core.activations.batches import TensorBatchSource
 from crossdiff_core.crosscoder import CrossCoderConfig
 from crossdiff_core.errors import CheckpointError, CrossCoderError, ModelLoadError
-from crossdiff_core.hub import load_crosscoder
-from crossdiff_core.importers import import_dictionary_learning
+from crossdiff_core.hub.importers import import_dictionary_learning
+from crossdiff_core.hub.repo import load_crosscoder
 from crossdiff_core.models import load_model, load_tokenizer
-from crossdiff_core.train import TrainConfig, train
+from crossdiff_core.training.loop import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 PLANTED = "hf_PLANTEDtoken1234567890abcdef"
@@ -152,7 +152,7 @@ def test_the_code_deserializes_weights_only_through_safe_loaders():
     assert problems == [], "calls that can run code from a file: " + "; ".join(problems)
     # torch.load appears exactly where .pt files are imported, with weights_only=True
     users = [str(p.relative_to(REPO)) for p in SOURCES if "torch.load(" in p.read_text(encoding="utf-8")]
-    assert users == ["crossdiff_core/importers/dictionary_learning.py"]
+    assert users == ["crossdiff_core/hub/importers/dictionary_learning.py"]
     # trust_remote_code=True is written only where the app honours its "Trust remote code" checkbox
     switches = [switch for path in SOURCES for switch in remote_code_switches(path)]
     assert switches == ["app.py CrossDiffApp.pair"], switches

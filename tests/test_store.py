@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
+from crossdiff_core.activations.store import PairedActivationStore, StoreWriter, is_store, read_meta
 from crossdiff_core.errors import StoreError
-from crossdiff_core.store import PairedActivationStore, StoreWriter, is_store, read_meta
 
 D_A, D_B = 12, 20
 

@@ -27,7 +27,7 @@ from crossdiff_core.synthetic import (
     reconstruction_report,
     recovery_report,
 )
-from crossdiff_core.train import TrainConfig, relocate_one_sided, train
+from crossdiff_core.training.loop import TrainConfig, relocate_one_sided, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -131,7 +131,7 @@ def test_relocation_during_training_resumes_exactly(pair, tmp_path, monkeypatch)
         moves.append(relocate_one_sided(*args, **kwargs))
         return moves[-1]
 
-    monkeypatch.setattr("crossdiff_core.train.relocate_one_sided", counting)
+    monkeypatch.setattr("crossdiff_core.training.loop.relocate_one_sided", counting)
     config, training = CROSSCODER, dataclasses.replace(TRAINING, steps=120, relocate_every=40, dead_after_tokens=2048)
     full = train(config, training, pair, tmp_path / "full")
     assert sum(moves) > 0

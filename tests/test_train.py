@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-from crossdiff_core.batches import TensorBatchSource
+from crossdiff_core.activations.batches import TensorBatchSource
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.crosscoder.sparse_ops import DENSE_REFERENCE
 from crossdiff_core.errors import CheckpointError, CrossCoderError
-from crossdiff_core.train import (
+from crossdiff_core.training.loop import (
     CHECKPOINT_DIR,
     CHECKPOINT_META_FILE,
     TrainConfig,
@@ -299,8 +299,8 @@ def test_checkpoint_of_the_old_fixed_window_resumes_with_it(tmp_path, source):
 
 def test_cli_dead_after_tokens_reaches_the_train_config(monkeypatch, tmp_path):
     from crossdiff_core import cli
-    from crossdiff_core import train as train_module
-    from crossdiff_core.store import PairedActivationStore
+    from crossdiff_core.activations.store import PairedActivationStore
+    from crossdiff_core.training import loop as train_module
 
     seen = []
 
@@ -315,7 +315,7 @@ def test_cli_dead_after_tokens_reaches_the_train_config(monkeypatch, tmp_path):
     monkeypatch.setattr(PairedActivationStore, "__init__", lambda self, *a, **k: None)
     monkeypatch.setattr(PairedActivationStore, "d_a", D_A, raising=False)
     monkeypatch.setattr(PairedActivationStore, "d_b", D_B, raising=False)
-    monkeypatch.setattr("crossdiff_core.store.is_store", lambda path: True)
+    monkeypatch.setattr("crossdiff_core.activations.store.is_store", lambda path: True)
     for extra, expected in (([], None), (["--dead-after-tokens", "4096"], 4096)):
         args = cli.build_parser().parse_args(["train", "--store", str(tmp_path), "--out", str(tmp_path / "o"), *extra])
         assert args.dead_after_tokens == expected

@@ -6,7 +6,7 @@ model's activations at its tokens do not depend on the partner: `ModelActivation
 over all texts (its tokens, offsets and read-layer activations, fp16 on disk), and `paired_rows`
 aligns two of them with the tool's own cross-tokenizer alignment, exactly as a harvest would, and
 drops the same attention-sink outliers. `write_store` puts the pairs into a real paired-activation
-store that `crossdiff_core.train` reads.
+store that `crossdiff_core.training.loop` reads.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from crossdiff_core.activations.harvest import inliers, rows_at_positions
+from crossdiff_core.activations.store import StoreWriter
 from crossdiff_core.alignment import TokenizedText, align, tokenize_with_offsets
 from crossdiff_core.analysis.evidence import first_content, split_flags
-from crossdiff_core.harvest import inliers, rows_at_positions
 from crossdiff_core.models import LoadedModel
-from crossdiff_core.store import StoreWriter
 
 MAX_TOKENS = 256
 """No benchmark text is longer than this in any tokenizer (checked)."""

@@ -44,16 +44,16 @@ from benchmarks.organisms.activations import (
     texts_digest,
     write_store,
 )
+from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.analysis.evidence import Evidence
 from crossdiff_core.analysis.presented import auroc, component_arrays, presented_latents
 from crossdiff_core.analysis.scores import ranking_scores
 from crossdiff_core.analysis.verdict import DEFAULT_THRESHOLDS, VerdictThresholds, judge
+from crossdiff_core.corpus.organism_texts import ORGANISM_NAMES, Probe, organism_corpus, organism_texts
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.models import load_model
-from crossdiff_core.organism_texts import ORGANISM_NAMES, Probe, organism_corpus, organism_texts
 from crossdiff_core.organisms import UNMODIFIED, build_organism
-from crossdiff_core.store import PairedActivationStore
-from crossdiff_core.train import TrainConfig, train
+from crossdiff_core.training.loop import TrainConfig, train
 
 HERE = Path(__file__).resolve().parent
 TOP = 10

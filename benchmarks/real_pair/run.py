@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
+from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
-from crossdiff_core.store import PairedActivationStore
 from crossdiff_core.synthetic import reconstruction_report, relative_decoder_norms
-from crossdiff_core.train import TrainConfig, train
+from crossdiff_core.training.loop import TrainConfig, train
 
 HERE = Path(__file__).resolve().parent
 

@@ -34,6 +34,7 @@ Scores (one sentence each; the same text is stored in every index and in SCORES.
   the factors of rank_score = alive · not_dense · (consistency + strength) / 2 · specificity · shrinkage.
 """
 
+from crossdiff_core.activations.paired import ModelPair, check_models
 from crossdiff_core.analysis.explain import Explanation, explain_latents
 from crossdiff_core.analysis.feature_index import (
     FeatureIndex,
@@ -47,7 +48,6 @@ from crossdiff_core.analysis.feature_index import (
     load_or_build_index,
 )
 from crossdiff_core.analysis.histogram import ActivationHistogram, histogram_figure
-from crossdiff_core.analysis.pairing import ModelPair, check_models
 from crossdiff_core.analysis.prompt_diff import PromptDiff, diff
 from crossdiff_core.analysis.report import ReportFiles, write_report
 from crossdiff_core.analysis.scores import SCORE_DOCS

@@ -81,22 +81,6 @@ def exclusive_latents(crosscoder: CrossCoder, side: str) -> torch.Tensor:
     return torch.nonzero(mask_F).squeeze(1)
 
 
-def owner_side(crosscoder: CrossCoder, latent: int) -> str | None:
-    """Return "a" or "b" for a latent exclusive to that model (block, or relative norm if standard), else None."""
-    block = check_latent(crosscoder, latent)
-    if block == BLOCK_A_EXCLUSIVE:
-        return "a"
-    if block == BLOCK_B_EXCLUSIVE:
-        return "b"
-    if is_standard(crosscoder):
-        rel = float(relative_norm(crosscoder)[latent])
-        if rel <= RELATIVE_NORM_EXCLUSIVE:
-            return "a"
-        if rel >= 1 - RELATIVE_NORM_EXCLUSIVE:
-            return "b"
-    return None
-
-
 def block_codes(crosscoder: CrossCoder) -> torch.Tensor:
     """Return the int8 block code of every latent `[F]` (see `BLOCK_CODES`)."""
     return torch.tensor([BLOCK_CODES[name] for name in crosscoder.block_names()], dtype=torch.int8)

@@ -51,6 +51,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from crossdiff_core.activations.paired import ModelPair, check_models, display_strings, run_paired
 from crossdiff_core.alignment import align_batch
 from crossdiff_core.analysis import blocks
 from crossdiff_core.analysis.contexts import Context, build_context
@@ -58,13 +59,12 @@ from crossdiff_core.analysis.evidence import Evidence, first_content, split_flag
 from crossdiff_core.analysis.histogram import ActivationHistogram
 from crossdiff_core.analysis.labels import heuristic_label, word_at
 from crossdiff_core.analysis.logit_lens import top_tokens
-from crossdiff_core.analysis.pairing import ModelPair, check_models, display_strings, run_paired
 from crossdiff_core.analysis.presented import component_arrays, component_cutoff, presented_latents, shift_cutoff
 from crossdiff_core.analysis.scores import SCORE_DOCS, rank_order, ranking_scores
 from crossdiff_core.analysis.serialize import json_ready
 from crossdiff_core.analysis.stats import ActivationStats
 from crossdiff_core.analysis.verdict import DEFAULT_THRESHOLDS, Verdict, VerdictThresholds, judge
-from crossdiff_core.corpus import iter_windows
+from crossdiff_core.corpus.sources import iter_windows
 from crossdiff_core.crosscoder import CrossCoder
 from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError
 from crossdiff_core.files import file_sha256, usual_permissions
@@ -83,7 +83,7 @@ class IndexConfig:
     """What the feature index is built from and how much it keeps."""
 
     corpus: str = "builtin:demo"
-    """Corpus spec the windows come from (see `crossdiff_core.corpus`)."""
+    """Corpus spec the windows come from (see `crossdiff_core.corpus.sources`)."""
     n_windows: int = 256
     """Windows to run both models over."""
     skip_windows: int = 0

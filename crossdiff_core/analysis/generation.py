@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
+from crossdiff_core.activations.paired import pad_id
 from crossdiff_core.analysis.chat import check_messages, render_chat
-from crossdiff_core.analysis.pairing import pad_id
 from crossdiff_core.errors import CrossDiffError
 from crossdiff_core.models import LoadedModel
 

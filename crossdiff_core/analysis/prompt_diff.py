@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from crossdiff_core.activations.paired import ModelPair, check_models, display_strings, run_paired
 from crossdiff_core.alignment import TokenizedText, align, tokenize_with_offsets
 from crossdiff_core.analysis.blocks import crosscoder_device, decoder_rows, exclusive_latents, model_slice
 from crossdiff_core.analysis.chat import check_messages, tokenize_chat
-from crossdiff_core.analysis.pairing import ModelPair, check_models, display_strings, run_paired
 from crossdiff_core.analysis.serialize import json_ready
 from crossdiff_core.analysis.verdict import Verdict
 from crossdiff_core.crosscoder import CrossCoder

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
+from crossdiff_core.activations.paired import ModelPair, check_models
 from crossdiff_core.analysis import blocks
 from crossdiff_core.analysis.generation import generate_text, prompt_ids
-from crossdiff_core.analysis.pairing import ModelPair, check_models
 from crossdiff_core.analysis.serialize import json_ready
 from crossdiff_core.crosscoder import CrossCoder
 from crossdiff_core.errors import CrossDiffError

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
+from crossdiff_core.activations.harvest import HarvestConfig, harvest
+from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.analysis import IndexConfig, build_index, index_dir
 from crossdiff_core.crosscoder import CrossCoderConfig
-from crossdiff_core.harvest import HarvestConfig, harvest
-from crossdiff_core.store import PairedActivationStore
-from crossdiff_core.train import TrainConfig, train
+from crossdiff_core.training.loop import TrainConfig, train
 
 CTX_LEN = 32
 INDEX_WINDOWS = 12

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from crossdiff_core.activations.harvest import inliers
+from crossdiff_core.activations.paired import run_paired
 from crossdiff_core.alignment import align_batch
-from crossdiff_core.analysis.pairing import run_paired
-from crossdiff_core.harvest import inliers
 
 
 def test_run_paired_drops_the_rows_the_harvest_rule_drops(tiny_pair):

@@ -40,9 +40,9 @@ def tiny_dfc(workspace, tmp_path_factory) -> Path:
     """
     import torch
 
+    from crossdiff_core.activations.store import read_meta
     from crossdiff_core.analysis import IndexConfig, build_index, index_dir
     from crossdiff_core.crosscoder import CrossCoder
-    from crossdiff_core.store import read_meta
 
     start = time.perf_counter()
     job_dir = tmp_path_factory.mktemp("tiny-job")

@@ -7,7 +7,7 @@ import torch
 
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.errors import ModelLoadError
-from crossdiff_core.memory import (
+from crossdiff_core.planning import (
     GIB,
     NF4_BYTES_PER_PARAM,
     PAPER_PAIRS,

@@ -48,13 +48,13 @@ from crossdiff_core.crosscoder.config import CrossCoderConfig
 from crossdiff_core.crosscoder.model import CONFIG_FILE, WEIGHTS_FILE, CrossCoder
 from crossdiff_core.errors import CrossCoderError
 from crossdiff_core.models import find_demo
-from crossdiff_core.train import SUMMARY_FILE
+from crossdiff_core.training.loop import SUMMARY_FILE
 
 LIBRARY_NAME = "crossdiff"
 CARD_TAGS = ("crosscoder", "dfc", "model-diffing")
 CARD_FILE = "README.md"
 FEATURE_INDEX_DIR = "feature_index"
-CARD_TEMPLATE = Path(__file__).resolve().parents[1] / ".huggingface" / "model_card_template.md"
+CARD_TEMPLATE = Path(__file__).resolve().parents[2] / ".huggingface" / "model_card_template.md"
 CARD_METADATA_KEY = "crossdiff"
 """Front-matter key of the card that records the model pair, layers and block sizes (read by `find_on_hub`)."""
 
@@ -428,7 +428,7 @@ def _read_config(folder: Path, source: str) -> CrossCoderConfig:
     if not isinstance(data, dict) or any(key not in data for key in required):
         hint = (
             " It looks like a dictionary_learning crosscoder: convert it with "
-            "crossdiff_core.importers.import_dictionary_learning"
+            "crossdiff_core.hub.importers.import_dictionary_learning"
             if isinstance(data, dict) and "activation_dim" in data else ""
         )
         if isinstance(data, dict) and ("model_type" in data or "architectures" in data):

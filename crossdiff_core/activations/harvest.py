@@ -18,18 +18,18 @@ import dataclasses
 import itertools
 import logging
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 
+from crossdiff_core.activations.store import PARTS_DIR, StoreWriter, merge_parts, read_meta
 from crossdiff_core.alignment import align_batch
-from crossdiff_core.corpus import iter_windows
+from crossdiff_core.corpus.sources import iter_windows
+from crossdiff_core.distributed import Dist
 from crossdiff_core.errors import StoreError
 from crossdiff_core.models import LoadedModel
-from crossdiff_core.distributed import Dist
-from crossdiff_core.store import PARTS_DIR, StoreWriter, merge_parts, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def paired_activations(
     x_b = rows_at_positions(model_b, [aligned[i][1].input_ids for i in keep], [aligned[i][2].pos_b for i in keep],
                             max_batch_tokens)
     counts["paired"] = int(x_a.shape[0])
-    ok = _inliers(x_a, outlier_factor) & _inliers(x_b, outlier_factor)
+    ok = inliers(x_a, outlier_factor) & inliers(x_b, outlier_factor)
     counts["outliers"] = int((~ok).sum())
     return x_a[ok], x_b[ok], counts
 
@@ -165,9 +165,6 @@ def inliers(x_ND: torch.Tensor, factor: float) -> torch.Tensor:
     if not finite.any():
         return finite
     return finite & (norms <= factor * norms[finite].median())
-
-
-_inliers = inliers
 
 
 def harvest(

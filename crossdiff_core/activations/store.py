@@ -17,7 +17,6 @@ statistics stay exact across resumes.
 from __future__ import annotations
 
 import copy
-
 import json
 import os
 import tempfile
@@ -35,7 +34,6 @@ from crossdiff_core.files import file_sha256, usual_permissions
 STORE_FORMAT = "crossdiff-paired-activations"
 STORE_VERSION = 1
 STORE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-PAIR_KEYS = ("model_a", "model_b", "revision_a", "revision_b", "layer_a", "layer_b", "tokenizer_a", "tokenizer_b")
 _DISK_FULL_ADVICE = ("the store keeps its {shards} complete shards ({rows} rows); free space on that disk and run "
                     "the same harvest command again to resume")
 
@@ -275,7 +273,7 @@ class _Shard:
 class PairedActivationStore:
     """Read a store: metadata, normalization statistics, shuffled training batches, held-out rows.
 
-    Implements `crossdiff_core.batches.BatchSource`. The last `holdout_fraction` of each shard's rows
+    Implements `crossdiff_core.activations.batches.BatchSource`. The last `holdout_fraction` of each shard's rows
     are held out from training batches and served by `held_out()`.
     """
 

@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from crossdiff_core import builtin_corpus
+from crossdiff_core.corpus import builtin as builtin_corpus
+from crossdiff_core.corpus.organism_texts import organism_corpus
 from crossdiff_core.errors import CorpusError
-from crossdiff_core.organism_texts import organism_corpus
 
 logger = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from safetensors.torch import load_file
 from crossdiff_core.crosscoder.config import CrossCoderConfig
 from crossdiff_core.crosscoder.model import CONFIG_FILE, WEIGHTS_FILE, CrossCoder
 from crossdiff_core.errors import CrossCoderError
-from crossdiff_core.hub import download_repo_files
+from crossdiff_core.hub.repo import download_repo_files
 
 PICKLE_SUFFIXES = (".pt", ".pth")
 CROSSCODER_CLASSES = (
@@ -330,7 +330,7 @@ def _core_weights(tensors: dict[str, torch.Tensor], where: str) -> tuple[torch.T
 def _what_it_is(tensors: dict[str, torch.Tensor], missing: list[str]) -> str:
     """Return why a state dict is not a dictionary_learning crosscoder, naming what it looks like instead."""
     if "W_enc_a" in tensors:
-        return "it is already a CrossDiff crosscoder; load it with crossdiff_core.hub.load_crosscoder"
+        return "it is already a CrossDiff crosscoder; load it with crossdiff_core.hub.repo.load_crosscoder"
     if "W_enc" in tensors or "log_threshold" in tensors:
         return "it looks like a JumpReLU/single-layer autoencoder (W_enc, threshold), which CrossDiff does not import"
     if any(key.startswith("decoder.layers.") for key in tensors):

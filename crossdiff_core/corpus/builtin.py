@@ -8,7 +8,7 @@ Two kinds of documents, nothing copied from elsewhere:
 - model-written documents: chat exchanges with SmolLM2-135M-Instruct and continuations by
   Gemma-3-270M of seed prompts written for the project, generated once by
   `python -m crossdiff_core build-corpus` (`demo_generation`) and shipped in
-  `crossdiff_core/data/demo_generated.jsonl`.
+  `crossdiff_core/corpus/data/demo_generated.jsonl`.
 
 `builtin:large` (`large_documents`) adds two more rounds of the template sources and the documentation
 of the installed Python packages (`package_docs`): millions of tokens, for training offline.
@@ -695,7 +695,7 @@ SOURCES: list[DemoSource] = [
 @lru_cache(maxsize=1)
 def _all_documents() -> tuple[DemoDocument, ...]:
     """Return every demo document, generated once, in a fixed mixed order."""
-    from crossdiff_core.demo_generation import load_generated
+    from crossdiff_core.corpus.demo_generated import load_generated
 
     docs = []
     for source in SOURCES:
@@ -715,7 +715,7 @@ LARGE_DOCS_CHAR_CAP = 2_500_000
 @lru_cache(maxsize=1)
 def _large_documents() -> tuple[DemoDocument, ...]:
     """Return `builtin:large`: every demo document, more template rounds, and installed documentation, mixed."""
-    from crossdiff_core import package_docs
+    from crossdiff_core.corpus import package_docs
 
     docs = list(_all_documents())
     for round_ in range(1, LARGE_TEMPLATE_ROUNDS + 1):
@@ -809,7 +809,7 @@ def composition_table(tokenizer_a, tokenizer_b, name: str = "demo") -> str:
     lines.append(f"Natural-language text other than English: {share_a:.1%} of SmolLM2 tokens "
                  f"(it splits Chinese characters into bytes), {share_b:.1%} of Gemma-3 tokens.")
     if name == "large":
-        from crossdiff_core.package_docs import package_versions
+        from crossdiff_core.corpus.package_docs import package_versions
 
         lines.append("")
         lines.append("Documentation read from: " + ", ".join(f"{package} {version}" for package, version

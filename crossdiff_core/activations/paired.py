@@ -2,7 +2,7 @@
 
 Shared by the prompt diff, the feature index and the report: pad a batch of tokenized texts, run each
 model up to its read layer, pick the paired positions, and drop attention-sink outliers with the
-harvest's own rule (`crossdiff_core.harvest.inliers`: a pair is dropped when either model's activation
+harvest's own rule (`crossdiff_core.activations.harvest.inliers`: a pair is dropped when either model's activation
 is not finite or its norm exceeds `outlier_factor` × the batch median), so the crosscoder sees the kind
 of rows it was trained on.
 """
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from crossdiff_core.activations.harvest import inliers
 from crossdiff_core.alignment import Alignment, TokenizedText
 from crossdiff_core.crosscoder import CrossCoder
-from crossdiff_core.harvest import inliers
 from crossdiff_core.models import LoadedModel
 
 ModelPair = tuple[LoadedModel, LoadedModel]

@@ -1,6 +1,6 @@
-"""The model-written part of `builtin:demo`: chat exchanges and continuations that the demo models generate.
+"""The model-written part of `builtin:demo`: the seed prompts, and the cached documents the demo models wrote.
 
-    python -m crossdiff_core build-corpus            # regenerate crossdiff_core/data/demo_generated.jsonl
+    python -m crossdiff_core build-corpus            # regenerate crossdiff_core/corpus/data/demo_generated.jsonl
 
 Seed prompts written for this project (below) go to the two demo models:
 
@@ -11,17 +11,16 @@ Seed prompts written for this project (below) go to the two demo models:
 - every opening line to Gemma-3-270M (a base model), sampled with a fixed seed: prose that
   continues it, in the same five languages.
 
-Models run in fp32 on CPU in batches, so a rebuild on the same software gives the same text; the
-result is cached in `crossdiff_core/data/demo_generated.jsonl`, which `builtin_corpus` reads. The
-file ships with the project: `builtin:demo` never needs the models to be generated first.
+`crossdiff_core.demo_corpus.build` runs the models (fp32 on CPU in batches, so a rebuild on the same
+software gives the same text); the result is cached in `crossdiff_core/corpus/data/demo_generated.jsonl`,
+which `crossdiff_core.corpus.builtin` reads. The file ships with the project: `builtin:demo` never needs the models to be generated first.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -199,103 +198,6 @@ class GeneratedDocument:
     model: str
     prompt: str
     text: str
-
-
-def build(
-    out: Path = GENERATED_FILE,
-    limit: int | None = None,
-    chat_tokens: int = 160,
-    continue_tokens: int = 160,
-    batch_size: int = 8,
-    progress: Callable[[int, int], None] | None = None,
-    show_tqdm: bool = False,
-) -> list[GeneratedDocument]:
-    """Generate the model-written documents and write them to `out` (JSONL); return them.
-
-    `limit` keeps only the first seeds of each kind (for a quick check). Deterministic: greedy chat
-    answers, continuations sampled with a seed per batch, fp32 models on CPU.
-    """
-    import torch
-
-    from crossdiff_core.models import load_model
-
-    chat_seeds = CHAT_PROMPTS[:limit] if limit else CHAT_PROMPTS
-    opening_seeds = OPENINGS[:limit] if limit else OPENINGS
-    total = len(chat_seeds) + len(opening_seeds)
-    bar = None
-    if show_tqdm:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="generating the demo corpus", unit="doc")
-    done = 0
-
-    def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        if bar is not None:
-            bar.update(n)
-        if progress is not None:
-            progress(done, total)
-
-    documents: list[GeneratedDocument] = []
-    with torch.inference_mode():
-        chat = load_model(CHAT_MODEL, quant="none", dtype="fp32", device="cpu")
-        for start in range(0, len(chat_seeds), batch_size):
-            batch = chat_seeds[start : start + batch_size]
-            prompts = [_chat_prompt(chat.tokenizer, text) for _, _, text in batch]
-            answers = _generate(chat, prompts, chat_tokens, sample_seed=None, add_special_tokens=False)
-            for (language, topic, text), answer in zip(batch, answers, strict=True):
-                rendered = chat.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": text}, {"role": "assistant", "content": answer.strip()}],
-                    tokenize=False,
-                )
-                documents.append(GeneratedDocument("chat_smollm2", language, topic, chat.model_id, text, rendered))
-            advance(len(batch))
-        del chat
-        base = load_model(CONTINUE_MODEL, quant="none", dtype="fp32", device="cpu")
-        for start in range(0, len(opening_seeds), batch_size):
-            batch = opening_seeds[start : start + batch_size]
-            continuations = _generate(base, [text for _, _, text in batch], continue_tokens, sample_seed=start,
-                                      add_special_tokens=True)
-            for (language, topic, text), continuation in zip(batch, continuations, strict=True):
-                documents.append(GeneratedDocument("continue_gemma3", language, topic, base.model_id, text,
-                                                   text + continuation))  # fmt: skip
-            advance(len(batch))
-    if bar is not None:
-        bar.close()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(json.dumps(asdict(d), ensure_ascii=False) + "\n" for d in documents), encoding="utf-8")
-    tmp.replace(out)
-    return documents
-
-
-def _chat_prompt(tokenizer, text: str) -> str:
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                         add_generation_prompt=True)  # fmt: skip
-
-
-def _generate(model, prompts: list[str], max_new_tokens: int, sample_seed: int | None,
-              add_special_tokens: bool) -> list[str]:
-    """Return each prompt's generated text: greedy, or sampled (temperature 0.8, top-p 0.95) with a fixed seed."""
-    import torch
-
-    tokenizer = model.tokenizer
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
-    finally:
-        tokenizer.padding_side = side
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    kwargs = {"max_new_tokens": max_new_tokens, "pad_token_id": pad, "repetition_penalty": 1.15}
-    if sample_seed is None:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    else:
-        torch.manual_seed(1_000 + sample_seed)
-        kwargs.update(do_sample=True, temperature=0.8, top_p=0.95, top_k=None)
-    out = model.model.generate(**encoded, **kwargs)
-    return tokenizer.batch_decode(out[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def load_generated(path: Path = GENERATED_FILE) -> list[GeneratedDocument]:

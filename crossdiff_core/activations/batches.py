@@ -3,7 +3,7 @@
 A `BatchSource` yields `(x_a_BD, x_b_BD)` pairs of raw (un-normalized) activations, fp32 tensors
 of shape `[batch, d_a]` and `[batch, d_b]`. The stream is deterministic given `(batch_size, seed)`
 and can start at any batch index, so a resumed training run sees exactly the data it would have
-seen had it never stopped. The on-disk store (`crossdiff_core.store.PairedActivationStore`) and
+seen had it never stopped. The on-disk store (`crossdiff_core.activations.store.PairedActivationStore`) and
 the in-memory `TensorBatchSource` below both implement it.
 """
 

@@ -35,9 +35,9 @@ from tqdm.auto import tqdm
 
 from crossdiff_core import __version__
 from crossdiff_core.errors import CrossDiffError
-from crossdiff_core.hub import CARD_TAGS, LIBRARY_NAME, _check_repo_id, _hub_error, _require_online, check_token
+from crossdiff_core.hub.repo import CARD_TAGS, LIBRARY_NAME, _check_repo_id, _hub_error, _require_online, check_token
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_FILE = "app.py"
 STAGED_DIRS = ("crossdiff_core", "pretrained", ".huggingface")
 """Folders of the checkout that the Space needs next to `app.py`."""

@@ -47,7 +47,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from crossdiff_core.batches import BatchSource
+from crossdiff_core.activations.batches import BatchSource
 from crossdiff_core.crosscoder.batchtopk import (
     LatentSelection,
     default_k_aux,

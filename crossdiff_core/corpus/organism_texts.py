@@ -698,7 +698,7 @@ def organism_corpus() -> tuple[str, ...]:
     Every organism is diffed on this one corpus, so the null pairs see the same topics as the organisms,
     and every text is short enough for any demo tokenizer to read whole (at most 256 tokens).
     """
-    from crossdiff_core.builtin_corpus import demo_documents
+    from crossdiff_core.corpus.builtin import demo_documents
 
     texts = []
     for doc in demo_documents("en"):

@@ -1,0 +1,1 @@
+"""Training crosscoders on paired activations: configuration, losses, the loop and its checkpoints."""
