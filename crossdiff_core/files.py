@@ -1,4 +1,4 @@
-"""File permissions of what CrossDiff writes.
+"""How CrossDiff writes files: atomically, with the usual permissions, and with a clear error on a full disk.
 
 safetensors and `tempfile` create files and folders readable by their owner only (0600 / 0700);
 files CrossDiff writes atomically through them get the permissions a plain `open()` or `mkdir()`
@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from crossdiff_core.errors import disk_full_error, is_disk_full
 
 
 def _current_umask() -> int:
@@ -57,3 +59,30 @@ def write_folder_atomically(target: os.PathLike | str, fill: Callable[[Path], No
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+RERUN_ADVICE = "free space on that disk and run the same command again"
+
+
+def write_text_atomically(path: os.PathLike | str, text: str, advice: str = RERUN_ADVICE, sync: bool = False) -> Path:
+    """Write `text` (UTF-8) to `path` through a temporary sibling and a rename; return `path`.
+
+    A crash never leaves half a file, and a full disk raises `DiskFullError` (saying `advice`) with the
+    old file intact. `sync=True` also flushes the data to the disk before the rename.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    usual_permissions(tmp)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and is_disk_full(error):
+            raise disk_full_error(path, error, f"{path.name} is unchanged; {advice}") from error
+        raise
+    return path
