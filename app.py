@@ -51,7 +51,8 @@ from crossdiff_core.analysis import (
 )
 from crossdiff_core.corpus.organism_texts import organism_texts
 from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError, is_out_of_memory
-from crossdiff_core.models import DEMO_MODELS, cache_dir, find_demo, find_organism, organism_folder
+from crossdiff_core.files import cache_dir
+from crossdiff_core.models import DEMO_MODELS, find_demo, find_organism, identify, organism_folder
 from crossdiff_core.organisms import read_record
 from crossdiff_core.workspace import PairKey, TrainJob, Workspace, run_train_job, shipped_crosscoders
 
@@ -228,13 +229,6 @@ def _run_steer(pair, crosscoder, latent, strength, prompt, max_new_tokens, side,
 # ------------------------------------------------------------------------------------------- helpers
 
 
-def canonical_model(spec: str) -> str:
-    """Return the name the app uses for a model spec (demo models by their short name), stripped."""
-    spec = (spec or "").strip()
-    demo = find_demo(spec) if spec else None
-    return demo.short_name if demo is not None else spec
-
-
 def organism_note(pair) -> str:
     """Return what the app says when a loaded model is a model organism: a puzzle with its answer folded away."""
     lines = []
@@ -246,18 +240,11 @@ def organism_note(pair) -> str:
         record = read_record(organism_folder(demo.short_name, name))
         tries = " · ".join(f"“{html.escape(p.text[:90])}…”" for p in organism_texts(name).positives[:2])
         lines.append(
-            f"🧪 **Model {side} is a model organism**: {short_name(demo.hub_id)} fine-tuned on purpose "
+            f"🧪 **Model {side} is a model organism**: {identify(demo.hub_id).display} fine-tuned on purpose "
             f"({html.escape(record.get('kind', 'a narrow behaviour'))}), so you can check that CrossDiff finds what "
             f"was taught. Try prompts such as {tries} in **Compare**, then open the answer:\n\n"
             f"<details><summary>What was taught (the answer)</summary>\n\n{html.escape(record['taught'])}\n\n</details>")
     return "\n\n".join(lines)
-
-
-def short_name(model: str) -> str:
-    """Return a model's display name: the last part of a Hub id or path."""
-    demo = find_demo(model or "")
-    name = demo.hub_id if demo is not None else (model or "?")
-    return name.rstrip("/").split("/")[-1]
 
 
 def _source_folder(source: str) -> Path | None:
@@ -341,7 +328,7 @@ def tokens_html(model_diff, side: str, names) -> str:
         if token.exclusivity is None:
             tip = "not compared (before the first position both models read)"
         else:
-            tip = f"{share:.0%} of this token comes from features only {short_name(model_diff.model)} has"
+            tip = f"{share:.0%} of this token comes from features only {identify(model_diff.model).display} has"
             exclusive = [lat for lat in token.latents if lat.block == exclusive_block][:3]
             if exclusive:
                 tip += "\n" + "\n".join(f"• {names(lat.latent)} ({lat.activation:.2g})" for lat in exclusive)
@@ -351,7 +338,7 @@ def tokens_html(model_diff, side: str, names) -> str:
                      f"data-x='{share:.3f}'>{_token_text(token.text)}</span>")
     legend = (f"<div class='cd-legend'><span>shared</span><span class='cd-bar' style='background: linear-gradient("
               f"90deg, rgba({r},{g},{b},0.04), rgba({r},{g},{b},0.9))'></span><span>only in "
-              f"{html.escape(short_name(model_diff.model))}</span></div>")
+              f"{html.escape(identify(model_diff.model).display)}</span></div>")
     return f"{legend}<div class='cd-tokens' data-side='{side}'>{''.join(spans)}</div>"
 
 
@@ -392,7 +379,7 @@ def _empty_hits() -> pd.DataFrame:
 def model_head(side: str, model: str | None) -> str:
     label = "Model A" if side == "a" else "Model B"
     r, g, b = SIDE_RGB[side]
-    name = html.escape(short_name(model)) if model else "—"
+    name = html.escape(identify(model).display) if model else "—"
     return (f"<div class='cd-head'><span style='color: rgb({r},{g},{b})'>■</span> {label} · {name}"
             f"<div class='cd-sub'>how it cut the prompt, and its exclusive features that fired</div></div>")
 
@@ -400,9 +387,9 @@ def model_head(side: str, model: str | None) -> str:
 def _block_words(block: str, index) -> str:
     models = index.meta["models"]
     if block == "A-exclusive":
-        return f"only in model A ({short_name(models['a']['model_id'])})"
+        return f"only in model A ({identify(models['a']['model_id']).display})"
     if block == "B-exclusive":
-        return f"only in model B ({short_name(models['b']['model_id'])})"
+        return f"only in model B ({identify(models['b']['model_id']).display})"
     return "shared by both models"
 
 
@@ -463,7 +450,7 @@ def contexts_html(card, index) -> str:
     """Return a feature's top contexts as each model cut them, the feature's activation shading each token."""
     if not card.contexts:
         return "<div class='cd-empty'>No contexts: this feature never fired on the text the index read.</div>"
-    names = {side: short_name(index.meta["models"][side]["model_id"]) for side in ("a", "b")}
+    names = {side: identify(index.meta["models"][side]["model_id"]).display for side in ("a", "b")}
     parts = [("<div class='cd-title'>Where it fires most <span class='cd-sub'>darker = stronger; outlined = its "
               "peak; each model's own tokens</span></div>")]
     for context in card.contexts:
@@ -493,7 +480,7 @@ def token_effects_html(card, index) -> str:
         return "<div class='cd-empty'>No decoder direction recorded for this feature.</div>"
     parts = ["<div class='cd-title'>What it pushes the model to say next</div>"]
     for side, promoted in card.promoted.items():
-        name = html.escape(short_name(index.meta["models"][side]["model_id"]))
+        name = html.escape(identify(index.meta["models"][side]["model_id"]).display)
         up = "".join(f"<span class='cd-chip cd-up' title='{v:.3g}'>{html.escape(t)}</span>" for t, v in promoted)
         down = "".join(f"<span class='cd-chip cd-down' title='{v:.3g}'>{html.escape(t)}</span>"
                        for t, v in card.suppressed.get(side, []))
@@ -565,7 +552,7 @@ def compute_dtype_of(device: str) -> str:
 
 def compute_line(pair) -> str:
     """Return one plain line saying which dtype the loaded models compute in, and why."""
-    said = [(short_name(m.model_id), getattr(m, "compute_dtype", None), getattr(m, "compute_dtype_reason", ""))
+    said = [(identify(m.model_id).display, getattr(m, "compute_dtype", None), getattr(m, "compute_dtype_reason", ""))
             for m in pair]
     if said[0][1:] == said[1][1:]:
         _, dtype, reason = said[0]
@@ -588,7 +575,7 @@ def memory_markdown(model_a: str, model_b: str, quant: str) -> str:
     a, b = estimate.model_a.arch, estimate.model_b.arch
     verdict = ("✅ fits" if need <= available else
                "❌ **probably does not fit**" + ("; choose 4-bit" if quant != "nf4" else "; choose smaller models"))
-    return (f"**Memory estimate:** {short_name(a.name)} ({a.n_params / 1e9:.2f} B parameters) + {short_name(b.name)} "
+    return (f"**Memory estimate:** {identify(a.name).display} ({a.n_params / 1e9:.2f} B parameters) + {identify(b.name).display} "
             f"({b.n_params / 1e9:.2f} B) need about **{_gib(need)}** to load and compare ({QUANT_WORDS[quant]}, "
             f"computing in {estimate.dtype} on {estimate.device.upper()}); {_gib(available)} is available → {verdict}.")
 
@@ -623,7 +610,7 @@ def train_estimate(settings: dict, model_a: str, model_b: str, quant: str) -> st
 
 def quick_label(session: dict) -> str:
     """Return the label of the one-click button, with its rough duration for the session's models."""
-    key_a, key_b = canonical_model(session["model_a"]), canonical_model(session["model_b"])
+    key_a, key_b = identify(session["model_a"]).key, identify(session["model_b"]).key
     estimate, _, _ = _plan(key_a, key_b, session["quant"], dict_size=QUICK_TRAIN["dict_size"],
                            batch_size=QUICK_TRAIN["batch_size"])
     if estimate is None:
@@ -696,12 +683,12 @@ class CrossDiffApp:
         config = self.ws.crosscoder(source).config
         if not config.model_a or not config.model_b:
             raise CrossCoderError(f"the crosscoder {source} does not record its two models; pick the models by hand")
-        return {"model_a": canonical_model(config.model_a), "model_b": canonical_model(config.model_b),
+        return {"model_a": identify(config.model_a).key, "model_b": identify(config.model_b).key,
                 "layer_a": config.layer_a, "layer_b": config.layer_b}
 
     @staticmethod
     def pair_key(session: dict) -> PairKey:
-        return PairKey(canonical_model(session["model_a"]), canonical_model(session["model_b"]), session["quant"],
+        return PairKey(identify(session["model_a"]).key, identify(session["model_b"]).key, session["quant"],
                        session.get("layer_a"), session.get("layer_b"))
 
     def pair(self, key: PairKey, trust_remote_code: bool = False) -> tuple:
@@ -775,10 +762,8 @@ class CrossDiffApp:
     @staticmethod
     def _precheck(crosscoder, key: PairKey) -> None:
         """Refuse a crosscoder trained on another pair before spending minutes loading models."""
-        from crossdiff_core.hub.repo import hub_model_id
-
-        crosscoder.config.check_pair(hub_model_id(key.model_a), key.layer_a, None,
-                                     hub_model_id(key.model_b), key.layer_b, None)
+        crosscoder.config.check_pair(identify(key.model_a).hub_id, key.layer_a, None,
+                                     identify(key.model_b).hub_id, key.layer_b, None)
 
     def names(self, loaded: Loaded):
         """Return a function latent id → label (index labels, else block and id)."""
@@ -812,7 +797,7 @@ class CrossDiffApp:
         source = session.get("crosscoder")
         if not source:
             return f"<div class='cd-banner'>⚠️ {html.escape(NO_CROSSCODER)}</div>"
-        a, b = short_name(session["model_a"]), short_name(session["model_b"])
+        a, b = identify(session["model_a"]).display, identify(session["model_b"]).display
         return (f"<div class='cd-banner'>Comparing <b>{html.escape(a)}</b> (model A) with <b>{html.escape(b)}</b> "
                 f"(model B) through the crosscoder <code>{html.escape(_source_label(source))}</code>. Change either in "
                 "<i>Models &amp; crosscoder</i>.</div>")
@@ -840,7 +825,7 @@ class CrossDiffApp:
             result = _run_diff(loaded.crosscoder, loaded.pair, prompt, mode == CHAT, labels, loaded.index)
         names = self.names(loaded)
         a, b = result.model_a, result.model_b
-        summary = [(f"**{short_name(a.model)}** read {len(a.tokens)} tokens and **{short_name(b.model)}** "
+        summary = [(f"**{identify(a.model).display}** read {len(a.tokens)} tokens and **{identify(b.model).display}** "
                     f"{len(b.tokens)}; at {result.paired} places both had read exactly the same text, and the "
                     f"crosscoder compared them there. Exclusive features that fired: **{len(a.exclusive)}** in "
                     f"model A, **{len(b.exclusive)}** in model B.")]
@@ -994,7 +979,7 @@ class CrossDiffApp:
                                 side_key, mode_key, bool(chat))
         names = self.names(loaded)
         verb = "added" if result.mode == "amplify" else "removed"
-        note = (f"**Feature {latent}: {names(latent)}** — {verb} in **{short_name(result.model)}** at strength "
+        note = (f"**Feature {latent}: {names(latent)}** — {verb} in **{identify(result.model).display}** at strength "
                 f"{result.strength:g}. Its activation over the prompt went from {_fmt(result.activation_before)} to "
                 f"{_fmt(result.activation_after)}. *{result.note}.*")
         if result.baseline == result.steered:
@@ -1014,7 +999,7 @@ class CrossDiffApp:
     def estimate_memory(self, model_a, model_b, quant_label):
         if not (model_a or "").strip() or not (model_b or "").strip():
             return "Name both models to see how much memory they need."
-        return memory_markdown(canonical_model(model_a), canonical_model(model_b), QUANTS.get(quant_label, "nf4"))
+        return memory_markdown(identify(model_a).key, identify(model_b).key, QUANTS.get(quant_label, "nf4"))
 
     def crosscoder_choice(self, kind):
         """Show the input that fits the chosen crosscoder source."""
@@ -1027,7 +1012,7 @@ class CrossDiffApp:
         """Fill the model fields from a shipped crosscoder's record."""
         for c in shipped_crosscoders():
             if c.name == name:
-                return canonical_model(c.model_a), canonical_model(c.model_b), c.layer_a, c.layer_b
+                return identify(c.model_a).key, identify(c.model_b).key, c.layer_a, c.layer_b
         return gr.Textbox(), gr.Textbox(), gr.Number(), gr.Number()
 
     @friendly("loading the models and the crosscoder")
@@ -1035,7 +1020,7 @@ class CrossDiffApp:
              progress=gr.Progress()):  # noqa: B008 - how Gradio injects progress
         """Load a model pair and a crosscoder for this session; return status, session and the shared views."""
         quant = QUANTS.get(quant_label, "nf4")
-        model_a, model_b = canonical_model(model_a), canonical_model(model_b)
+        model_a, model_b = identify(model_a).key, identify(model_b).key
         layer_a, layer_b = _int_or_none(layer_a), _int_or_none(layer_b)
         source = None
         if kind == "Shipped with the app":
@@ -1053,8 +1038,8 @@ class CrossDiffApp:
             progress(0.05, desc="Loading the crosscoder…")
             crosscoder = self.ws.crosscoder(source)
             config = crosscoder.config
-            fields = {"model_a": model_a or canonical_model(config.model_a or ""),
-                      "model_b": model_b or canonical_model(config.model_b or ""),
+            fields = {"model_a": model_a or identify(config.model_a or "").key,
+                      "model_b": model_b or identify(config.model_b or "").key,
                       "layer_a": layer_a if layer_a is not None else config.layer_a,
                       "layer_b": layer_b if layer_b is not None else config.layer_b}
         else:
@@ -1065,21 +1050,21 @@ class CrossDiffApp:
         key = self.pair_key(new)
         if source:
             self._precheck(crosscoder, key)
-        progress(0.2, desc=f"Loading {short_name(key.model_a)} and {short_name(key.model_b)} "
+        progress(0.2, desc=f"Loading {identify(key.model_a).display} and {identify(key.model_b).display} "
                            "(the first time can take minutes)…")
         pair = self.pair(key, bool(trust))
         if source:
             check_models(crosscoder, *pair)
             index = self.index_for(source, crosscoder)
-            status = (f"✅ Loaded **{short_name(pair[0].model_id)}** (layer {pair[0].layer}) and "
-                      f"**{short_name(pair[1].model_id)}** (layer {pair[1].layer}) with the crosscoder "
+            status = (f"✅ Loaded **{identify(pair[0].model_id).display}** (layer {pair[0].layer}) and "
+                      f"**{identify(pair[1].model_id).display}** (layer {pair[1].layer}) with the crosscoder "
                       f"`{_source_label(source)}` ({crosscoder.dict_size} features: {crosscoder.n_a} only in A, "
                       f"{crosscoder.n_shared} shared, {crosscoder.n_b} only in B). "
                       + ("Go to **Compare**." if index is not None else
                          "It has no feature index yet: Compare works, labels come after you build the index "
                          "in the Feature tab."))
         else:
-            status = (f"✅ Loaded **{short_name(pair[0].model_id)}** and **{short_name(pair[1].model_id)}**. "
+            status = (f"✅ Loaded **{identify(pair[0].model_id).display}** and **{identify(pair[1].model_id).display}**. "
                       "No crosscoder chosen: train one in the **Train** tab.")
         if line := compute_line(pair):
             status += f"\n\n{line}"
@@ -1093,7 +1078,7 @@ class CrossDiffApp:
     def find_hub(self, model_a, model_b):
         from crossdiff_core.hub.repo import find_on_hub
 
-        found = find_on_hub(canonical_model(model_a), canonical_model(model_b))
+        found = find_on_hub(identify(model_a).key, identify(model_b).key)
         if not found:
             return "No published crosscoder for this pair yet."
         return "\n".join(f"- {hit.describe()}" for hit in found[:20])
@@ -1136,7 +1121,7 @@ class CrossDiffApp:
         """Return the job folder of a training run: the same settings give the same folder, so a rerun resumes."""
         key = self.pair_key(session)
         layers = "L" + "-".join("mid" if layer is None else str(layer) for layer in (key.layer_a, key.layer_b))
-        name = (f"{_slug(short_name(key.model_a))}__{_slug(short_name(key.model_b))}-{layers}-{key.quant}-"
+        name = (f"{_slug(identify(key.model_a).display)}__{_slug(identify(key.model_b).display)}-{layers}-{key.quant}-"
                 f"{_slug(settings['corpus'])}-t{settings['n_tokens']}-d{settings['dict_size']}-k{settings['k']}-"
                 f"x{settings['exclusive_a']:g}-{settings['exclusive_b']:g}-s{settings['steps']}-b{settings['batch_size']}")
         if settings.get("dead_after_tokens"):
@@ -1167,7 +1152,7 @@ class CrossDiffApp:
         resume = " (it has earlier progress: starting will **resume** it)" if (folder / "store").exists() else ""
         text = train_estimate(settings, key.model_a, key.model_b, key.quant)
         quant = QUANT_WORDS.get(key.quant, key.quant)
-        return (f"Training on **{short_name(key.model_a)} × {short_name(key.model_b)}** ({quant}; change the "
+        return (f"Training on **{identify(key.model_a).display} × {identify(key.model_b).display}** ({quant}; change the "
                 f"models in *Models & crosscoder*).\n\n{text}\n\nJob folder: `{folder}`{resume}")
 
     def after_quick_train(self, prompt, mode, session, progress=gr.Progress()):  # noqa: B008 - how Gradio injects progress
@@ -1355,8 +1340,8 @@ class CrossDiffApp:
         out = Path(tempfile.mkdtemp(prefix="crossdiff-report-"))
         files = write_report(index, out)
         meta = index.meta
-        summary = (f"Report for **{short_name(meta['models']['a']['model_id'])} × "
-                   f"{short_name(meta['models']['b']['model_id'])}**: the {min(20, meta['n_exclusive_a'])} best "
+        summary = (f"Report for **{identify(meta['models']['a']['model_id']).display} × "
+                   f"{identify(meta['models']['b']['model_id']).display}**: the {min(20, meta['n_exclusive_a'])} best "
                    f"features only in model A and the {min(20, meta['n_exclusive_b'])} best only in model B, with "
                    "contexts and scores. Download the files below; open `report.html` in a browser.")
         paths = [str(files.html), str(files.markdown), str(files.csv), *map(str, files.images)]
@@ -1386,7 +1371,7 @@ def source_kind(source: str | None, shipped: list[str]) -> str:
 
 def side_choices(session: dict, current: str | None):
     """Return the browse list's model choices for a session's pair, keeping the chosen side."""
-    choices = [f"Model A · {short_name(session['model_a'])}", f"Model B · {short_name(session['model_b'])}"]
+    choices = [f"Model A · {identify(session['model_a']).display}", f"Model B · {identify(session['model_b']).display}"]
     return gr.Radio(choices=choices, value=choices[1] if (current or "").startswith("Model B") else choices[0])
 
 
@@ -1476,9 +1461,9 @@ def build(workspace: Workspace | None = None, default_crosscoder: str | None = N
                     build_index_btn = gr.Button("Build the feature index", scale=1)
                 with gr.Accordion("Browse the exclusive features of each model", open=True):
                     with gr.Row():
-                        browse_side = gr.Radio([f"Model A · {short_name(s0['model_a'])}",
-                                                f"Model B · {short_name(s0['model_b'])}"],
-                                               value=f"Model A · {short_name(s0['model_a'])}", label="Model", scale=2)
+                        browse_side = gr.Radio([f"Model A · {identify(s0['model_a']).display}",
+                                                f"Model B · {identify(s0['model_b']).display}"],
+                                               value=f"Model A · {identify(s0['model_a']).display}", label="Model", scale=2)
                         search = gr.Textbox(label="Search by label or token", placeholder="e.g. China, def, sorry",
                                             scale=3)
                     browser = gr.Dataframe(pd.DataFrame([], columns=["ID", "Feature", "Rank score", "Fires on",

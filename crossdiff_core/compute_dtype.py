@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from crossdiff_core.files import cache_dir
+
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads the constants below without it
     import torch
 
@@ -335,8 +337,6 @@ def write_cached_timing(path: str | os.PathLike, key: str, timing: MatmulTiming)
 
 
 def _default_cache_file() -> Path | None:
-    from crossdiff_core.models import cache_dir  # models imports this module: import at call time
-
     try:
         return cache_dir() / CACHE_FILE
     except OSError:

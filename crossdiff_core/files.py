@@ -26,6 +26,13 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def cache_dir() -> Path:
+    """Return CrossDiff's cache folder (`$CROSSDIFF_CACHE`, default `~/.cache/crossdiff`), created if missing."""
+    path = Path(os.environ.get("CROSSDIFF_CACHE", Path.home() / ".cache" / "crossdiff"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def usual_permissions(*paths: os.PathLike | str) -> None:
     """Give each file 0666 and each folder 0777, less the umask (what open() and mkdir() would have given)."""
     for path in map(Path, paths):

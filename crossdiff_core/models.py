@@ -35,7 +35,7 @@ from torch import nn
 from crossdiff_core.compute_dtype import DEFAULT_DTYPE, DTYPE_CHOICES, ComputeDtype, dtype_name, pick_compute_dtype
 from crossdiff_core.corpus.organism_texts import ORGANISM_NAMES
 from crossdiff_core.errors import ModelLoadError, is_out_of_memory
-from crossdiff_core.files import write_folder_atomically
+from crossdiff_core.files import cache_dir, write_folder_atomically
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,6 @@ DEMO_MODELS = {
 }
 
 
-def cache_dir() -> Path:
-    """Return CrossDiff's cache folder (`$CROSSDIFF_CACHE`, default `~/.cache/crossdiff`)."""
-    path = Path(os.environ.get("CROSSDIFF_CACHE", Path.home() / ".cache" / "crossdiff"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def find_demo(spec: str) -> DemoModel | None:
     """Return the demo model a spec names (short name or Hub id, any case), or None."""
     key = spec.strip().lower()
@@ -96,6 +89,37 @@ def find_demo(spec: str) -> DemoModel | None:
         if key in (demo.short_name, demo.hub_id.lower()):
             return demo
     return None
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a model spec (demo name, Hub id, organism spec, folder or .gguf file) stands for."""
+
+    key: str
+    """How CrossDiff names the model: a demo model's short name, else the spec itself (stripped)."""
+    hub_id: str | None
+    """Its Hub id (demo models map to theirs); None for folders, .gguf files, organisms and unknowns."""
+    display: str
+    """A short name to show: the last part of the Hub id or path, "?" when there is no spec."""
+
+
+def identify(spec: str | None) -> ModelIdentity:
+    """Return the identity of a model spec: the one rule the app, the CLI and the Hub use to name models."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    spec = (spec or "").strip()
+    demo = find_demo(spec) if spec else None
+    if demo is not None:
+        return ModelIdentity(demo.short_name, demo.hub_id, demo.hub_id.split("/")[-1])
+    hub_id = None
+    if spec and not os.path.exists(spec) and not spec.endswith(".gguf"):
+        try:
+            validate_repo_id(spec)
+            hub_id = spec
+        except HFValidationError:
+            pass
+    return ModelIdentity(spec, hub_id, spec.rstrip("/").split("/")[-1] if spec else "?")
 
 
 def find_organism(spec: str) -> tuple[DemoModel, str] | None:

@@ -28,7 +28,7 @@ from crossdiff_core.analysis import diff
 from crossdiff_core.corpus.sources import CorpusStats, iter_documents
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError, ModelLoadError
-from crossdiff_core.hub.repo import _hub_error, load_crosscoder, open_crosscoder
+from crossdiff_core.hub.repo import hub_error, load_crosscoder, open_crosscoder
 from crossdiff_core.models import _explain_load_failure, find_demo, load_model, tokenizer_fingerprint
 
 SMOL, GEMMA = find_demo("smollm2-135m").hub_id, find_demo("gemma3-270m").hub_id
@@ -126,7 +126,7 @@ def test_gated_model_without_token_says_to_set_a_token(wrapped):
     assert "gated" in message and "HF_TOKEN" in message and "accept its conditions" in message
     assert "https://huggingface.co/google/gemma-x" in message
     # the crosscoder side of the Hub says to pass a token too
-    assert "pass a token" in str(_hub_error(gated, "downloading google/gemma-x", None))
+    assert "pass a token" in str(hub_error(gated, "downloading google/gemma-x", None))
 
 
 @pytest.mark.parametrize("status", [401, 404])

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from crossdiff_core import __version__
 from crossdiff_core.errors import CrossDiffError
-from crossdiff_core.hub.repo import CARD_TAGS, LIBRARY_NAME, _check_repo_id, _hub_error, _require_online, check_token
+from crossdiff_core.hub.repo import CARD_TAGS, LIBRARY_NAME, check_repo_id, hub_error, require_online, check_token
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_FILE = "app.py"
@@ -411,7 +411,7 @@ def deploy_space(
     """
     _check_space_id(space_id)
     hardware = _check_hardware(hardware)
-    _require_online("deploying a Space")
+    require_online("deploying a Space")
     check_token(token)
     api = HfApi(token=token, library_name=LIBRARY_NAME, library_version=__version__)
     with tempfile.TemporaryDirectory(prefix="crossdiff-space-") as tmp:
@@ -425,13 +425,13 @@ def deploy_space(
                 commit_message=f"Deploy CrossDiff {__version__}", delete_patterns=[f"{name}/*" for name in owned],
             )  # fmt: skip
         except (HfHubHTTPError, httpx2.HTTPError, OfflineModeIsEnabled) as error:
-            raise _hub_error(error, f"deploying the Space {space_id}", token, write=True) from None
+            raise hub_error(error, f"deploying the Space {space_id}", token, write=True) from None
     warnings = []
     if hardware is not None:
         try:
             api.request_space_hardware(space_id, hardware)
         except (HfHubHTTPError, httpx2.HTTPError) as error:
-            reason = str(_hub_error(error, f"requesting {hardware} hardware", token, write=True))
+            reason = str(hub_error(error, f"requesting {hardware} hardware", token, write=True))
             warnings.append(
                 f"{reason}. The app is uploaded; pick the hardware in the Space's settings (paid hardware needs "
                 "billing on the account)"
@@ -445,4 +445,4 @@ def _check_space_id(space_id: str) -> None:
         raise CrossDiffError(
             f"{space_id!r} is not a Space id: give it as OWNER/NAME (your user or organization, then a name)"
         )
-    _check_repo_id(space_id)
+    check_repo_id(space_id)

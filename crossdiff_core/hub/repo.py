@@ -47,7 +47,7 @@ from crossdiff_core import __version__
 from crossdiff_core.crosscoder.config import CrossCoderConfig
 from crossdiff_core.crosscoder.model import CONFIG_FILE, WEIGHTS_FILE, CrossCoder
 from crossdiff_core.errors import CrossCoderError
-from crossdiff_core.models import find_demo
+from crossdiff_core.models import identify
 from crossdiff_core.training.loop import SUMMARY_FILE
 
 LIBRARY_NAME = "crossdiff"
@@ -123,7 +123,7 @@ def push_to_hub(
     `training.json` (if any) fills the card's training section. `extra_files` (files or folders) are
     uploaded next to them under their own names. The repo is created if needed (`private` only applies then).
     """
-    _require_online("pushing to the Hub")
+    require_online("pushing to the Hub")
     check_token(token)
     with tempfile.TemporaryDirectory(prefix="crossdiff-push-") as tmp:
         staging = Path(tmp)
@@ -137,7 +137,7 @@ def push_to_hub(
             url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
             api.upload_folder(repo_id=repo_id, folder_path=staging, commit_message=commit_message)
         except (HfHubHTTPError, httpx2.HTTPError, OfflineModeIsEnabled) as error:
-            raise _hub_error(error, f"pushing to {repo_id}", token, write=True) from None
+            raise hub_error(error, f"pushing to {repo_id}", token, write=True) from None
     return str(url)
 
 
@@ -195,7 +195,7 @@ def _read_training(path: Path) -> dict | None:
 
 def card_metadata(config: CrossCoderConfig) -> dict:
     """Return the card front matter for a crosscoder: library, tags, base models and the `crossdiff:` pair record."""
-    base_models = [hub_id for hub_id in (hub_model_id(config.model_a), hub_model_id(config.model_b)) if hub_id]
+    base_models = [hub_id for hub_id in (identify(config.model_a).hub_id, identify(config.model_b).hub_id) if hub_id]
     record = {
         "model_a": _name(config.model_a), "model_b": _name(config.model_b),
         "layer_a": config.layer_a, "layer_b": config.layer_b,
@@ -289,28 +289,12 @@ def _row(cells: Iterable) -> str:
 
 def _name(model: str | None) -> str:
     """Return how the card names a model: its Hub id when it has one, else the spec, `unknown` when not recorded."""
-    return hub_model_id(model) or model or "unknown"
+    return identify(model).hub_id or model or "unknown"
 
 
 def _value(value: object) -> object:
     """Return a config value for display, `—` when unknown."""
     return "—" if value is None else value
-
-
-def hub_model_id(model: str | None) -> str | None:
-    """Return the Hub id a model spec stands for (demo names map to theirs), or None for local paths and unknowns."""
-    if not model:
-        return None
-    demo = find_demo(model)
-    if demo is not None:
-        return demo.hub_id
-    if os.path.exists(model) or model.endswith(".gguf"):
-        return None
-    try:
-        validate_repo_id(model)
-    except HFValidationError:
-        return None
-    return model
 
 
 # ---------------------------------------------------------------------------------------------- load
@@ -361,7 +345,7 @@ def download_repo_files(
 
     Raises `CrossCoderError` for an invalid id, a missing repo or revision, no access, or (offline) files not cached.
     """
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     check_token(token)
     offline = hub_constants.is_offline_mode()
     where = repo_id if revision is None else f"{repo_id}@{revision}"
@@ -381,7 +365,7 @@ def download_repo_files(
             "check your network or HF_ENDPOINT, or pass a local folder"
         ) from None
     except (HfHubHTTPError, httpx2.HTTPError, OfflineModeIsEnabled) as error:
-        raise _hub_error(error, f"downloading {where}", token) from None
+        raise hub_error(error, f"downloading {where}", token) from None
     return Path(folder)
 
 
@@ -463,8 +447,8 @@ def find_on_hub(model_a: str, model_b: str, token: str | None = None) -> list[Hu
     Each result's `swapped` says whether the repo's model A is your `model_b`. Demo names
     (`smollm2-135m`) stand for their Hub ids.
     """
-    _require_online("searching the Hub")
-    want_a, want_b = hub_model_id(model_a), hub_model_id(model_b)
+    require_online("searching the Hub")
+    want_a, want_b = identify(model_a).hub_id, identify(model_b).hub_id
     anchor = want_a or want_b
     if anchor is None:
         raise CrossCoderError(
@@ -477,7 +461,7 @@ def find_on_hub(model_a: str, model_b: str, token: str | None = None) -> list[Hu
         query = api.list_models(filter=[LIBRARY_NAME, f"base_model:{anchor}"], expand=["cardData", "lastModified"])
         listed = list(query)
     except (HfHubHTTPError, httpx2.HTTPError, OfflineModeIsEnabled) as error:
-        raise _hub_error(error, "searching the Hub", token) from None
+        raise hub_error(error, "searching the Hub", token) from None
     found = []
     for info in listed:
         record = info.card_data.get(CARD_METADATA_KEY) if info.card_data is not None else None
@@ -501,13 +485,13 @@ def _same_model(recorded, asked: str) -> bool:
     """Return True when a model recorded on a card and a model spec name the same model (demo names resolved)."""
     if not recorded:
         return False
-    return (hub_model_id(str(recorded)) or str(recorded)).lower() == (hub_model_id(asked) or asked).lower()
+    return (identify(str(recorded)).hub_id or str(recorded)).lower() == (identify(asked).hub_id or asked).lower()
 
 
 # ---------------------------------------------------------------------------------------------- errors
 
 
-def _require_online(action: str) -> None:
+def require_online(action: str) -> None:
     """Raise `CrossCoderError` when huggingface_hub is in offline mode; `action` says what needs the network."""
     if hub_constants.is_offline_mode():
         raise CrossCoderError(f"{action} needs the network but HF_HUB_OFFLINE is set; unset it (or set it to 0)")
@@ -528,7 +512,7 @@ def check_token(token: str | None) -> None:
         )
 
 
-def _check_repo_id(repo_id: str) -> None:
+def check_repo_id(repo_id: str) -> None:
     """Raise `CrossCoderError` unless `repo_id` is a well-formed Hub repo id."""
     try:
         validate_repo_id(repo_id)
@@ -538,7 +522,7 @@ def _check_repo_id(repo_id: str) -> None:
         ) from None
 
 
-def _hub_error(error: Exception, action: str, token: str | None, write: bool = False) -> CrossCoderError:
+def hub_error(error: Exception, action: str, token: str | None, write: bool = False) -> CrossCoderError:
     """Return a `CrossCoderError` that explains a huggingface_hub failure and what to do; never includes the token."""
     if isinstance(error, OfflineModeIsEnabled):
         return CrossCoderError(f"{action} needs the network but HF_HUB_OFFLINE is set; unset it (or set it to 0)")
