@@ -31,6 +31,7 @@ import re
 import tempfile
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,18 +44,23 @@ from crossdiff_core.analysis import (
     build_index,
     check_models,
     diff,
-    has_index,
     index_dir,
-    load_index,
     steer,
     write_report,
 )
 from crossdiff_core.corpus.organism_texts import organism_texts
-from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError, is_out_of_memory
-from crossdiff_core.files import cache_dir
-from crossdiff_core.models import DEMO_MODELS, find_demo, find_organism, identify, organism_folder
+from crossdiff_core.errors import CrossCoderError, CrossDiffError, is_out_of_memory
+from crossdiff_core.models import DEMO_MODELS, find_organism, identify, organism_folder
 from crossdiff_core.organisms import read_record
-from crossdiff_core.workspace import PairKey, TrainJob, Workspace, run_train_job, shipped_crosscoders
+from crossdiff_core.workspace import (
+    QUICK_JOB,
+    PairKey,
+    TrainJob,
+    Workspace,
+    run_train_job,
+    shipped_crosscoders,
+    source_folder,
+)
 
 log = logging.getLogger("crossdiff.app")
 
@@ -83,10 +89,11 @@ PRESETS = {
     "Custom (type below)": None,
 }
 
-QUICK_TRAIN = {"corpus": "builtin:demo", "n_tokens": 3000, "dict_size": 512, "k": 16, "exclusive_a": 0.05,
-               "exclusive_b": 0.05, "steps": 200, "batch_size": 256, "index_windows": 24}
-DEFAULT_TRAIN = {"corpus": "builtin:demo", "n_tokens": 20_000, "dict_size": 1024, "k": 16, "exclusive_a": 0.05,
-                 "exclusive_b": 0.05, "steps": 300, "batch_size": 512, "index_windows": 64}
+TRAIN_FORM = ("corpus", "n_tokens", "dict_size", "k", "exclusive_a", "exclusive_b", "steps", "batch_size",
+              "index_windows")
+"""The `TrainJob` settings the Train tab shows, in the order of its fields."""
+DEFAULT_TRAIN = {f.name: f.default for f in dataclasses.fields(TrainJob) if f.name in TRAIN_FORM}
+QUICK_TRAIN = {**DEFAULT_TRAIN, **QUICK_JOB}
 
 NO_CROSSCODER = (
     "No crosscoder is loaded yet. Load one in “Models & crosscoder”, or click “Train a small demo DFC” to make "
@@ -247,20 +254,11 @@ def organism_note(pair) -> str:
     return "\n\n".join(lines)
 
 
-def _source_folder(source: str) -> Path | None:
-    """Return the local folder of a crosscoder source (shipped name or folder), None for a Hub repo."""
-    shipped = {c.name: c.path for c in shipped_crosscoders()}
-    if source in shipped:
-        return Path(shipped[source])
-    path = Path(source).expanduser()
-    return path if path.is_dir() else None
-
-
 def _source_label(source: str | None) -> str:
     """Return how a crosscoder source is shown: a shipped name, a Hub id, or a folder (relative to the app)."""
     if not source:
         return "none"
-    folder = _source_folder(source)
+    folder = source_folder(source)
     if folder is not None and source not in {c.name for c in shipped_crosscoders()}:
         try:
             return str(folder.resolve().relative_to(ROOT))
@@ -639,13 +637,7 @@ class CrossDiffApp:
         self.ws = workspace or Workspace(device=os.environ.get("CROSSDIFF_DEVICE", "auto"))
         self.quant = quant or os.environ.get("CROSSDIFF_QUANT", "nf4")
         self.runs_dir = Path(runs_dir or os.environ.get("CROSSDIFF_RUNS", ROOT / "runs" / "app"))
-        self.model_lock = threading.Lock()
-        """Held while a model runs: forward hooks on shared models must not interleave."""
-        self._lock = threading.Lock()
-        self._trusted_lock = threading.Lock()
-        self._aliases: dict[PairKey, PairKey] = {}
-        self._trusted_pairs: dict[PairKey, tuple] = {}
-        self._indexes: dict[str, object] = {}
+        self.model_lock = self.ws.model_lock
         self._stops: dict[str, threading.Event] = {}
         self.ready = threading.Event()
         self.preload_seconds: float | None = None
@@ -689,63 +681,8 @@ class CrossDiffApp:
     @staticmethod
     def pair_key(session: dict) -> PairKey:
         return PairKey(identify(session["model_a"]).key, identify(session["model_b"]).key, session["quant"],
-                       session.get("layer_a"), session.get("layer_b"))
-
-    def pair(self, key: PairKey, trust_remote_code: bool = False) -> tuple:
-        """Return the loaded pair for a key (loaded once, shared by all users)."""
-        key = self._aliases.get(key, key)
-        if trust_remote_code:
-            from crossdiff_core.models import load_model
-
-            with self._trusted_lock:
-                if key not in self._trusted_pairs:
-                    self._trusted_pairs[key] = tuple(
-                        load_model(spec, layer=layer, quant=key.quant, device=self.ws.device, trust_remote_code=True)
-                        for spec, layer in ((key.model_a, key.layer_a), (key.model_b, key.layer_b)))
-                pair = self._trusted_pairs[key]
-        else:
-            pair = self.ws.pair(key)
-        resolved = PairKey(key.model_a, key.model_b, key.quant, pair[0].layer, pair[1].layer)
-        self._aliases.setdefault(resolved, key)
-        return pair
-
-    def index_for(self, source: str, crosscoder) -> object | None:
-        """Return the feature index of a crosscoder (cached), or None when it has none."""
-        with self._lock:
-            if source in self._indexes:
-                return self._indexes[source]
-        folder = self._index_home(source)
-        index = None
-        if folder is not None and has_index(folder):
-            try:
-                index = load_index(folder, crosscoder)
-            except CrossDiffError as exc:
-                log.warning("feature index of %s not usable: %s", source, exc)
-        with self._lock:
-            self._indexes[source] = index
-        return index
-
-    def _index_home(self, source: str) -> Path | None:
-        """Return the folder whose `feature_index/` belongs to a crosscoder source."""
-        folder = _source_folder(source)
-        if folder is not None:
-            return folder
-        cached = cache_dir() / "hub-indexes" / source.replace("/", "--")
-        if has_index(cached):
-            return cached
-        try:
-            from crossdiff_core.hub.repo import download_repo_files
-
-            snapshot = download_repo_files(source, ("feature_index/*",))
-            if has_index(snapshot):
-                return snapshot
-        except CrossDiffError:
-            pass
-        return cached
-
-    def forget_index(self, source: str) -> None:
-        with self._lock:
-            self._indexes.pop(source, None)
+                       session.get("layer_a"), session.get("layer_b"),
+                       trust_remote_code=bool(session.get("trust_remote_code", False)))
 
     def loaded(self, session: dict) -> Loaded:
         """Return the pair, crosscoder and index of a session, loading them the first time."""
@@ -755,9 +692,9 @@ class CrossDiffApp:
         crosscoder = self.ws.crosscoder(source)
         key = self.pair_key(session)
         self._precheck(crosscoder, key)
-        pair = self.pair(key, session.get("trust_remote_code", False))
+        pair = self.ws.pair(key)
         check_models(crosscoder, *pair)
-        return Loaded(pair, crosscoder, self.index_for(source, crosscoder), source)
+        return Loaded(pair, crosscoder, self.ws.index(source), source)
 
     @staticmethod
     def _precheck(crosscoder, key: PairKey) -> None:
@@ -782,7 +719,7 @@ class CrossDiffApp:
                 with self.model_lock:
                     _run_diff(loaded.crosscoder, loaded.pair, "Hello world.", False, None)
             else:
-                self.pair(self.pair_key(session))
+                self.ws.pair(self.pair_key(session))
         except Exception as exc:  # noqa: BLE001 - preloading is best effort; the first request reports errors
             log.warning("preloading failed (%s); models will load on first use", exc)
         finally:
@@ -849,7 +786,7 @@ class CrossDiffApp:
         if not source:
             raise user_error(NO_CROSSCODER, title="No crosscoder yet")
         crosscoder = self.ws.crosscoder(source)
-        index = self.index_for(source, crosscoder)
+        index = self.ws.index(source)
         latent = _int_or_none(latent)
         if latent is None:
             raise user_error("Give a feature number (the ID column of the tables), or pick one from the list below.",
@@ -895,8 +832,7 @@ class CrossDiffApp:
         columns = ["ID", "Feature", "Rank score", "Fires on", "Transfer R²"]
         if not source:
             return pd.DataFrame([], columns=columns)
-        crosscoder = self.ws.crosscoder(source)
-        index = self.index_for(source, crosscoder)
+        index = self.ws.index(source)
         if index is None:
             return pd.DataFrame([], columns=columns)
         side = "a" if side.startswith("Model A") else "b"
@@ -917,9 +853,9 @@ class CrossDiffApp:
     def build_feature_index(self, windows, session, progress=gr.Progress()):  # noqa: B008 - how Gradio injects progress
         """Build and save the feature index of the session's crosscoder; return the refreshed feature page."""
         loaded = self.loaded(session)
-        home = self._index_home(loaded.source)
+        home = self.ws.index_home(loaded.source)
         self._build_index(loaded, home, IndexConfig(n_windows=int(windows)), progress)
-        self.forget_index(loaded.source)
+        self.ws.forget_index(loaded.source)
         gr.Info("Feature index built: features now have labels, contexts and scores.")
         return self._card_outputs(session.get("latent") or 0, session)
 
@@ -945,7 +881,7 @@ class CrossDiffApp:
         source = session.get("crosscoder")
         if source:
             crosscoder = self.ws.crosscoder(source)
-            index = self.index_for(source, crosscoder)
+            index = self.ws.index(source)
             if index is not None and 0 <= latent < index.dict_size:
                 # its strongest firing is often too weak to change greedy text: start at several times it
                 strength = round(STEER_FACTOR * float(index.stats(latent)["max_activation"]), 2) or 4.0
@@ -1052,10 +988,10 @@ class CrossDiffApp:
             self._precheck(crosscoder, key)
         progress(0.2, desc=f"Loading {identify(key.model_a).display} and {identify(key.model_b).display} "
                            "(the first time can take minutes)…")
-        pair = self.pair(key, bool(trust))
+        pair = self.ws.pair(key)
         if source:
             check_models(crosscoder, *pair)
-            index = self.index_for(source, crosscoder)
+            index = self.ws.index(source)
             status = (f"✅ Loaded **{identify(pair[0].model_id).display}** (layer {pair[0].layer}) and "
                       f"**{identify(pair[1].model_id).display}** (layer {pair[1].layer}) with the crosscoder "
                       f"`{_source_label(source)}` ({crosscoder.dict_size} features: {crosscoder.n_a} only in A, "
@@ -1085,18 +1021,16 @@ class CrossDiffApp:
 
     # ---------------------------------------------------------------- Train
 
-    def _train_settings(self, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows,
-                        dead_after=0) -> dict:
+    def train_job(self, session: dict, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows,
+                  dead_after=0) -> TrainJob:
+        """Return the training job the Train tab's settings describe for this session's pair (checked, no folder yet)."""
         try:
-            settings = {"corpus": (corpus or "").strip() or "builtin:demo", "n_tokens": int(n_tokens),
+            settings = {"corpus": (corpus or "").strip() or DEFAULT_TRAIN["corpus"], "n_tokens": int(n_tokens),
                         "dict_size": int(dict_size), "k": int(k), "exclusive_a": float(ex_a),
                         "exclusive_b": float(ex_b), "steps": int(steps), "batch_size": int(batch),
                         "index_windows": int(windows), "dead_after_tokens": int(dead_after or 0) or None}
         except (TypeError, ValueError):
             raise user_error("Every training setting needs a number.", title="Check the settings") from None
-        if settings["dead_after_tokens"] is not None and settings["dead_after_tokens"] < 0:
-            raise user_error("The tokens after which a feature counts as dead must be 0 (automatic) or more.",
-                             title="Check the settings")
         corpus = settings["corpus"]
         if os.environ.get("SPACE_ID") and not corpus.startswith(("builtin:", "hf:")):
             # On a public Space a file path would let any visitor read server files into feature contexts.
@@ -1105,37 +1039,30 @@ class CrossDiffApp:
                 raise user_error("On a shared Space, train on builtin:demo, builtin:large or a Hub dataset "
                                  "(hf:<dataset>); "
                                  "files on the server cannot be used as a corpus.", title="Corpus not allowed here")
-        for name, low in (("n_tokens", 256), ("dict_size", 16), ("steps", 1), ("batch_size", 16), ("index_windows", 1)):
-            if settings[name] < low:
-                raise user_error(f"{name.replace('_', ' ')} must be at least {low}.", title="Check the settings")
-        if not 1 <= settings["k"] <= settings["dict_size"]:
-            raise user_error(f"k (active features per token) must be between 1 and the dictionary size "
-                             f"({settings['dict_size']}).", title="Check the settings")
-        from crossdiff_core.crosscoder import CrossCoderConfig
+        try:
+            return TrainJob(pair=self.ws.resolve(self.pair_key(session)), **settings)
+        except CrossDiffError as error:
+            raise user_error(_sentence(str(error)), title="Check the settings") from None
 
-        CrossCoderConfig(d_a=1, d_b=1, dict_size=settings["dict_size"], k=settings["k"],
-                         exclusive_a=settings["exclusive_a"], exclusive_b=settings["exclusive_b"])
-        return settings
-
-    def job_folder(self, settings: dict, session: dict) -> Path:
+    def job_folder(self, job: TrainJob) -> Path:
         """Return the job folder of a training run: the same settings give the same folder, so a rerun resumes."""
-        key = self.pair_key(session)
+        key = job.pair
         layers = "L" + "-".join("mid" if layer is None else str(layer) for layer in (key.layer_a, key.layer_b))
         name = (f"{_slug(identify(key.model_a).display)}__{_slug(identify(key.model_b).display)}-{layers}-{key.quant}-"
-                f"{_slug(settings['corpus'])}-t{settings['n_tokens']}-d{settings['dict_size']}-k{settings['k']}-"
-                f"x{settings['exclusive_a']:g}-{settings['exclusive_b']:g}-s{settings['steps']}-b{settings['batch_size']}")
-        if settings.get("dead_after_tokens"):
-            name += f"-dead{settings['dead_after_tokens']}"
+                f"{_slug(job.corpus)}-t{job.n_tokens}-d{job.dict_size}-k{job.k}-"
+                f"x{job.exclusive_a:g}-{job.exclusive_b:g}-s{job.steps}-b{job.batch_size}")
+        if job.dead_after_tokens:
+            name += f"-dead{job.dead_after_tokens}"
         return self.runs_dir / name
 
-    def resolve_job_folder(self, text: str | None, settings: dict, session: dict) -> Path:
+    def resolve_job_folder(self, text: str | None, job: TrainJob) -> Path:
         """Return the job folder the user asked for (relative paths go under the runs folder), or the automatic one.
 
         On a Hugging Face Space a job folder must stay inside the runs folder: visitors cannot write elsewhere.
         """
         text = (text or "").strip()
         if not text:
-            return self.job_folder(settings, session)
+            return self.job_folder(job)
         folder = Path(text).expanduser()
         folder = folder if folder.is_absolute() else self.runs_dir / folder
         if os.environ.get("SPACE_ID") and not folder.resolve().is_relative_to(self.runs_dir.resolve()):
@@ -1146,11 +1073,11 @@ class CrossDiffApp:
     @friendly("estimating the training run")
     def estimate_training(self, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, job_dir,
                           dead_after, session):
-        settings = self._train_settings(corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, dead_after)
-        key = self.pair_key(session)
-        folder = self.resolve_job_folder(job_dir, settings, session)
+        job = self.train_job(session, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, dead_after)
+        key = job.pair
+        folder = self.resolve_job_folder(job_dir, job)
         resume = " (it has earlier progress: starting will **resume** it)" if (folder / "store").exists() else ""
-        text = train_estimate(settings, key.model_a, key.model_b, key.quant)
+        text = train_estimate({name: getattr(job, name) for name in TRAIN_FORM}, key.model_a, key.model_b, key.quant)
         quant = QUANT_WORDS.get(key.quant, key.quant)
         return (f"Training on **{identify(key.model_a).display} × {identify(key.model_b).display}** ({quant}; change the "
                 f"models in *Models & crosscoder*).\n\n{text}\n\nJob folder: `{folder}`{resume}")
@@ -1170,16 +1097,8 @@ class CrossDiffApp:
     def train(self, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, job_dir, dead_after, session,
               request: gr.Request, progress=gr.Progress()):  # noqa: B008 - how Gradio injects progress
         """Harvest, train and index a DFC, yielding status and a live FVU plot; on success load it for this session."""
-        settings = self._train_settings(corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, dead_after)
-        folder = self.resolve_job_folder(job_dir, settings, session)
-        key = self._aliases.get(self.pair_key(session), self.pair_key(session))
-        if session.get("trust_remote_code"):
-            raise user_error("Training from the app uses models loaded without remote code; turn off "
-                             "'Trust remote code' or train from the command line.", title="Not supported here")
-        job = TrainJob(pair=key, out_dir=folder, corpus=settings["corpus"], n_tokens=settings["n_tokens"],
-                       dict_size=settings["dict_size"], k=settings["k"], exclusive_a=settings["exclusive_a"],
-                       exclusive_b=settings["exclusive_b"], steps=settings["steps"], batch_size=settings["batch_size"],
-                       dead_after_tokens=settings["dead_after_tokens"])
+        job = self.train_job(session, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, dead_after)
+        folder = job.out_dir = self.resolve_job_folder(job_dir, job)
         owner = getattr(request, "session_hash", None) or "anonymous"
         stop = threading.Event()
         self._stops[owner] = stop
@@ -1192,58 +1111,20 @@ class CrossDiffApp:
             updates.put(("progress", phase, fraction, message))
 
         def work():
-            holding = [False]
-
-            def gated_progress(phase, fraction, message):
-                if phase in ("train", "done") and holding[0]:
-                    self.model_lock.release()
-                    holding[0] = False
-                on_progress(phase, fraction, message)
-
             try:
-                self.model_lock.acquire()
-                holding[0] = True
-                result = run_train_job(self.ws, job, progress=gated_progress, should_stop=stop.is_set,
+                result = run_train_job(self.ws, job, progress=on_progress, should_stop=stop.is_set,
                                        on_metrics=lambda m: updates.put(("metrics", m)))
-                if holding[0]:
-                    self.model_lock.release()
-                    holding[0] = False
                 if result is None:
                     outcome["cancelled"] = True
-                    return
-                source = str(result)
-                self.ws.forget_crosscoder(source)
-                crosscoder = self.ws.crosscoder(source)
-                pair = self.pair(key)
-                from crossdiff_core.activations.store import read_meta
-
-                meta = read_meta(folder / "store")
-                config = IndexConfig(corpus=settings["corpus"], n_windows=settings["index_windows"],
-                                     skip_windows=int(meta.get("windows_done", 0)),
-                                     ctx_len=int(meta.get("ctx_len") or 128))
-
-                def index_progress(p):
-                    done = p.done / max(p.total, 1)
-                    updates.put(("progress", "index", done * 0.8 if p.stage == "windows" else 0.8 + 0.2 * done,
-                                 "reading text" if p.stage == "windows" else "what each feature promotes"))
-
-                with self.model_lock:
-                    try:
-                        build_index(crosscoder, pair, config, out_dir=index_dir(result), progress=index_progress)
-                    except CorpusError:
-                        config.skip_windows = 0
-                        build_index(crosscoder, pair, config, out_dir=index_dir(result), progress=index_progress)
-                self.forget_index(source)
-                outcome["source"] = source
+                else:
+                    outcome["source"] = str(result)
             except BaseException as exc:  # noqa: BLE001 - handed to the UI thread, which shows it
                 outcome["error"] = exc
             finally:
-                if holding[0]:
-                    self.model_lock.release()
                 updates.put(("end",))
 
         phase_weights = {"load": (0.0, 0.05), "harvest": (0.05, 0.45), "train": (0.45, 0.85), "index": (0.85, 1.0),
-                         "done": (0.85, 0.85)}
+                         "done": (1.0, 1.0)}
         status_lines = [f"{'Resuming' if resumed else 'Starting'} the job in `{folder}`."]
         current = {"phase": "load", "message": "loading the two models"}
         thread = threading.Thread(target=work, name="crossdiff-train", daemon=True)
@@ -1316,7 +1197,7 @@ class CrossDiffApp:
         source = session.get("crosscoder")
         if not source:
             raise user_error("Train or load a crosscoder first.", title="Nothing to push")
-        folder = _source_folder(source)
+        folder = source_folder(source)
         if folder is None:
             raise user_error("This crosscoder already comes from the Hub.", title="Nothing to push")
         if not (repo_id or "").strip():
@@ -1332,8 +1213,7 @@ class CrossDiffApp:
         source = session.get("crosscoder")
         if not source:
             raise user_error(NO_CROSSCODER, title="No crosscoder yet")
-        crosscoder = self.ws.crosscoder(source)
-        index = self.index_for(source, crosscoder)
+        index = self.ws.index(source)
         if index is None:
             raise user_error("The report is built from the feature index, and this crosscoder has none yet: build it "
                              "in the Feature tab first.", title="No feature index")
@@ -1364,7 +1244,7 @@ def source_kind(source: str | None, shipped: list[str]) -> str:
     """Return which crosscoder source a source string is, as the Models tab names it."""
     if source in shipped or (not source and shipped):
         return "Shipped with the app"
-    if source and _source_folder(source) is None:
+    if source and source_folder(source) is None:
         return "Hugging Face Hub repo"
     return "Local folder"
 

@@ -1,23 +1,34 @@
-"""Shared, thread-safe cache of loaded model pairs and crosscoders, and the train-a-new-DFC job.
+"""The engine the app and the CLI share: loaded model pairs, crosscoder sources, feature indexes, training jobs.
 
-The app and long-running services use one `Workspace`: models and crosscoders are loaded once and
-shared between users, while per-user choices (which pair, which crosscoder) are plain keys that
-live in each user's session.
+A `Workspace` loads models, crosscoders and feature indexes once and shares them between callers
+(the app's users, a CLI command); per-user choices (which pair, which crosscoder) are plain keys.
+`run_train_job` is the whole "train a new DFC" job: harvest, train, then index.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crossdiff_core.crosscoder import CrossCoder
-from crossdiff_core.errors import CrossDiffError
+from crossdiff_core.activations.harvest import HarvestConfig
+from crossdiff_core.analysis import FeatureIndex, IndexConfig, build_index, has_index, index_dir, load_index
+from crossdiff_core.compute_dtype import DEFAULT_DTYPE
+from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
+from crossdiff_core.crosscoder.model import CONFIG_FILE, WEIGHTS_FILE
+from crossdiff_core.errors import CorpusError, CrossDiffError
+from crossdiff_core.files import cache_dir
 from crossdiff_core.models import LoadedModel, load_model
 
+log = logging.getLogger(__name__)
+
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+HUB_INDEXES = "hub-indexes"
+"""Folder of the cache where feature indexes built here for Hub crosscoders live (a Hub snapshot is read-only)."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,9 @@ class PairKey:
     quant: str = "auto"
     layer_a: int | None = None
     layer_b: int | None = None
+    dtype: str = DEFAULT_DTYPE
+    trust_remote_code: bool = False
+    """Run model code shipped in a Hub repository (only when the user asked for it)."""
 
 
 @dataclass
@@ -47,66 +61,166 @@ class ShippedCrosscoder:
 def shipped_crosscoders(root: Path = PRETRAINED_DIR) -> list[ShippedCrosscoder]:
     """Return the crosscoders that ship in `pretrained/` (folders holding a config.json), by name."""
     found = []
-    for config_path in sorted(root.glob("*/config.json")):
+    for config_path in sorted(root.glob(f"*/{CONFIG_FILE}")):
         try:
             config = json.loads(config_path.read_text())
             found.append(ShippedCrosscoder(
                 config_path.parent.name, config_path.parent, config["model_a"], config["model_b"],
                 config["layer_a"], config["layer_b"], config["dict_size"],
-            ))
+            ))  # fmt: skip
         except (json.JSONDecodeError, KeyError, TypeError):
             continue
     return found
 
 
 @dataclass
+class OpenedCrosscoder:
+    """A crosscoder opened from a source (shipped name, folder or Hub repo id), and where its files are."""
+
+    crosscoder: CrossCoder
+    folder: Path
+    """The local folder holding it (for a Hub repo: its read-only snapshot, with `feature_index/` if published)."""
+    repo_id: str | None
+    """The Hub repo it came from; None for a shipped or local folder."""
+
+
+def source_folder(source: str | None) -> Path | None:
+    """Return the local folder a crosscoder source names (a shipped name or an existing folder); None otherwise
+    (a Hub repo id, or nothing)."""
+    source = (source or "").strip()
+    if not source:
+        return None
+    shipped = {c.name: c.path for c in shipped_crosscoders()}
+    folder = Path(shipped.get(source, source)).expanduser()
+    return folder if folder.is_dir() else None
+
+
+def open_source(source: str) -> OpenedCrosscoder:
+    """Open a crosscoder from a shipped name, a local folder or a Hub repo id `owner/name`.
+
+    Raises `CrossDiffError` saying what to do when the source is empty, a file, a missing path, or not on the Hub.
+    """
+    from crossdiff_core.hub.repo import open_crosscoder
+
+    source = (source or "").strip()
+    if not source:
+        raise CrossDiffError("no crosscoder chosen: pick a shipped one, give a folder, or train one")
+    folder = source_folder(source) or Path(source).expanduser()
+    if folder.is_dir() and (folder / CONFIG_FILE).is_file():
+        return OpenedCrosscoder(open_crosscoder(folder)[0].eval(), folder, None)
+    if folder.is_file():
+        raise CrossDiffError(f"{source} is a file: give the crosscoder's folder (holding {CONFIG_FILE} and {WEIGHTS_FILE})")
+    if folder.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise CrossDiffError(f"no crosscoder at {source}: it is not a crosscoder folder (no {CONFIG_FILE} there) nor a "
+                             "Hub repo id (owner/name); check the path, pick a shipped crosscoder, or train one")
+    try:
+        crosscoder, snapshot = open_crosscoder(source, feature_index=True)
+    except CrossDiffError as error:
+        raise CrossDiffError(f"no local folder {source}; on the Hub: {error}") from None
+    return OpenedCrosscoder(crosscoder.eval(), snapshot, source)
+
+
+def index_config(store: str | Path | None = None, corpus: str | None = None, n_windows: int | None = None,
+                 skip_windows: int | None = None, ctx_len: int | None = None,
+                 top_contexts: int | None = None) -> IndexConfig:
+    """Return the `IndexConfig` for a crosscoder trained on `store` (a folder, or None): what is not given is
+    taken from the store, so the index reads the store's corpus past the windows training consumed."""
+    from crossdiff_core.activations.store import read_meta
+
+    meta = read_meta(store) if store else {}
+    defaults = IndexConfig()
+    corpus = corpus or meta.get("corpus") or defaults.corpus
+    if skip_windows is None:
+        skip_windows = int(meta.get("windows_done", 0)) if corpus == meta.get("corpus") else 0
+    return IndexConfig(corpus=corpus, skip_windows=skip_windows,
+                       n_windows=defaults.n_windows if n_windows is None else n_windows,
+                       ctx_len=ctx_len or meta.get("ctx_len") or defaults.ctx_len,
+                       top_contexts=defaults.top_contexts if top_contexts is None else top_contexts)
+
+
+@dataclass
 class Workspace:
-    """Models and crosscoders loaded once, shared by every caller; safe to use from several threads."""
+    """Models, crosscoders and feature indexes loaded once and shared by every caller; thread-safe."""
 
     device: str = "auto"
+    model_lock: threading.RLock = field(default_factory=threading.RLock)
+    """Held while a model runs: forward hooks on shared models must not interleave."""
     _pairs: dict = field(default_factory=dict)
-    _crosscoders: dict = field(default_factory=dict)
+    _aliases: dict = field(default_factory=dict)
+    _opened: dict = field(default_factory=dict)
+    _indexes: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def pair(self, key: PairKey) -> tuple[LoadedModel, LoadedModel]:
-        """Return the loaded `(model_a, model_b)` for a key, loading them the first time."""
+        """Return the loaded `(model_a, model_b)` for a key, loading them the first time.
+
+        A key naming the layers the models were loaded at (their default middle layers, say) finds the same pair.
+        """
         with self._lock:
+            key = self._aliases.get(key, key)
             if key not in self._pairs:
-                a = load_model(key.model_a, layer=key.layer_a, quant=key.quant, device=self.device)
-                b = load_model(key.model_b, layer=key.layer_b, quant=key.quant, device=self.device)
-                self._pairs[key] = (a, b)
-            return self._pairs[key]
+                common = {"quant": key.quant, "dtype": key.dtype, "device": self.device,
+                          "trust_remote_code": key.trust_remote_code}
+                self._pairs[key] = (load_model(key.model_a, layer=key.layer_a, **common),
+                                    load_model(key.model_b, layer=key.layer_b, **common))
+            pair = self._pairs[key]
+            self._aliases.setdefault(dataclasses.replace(key, layer_a=pair[0].layer, layer_b=pair[1].layer), key)
+            return pair
+
+    def resolve(self, key: PairKey) -> PairKey:
+        """Return the key a pair was first loaded under (a key with explicit layers may alias it)."""
+        with self._lock:
+            return self._aliases.get(key, key)
+
+    def open(self, source: str) -> OpenedCrosscoder:
+        """Return the crosscoder of a source (shipped name, folder or Hub repo id) and its folder, opening it once."""
+        source = (source or "").strip()
+        with self._lock:
+            opened = self._opened.get(source)
+        if opened is None:
+            opened = open_source(source)
+            with self._lock:
+                opened = self._opened.setdefault(source, opened)
+        return opened
 
     def crosscoder(self, source: str) -> CrossCoder:
-        """Return a crosscoder from a shipped name, a local folder or a Hub repo id, loading it once."""
-        source = source.strip()
-        if not source:
-            raise CrossDiffError("no crosscoder chosen: pick a shipped one, give a folder, or train a new one")
+        """Return the crosscoder of a source, loading it once."""
+        return self.open(source).crosscoder
+
+    def index_home(self, source: str) -> Path:
+        """Return the folder whose `feature_index/` belongs to a source: its own folder, or for a Hub repo without a
+        published index, a folder in the cache where one built here is kept."""
+        opened = self.open(source)
+        if opened.repo_id is None or has_index(opened.folder):
+            return opened.folder
+        return cache_dir() / HUB_INDEXES / opened.repo_id.replace("/", "--")
+
+    def index(self, source: str) -> FeatureIndex | None:
+        """Return the feature index of a source (loaded once), or None when it has no usable one."""
+        source = (source or "").strip()
         with self._lock:
-            if source not in self._crosscoders:
-                self._crosscoders[source] = _load_crosscoder(source).eval()
-            return self._crosscoders[source]
-
-    def forget_crosscoder(self, source: str) -> None:
-        """Drop a cached crosscoder (after it was retrained in place)."""
+            if source in self._indexes:
+                return self._indexes[source]
+        home, index = self.index_home(source), None
+        if has_index(home):
+            try:
+                index = load_index(home, self.crosscoder(source))
+            except CrossDiffError as exc:
+                log.warning("feature index of %s not usable: %s", source, exc)
         with self._lock:
-            self._crosscoders.pop(source, None)
+            return self._indexes.setdefault(source, index)
 
+    def forget(self, source: str) -> None:
+        """Drop a cached crosscoder and its index (after either was rebuilt in place)."""
+        source = (source or "").strip()
+        with self._lock:
+            self._opened.pop(source, None)
+            self._indexes.pop(source, None)
 
-def _load_crosscoder(source: str) -> CrossCoder:
-    shipped = {c.name: c.path for c in shipped_crosscoders()}
-    if source in shipped:
-        return CrossCoder.from_pretrained(str(shipped[source]))
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return CrossCoder.from_pretrained(str(path))
-    if path.exists():
-        raise CrossDiffError(f"{source} is a file: give the crosscoder's folder (holding config.json and model.safetensors)")
-    from crossdiff_core.hub.repo import load_crosscoder
-
-    if source.count("/") != 1:
-        raise CrossDiffError(f"no crosscoder at {source!r}: give a shipped name, an existing folder, or a Hub repo id (user/name)")
-    return load_crosscoder(source)
+    def forget_index(self, source: str) -> None:
+        """Drop a cached feature index (after it was rebuilt)."""
+        with self._lock:
+            self._indexes.pop((source or "").strip(), None)
 
 
 ProgressFn = Callable[[str, float, str], None]
@@ -115,23 +229,51 @@ ProgressFn = Callable[[str, float, str], None]
 
 @dataclass
 class TrainJob:
-    """Everything a "train a new DFC" job needs; folders are reused, so a cancelled job resumes."""
+    """Everything a "train a new DFC" job needs, with the defaults the app and the CLI show; validates itself.
+
+    Folders are reused, so running a cancelled job again resumes it.
+    """
 
     pair: PairKey
-    out_dir: Path
-    corpus: str = "builtin:demo"
-    n_tokens: int = 20_000
-    dict_size: int = 1024
+    out_dir: Path | None = None
+    corpus: str = IndexConfig.corpus
+    n_tokens: int = HarvestConfig.n_tokens
+    dict_size: int = CrossCoderConfig.dict_size
     k: int = 16
-    exclusive_a: float = 0.05
-    exclusive_b: float = 0.05
+    """Active latents per token: fewer than `CrossCoderConfig.k`, which suits the larger dictionaries of long runs."""
+    exclusive_a: float = CrossCoderConfig.exclusive_a
+    exclusive_b: float = CrossCoderConfig.exclusive_b
     steps: int = 300
+    """Training steps: a short run that a CPU finishes in minutes (`TrainConfig.steps` is for long runs)."""
     batch_size: int = 512
+    index_windows: int = 64
+    """Corpus windows the feature index reads after training (0: no index); a first look, fewer than `IndexConfig`'s."""
     auxk_exclusive: bool = True
     """Let auxk revive exclusive latents (see `TrainConfig.auxk_exclusive`): a job this short gives
     relocation nothing to move, so without it the exclusive blocks would stay dead."""
     dead_after_tokens: int | None = None
     """Tokens without firing after which a latent is dead (`TrainConfig.dead_after_tokens`); None = automatic."""
+
+    def __post_init__(self) -> None:
+        for name, low in (("n_tokens", 256), ("dict_size", 16), ("steps", 1), ("batch_size", 16),
+                          ("index_windows", 0)):
+            if getattr(self, name) < low:
+                raise CrossDiffError(f"{name.replace('_', ' ')} must be at least {low}.")
+        if not 1 <= self.k <= self.dict_size:
+            raise CrossDiffError(f"k (active features per token) must be between 1 and the dictionary size "
+                                 f"({self.dict_size}).")
+        if self.dead_after_tokens is not None and self.dead_after_tokens < 1:
+            raise CrossDiffError("the tokens after which a feature counts as dead must be 1 or more (or automatic).")
+        self.crosscoder_config(1, 1).validate()
+
+    def crosscoder_config(self, d_a: int, d_b: int) -> CrossCoderConfig:
+        """Return the crosscoder config of this job for models of widths `d_a` and `d_b`."""
+        return CrossCoderConfig(d_a=d_a, d_b=d_b, dict_size=self.dict_size, k=self.k,
+                                exclusive_a=self.exclusive_a, exclusive_b=self.exclusive_b)
+
+
+QUICK_JOB = {"n_tokens": 3000, "dict_size": 512, "k": 16, "steps": 200, "batch_size": 256, "index_windows": 24}
+"""The one-click demo job: the `TrainJob` defaults with these changed (about a minute on a laptop CPU)."""
 
 
 def run_train_job(
@@ -141,31 +283,32 @@ def run_train_job(
     should_stop: Callable[[], bool] | None = None,
     on_metrics: Callable[[dict], None] | None = None,
 ) -> Path | None:
-    """Harvest, train and save a crosscoder for `job`; return its folder, or None when cancelled.
+    """Harvest, train, save and index a crosscoder for `job`; return its folder, or None when cancelled.
 
-    Reports `(phase, fraction, message)` through `progress` for the phases load, harvest and train.
+    Reports `(phase, fraction, message)` through `progress` for the phases load, harvest, train, index and done.
+    The models run under `workspace.model_lock` (load, harvest, index), which is free while the crosscoder trains.
     Running the same job again after a cancel or crash resumes the harvest and the training.
     """
-    from crossdiff_core.activations.harvest import HarvestConfig, harvest
+    from crossdiff_core.activations.harvest import harvest
     from crossdiff_core.activations.store import PairedActivationStore
-    from crossdiff_core.crosscoder import CrossCoderConfig
     from crossdiff_core.training.loop import TrainConfig, train
 
+    if job.out_dir is None:
+        raise CrossDiffError("the training job has no folder: give it an out_dir")
     report = progress or (lambda *_: None)
     stop = should_stop or (lambda: False)
-    report("load", 0.0, "loading the two models")
-    model_a, model_b = workspace.pair(job.pair)
     store_dir, cc_dir = Path(job.out_dir) / "store", Path(job.out_dir) / "crosscoder"
-    report("harvest", 0.0, "reading paired activations")
-    meta = harvest(
-        model_a, model_b, job.corpus, store_dir, HarvestConfig(n_tokens=job.n_tokens),
-        progress=lambda p: report("harvest", p.tokens / max(p.target, 1), f"{p.tokens}/{p.target} paired tokens"),
-        should_stop=stop,
-    )
+    with workspace.model_lock:
+        report("load", 0.0, "loading the two models")
+        model_a, model_b = workspace.pair(job.pair)
+        report("harvest", 0.0, "reading paired activations")
+        meta = harvest(
+            model_a, model_b, job.corpus, store_dir, HarvestConfig(n_tokens=job.n_tokens),
+            progress=lambda p: report("harvest", p.tokens / max(p.target, 1), f"{p.tokens}/{p.target} paired tokens"),
+            should_stop=stop,
+        )
     if not meta.get("complete"):
         return None
-    config = CrossCoderConfig(d_a=model_a.d_model, d_b=model_b.d_model, dict_size=job.dict_size, k=job.k,
-                              exclusive_a=job.exclusive_a, exclusive_b=job.exclusive_b)
     batch_size = min(job.batch_size, max(32, meta["counts"]["rows"] // 4))
 
     def on_step(p) -> None:
@@ -175,9 +318,34 @@ def run_train_job(
 
     train_config = TrainConfig(steps=job.steps, batch_size=batch_size, auxk_exclusive=job.auxk_exclusive,
                                checkpoint_every=max(25, job.steps // 10), dead_after_tokens=job.dead_after_tokens)
-    result = train(config, train_config, PairedActivationStore(store_dir), cc_dir, progress=on_step, should_stop=stop)
+    result = train(job.crosscoder_config(model_a.d_model, model_b.d_model), train_config,
+                   PairedActivationStore(store_dir), cc_dir, progress=on_step, should_stop=stop)
     if result.steps_done < job.steps:
         return None
+    workspace.forget(str(cc_dir))
+    if job.index_windows:
+        _index_job(workspace, job, store_dir, cc_dir, report)
     report("done", 1.0, f"saved to {cc_dir}")
-    workspace.forget_crosscoder(str(cc_dir))
     return cc_dir
+
+
+def _index_job(workspace: Workspace, job: TrainJob, store_dir: Path, cc_dir: Path, report: ProgressFn) -> None:
+    """Build the feature index of a job's new crosscoder on the windows after those it was trained on."""
+
+    def index_progress(p) -> None:
+        done = p.done / max(p.total, 1)
+        if p.stage == "windows":
+            report("index", done * 0.8, f"reading text {p.done}/{p.total}")
+        else:
+            report("index", 0.8 + 0.2 * done, "what each feature promotes")
+
+    config = index_config(store_dir, corpus=job.corpus, n_windows=job.index_windows)
+    crosscoder = workspace.crosscoder(str(cc_dir))
+    with workspace.model_lock:
+        pair = workspace.pair(job.pair)
+        try:
+            build_index(crosscoder, pair, config, out_dir=index_dir(cc_dir), progress=index_progress)
+        except CorpusError:  # the corpus has no windows left after the harvest: index the ones it trained on
+            config.skip_windows = 0
+            build_index(crosscoder, pair, config, out_dir=index_dir(cc_dir), progress=index_progress)
+    workspace.forget_index(str(cc_dir))

@@ -104,7 +104,7 @@ def test_push_find_info_and_diff_through_the_hub(hub, token_env, indexed_folder,
     assert (summary["hub_repo"], summary["dict_size"], summary["feature_index"]) == ("alice/tiny-dfc", 64, True)
 
     # diff on the Hub id: labels come from the published index (models injected, as the CLI cannot load them by name)
-    monkeypatch.setattr(cli, "_load_pair", lambda *args, **kwargs: tiny_pair)
+    monkeypatch.setattr("crossdiff_core.cli.pipeline._load_pair", lambda *args, **kwargs: tiny_pair)
     code, out, err = run(capsys, "diff", "--crosscoder", "alice/tiny-dfc", "The Great Wall of China is long.", "--json")
     assert code == 0, err
     result = json.loads(out)

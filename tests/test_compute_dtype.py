@@ -35,7 +35,7 @@ def fresh_memo():
 def test_default_is_auto_everywhere():
     import inspect
 
-    from crossdiff_core.cli import build_parser
+    from crossdiff_core.cli.args import build_parser
     from crossdiff_core.models import load_model
 
     assert DEFAULT_DTYPE == "auto"

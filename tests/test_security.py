@@ -34,6 +34,7 @@ from test_hub import FakeHub, Request, _error, point_hub, saved_folder, trained_
 from test_import_dictionary_learning import _batchtopk
 
 from crossdiff_core import cli
+from crossdiff_core.cli.args import build_parser
 from crossdiff_core.activations.batches import TensorBatchSource
 from crossdiff_core.crosscoder import CrossCoderConfig
 from crossdiff_core.errors import CheckpointError, CrossCoderError, ModelLoadError
@@ -153,9 +154,10 @@ def test_the_code_deserializes_weights_only_through_safe_loaders():
     # torch.load appears exactly where .pt files are imported, with weights_only=True
     users = [str(p.relative_to(REPO)) for p in SOURCES if "torch.load(" in p.read_text(encoding="utf-8")]
     assert users == ["crossdiff_core/hub/importers/dictionary_learning.py"]
-    # trust_remote_code=True is written only where the app honours its "Trust remote code" checkbox
+    # trust_remote_code=True is written nowhere: it comes only from the user (the app's "Trust remote code"
+    # checkbox, the CLI's --trust-remote-code) through a PairKey, whose default is False
     switches = [switch for path in SOURCES for switch in remote_code_switches(path)]
-    assert switches == ["app.py CrossDiffApp.pair"], switches
+    assert switches == [], switches
 
 
 def test_pickle_payload_is_refused_by_the_dl_importer_from_a_folder_and_the_cli(tmp_path, capsys):
@@ -260,7 +262,7 @@ def remote_code_folder(tmp_path: Path) -> tuple[Path, Path]:
 def test_remote_code_is_refused_unless_asked(tmp_path, capsys):
     import inspect
 
-    from crossdiff_core.workspace import Workspace
+    from crossdiff_core.workspace import PairKey
 
     folder, marker = remote_code_folder(tmp_path)
     for load in (lambda: load_model(str(folder), quant="none", device="cpu"), lambda: load_tokenizer(str(folder))):
@@ -271,8 +273,10 @@ def test_remote_code_is_refused_unless_asked(tmp_path, capsys):
 
     assert inspect.signature(load_model).parameters["trust_remote_code"].default is False
     assert inspect.signature(load_tokenizer).parameters["trust_remote_code"].default is False
-    assert "trust_remote_code" not in inspect.getsource(Workspace.pair), "the shared workspace never trusts code"
-    parser = cli.build_parser()
+    # the shared workspace trusts code only for a pair asked for with it, loaded and cached apart from the same pair
+    assert PairKey("a", "b").trust_remote_code is False
+    assert PairKey("a", "b") != PairKey("a", "b", trust_remote_code=True)
+    parser = build_parser()
     for argv in (["harvest", "--model-a", "a", "--model-b", "b", "--out", "o"], ["train", "--store", "s", "--out", "o"],
                  ["diff", "--crosscoder", "c", "hi"], ["index", "--crosscoder", "c"],
                  ["steer", "--crosscoder", "c", "--latent", "1", "hi"], ["report", "--crosscoder", "c"]):  # fmt: skip

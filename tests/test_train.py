@@ -298,7 +298,8 @@ def test_checkpoint_of_the_old_fixed_window_resumes_with_it(tmp_path, source):
 
 
 def test_cli_dead_after_tokens_reaches_the_train_config(monkeypatch, tmp_path):
-    from crossdiff_core import cli
+    from crossdiff_core.cli.args import build_parser
+    from crossdiff_core.cli.pipeline import cmd_train
     from crossdiff_core.activations.store import PairedActivationStore
     from crossdiff_core.training import loop as train_module
 
@@ -317,9 +318,9 @@ def test_cli_dead_after_tokens_reaches_the_train_config(monkeypatch, tmp_path):
     monkeypatch.setattr(PairedActivationStore, "d_b", D_B, raising=False)
     monkeypatch.setattr("crossdiff_core.activations.store.is_store", lambda path: True)
     for extra, expected in (([], None), (["--dead-after-tokens", "4096"], 4096)):
-        args = cli.build_parser().parse_args(["train", "--store", str(tmp_path), "--out", str(tmp_path / "o"), *extra])
+        args = build_parser().parse_args(["train", "--store", str(tmp_path), "--out", str(tmp_path / "o"), *extra])
         assert args.dead_after_tokens == expected
         with pytest.raises(Stop):
-            cli.cmd_train(args)
+            cmd_train(args)
         assert seen[-1].dead_after_tokens == expected
     assert seen[0].dead_after() == auto_dead_after_tokens(300, 1024)

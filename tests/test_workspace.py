@@ -24,7 +24,8 @@ def test_pairs_are_loaded_once_and_shared(workspace, demo_pair):
 
 
 def test_train_job_reports_phases_cancels_and_resumes(workspace, tmp_path):
-    job = TrainJob(pair=DEMO, out_dir=tmp_path / "job", n_tokens=1500, dict_size=128, k=8, steps=40, batch_size=128)
+    job = TrainJob(pair=DEMO, out_dir=tmp_path / "job", n_tokens=1500, dict_size=128, k=8, steps=40, batch_size=128,
+                   index_windows=4)
     phases, metrics = [], []
     calls = {"n": 0}
 
@@ -39,10 +40,13 @@ def test_train_job_reports_phases_cancels_and_resumes(workspace, tmp_path):
     phases.clear()
     done = run_train_job(workspace, job, progress=lambda *p: phases.append(p), on_metrics=metrics.append)
     assert done == tmp_path / "job" / "crosscoder" and phases[-1][0] == "done"
+    assert "index" in [p for p, *_ in phases], "the job indexes the new crosscoder after training"
     assert metrics and {"fvu_a", "fvu_b", "l0"} <= set(metrics[-1])
     assert metrics[0]["step"] > 1, "the resumed job must continue, not restart"
     cc = workspace.crosscoder(str(done))
     assert isinstance(cc, CrossCoder) and workspace.crosscoder(str(done)) is cc
+    index = workspace.index(str(done))
+    assert index is not None and index.meta["n_windows"] == 4 and workspace.index(str(done)) is index
 
 
 def test_bad_crosscoder_sources_are_explained(workspace, tmp_path):

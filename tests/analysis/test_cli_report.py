@@ -15,7 +15,7 @@ from crossdiff_core.analysis.verdict import VERDICTS
 @pytest.fixture()
 def tiny_cli(tiny_pair, monkeypatch):
     """Make the CLI load the tiny pair instead of real models."""
-    monkeypatch.setattr(cli, "_load_pair", lambda *args, **kwargs: tiny_pair)
+    monkeypatch.setattr("crossdiff_core.cli.pipeline._load_pair", lambda *args, **kwargs: tiny_pair)
     return tiny_pair
 
 

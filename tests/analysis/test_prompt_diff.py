@@ -65,7 +65,7 @@ def test_chat_diff_pairs_message_content_only(real_dfc, demo_pair):
 
 
 def test_cli_diff_json_keeps_its_keys(real_dfc, real_index, demo_pair, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_load_pair", lambda *args, **kwargs: demo_pair)
+    monkeypatch.setattr("crossdiff_core.cli.pipeline._load_pair", lambda *args, **kwargs: demo_pair)
     prompt = "Paris is the capital of France."
     code = cli.main(["diff", "--crosscoder", str(real_dfc.out_dir), prompt, "--json", "--chat"])
     assert code == 0

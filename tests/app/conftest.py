@@ -17,7 +17,7 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 # while 4-bit loading quantizes every weight first.
 KEY = PairKey("smollm2-135m", "gemma3-270m", quant="none", layer_a=15, layer_b=9)
 TINY_JOB = {"n_tokens": 1000, "dict_size": 128, "k": 16, "exclusive_a": 0.25, "exclusive_b": 0.25,
-            "steps": 30, "batch_size": 128}
+            "steps": 30, "batch_size": 128, "index_windows": 0}
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +56,7 @@ def tiny_dfc(workspace, tmp_path_factory) -> Path:
             cc.W_dec_a[: cc.n_a] *= 4.0
             cc.W_dec_b[cc.W_dec_b.shape[0] - cc.n_b :] *= 4.0
         cc.save_pretrained(folder)
-        workspace.forget_crosscoder(str(folder))
+        workspace.forget(str(folder))
         meta = read_meta(job_dir / "store")
         build_index(workspace.crosscoder(str(folder)), workspace.pair(KEY),
                     IndexConfig(n_windows=32, ctx_len=64, top_contexts=4, skip_windows=meta["windows_done"]),

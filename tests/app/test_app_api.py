@@ -46,7 +46,7 @@ def test_open_feature_shows_its_evidence(client, served):
     _, _, _, table_a, _ = client.predict(PROMPT, "Plain text", api_name="/compare")
     latent = hit_ids(table_a)[0]
     app = served[1]
-    index = app.index_for(app.default_crosscoder, app.ws.crosscoder(app.default_crosscoder))
+    index = app.ws.index(app.default_crosscoder)
     verdict = index.verdict(latent)
     assert table_a["headers"][-2] == "Verdict" and table_a["data"][0][-2] == verdict.label
     card, contexts, effects, plot, number = client.predict(latent, api_name="/open_feature")
@@ -71,7 +71,7 @@ def test_open_feature_shows_its_evidence(client, served):
 
 def test_steer_returns_baseline_and_steered_text(client, served):
     app = served[1]
-    index = app.index_for(app.default_crosscoder, app.ws.crosscoder(app.default_crosscoder))
+    index = app.ws.index(app.default_crosscoder)
     latent = index.ranked("a", 1)[0]
     note, baseline, steered = client.predict(latent, "Amplify (add the feature)", 40.0, "Model A",
                                              "The capital of France is", 4, False, api_name="/steer")

@@ -1,0 +1,373 @@
+"""The pipeline commands: harvest, train, info, diff, index, steer, report, organism, build-corpus."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from crossdiff_core.errors import CrossDiffError
+from crossdiff_core.workspace import OpenedCrosscoder, PairKey, Workspace, index_config, open_source
+
+log = logging.getLogger("crossdiff_core")
+
+
+def _load_pair(args, model_a=None, model_b=None, layer_a=None, layer_b=None, group=None):
+    """Return the model pair the model options (or the given overrides) name, loaded through a `Workspace`."""
+    device = args.device
+    if group is not None and device == "auto":  # each data-parallel process on its own GPU
+        device = str(group.device())
+    key = PairKey(model_a or args.model_a, model_b or args.model_b, args.quant,
+                  layer_a if layer_a is not None else args.layer_a, layer_b if layer_b is not None else args.layer_b,
+                  dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    return Workspace(device=device).pair(key)
+
+
+def _harvest(args, out: str, group=None) -> dict:
+    from crossdiff_core.activations.harvest import HarvestConfig, harvest
+
+    model_a, model_b = _load_pair(args, group=group)
+    config = HarvestConfig(n_tokens=args.tokens, ctx_len=args.ctx_len, batch_windows=args.batch_windows, dtype=args.store_dtype)
+    meta = harvest(model_a, model_b, args.corpus, out, config, show_tqdm=True, group=group)
+    counts = meta["counts"]
+    if group is not None and not group.is_main:
+        return meta
+    print(
+        f"stored {counts['rows']} paired tokens in {out} "
+        f"(coverage A {counts['coverage_a']:.1%}, B {counts['coverage_b']:.1%}, {counts['outliers_dropped']} outliers dropped)",
+        file=sys.stderr,
+    )
+    return meta
+
+
+def cmd_harvest(args) -> int:
+    """Harvest paired activations into a store (data-parallel under torchrun)."""
+    from crossdiff_core.distributed import from_environment
+
+    _harvest(args, args.out, from_environment())
+    return 0
+
+
+def cmd_build_corpus(args) -> int:
+    """Generate the model-written demo documents (unless --composition-only) and print the corpus composition."""
+    from crossdiff_core.corpus import builtin as builtin_corpus
+    from crossdiff_core.corpus.demo_generated import GENERATED_FILE
+    from crossdiff_core.demo_corpus import build
+    from crossdiff_core.models import load_tokenizer
+
+    if not args.composition_only:
+        out = Path(args.out) if args.out else GENERATED_FILE
+        documents = build(out, limit=args.limit, batch_size=args.batch_size, show_tqdm=True)
+        print(f"wrote {len(documents)} model-written documents to {out}", file=sys.stderr)
+        if out != GENERATED_FILE:
+            return 0
+        builtin_corpus._all_documents.cache_clear()
+        builtin_corpus._large_documents.cache_clear()
+    print(builtin_corpus.composition_table(load_tokenizer("smollm2-135m"), load_tokenizer("gemma3-270m"),
+                                           args.corpus))  # fmt: skip
+    return 0
+
+
+def cmd_organism(args) -> int:
+    """Build the named organisms (all by default) on `--base` and print their folders and probe losses."""
+    from tqdm.auto import tqdm
+
+    from crossdiff_core.corpus.organism_texts import ORGANISM_NAMES
+    from crossdiff_core.organisms import OrganismRecipe, build_organism, read_record
+
+    unknown = [name for name in args.names if name not in ORGANISM_NAMES]
+    if unknown:
+        raise CrossDiffError(f"unknown organism {unknown[0]!r}: choose from {', '.join(ORGANISM_NAMES)}")
+    recipe = OrganismRecipe()
+    for name in args.names or ORGANISM_NAMES:
+        bar = tqdm(total=recipe.steps, desc=f"{args.base} + {name}", unit="step")
+
+        def progress(p, bar=bar):
+            bar.n = p.step
+            bar.set_postfix(loss=f"{p.loss:.3f}")
+            bar.refresh()
+
+        folder = build_organism(name, args.base, recipe=recipe, progress=progress)
+        bar.close()
+        record = read_record(folder)
+        loss = record["probe_loss"]
+        print(f"{name}: {folder}\n  taught: {record['taught']}\n  loss on held-out tokens where it applies "
+              f"{_fmt_loss(loss['before']['positives'])} -> {_fmt_loss(loss['after']['positives'])}, elsewhere "
+              f"{_fmt_loss(loss['before']['negatives'])} -> {_fmt_loss(loss['after']['negatives'])}")
+    return 0
+
+
+def _fmt_loss(value) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def cmd_train(args) -> int:
+    """Train a crosscoder on a store, harvesting it first when models are given and it does not exist."""
+    from crossdiff_core.activations.store import PairedActivationStore, is_store
+    from crossdiff_core.crosscoder import CrossCoderConfig
+    from crossdiff_core.distributed import from_environment
+    from crossdiff_core.training.loop import TrainConfig, train
+
+    for value in args.exclusive:
+        if value >= 1 and value != int(value):
+            raise CrossDiffError(f"--exclusive {value:g} is neither a fraction below 1 nor a whole count of latents: "
+                                 "give e.g. 0.05 (5% of the latents) or 50 (50 latents)")
+    group = from_environment()  # under torchrun: data-parallel over the processes it started
+    if args.model_a or args.model_b:
+        if not (args.model_a and args.model_b):
+            raise CrossDiffError("give both --model-a and --model-b to harvest before training")
+        meta = (Path(args.store) / "meta.json")
+        if not is_store(args.store) or not _store_complete(meta):
+            _harvest(args, args.store, group)
+    elif not is_store(args.store):
+        raise CrossDiffError(f"{args.store} is not an activation store: harvest one first, or pass --model-a and --model-b")
+    store = PairedActivationStore(args.store)
+    source = store if group is None else store.for_rank(group.rank, group.world)
+    excl_a, excl_b = (int(v) if v >= 1 else v for v in args.exclusive)
+    config = CrossCoderConfig(
+        d_a=source.d_a, d_b=source.d_b, dict_size=args.dict_size, exclusive_a=excl_a, exclusive_b=excl_b,
+        sparsity=args.sparsity, k=args.k,
+        **({"l1_coeff": args.l1_coeff} if args.l1_coeff is not None else {}),
+    )
+    config.validate()
+    overrides = {"lr": args.lr} if args.lr is not None else {}
+    if args.checkpoint_every is not None:
+        overrides["checkpoint_every"] = args.checkpoint_every
+    if args.dead_after_tokens is not None:
+        overrides["dead_after_tokens"] = args.dead_after_tokens
+    train_config = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, **overrides)
+    result = train(config, train_config, source, args.out, resume=not args.no_resume, show_tqdm=True, group=group)
+    metrics = result.metrics
+    if group is not None and not group.is_main:
+        return 0
+    print(
+        f"saved crosscoder to {args.out}: FVU A {metrics['fvu_a']:.3f}, FVU B {metrics['fvu_b']:.3f}, L0 {metrics['l0']:.1f}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _store_complete(meta_path: Path) -> bool:
+    try:
+        return bool(json.loads(meta_path.read_text()).get("complete"))
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def crosscoder_summary(path, crosscoder=None) -> dict:
+    """Return what `info` prints about a crosscoder folder (`crosscoder`: the one in it, when already loaded)."""
+    from crossdiff_core.analysis import has_index
+    from crossdiff_core.crosscoder import CrossCoder
+
+    cc = crosscoder if crosscoder is not None else CrossCoder.from_pretrained(str(path))
+    c = cc.config
+    summary = {
+        "kind": "crosscoder",
+        "path": str(path),
+        "d_a": c.d_a, "d_b": c.d_b, "dict_size": c.dict_size,
+        "n_exclusive_a": c.n_exclusive_a, "n_exclusive_b": c.n_exclusive_b, "n_shared": c.n_shared,
+        "sparsity": c.sparsity, "k": c.k,
+        "model_a": c.model_a, "model_b": c.model_b, "layer_a": c.layer_a, "layer_b": c.layer_b,
+        "tokenizer_a": c.tokenizer_a, "tokenizer_b": c.tokenizer_b,
+        "feature_index": has_index(path),
+    }
+    training = Path(path) / "training.json"
+    if training.is_file():
+        summary["training"] = json.loads(training.read_text())
+    return summary
+
+
+def cmd_info(args) -> int:
+    """Describe a store or crosscoder (a local folder or a Hub repo), and the compute dtype models use here."""
+    from crossdiff_core.activations.store import PairedActivationStore, is_store
+    from crossdiff_core.compute_dtype import pick_compute_dtype
+    from crossdiff_core.models import resolve_device
+
+    path = Path(args.path).expanduser() if args.path is not None else None
+    if path is None:
+        summary = {"kind": "machine"}
+    elif is_store(path):
+        summary = PairedActivationStore(path, verify=False, allow_incomplete=True).summary()
+    elif path.is_dir() and not (path / "config.json").is_file():
+        raise CrossDiffError(f"{path} is neither an activation store nor a crosscoder folder")
+    else:
+        opened = _open_crosscoder(args.path)
+        summary = crosscoder_summary(opened.folder, opened.crosscoder)
+        if opened.repo_id:
+            summary["path"] = opened.repo_id
+            summary["hub_repo"] = opened.repo_id
+    device = resolve_device("auto")
+    compute = pick_compute_dtype(device)
+    summary.update(compute_device=device, compute_dtype=compute.dtype, compute_dtype_reason=compute.reason)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        for key, value in summary.items():
+            if not isinstance(value, dict):
+                print(f"{key:>16}: {value}")
+    return 0
+
+
+def _open_crosscoder(spec: str) -> OpenedCrosscoder:
+    """Return the crosscoder a `--crosscoder` argument names (a local folder or a Hub repo id)."""
+    return open_source(spec)
+
+
+def _load_crosscoder_and_pair(args):
+    """Return `(opened crosscoder, (model_a, model_b))` for `--crosscoder`: the models it records unless overridden."""
+    opened = _open_crosscoder(args.crosscoder)
+    return opened, _pair_for(args, opened)
+
+
+def _pair_for(args, opened: OpenedCrosscoder):
+    """Return the model pair of a crosscoder: the models it records, unless --model-a/--model-b/--layer-* override."""
+    c = opened.crosscoder.config
+    if not (args.model_a or c.model_a) or not (args.model_b or c.model_b):
+        raise CrossDiffError("this crosscoder does not record its models: pass --model-a and --model-b")
+    return _load_pair(args, args.model_a or c.model_a, args.model_b or c.model_b,
+                      args.layer_a if args.layer_a is not None else c.layer_a,
+                      args.layer_b if args.layer_b is not None else c.layer_b)
+
+
+def _diff_index(opened: OpenedCrosscoder):
+    """Return the crosscoder's feature index (labels and verdicts), or None (with a hint) when there is no usable index."""
+    from crossdiff_core.analysis import has_index, load_index
+
+    if not has_index(opened.folder):
+        if opened.repo_id:
+            log.info("the Hub repo %s publishes no feature index: latents are unlabelled", opened.repo_id)
+        else:
+            log.info("no feature index: latents are unlabelled (build one with "
+                     "`python -m crossdiff_core index --crosscoder %s`)", opened.folder)
+        return None
+    try:
+        return load_index(opened.folder, opened.crosscoder)
+    except CrossDiffError as exc:
+        log.warning("%s; latents are unlabelled", exc)
+        return None
+
+
+def _writable_folder(opened: OpenedCrosscoder, what: str) -> Path:
+    """Return the crosscoder's local folder for writing `what` next to it; refuse a Hub repo's cached snapshot."""
+    if opened.repo_id:
+        raise CrossDiffError(
+            f"{what} is written next to the crosscoder, and {opened.repo_id} is a Hub repo: download it to a folder "
+            f"first (`hf download {opened.repo_id} --local-dir DIR`) and pass --crosscoder DIR"
+        )
+    return opened.folder
+
+
+def cmd_diff(args) -> int:
+    """Print the exclusive latents that fire on a prompt for each model."""
+    from crossdiff_core.analysis.prompt_diff import diff
+
+    if not args.prompt.strip():
+        raise CrossDiffError("the prompt is empty: type some text to compare the two models on")
+    opened, (model_a, model_b) = _load_crosscoder_and_pair(args)
+    index = _diff_index(opened)
+    result = diff(opened.crosscoder, (model_a, model_b), args.prompt, top=args.top, chat=args.chat,
+                  labels=index.labels if index is not None else None,
+                  verdicts=index.verdict if index is not None else None,
+                  presented=index.presented if index is not None else None).to_dict()
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    for message in result["warnings"]:
+        print(f"warning: {message}", file=sys.stderr)
+    for side in ("model_a", "model_b"):
+        entry = result[side]
+        print(f"\n{entry['model']}: {len(entry['tokens'])} tokens ({entry['coverage']:.0%} paired), "
+              "exclusive latents that fire:")
+        if not entry["exclusive"]:
+            print("  (none)")
+        for row in entry["exclusive"]:
+            verdict = f"  [{row['verdict']['label']}]" if row.get("verdict") else ""
+            print(f"  {row['latent']:>6}  {row['activation']:8.3f}  {row['label']}{verdict}")
+    return 0
+
+
+def _index_config(args):
+    """Return the `IndexConfig` the index options ask for (corpus, skip and window length default to the store's)."""
+    return index_config(args.store, corpus=args.corpus, n_windows=args.windows, skip_windows=args.skip_windows,
+                        ctx_len=args.ctx_len, top_contexts=args.top_contexts)
+
+
+def _build_index(args, opened: OpenedCrosscoder, pair):
+    """Build and save the feature index the index options ask for, next to the (local) crosscoder; return it."""
+    from crossdiff_core.analysis import build_index, index_dir
+
+    folder = _writable_folder(opened, "the feature index")
+    config = _index_config(args)
+    log.info("indexing %d windows of %s (skipping %d)", config.n_windows, config.corpus, config.skip_windows)
+    return build_index(opened.crosscoder, pair, config, out_dir=index_dir(folder), show_tqdm=True)
+
+
+def cmd_index(args) -> int:
+    """Build the feature index of a crosscoder, optionally with chat-model explanations."""
+    from crossdiff_core.analysis import explain_latents
+    from crossdiff_core.models import load_model
+
+    opened = _open_crosscoder(args.crosscoder)
+    _writable_folder(opened, "the feature index")  # before minutes of model loading
+    index = _build_index(args, opened, _pair_for(args, opened))
+    if args.explain_with:
+        explainer = load_model(args.explain_with, quant=args.quant, dtype=args.dtype, device=args.device,
+                               trust_remote_code=args.trust_remote_code)
+        latents = index.ranked("a", args.explain_top) + index.ranked("b", args.explain_top)
+        explain_latents(index, explainer, latents)
+    print(f"feature index of {index.dict_size} latents written to {index.path} "
+          f"({index.meta['n_rows']} paired tokens from {index.meta['n_windows']} windows)", file=sys.stderr)
+    for side in ("a", "b"):
+        for latent in index.ranked(side, 3):
+            print(f"  {side.upper()} {latent:>6}  {index.labels[latent]}", file=sys.stderr)
+    return 0
+
+
+def cmd_steer(args) -> int:
+    """Generate from a latent's model with and without steering and print both."""
+    from crossdiff_core.analysis import has_index, load_index, steer
+
+    opened, pair = _load_crosscoder_and_pair(args)
+    cc = opened.crosscoder
+    strength = args.strength
+    if args.suppress:
+        strength = -abs(strength) if strength is not None else -1.0  # 1 × its contribution: exactly removed
+    elif strength is None:
+        if not has_index(opened.folder):
+            raise CrossDiffError("pass --strength (or build the feature index, whose max activation is the default)")
+        strength = float(load_index(opened.folder, cc).stats(args.latent)["max_activation"])
+    result = steer(pair, cc, args.latent, strength, args.prompt, args.max_new_tokens, model=args.model,
+                   chat=args.chat, greedy=not args.sample, seed=args.seed)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    print(result.note)
+    print(f"activation on the prompt: {result.activation_before:.3f} -> {result.activation_after:.3f}")
+    print(f"\nbaseline:\n{result.baseline}\n\n{result.mode} (strength {result.strength:g}):\n{result.steered}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """Write the screening report of a crosscoder from its feature index."""
+    from crossdiff_core.analysis import has_index, load_index, write_report
+
+    opened = _open_crosscoder(args.crosscoder)
+    if args.build_index and not has_index(opened.folder):
+        _writable_folder(opened, "the feature index")
+        index = _build_index(args, opened, _pair_for(args, opened))
+    elif opened.repo_id and not has_index(opened.folder):
+        raise CrossDiffError(
+            f"the Hub repo {opened.repo_id} publishes no feature index, so there is nothing to report: download it "
+            f"(`hf download {opened.repo_id} --local-dir DIR`), then run `python -m crossdiff_core report "
+            "--crosscoder DIR --build-index`"
+        )
+    else:
+        index = load_index(opened.folder, opened.crosscoder)
+    if opened.repo_id:
+        default_out = Path("runs") / "report" / opened.repo_id.replace("/", "__")
+    else:
+        default_out = opened.folder / "report"
+    files = write_report(index, args.out or default_out, top=args.top, n_contexts=args.contexts)
+    print(f"wrote {files.html}, {files.markdown} and {files.csv}", file=sys.stderr)
+    return 0
