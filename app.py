@@ -1042,7 +1042,7 @@ class CrossDiffApp:
         try:
             return TrainJob(pair=self.ws.resolve(self.pair_key(session)), **settings)
         except CrossDiffError as error:
-            raise user_error(_sentence(str(error)), title="Check the settings") from None
+            raise user_error(str(error), title="Check the settings") from None
 
     def job_folder(self, job: TrainJob) -> Path:
         """Return the job folder of a training run: the same settings give the same folder, so a rerun resumes."""
