@@ -388,6 +388,7 @@ def crosscoder_summary(path, crosscoder=None) -> dict:
     """Return what `info` prints about a crosscoder folder (`crosscoder`: the one in it, when already loaded)."""
     from crossdiff_core.analysis import has_index
     from crossdiff_core.crosscoder import CrossCoder
+    from crossdiff_core.crosscoder.model import SUMMARY_FILE
 
     cc = crosscoder if crosscoder is not None else CrossCoder.from_pretrained(str(path))
     c = cc.config
@@ -401,7 +402,7 @@ def crosscoder_summary(path, crosscoder=None) -> dict:
         "tokenizer_a": c.tokenizer_a, "tokenizer_b": c.tokenizer_b,
         "feature_index": has_index(path),
     }
-    training = Path(path) / "training.json"
+    training = Path(path) / SUMMARY_FILE
     if training.is_file():
         summary["training"] = json.loads(training.read_text())
     return summary

@@ -56,7 +56,7 @@ from crossdiff_core.crosscoder.batchtopk import (
     updated_threshold,
 )
 from crossdiff_core.crosscoder.config import CrossCoderConfig
-from crossdiff_core.crosscoder.model import CrossCoder
+from crossdiff_core.crosscoder.model import SUMMARY_FILE, CrossCoder
 from crossdiff_core.crosscoder.sparse_ops import SPARSE, LatentOps
 from crossdiff_core.distributed import Dist, RankSource
 from crossdiff_core.errors import (
@@ -73,7 +73,6 @@ CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE_FILE = "state.safetensors"
 CHECKPOINT_META_FILE = "checkpoint.json"
 METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "training.json"
 
 _PREVIOUS_CHECKPOINT_DIR = ".checkpoint-previous"
 _PARTIAL_CHECKPOINT_PREFIX = ".checkpoint-partial-"
