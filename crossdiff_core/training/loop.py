@@ -67,7 +67,7 @@ from crossdiff_core.errors import (
     is_disk_full,
     is_out_of_memory,
 )
-from crossdiff_core.files import file_sha256, usual_permissions
+from crossdiff_core.files import file_sha256, usual_permissions, write_text_atomically
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE_FILE = "state.safetensors"
@@ -776,19 +776,6 @@ def _existing_checkpoint(out_dir: Path) -> Path | None:
     return None
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: a crash or full disk never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        if not is_disk_full(error):
-            raise
-        raise disk_full_error(path, error, "free space on that disk and run the same command again") from error
-
-
 def _remove_partial_checkpoints(out_dir: Path) -> None:
     """Delete half-written checkpoint folders left by a crash."""
     for partial in out_dir.glob(_PARTIAL_CHECKPOINT_PREFIX + "*"):
@@ -912,7 +899,7 @@ def _check_same_run(checkpoint_dir: Path, saved_config: dict, config: dict, save
 
 def _write_logs(out_dir: Path, run: _RunState, config, train_config, resumed_from, finished: bool, elapsed_s: float):
     """Write `metrics.jsonl` (one line per logged step) and the `training.json` summary."""
-    _write_text_atomically(out_dir / METRICS_FILE, "".join(json.dumps(metrics) + "\n" for metrics in run.history))
+    write_text_atomically(out_dir / METRICS_FILE, "".join(json.dumps(metrics) + "\n" for metrics in run.history))
     summary = {
         "finished": finished,
         "steps_done": run.step,
@@ -925,7 +912,7 @@ def _write_logs(out_dir: Path, run: _RunState, config, train_config, resumed_fro
         "train_config": train_config.to_dict(),
         "dead_after_tokens_used": train_config.dead_after(),
     }
-    _write_text_atomically(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
 
 
 def _out_of_memory_error(error: BaseException, config, train_config: TrainConfig, device, out_dir: Path) -> NotEnoughMemoryError:
