@@ -336,7 +336,8 @@ def cmd_train(args) -> int:
     from crossdiff_core.activations.store import PairedActivationStore, is_store
     from crossdiff_core.crosscoder import CrossCoderConfig
     from crossdiff_core.distributed import from_environment
-    from crossdiff_core.training.loop import TrainConfig, train
+    from crossdiff_core.training.config import TrainConfig
+    from crossdiff_core.training.loop import train
 
     for value in args.exclusive:
         if value >= 1 and value != int(value):

@@ -149,7 +149,8 @@ def run_train_job(
     from crossdiff_core.activations.harvest import HarvestConfig, harvest
     from crossdiff_core.activations.store import PairedActivationStore
     from crossdiff_core.crosscoder import CrossCoderConfig
-    from crossdiff_core.training.loop import TrainConfig, train
+    from crossdiff_core.training.config import TrainConfig
+    from crossdiff_core.training.loop import train
 
     report = progress or (lambda *_: None)
     stop = should_stop or (lambda: False)

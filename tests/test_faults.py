@@ -39,7 +39,9 @@ from crossdiff_core.analysis.feature_index import INDEX_FORMAT, INDEX_VERSION, F
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.errors import CheckpointError, CrossCoderError, CrossDiffError, DiskFullError, StoreError
 from crossdiff_core.files import file_sha256
-from crossdiff_core.training.loop import TrainConfig, _existing_checkpoint, train
+from crossdiff_core.training.checkpoint import _existing_checkpoint
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 D_A, D_B = 24, 32
@@ -125,7 +127,8 @@ import torch
 torch.set_num_threads(1)
 from crossdiff_core.crosscoder import CrossCoderConfig
 from crossdiff_core.activations.store import PairedActivationStore
-from crossdiff_core.training.loop import TrainConfig, train
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
 store, out, config, train_config = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
 train(CrossCoderConfig.from_dict(config), TrainConfig.from_dict(train_config), PairedActivationStore(store), out,
       progress=lambda p: print(p.step, flush=True))
