@@ -6,7 +6,7 @@
 | harvest SIGKILLed midway (real demo pair, 4-bit, CPU) | the same call completes the store: row counts, `windows_done`, shard sizes and checksums as an uninterrupted harvest, same rows |
 | damaged store shard, checkpoint, crosscoder or feature-index file | the loader raises a `CrossDiffError` that names the file and says what to do; nothing damaged is used |
 | disk full (RLIMIT_FSIZE) while writing a checkpoint, a store shard, meta.json or a crosscoder | `DiskFullError` saying the disk is full and what to do; what was there before stays intact and loadable; no temporary file is left |
-| out of memory in a training step (RLIMIT_AS, CLI), building a huge crosscoder, or loading a model | one line naming smaller --batch-size / --dict-size, CPU and 4-bit; a model load names 4-bit, a smaller model, another device |
+| out of memory in a training step (RLIMIT_AS, CLI), building a huge crosscoder, or loading a model | one line naming a smaller batch / dictionary size (CLI flag and app field), CPU and 4-bit; a model load names 4-bit, a smaller model, another device |
 
 Every damaged file here is caught, a flipped bit inside tensor data included (store shards, checkpoints, crosscoder
 weights and the feature index's files carry SHA-256 checksums).
@@ -492,8 +492,9 @@ def test_out_of_memory_in_a_training_step_is_one_line_with_options(store_path, t
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert last.startswith("error: out of memory while training on cpu")
-    for option in ("can't allocate memory", "smaller --batch-size (now 4096", "smaller --dict-size (now 131072)",
-                   "--quant nf4", "new --out folder"):  # fmt: skip
+    batch = "smaller batch size (--batch-size, or 'Batch size' in the app's Train tab; now 4096"
+    dict_size = "smaller dictionary size (--dict-size, or 'Dictionary size' in the app's Train tab; now 131072)"
+    for option in ("can't allocate memory", batch, dict_size, "--quant nf4", "new --out folder", "automatic job folder"):
         assert option in last, (option, last)
 
 
