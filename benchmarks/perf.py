@@ -9,7 +9,7 @@ same process (medians over rounds), so a busy machine slows both sides alike:
   read layer, length-sorted passes without padding waste; bf16, NF4 and fp32 models) against a naive
   harvest of the same windows: full fp32 forward of both models with `output_hidden_states=True`
   through every layer and the LM head, on padded batches of 16 windows in corpus order;
-- **training step**: tokens/s of the DFC step (`train.training_loss` with the sparse kernels, fused
+- **training step**: tokens/s of the DFC step (`training.losses.training_loss` with the sparse kernels, fused
   Adam) against a dense reference written here the way published crosscoder code does it (full
   `[d, F]` matrices with masks, dense encode, dense BatchTopK, dense decode, autograd, same auxk and
   Adam), and against the encoder-forward limit (the bare `x·W_enc` matmuls of both models);
@@ -252,7 +252,7 @@ class DenseReferenceStep:
     Full `[d_m, F]` encoder and `[F, d_m]` decoder matrices per model; the DFC partition is kept by
     zeroing the forbidden weights and their gradients (masks). Dense encode, BatchTopK over the
     flattened `[B, F]` scores, dense decode, autograd, Adam, and the auxk loss as
-    `crossdiff_core.training.loop.training_loss` defines it: over dead *shared* latents, weighted by
+    `crossdiff_core.training.losses.training_loss` defines it: over dead *shared* latents, weighted by
     `auxk_coeff · (d_a + d_b)`.
     """
 
@@ -335,7 +335,7 @@ class DfcStep:
     def step(self, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor, dead_F: torch.Tensor) -> tuple[float, torch.Tensor]:
         """Run one optimizer step; return (loss, which latents fired [F])."""
         from crossdiff_core.crosscoder.batchtopk import updated_threshold
-        from crossdiff_core.training.loop import training_loss
+        from crossdiff_core.training.losses import training_loss
 
         out = training_loss(self.model, x_a_BD, x_b_BD, dead_F, self.train_config)
         self.optimizer.zero_grad(set_to_none=True)
@@ -373,7 +373,7 @@ def bench_train_size(
 ) -> dict:
     """Return step-time ratios (reference / DFC, encoder matmul / DFC) and losses after `steps` lock-step steps."""
     from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
-    from crossdiff_core.training.loop import TrainConfig
+    from crossdiff_core.training.config import TrainConfig
 
     torch.manual_seed(0)
     train_config = TrainConfig(batch_size=batch, dead_after_tokens=8 * batch, seed=0)
@@ -537,7 +537,7 @@ def child_load_memory(setting: str, n_tokens: int) -> dict:
 def child_train_memory(dict_size: int, batch: int) -> dict:
     """Return, measured in this (fresh) process, the peak memory of DFC training steps (a quarter of latents dead)."""
     from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
-    from crossdiff_core.training.loop import TrainConfig
+    from crossdiff_core.training.config import TrainConfig
 
     runtime = _rss_bytes()
     dfc = CrossCoder(CrossCoderConfig(d_a=576, d_b=640, dict_size=dict_size, k=32, scale_a=1.0, scale_b=1.0), seed=0)

@@ -291,7 +291,8 @@ def run_train_job(
     """
     from crossdiff_core.activations.harvest import harvest
     from crossdiff_core.activations.store import PairedActivationStore
-    from crossdiff_core.training.loop import TrainConfig, train
+    from crossdiff_core.training.config import TrainConfig
+    from crossdiff_core.training.loop import train
 
     if job.out_dir is None:
         raise CrossDiffError("the training job has no folder: give it an out_dir")

@@ -42,7 +42,8 @@ from crossdiff_core.corpus.organism_texts import organism_corpus, organism_texts
 from crossdiff_core.crosscoder import CrossCoderConfig
 from crossdiff_core.models import load_model, organism_folder
 from crossdiff_core.organisms import build_organism, read_record
-from crossdiff_core.training.loop import TrainConfig, train
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
 
 BASE = "smollm2-135m"
 CORPUS = "builtin:organisms"

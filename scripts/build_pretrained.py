@@ -36,7 +36,8 @@ from benchmarks.real_pair.run import evaluate  # noqa: E402
 from crossdiff_core.activations.store import PairedActivationStore  # noqa: E402
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig  # noqa: E402
 from crossdiff_core.synthetic import relative_decoder_norms  # noqa: E402
-from crossdiff_core.training.loop import TrainConfig, train  # noqa: E402
+from crossdiff_core.training.config import TrainConfig  # noqa: E402
+from crossdiff_core.training.loop import train  # noqa: E402
 
 SHIPPED = ROOT / "pretrained" / "smollm2-135m__gemma3-270m"
 WORK = ROOT / "runs" / "pretrained-large"

@@ -14,7 +14,8 @@ import sys
 from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.crosscoder import CrossCoderConfig
 from crossdiff_core.distributed import from_environment
-from crossdiff_core.training.loop import TrainConfig, train
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
 
 
 def main() -> None:

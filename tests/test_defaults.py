@@ -13,7 +13,7 @@ from crossdiff_core.analysis import IndexConfig
 from crossdiff_core.cli.args import build_parser
 from crossdiff_core.crosscoder import CrossCoderConfig
 from crossdiff_core.errors import CrossDiffError
-from crossdiff_core.training.loop import TrainConfig
+from crossdiff_core.training.config import TrainConfig
 from crossdiff_core.workspace import PairKey, TrainJob, index_config
 
 PAIR = PairKey("smollm2-135m", "gemma3-270m")

@@ -16,7 +16,8 @@ from crossdiff_core.activations.store import PairedActivationStore, StoreWriter
 from crossdiff_core.distributed import ConcatenatedSource, Dist, from_environment, split_batch
 from crossdiff_core.errors import CrossDiffError, StoreError
 from crossdiff_core.synthetic import SyntheticConfig, SyntheticPair
-from crossdiff_core.training.loop import TrainConfig, train
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")

@@ -6,7 +6,7 @@
 | harvest SIGKILLed midway (real demo pair, 4-bit, CPU) | the same call completes the store: row counts, `windows_done`, shard sizes and checksums as an uninterrupted harvest, same rows |
 | damaged store shard, checkpoint, crosscoder or feature-index file | the loader raises a `CrossDiffError` that names the file and says what to do; nothing damaged is used |
 | disk full (RLIMIT_FSIZE) while writing a checkpoint, a store shard, meta.json or a crosscoder | `DiskFullError` saying the disk is full and what to do; what was there before stays intact and loadable; no temporary file is left |
-| out of memory in a training step (RLIMIT_AS, CLI), building a huge crosscoder, or loading a model | one line naming smaller --batch-size / --dict-size, CPU and 4-bit; a model load names 4-bit, a smaller model, another device |
+| out of memory in a training step (RLIMIT_AS, CLI), building a huge crosscoder, or loading a model | one line naming a smaller batch / dictionary size (CLI flag and app field), CPU and 4-bit; a model load names 4-bit, a smaller model, another device |
 
 Every damaged file here is caught, a flipped bit inside tensor data included (store shards, checkpoints, crosscoder
 weights and the feature index's files carry SHA-256 checksums).
@@ -39,7 +39,9 @@ from crossdiff_core.analysis.feature_index import INDEX_FORMAT, INDEX_VERSION, F
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.errors import CheckpointError, CrossCoderError, CrossDiffError, DiskFullError, StoreError
 from crossdiff_core.files import file_sha256
-from crossdiff_core.training.loop import TrainConfig, _existing_checkpoint, train
+from crossdiff_core.training.checkpoint import _existing_checkpoint
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 D_A, D_B = 24, 32
@@ -125,7 +127,8 @@ import torch
 torch.set_num_threads(1)
 from crossdiff_core.crosscoder import CrossCoderConfig
 from crossdiff_core.activations.store import PairedActivationStore
-from crossdiff_core.training.loop import TrainConfig, train
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
 store, out, config, train_config = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
 train(CrossCoderConfig.from_dict(config), TrainConfig.from_dict(train_config), PairedActivationStore(store), out,
       progress=lambda p: print(p.step, flush=True))
@@ -489,8 +492,9 @@ def test_out_of_memory_in_a_training_step_is_one_line_with_options(store_path, t
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert last.startswith("error: out of memory while training on cpu")
-    for option in ("can't allocate memory", "smaller --batch-size (now 4096", "smaller --dict-size (now 131072)",
-                   "--quant nf4", "new --out folder"):  # fmt: skip
+    batch = "smaller batch size (--batch-size, or 'Batch size' in the app's Train tab; now 4096"
+    dict_size = "smaller dictionary size (--dict-size, or 'Dictionary size' in the app's Train tab; now 131072)"
+    for option in ("can't allocate memory", batch, dict_size, "--quant nf4", "new --out folder", "automatic job folder"):
         assert option in last, (option, last)
 
 

@@ -29,7 +29,8 @@ from crossdiff_core.analysis.prompt_diff import diff
 from crossdiff_core.crosscoder import CrossCoderConfig
 from crossdiff_core.models import load_model
 from crossdiff_core.organisms import edit_organism
-from crossdiff_core.training.loop import TrainConfig, train
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
 
 pytestmark = pytest.mark.slow
 

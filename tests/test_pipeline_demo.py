@@ -22,7 +22,8 @@ from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.analysis.prompt_diff import diff
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.errors import CrossCoderError, StoreError
-from crossdiff_core.training.loop import TrainConfig, train
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 N_TOKENS = 4000

@@ -41,7 +41,8 @@ from crossdiff_core.errors import CheckpointError, CrossCoderError, ModelLoadErr
 from crossdiff_core.hub.importers import import_dictionary_learning
 from crossdiff_core.hub.repo import load_crosscoder
 from crossdiff_core.models import load_model, load_tokenizer
-from crossdiff_core.training.loop import TrainConfig, train
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 PLANTED = "hf_PLANTEDtoken1234567890abcdef"

@@ -27,7 +27,9 @@ from crossdiff_core.synthetic import (
     reconstruction_report,
     recovery_report,
 )
-from crossdiff_core.training.loop import TrainConfig, relocate_one_sided, train
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
+from crossdiff_core.training.relocation import relocate_one_sided
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -13,18 +13,11 @@ from crossdiff_core.activations.batches import TensorBatchSource
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.crosscoder.sparse_ops import DENSE_REFERENCE
 from crossdiff_core.errors import CheckpointError, CrossCoderError
-from crossdiff_core.training.loop import (
-    CHECKPOINT_DIR,
-    CHECKPOINT_META_FILE,
-    TrainConfig,
-    TrainProgress,
-    auto_dead_after_tokens,
-    fit_to_source,
-    learning_rate,
-    mean_sample,
-    train,
-    training_loss,
-)
+from crossdiff_core.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_META_FILE
+from crossdiff_core.training.config import TrainConfig, TrainProgress, auto_dead_after_tokens
+from crossdiff_core.training.loop import learning_rate, train
+from crossdiff_core.training.losses import training_loss
+from crossdiff_core.training.normalization import fit_to_source, mean_sample
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -53,7 +53,8 @@ from crossdiff_core.corpus.organism_texts import ORGANISM_NAMES, Probe, organism
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.models import load_model
 from crossdiff_core.organisms import UNMODIFIED, build_organism
-from crossdiff_core.training.loop import TrainConfig, train
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
 
 HERE = Path(__file__).resolve().parent
 TOP = 10

@@ -21,7 +21,8 @@ import torch
 from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.synthetic import reconstruction_report, relative_decoder_norms
-from crossdiff_core.training.loop import TrainConfig, train
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
 
 HERE = Path(__file__).resolve().parent
 

@@ -47,7 +47,8 @@ from crossdiff_core.synthetic import (
     recovery_report,
     relative_decoder_norms,
 )
-from crossdiff_core.training.loop import TrainConfig, train
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
 
 HERE = Path(__file__).resolve().parent
 TARGET_EXCLUSIVE = 0.90

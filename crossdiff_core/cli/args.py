@@ -9,7 +9,7 @@ from crossdiff_core.analysis import IndexConfig
 from crossdiff_core.compute_dtype import DEFAULT_DTYPE, DTYPE_CHOICES
 from crossdiff_core.crosscoder import CrossCoderConfig
 from crossdiff_core.models import QUANT_CHOICES
-from crossdiff_core.training.loop import TrainConfig
+from crossdiff_core.training.config import TrainConfig
 from crossdiff_core.workspace import PairKey, TrainJob
 
 CROSSCODER_HELP = "crosscoder folder, or Hub repo id (owner/name) of a published one"

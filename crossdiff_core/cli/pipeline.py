@@ -107,7 +107,8 @@ def cmd_train(args) -> int:
     from crossdiff_core.activations.store import PairedActivationStore, is_store
     from crossdiff_core.crosscoder import CrossCoderConfig
     from crossdiff_core.distributed import from_environment
-    from crossdiff_core.training.loop import TrainConfig, train
+    from crossdiff_core.training.config import TrainConfig
+    from crossdiff_core.training.loop import train
 
     for value in args.exclusive:
         if value >= 1 and value != int(value):
@@ -159,6 +160,7 @@ def crosscoder_summary(path, crosscoder=None) -> dict:
     """Return what `info` prints about a crosscoder folder (`crosscoder`: the one in it, when already loaded)."""
     from crossdiff_core.analysis import has_index
     from crossdiff_core.crosscoder import CrossCoder
+    from crossdiff_core.crosscoder.model import SUMMARY_FILE
 
     cc = crosscoder if crosscoder is not None else CrossCoder.from_pretrained(str(path))
     c = cc.config
@@ -172,7 +174,7 @@ def crosscoder_summary(path, crosscoder=None) -> dict:
         "tokenizer_a": c.tokenizer_a, "tokenizer_b": c.tokenizer_b,
         "feature_index": has_index(path),
     }
-    training = Path(path) / "training.json"
+    training = Path(path) / SUMMARY_FILE
     if training.is_file():
         summary["training"] = json.loads(training.read_text())
     return summary

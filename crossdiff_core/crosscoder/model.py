@@ -28,6 +28,8 @@ from crossdiff_core.files import usual_permissions
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+SUMMARY_FILE = "training.json"
+"""The training summary `train` writes next to the weights (progress, final metrics, both configs)."""
 WEIGHTS_SHA256_KEY = "crossdiff_tensors_sha256"
 """safetensors metadata key: SHA-256 of the tensors (`tensors_sha256`), checked on load."""
 CONFIG_KEY = "crossdiff_config"

@@ -45,10 +45,9 @@ from huggingface_hub.utils import validate_repo_id
 
 from crossdiff_core import __version__
 from crossdiff_core.crosscoder.config import CrossCoderConfig
-from crossdiff_core.crosscoder.model import CONFIG_FILE, WEIGHTS_FILE, CrossCoder
+from crossdiff_core.crosscoder.model import CONFIG_FILE, SUMMARY_FILE, WEIGHTS_FILE, CrossCoder
 from crossdiff_core.errors import CrossCoderError
 from crossdiff_core.models import identify
-from crossdiff_core.training.loop import SUMMARY_FILE
 
 LIBRARY_NAME = "crossdiff"
 CARD_TAGS = ("crosscoder", "dfc", "model-diffing")

@@ -13,7 +13,8 @@ from crossdiff_core.activations.harvest import HarvestConfig, harvest
 from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.analysis import IndexConfig, build_index, index_dir
 from crossdiff_core.crosscoder import CrossCoderConfig
-from crossdiff_core.training.loop import TrainConfig, train
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
 
 CTX_LEN = 32
 INDEX_WINDOWS = 12
