@@ -41,7 +41,6 @@ from crossdiff_core import planning
 from crossdiff_core.analysis import (
     IndexConfig,
     build_index,
-    check_models,
     diff,
     has_index,
     index_dir,
@@ -50,6 +49,7 @@ from crossdiff_core.analysis import (
     write_report,
 )
 from crossdiff_core.corpus.organism_texts import organism_texts
+from crossdiff_core.crosscoder import check_models
 from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError, is_out_of_memory
 from crossdiff_core.models import DEMO_MODELS, cache_dir, find_demo, find_organism, organism_folder
 from crossdiff_core.organisms import read_record

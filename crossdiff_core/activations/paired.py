@@ -16,7 +16,6 @@ import torch
 
 from crossdiff_core.activations.harvest import inliers
 from crossdiff_core.alignment import Alignment, TokenizedText
-from crossdiff_core.crosscoder import CrossCoder
 from crossdiff_core.models import LoadedModel
 
 ModelPair = tuple[LoadedModel, LoadedModel]
@@ -24,16 +23,6 @@ ModelPair = tuple[LoadedModel, LoadedModel]
 
 OUTLIER_FACTOR = 10.0
 """Drop a pair whose activation norm exceeds this multiple of the batch median (as the harvest does)."""
-
-
-def check_models(crosscoder: CrossCoder, model_a: LoadedModel, model_b: LoadedModel) -> None:
-    """Raise `CrossCoderError` if the crosscoder was trained on another model pair, layer or tokenizer; return None."""
-    crosscoder.config.check_pair(
-        model_a.model_id, model_a.layer, model_a.tokenizer_fingerprint,
-        model_b.model_id, model_b.layer, model_b.tokenizer_fingerprint,
-    )  # fmt: skip
-    crosscoder.config.check_widths(model_a.d_model, model_b.d_model, f"model A ({model_a.model_id})",
-                                   f"model B ({model_b.model_id})")
 
 
 @dataclass

@@ -34,7 +34,7 @@ Scores (one sentence each; the same text is stored in every index and in SCORES.
   the factors of rank_score = alive · not_dense · (consistency + strength) / 2 · specificity · shrinkage.
 """
 
-from crossdiff_core.activations.paired import ModelPair, check_models
+from crossdiff_core.activations.paired import ModelPair
 from crossdiff_core.analysis.explain import Explanation, explain_latents
 from crossdiff_core.analysis.feature_index import (
     FeatureIndex,
@@ -52,6 +52,7 @@ from crossdiff_core.analysis.prompt_diff import PromptDiff, diff
 from crossdiff_core.analysis.report import ReportFiles, write_report
 from crossdiff_core.analysis.scores import SCORE_DOCS
 from crossdiff_core.analysis.steering import SteerResult, steer
+from crossdiff_core.crosscoder import check_models
 
 __all__ = [
     "SCORE_DOCS", "ActivationHistogram", "Explanation", "FeatureIndex", "IndexConfig", "IndexProgress", "LatentCard",

@@ -51,7 +51,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from crossdiff_core.activations.paired import ModelPair, check_models, display_strings, run_paired
+from crossdiff_core.activations.paired import ModelPair, display_strings, run_paired
 from crossdiff_core.alignment import align_batch
 from crossdiff_core.analysis import blocks
 from crossdiff_core.analysis.contexts import Context, build_context
@@ -65,7 +65,7 @@ from crossdiff_core.analysis.serialize import json_ready
 from crossdiff_core.analysis.stats import ActivationStats
 from crossdiff_core.analysis.verdict import DEFAULT_THRESHOLDS, Verdict, VerdictThresholds, judge
 from crossdiff_core.corpus.sources import iter_windows
-from crossdiff_core.crosscoder import CrossCoder
+from crossdiff_core.crosscoder import CrossCoder, check_models
 from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError
 from crossdiff_core.files import file_sha256, usual_permissions
 
