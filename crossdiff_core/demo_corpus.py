@@ -21,6 +21,7 @@ from crossdiff_core.corpus.demo_generated import (
     OPENINGS,
     GeneratedDocument,
 )
+from crossdiff_core.files import write_text_atomically
 
 
 def build(
@@ -86,9 +87,7 @@ def build(
     if bar is not None:
         bar.close()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(json.dumps(asdict(d), ensure_ascii=False) + "\n" for d in documents), encoding="utf-8")
-    tmp.replace(out)
+    write_text_atomically(out, "".join(json.dumps(asdict(d), ensure_ascii=False) + "\n" for d in documents))
     return documents
 
 

@@ -66,8 +66,8 @@ from crossdiff_core.analysis.stats import ActivationStats
 from crossdiff_core.analysis.verdict import DEFAULT_THRESHOLDS, Verdict, VerdictThresholds, judge
 from crossdiff_core.corpus.sources import iter_windows
 from crossdiff_core.crosscoder import CrossCoder, check_models
-from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError
-from crossdiff_core.files import file_sha256, usual_permissions
+from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError, disk_full_error, is_disk_full
+from crossdiff_core.files import file_sha256, usual_permissions, write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -259,21 +259,25 @@ class FeatureIndex:
         return index
 
     def save(self, path) -> Path:
-        """Write the index into folder `path` atomically (replacing an older one) and return the path."""
+        """Write the index into folder `path` atomically (replacing an older one) and return the path.
+
+        A full disk raises `DiskFullError`: an older index in `path` stays as it was and no temporary folder is left.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".feature-index-", dir=path.parent))
         try:
-            (tmp / "index.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
+            (tmp / "index.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             arrays = {k: np.ascontiguousarray(v) for k, v in sorted(self.arrays.items())}
             save_file(arrays, str(tmp / "arrays.safetensors"))
-            (tmp / "windows.json").write_text(json.dumps(self.windows(), ensure_ascii=False, separators=(",", ":")))
+            (tmp / "windows.json").write_text(json.dumps(self.windows(), ensure_ascii=False, separators=(",", ":")),
+                                              encoding="utf-8")
             vocab = {side: {str(k): v for k, v in sorted(table.items())} for side, table in self.vocab().items()}
-            (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, sort_keys=True))
-            (tmp / "labels.json").write_text(self._labels_json())
+            (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, sort_keys=True), encoding="utf-8")
+            (tmp / "labels.json").write_text(self._labels_json(), encoding="utf-8")
             checksums = {name: file_sha256(tmp / name) for name in _CHECKED_FILES}
             usual_permissions(tmp, tmp / "arrays.safetensors")
-            (tmp / CHECKSUM_FILE).write_text(json.dumps(checksums, indent=1, sort_keys=True) + "\n")
+            (tmp / CHECKSUM_FILE).write_text(json.dumps(checksums, indent=1, sort_keys=True) + "\n", encoding="utf-8")
             self._checksums = checksums
             old = None
             if path.exists():
@@ -282,6 +286,11 @@ class FeatureIndex:
             os.replace(tmp, path)
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
+        except (OSError, SafetensorError) as error:
+            if not is_disk_full(error):
+                raise
+            kept = f"the feature index already in {path} is unchanged" if path.is_dir() else "no index was written"
+            raise disk_full_error(path, error, f"{kept}; free space on that disk and run the same command again") from error
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -292,9 +301,7 @@ class FeatureIndex:
         """Rewrite `labels.json` (labels and explanations) in place, atomically; returns None."""
         if self.path is None:
             raise CrossDiffError("this feature index has not been saved yet: call save(path) first")
-        tmp = self.path / ".labels.json.tmp"
-        tmp.write_text(self._labels_json())
-        os.replace(tmp, self.path / "labels.json")
+        write_text_atomically(self.path / "labels.json", self._labels_json())
 
     def _labels_json(self) -> str:
         explanations = {str(k): v for k, v in sorted(self.explanations.items())}
