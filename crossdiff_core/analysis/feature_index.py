@@ -51,7 +51,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from crossdiff_core.activations.paired import ModelPair, display_strings, run_paired
+from crossdiff_core.activations.paired import OUTLIER_FACTOR, ModelPair, display_strings, run_paired
 from crossdiff_core.alignment import align_batch
 from crossdiff_core.analysis import blocks
 from crossdiff_core.analysis.contexts import Context, build_context
@@ -104,7 +104,7 @@ class IndexConfig:
     """Ridge penalty of the transfer regression, relative to the mean activation variance."""
     test_every: int = 4
     """Every `test_every`-th window is held out to measure transfer R²."""
-    outlier_factor: float = 10.0
+    outlier_factor: float = OUTLIER_FACTOR
     """Drop pairs whose activation norm exceeds this multiple of the batch median (as the harvest does)."""
 
     def validate(self) -> None:
