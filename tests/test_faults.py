@@ -35,7 +35,7 @@ from safetensors.torch import load_file
 
 from crossdiff_core.activations.harvest import HarvestConfig, harvest
 from crossdiff_core.activations.store import PairedActivationStore, StoreWriter, read_meta
-from crossdiff_core.analysis.feature_index import INDEX_FORMAT, INDEX_VERSION, FeatureIndex
+from crossdiff_core.analysis.index import INDEX_FORMAT, INDEX_VERSION, FeatureIndex
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.errors import CheckpointError, CrossCoderError, CrossDiffError, DiskFullError, StoreError
 from crossdiff_core.files import file_sha256
