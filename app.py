@@ -42,13 +42,13 @@ from crossdiff_core import planning
 from crossdiff_core.analysis import (
     IndexConfig,
     build_index,
-    check_models,
     diff,
     index_dir,
     steer,
     write_report,
 )
 from crossdiff_core.corpus.organism_texts import organism_texts
+from crossdiff_core.crosscoder import check_models
 from crossdiff_core.errors import CrossCoderError, CrossDiffError, is_out_of_memory
 from crossdiff_core.models import DEMO_MODELS, find_organism, identify, organism_folder
 from crossdiff_core.organisms import read_record

@@ -145,6 +145,7 @@ def naive_paired_rows(
     model_a, model_b, windows: list[str], batch_windows: int = 16
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return paired rows `(x_a_ND, x_b_ND)` the naive way: every layer and the LM head in fp32, padded batches."""
+    from crossdiff_core.activations.paired import pad_batch, pad_id
     from crossdiff_core.alignment import align_batch
 
     rows_a, rows_b = [], []
@@ -152,13 +153,7 @@ def naive_paired_rows(
         aligned = align_batch(model_a.tokenizer, model_b.tokenizer, windows[first : first + batch_windows],
                               max_tokens=CTX_LEN, max_tokens_b=2 * CTX_LEN)  # fmt: skip
         for model, side, rows in ((model_a, 0, rows_a), (model_b, 1, rows_b)):
-            ids = [al[side].input_ids for al in aligned]
-            width = max(len(i) for i in ids)
-            ids_BT = torch.full((len(ids), width), model.tokenizer.pad_token_id or 0, dtype=torch.long)
-            mask_BT = torch.zeros((len(ids), width), dtype=torch.long)
-            for row, tokens in enumerate(ids):
-                ids_BT[row, : len(tokens)] = torch.tensor(tokens)
-                mask_BT[row, : len(tokens)] = 1
+            ids_BT, mask_BT = pad_batch([al[side].input_ids for al in aligned], pad_id(model.tokenizer))
             out = model.model(input_ids=ids_BT, attention_mask=mask_BT, output_hidden_states=True, use_cache=False)
             hidden_BTD = out.hidden_states[model.layer + 1]  # [0] is the embedding output
             for row, al in enumerate(aligned):
@@ -174,7 +169,8 @@ def _relative_error(x_ND: torch.Tensor, ref_ND: torch.Tensor) -> float:
 
 def bench_harvest(mode: Mode, pairs: dict) -> dict:
     """Return paired tokens/s of our harvest path (bf16, NF4, fp32) relative to the naive harvest, and row errors."""
-    from crossdiff_core.activations.harvest import HarvestConfig, paired_activations, rows_at_positions
+    from crossdiff_core.activations.harvest import HarvestConfig, paired_activations
+    from crossdiff_core.activations.paired import rows_at_positions
     from crossdiff_core.alignment import align_batch
 
     config = HarvestConfig()
@@ -227,7 +223,7 @@ def bench_harvest(mode: Mode, pairs: dict) -> dict:
 
 def _padded_tokens(aligned, group: int, sort: bool) -> dict:
     """Return the tokens both models run (padding included) and the real ones, naive batches or our passes."""
-    from crossdiff_core.activations.harvest import length_sorted_chunks
+    from crossdiff_core.activations.paired import length_sorted_chunks
 
     totals = {"run": 0, "real": 0}
     for side in (0, 1):

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from crossdiff_core.files import cache_dir
+from crossdiff_core.errors import CrossDiffError
+from crossdiff_core.files import cache_dir, write_text_atomically
 
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads the constants below without it
     import torch
@@ -326,13 +327,10 @@ def write_cached_timing(path: str | os.PathLike, key: str, timing: MatmulTiming)
     except (OSError, ValueError, AttributeError):
         data = {"format": _CACHE_FORMAT, "timings": {}}
     data["timings"][key] = asdict(timing)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
+        write_text_atomically(path, json.dumps(data, indent=1))
+    except (OSError, CrossDiffError) as error:  # a full disk (DiskFullError) too: the cache only saves time
         log.debug("could not cache the compute-dtype timing in %s: %s", path, error)
 
 

@@ -21,6 +21,7 @@ from crossdiff_core.corpus.demo_generated import (
     OPENINGS,
     GeneratedDocument,
 )
+from crossdiff_core.files import write_text_atomically
 
 
 def build(
@@ -86,9 +87,7 @@ def build(
     if bar is not None:
         bar.close()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(json.dumps(asdict(d), ensure_ascii=False) + "\n" for d in documents), encoding="utf-8")
-    tmp.replace(out)
+    write_text_atomically(out, "".join(json.dumps(asdict(d), ensure_ascii=False) + "\n" for d in documents))
     return documents
 
 
@@ -102,6 +101,8 @@ def _generate(model, prompts: list[str], max_new_tokens: int, sample_seed: int |
     """Return each prompt's generated text: greedy, or sampled (temperature 0.8, top-p 0.95) with a fixed seed."""
     import torch
 
+    from crossdiff_core.activations.paired import pad_id
+
     tokenizer = model.tokenizer
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -109,8 +110,7 @@ def _generate(model, prompts: list[str], max_new_tokens: int, sample_seed: int |
         encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
     finally:
         tokenizer.padding_side = side
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    kwargs = {"max_new_tokens": max_new_tokens, "pad_token_id": pad, "repetition_penalty": 1.15}
+    kwargs = {"max_new_tokens": max_new_tokens, "pad_token_id": pad_id(tokenizer), "repetition_penalty": 1.15}
     if sample_seed is None:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     else:

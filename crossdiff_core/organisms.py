@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from crossdiff_core.activations.paired import pad_batch, pad_id
 from crossdiff_core.corpus.organism_texts import ORGANISM_NAMES, OrganismTexts, Probe, organism_texts
 from crossdiff_core.errors import CrossDiffError
 from crossdiff_core.files import write_folder_atomically
@@ -230,17 +231,12 @@ def _mean_loss(model, tokenizer, probes: tuple[Probe, ...]) -> float | None:
 def _encode(tokenizer, docs: list[str], max_tokens: int,
             spans: list[tuple[tuple[int, int], ...]] | None = None) -> dict:
     """Return a padded batch whose labels are every token, or with `spans` only the tokens ending inside one."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = [tokenizer(doc, truncation=True, max_length=max_tokens, return_offsets_mapping=spans is not None)
                for doc in docs]
-    width = max(len(row["input_ids"]) for row in encoded)
-    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
+    ids, mask = pad_batch([row["input_ids"] for row in encoded], pad_id(tokenizer))
+    labels = torch.full(ids.shape, -100, dtype=torch.long)
     for i, row in enumerate(encoded):
         n = len(row["input_ids"])
-        ids[i, :n] = torch.tensor(row["input_ids"])
-        mask[i, :n] = 1
         if spans is None or not spans[i]:
             labels[i, :n] = ids[i, :n]
             continue

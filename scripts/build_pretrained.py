@@ -154,7 +154,8 @@ def main() -> None:
         shipped["nf4_builtin_demo"], _ = evaluate(crosscoder, *nf4.held_out())
     (SHIPPED / "heldout.json").write_text(json.dumps(shipped, indent=1) + "\n")
 
-    from crossdiff_core.analysis.feature_index import IndexConfig, build_index, index_dir
+    from crossdiff_core.analysis.index import index_dir
+    from crossdiff_core.analysis.index_builder import IndexConfig, build_index
     from crossdiff_core.models import load_model
 
     shutil.rmtree(index_dir(SHIPPED), ignore_errors=True)

@@ -5,7 +5,7 @@
 | training SIGKILLed at seeded random steps | the same call resumes from the last complete checkpoint; no half-written checkpoint is ever read or left behind; final weights equal an uninterrupted run's |
 | harvest SIGKILLed midway (real demo pair, 4-bit, CPU) | the same call completes the store: row counts, `windows_done`, shard sizes and checksums as an uninterrupted harvest, same rows |
 | damaged store shard, checkpoint, crosscoder or feature-index file | the loader raises a `CrossDiffError` that names the file and says what to do; nothing damaged is used |
-| disk full (RLIMIT_FSIZE) while writing a checkpoint, a store shard, meta.json or a crosscoder | `DiskFullError` saying the disk is full and what to do; what was there before stays intact and loadable; no temporary file is left |
+| disk full (RLIMIT_FSIZE) while writing a checkpoint, a store shard, meta.json, a crosscoder or a feature index | `DiskFullError` saying the disk is full and what to do; what was there before stays intact and loadable; no temporary file is left |
 | out of memory in a training step (RLIMIT_AS, CLI), building a huge crosscoder, or loading a model | one line naming a smaller batch / dictionary size (CLI flag and app field), CPU and 4-bit; a model load names 4-bit, a smaller model, another device |
 
 Every damaged file here is caught, a flipped bit inside tensor data included (store shards, checkpoints, crosscoder
@@ -35,7 +35,7 @@ from safetensors.torch import load_file
 
 from crossdiff_core.activations.harvest import HarvestConfig, harvest
 from crossdiff_core.activations.store import PairedActivationStore, StoreWriter, read_meta
-from crossdiff_core.analysis.feature_index import INDEX_FORMAT, INDEX_VERSION, FeatureIndex
+from crossdiff_core.analysis.index import INDEX_FORMAT, INDEX_VERSION, FeatureIndex
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.errors import CheckpointError, CrossCoderError, CrossDiffError, DiskFullError, StoreError
 from crossdiff_core.files import file_sha256
@@ -466,6 +466,21 @@ def test_disk_full_while_saving_a_crosscoder_keeps_the_saved_one(saved_crosscode
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     CrossCoder.from_pretrained(folder)
 
+
+
+def test_disk_full_while_saving_a_feature_index_keeps_the_saved_one(saved_index, tmp_path):
+    """FeatureIndex.save over an existing index fails with DiskFullError; every file of the old index stays as it was
+    (byte for byte), it still loads, and no temporary folder is left next to it."""
+    folder = _copy_tree(saved_index, tmp_path / "cc" / "feature_index")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    old = FeatureIndex.load(folder)
+    bigger = FeatureIndex(old.meta, {**old.arrays, "top_window": np.zeros((4, 4096), dtype=np.int32)},
+                          old.labels, {}, old.windows(), old.vocab())  # fmt: skip
+    with file_size_limit(4096), pytest.raises(DiskFullError, match=r"disk is full.*feature index already in .* is unchanged; free space"):
+        bigger.save(folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["feature_index"]
+    assert FeatureIndex.load(folder).vocab()["a"] == {1: "x"}
 
 # ---------------------------------------------------------------------------- 5. out of memory
 

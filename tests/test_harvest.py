@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crossdiff_core.activations.harvest import PASS_OVERHEAD_TOKENS, length_sorted_chunks, rows_at_positions
+from crossdiff_core.activations.paired import PASS_OVERHEAD_TOKENS, length_sorted_chunks, rows_at_positions
 from crossdiff_core.models import load_model
 
 

@@ -17,10 +17,9 @@ import torch
 
 from crossdiff_core.activations.batches import TensorBatchSource
 from crossdiff_core.activations.harvest import HarvestConfig, harvest
-from crossdiff_core.activations.paired import check_models
 from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.analysis.prompt_diff import diff
-from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
+from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig, check_models
 from crossdiff_core.errors import CrossCoderError, StoreError
 from crossdiff_core.training.config import TrainConfig
 from crossdiff_core.training.loop import train

@@ -10,7 +10,7 @@ from safetensors import safe_open
 
 from crossdiff_core.activations.harvest import HarvestConfig, harvest
 from crossdiff_core.activations.store import PairedActivationStore
-from crossdiff_core.analysis.feature_index import load_index
+from crossdiff_core.analysis.index import load_index
 from crossdiff_core.crosscoder import CrossCoder
 from crossdiff_core.crosscoder.model import BLOCK_A_EXCLUSIVE, BLOCK_B_EXCLUSIVE
 from crossdiff_core.synthetic import reconstruction_report

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from crossdiff_core.activations.harvest import inliers, rows_at_positions
+from crossdiff_core.activations.paired import OUTLIER_FACTOR, inlier_pairs, rows_at_positions
 from crossdiff_core.activations.store import StoreWriter
 from crossdiff_core.alignment import TokenizedText, align, tokenize_with_offsets
 from crossdiff_core.analysis.evidence import first_content, split_flags
@@ -26,7 +26,6 @@ from crossdiff_core.models import LoadedModel
 
 MAX_TOKENS = 256
 """No benchmark text is longer than this in any tokenizer (checked)."""
-OUTLIER_FACTOR = 10.0
 
 
 @dataclass
@@ -112,7 +111,7 @@ def paired_rows(a: ModelActivations, b: ModelActivations, texts: list[int] | Non
         split.append(torch.as_tensor(split_flags(alignment.pos_a, alignment.pos_b, first_content(a.tokens[i]),
                                                  first_content(b.tokens[i]))))
     x_a, x_b = torch.cat(xa), torch.cat(xb)
-    keep = inliers(x_a, OUTLIER_FACTOR) & inliers(x_b, OUTLIER_FACTOR)
+    keep = inlier_pairs(x_a, x_b, OUTLIER_FACTOR)
     return PairedRows(x_a[keep], x_b[keep], torch.cat(text)[keep], torch.cat(ends)[keep], torch.cat(split)[keep],
                       int(keep.sum()) / max(n_a, 1), int(keep.sum()) / max(n_b, 1))
 

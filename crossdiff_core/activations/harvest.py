@@ -5,11 +5,10 @@ Each corpus window is tokenized by both tokenizers, aligned at shared token boun
 are appended to a `StoreWriter`. Positions whose activation norm is an outlier (attention sinks) are
 dropped and counted. A harvest that stops midway resumes where its last shard ended.
 
-Speed without changing a stored value: each window is cut after its last paired token (later tokens
-cannot change earlier activations in a causal model), each model's windows are sorted by length and
-regrouped into forward passes of at most `max_batch_tokens` tokens that waste little on padding, and padding
-goes on the right without an attention mask (causal attention never lets a real token see the pads
-after it, and the unmasked causal path is the fastest). Rows are stored in corpus-window order.
+Speed without changing a stored value: the models run in `crossdiff_core.activations.paired`'s
+length-sorted passes (`rows_at_positions`: windows cut after their last paired token, regrouped into
+forward passes of at most `max_batch_tokens` tokens that waste little on padding, right padding without
+an attention mask). Rows are stored in corpus-window order.
 """
 
 from __future__ import annotations
@@ -22,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
+from crossdiff_core.activations.paired import OUTLIER_FACTOR, paired_rows
 from crossdiff_core.activations.store import PARTS_DIR, StoreWriter, merge_parts, read_meta
 from crossdiff_core.alignment import align_batch
 from crossdiff_core.corpus.sources import iter_windows
@@ -50,7 +48,7 @@ class HarvestConfig:
     """Storage dtype of activations: fp16, bf16 or fp32."""
     shard_tokens: int = 32_768
     """Rows per shard file."""
-    outlier_factor: float = 10.0
+    outlier_factor: float = OUTLIER_FACTOR
     """Drop a pair when either model's activation norm exceeds this multiple of the batch median (attention sinks)."""
 
 
@@ -66,68 +64,6 @@ class HarvestProgress:
     elapsed_s: float
 
 
-def _pad_id(tokenizer) -> int:
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
-        if candidate is not None:
-            return int(candidate)
-    return 0
-
-
-PASS_OVERHEAD_TOKENS = 256
-"""What one more forward pass costs, in padded tokens: windows share a pass unless splitting saves more padding."""
-
-
-def length_sorted_chunks(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
-    """Return window indices grouped into forward passes, longest first, with the least padding plus pass overhead.
-
-    Each pass holds at most `max_batch_tokens` tokens, padding included (a longer window gets a pass
-    of its own); windows of length 0 are left out. Cuts of the length-sorted list are chosen by
-    dynamic programming over `rows × width + PASS_OVERHEAD_TOKENS` per pass.
-    """
-    order = sorted((i for i in range(len(lengths)) if lengths[i] > 0), key=lambda i: (-lengths[i], i))
-    cost = [0] + [float("inf")] * len(order)
-    start_of = [0] * (len(order) + 1)
-    for end in range(1, len(order) + 1):
-        for start in range(end - 1, -1, -1):
-            padded = (end - start) * lengths[order[start]]
-            if padded > max_batch_tokens and end - start > 1:
-                break
-            if cost[start] + padded + PASS_OVERHEAD_TOKENS < cost[end]:
-                cost[end], start_of[end] = cost[start] + padded + PASS_OVERHEAD_TOKENS, start
-    chunks, end = [], len(order)
-    while end > 0:
-        chunks.append(order[start_of[end] : end])
-        end = start_of[end]
-    return chunks[::-1]
-
-
-def rows_at_positions(
-    model: LoadedModel, input_ids: list[list[int]], positions: list, max_batch_tokens: int
-) -> torch.Tensor:
-    """Return `[sum of len(positions[i]), d_model]` fp32: model activations at each window's positions, in window order.
-
-    Windows are cut after their last requested position, sorted by length and run in right-padded
-    passes of at most `max_batch_tokens` tokens (see the module docstring).
-    """
-    pad_id = _pad_id(model.tokenizer)
-    pos_W = [torch.as_tensor(p, dtype=torch.long) for p in positions]
-    lengths = [int(p[-1]) + 1 if len(p) else 0 for p in pos_W]
-    n_rows_W = torch.tensor([len(p) for p in pos_W], dtype=torch.long)
-    first_row_W = torch.cumsum(n_rows_W, 0) - n_rows_W
-    out_ND = torch.empty(int(n_rows_W.sum()), model.d_model)
-    for chunk in length_sorted_chunks(lengths, max_batch_tokens):
-        width = lengths[chunk[0]]
-        ids_BT = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        source, target = [], []
-        for row, w in enumerate(chunk):
-            ids_BT[row, : lengths[w]] = torch.as_tensor(input_ids[w][: lengths[w]], dtype=torch.long)
-            source.append(pos_W[w] + row * width)
-            target.append(torch.arange(len(pos_W[w])) + first_row_W[w])
-        acts_ND = model.activations(ids_BT).flatten(0, 1)
-        out_ND.index_copy_(0, torch.cat(target), acts_ND[torch.cat(source).to(acts_ND.device)].cpu())
-    return out_ND
-
-
 def paired_activations(
     model_a: LoadedModel,
     model_b: LoadedModel,
@@ -138,7 +74,6 @@ def paired_activations(
 ):
     """Return `(x_a_ND, x_b_ND, counts)` for a batch of texts: paired rows in text order, coverage/outlier counts."""
     aligned = align_batch(model_a.tokenizer, model_b.tokenizer, texts, max_tokens=ctx_len, max_tokens_b=2 * ctx_len)
-    keep = [i for i, (_, _, al) in enumerate(aligned) if len(al.pos_a)]
     counts = {
         "windows": len(texts),
         "tokens_a": sum(al.n_tokens_a for _, _, al in aligned),
@@ -146,25 +81,10 @@ def paired_activations(
         "paired": 0,
         "outliers": 0,
     }
-    if not keep:
-        return torch.zeros(0, model_a.d_model), torch.zeros(0, model_b.d_model), counts
-    x_a = rows_at_positions(model_a, [aligned[i][0].input_ids for i in keep], [aligned[i][2].pos_a for i in keep],
-                            max_batch_tokens)
-    x_b = rows_at_positions(model_b, [aligned[i][1].input_ids for i in keep], [aligned[i][2].pos_b for i in keep],
-                            max_batch_tokens)
+    x_a, x_b, ok = paired_rows(model_a, model_b, aligned, outlier_factor, max_batch_tokens)
     counts["paired"] = int(x_a.shape[0])
-    ok = inliers(x_a, outlier_factor) & inliers(x_b, outlier_factor)
     counts["outliers"] = int((~ok).sum())
     return x_a[ok], x_b[ok], counts
-
-
-def inliers(x_ND: torch.Tensor, factor: float) -> torch.Tensor:
-    """Return a bool `[N]` mask of finite rows whose norm is at most `factor` × the median norm of finite rows."""
-    norms = x_ND.norm(dim=-1)
-    finite = torch.isfinite(x_ND).all(-1) & (x_ND.abs().amax(-1) < 60_000)  # fits fp16
-    if not finite.any():
-        return finite
-    return finite & (norms <= factor * norms[finite].median())
 
 
 def harvest(

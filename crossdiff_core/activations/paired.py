@@ -1,10 +1,19 @@
 """Run both models on aligned text and return their activations at the paired positions.
 
-Shared by the prompt diff, the feature index and the report: pad a batch of tokenized texts, run each
-model up to its read layer, pick the paired positions, and drop attention-sink outliers with the
-harvest's own rule (`crossdiff_core.activations.harvest.inliers`: a pair is dropped when either model's activation
+Shared by the harvest (corpus → store), the prompt diff, the feature index and the report: pad a batch
+of tokenized texts, run each model up to its read layer, pick the paired positions, and drop
+attention-sink outliers with one rule (`inlier_pairs`: a pair is dropped when either model's activation
 is not finite or its norm exceeds `outlier_factor` × the batch median), so the crosscoder sees the kind
-of rows it was trained on.
+of rows it was trained on. `paired_rows` does all of it, in one of two ways of running a model:
+
+- one right-padded pass with an attention mask over every text (`max_batch_tokens=None`: a prompt,
+  or the few windows of an index batch);
+- the harvest's fast path (`rows_at_positions`), same values without changing a stored one: each
+  window is cut after its last paired token (later tokens cannot change earlier activations in a
+  causal model), each model's windows are sorted by length and regrouped into forward passes of at
+  most `max_batch_tokens` tokens that waste little on padding, and padding goes on the right without
+  an attention mask (causal attention never lets a real token see the pads after it, and the unmasked
+  causal path is the fastest). Rows come back in text order.
 """
 
 from __future__ import annotations
@@ -14,26 +23,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from crossdiff_core.activations.harvest import inliers
 from crossdiff_core.alignment import Alignment, TokenizedText
-from crossdiff_core.crosscoder import CrossCoder
 from crossdiff_core.models import LoadedModel
 
 ModelPair = tuple[LoadedModel, LoadedModel]
 """Model A and model B, loaded with the layers the crosscoder was trained on."""
 
 OUTLIER_FACTOR = 10.0
-"""Drop a pair whose activation norm exceeds this multiple of the batch median (as the harvest does)."""
+"""Drop a pair when either model's activation norm exceeds this multiple of the batch median (attention sinks).
 
-
-def check_models(crosscoder: CrossCoder, model_a: LoadedModel, model_b: LoadedModel) -> None:
-    """Raise `CrossCoderError` if the crosscoder was trained on another model pair, layer or tokenizer; return None."""
-    crosscoder.config.check_pair(
-        model_a.model_id, model_a.layer, model_a.tokenizer_fingerprint,
-        model_b.model_id, model_b.layer, model_b.tokenizer_fingerprint,
-    )  # fmt: skip
-    crosscoder.config.check_widths(model_a.d_model, model_b.d_model, f"model A ({model_a.model_id})",
-                                   f"model B ({model_b.model_id})")
+The default of `HarvestConfig.outlier_factor` and `IndexConfig.outlier_factor`."""
 
 
 @dataclass
@@ -78,23 +77,121 @@ def display_strings(tokenizer, tok: TokenizedText) -> list[str]:
     return shown
 
 
-def pad_batch(token_lists: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return right-padded `(input_ids_BT, attention_mask_BT)` for token id lists."""
-    length = max(len(ids) for ids in token_lists)
-    ids_BT = torch.full((len(token_lists), length), pad_id, dtype=torch.long)
-    mask_BT = torch.zeros((len(token_lists), length), dtype=torch.long)
-    for row, ids in enumerate(token_lists):
-        ids_BT[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        mask_BT[row, : len(ids)] = 1
-    return ids_BT, mask_BT
-
-
 def pad_id(tokenizer) -> int:
     """Return the id used to pad: the pad token, else EOS, else 0."""
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
         if candidate is not None:
             return int(candidate)
     return 0
+
+
+def pad_batch(token_lists: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return right-padded `(input_ids_BT, attention_mask_BT)` for token id lists."""
+    length = max(len(ids) for ids in token_lists)
+    ids_BT = torch.full((len(token_lists), length), pad_id, dtype=torch.long)
+    mask_BT = torch.zeros((len(token_lists), length), dtype=torch.long)
+    for row, ids in enumerate(token_lists):
+        ids_BT[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+        mask_BT[row, : len(ids)] = 1
+    return ids_BT, mask_BT
+
+
+PASS_OVERHEAD_TOKENS = 256
+"""What one more forward pass costs, in padded tokens: windows share a pass unless splitting saves more padding."""
+
+
+def length_sorted_chunks(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
+    """Return window indices grouped into forward passes, longest first, with the least padding plus pass overhead.
+
+    Each pass holds at most `max_batch_tokens` tokens, padding included (a longer window gets a pass
+    of its own); windows of length 0 are left out. Cuts of the length-sorted list are chosen by
+    dynamic programming over `rows × width + PASS_OVERHEAD_TOKENS` per pass.
+    """
+    order = sorted((i for i in range(len(lengths)) if lengths[i] > 0), key=lambda i: (-lengths[i], i))
+    cost = [0] + [float("inf")] * len(order)
+    start_of = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        for start in range(end - 1, -1, -1):
+            padded = (end - start) * lengths[order[start]]
+            if padded > max_batch_tokens and end - start > 1:
+                break
+            if cost[start] + padded + PASS_OVERHEAD_TOKENS < cost[end]:
+                cost[end], start_of[end] = cost[start] + padded + PASS_OVERHEAD_TOKENS, start
+    chunks, end = [], len(order)
+    while end > 0:
+        chunks.append(order[start_of[end] : end])
+        end = start_of[end]
+    return chunks[::-1]
+
+
+def rows_at_positions(
+    model: LoadedModel, input_ids: list[list[int]], positions: list, max_batch_tokens: int
+) -> torch.Tensor:
+    """Return `[sum of len(positions[i]), d_model]` fp32: model activations at each window's positions, in window order.
+
+    Windows are cut after their last requested position, sorted by length and run in right-padded
+    passes of at most `max_batch_tokens` tokens, without an attention mask (see the module docstring).
+    """
+    pad = pad_id(model.tokenizer)
+    pos_W = [torch.as_tensor(p, dtype=torch.long) for p in positions]
+    lengths = [int(p[-1]) + 1 if len(p) else 0 for p in pos_W]
+    n_rows_W = torch.tensor([len(p) for p in pos_W], dtype=torch.long)
+    first_row_W = torch.cumsum(n_rows_W, 0) - n_rows_W
+    out_ND = torch.empty(int(n_rows_W.sum()), model.d_model)
+    for chunk in length_sorted_chunks(lengths, max_batch_tokens):
+        width = lengths[chunk[0]]
+        ids_BT, _ = pad_batch([input_ids[w][: lengths[w]] for w in chunk], pad)  # chunk[0] is the longest
+        source = [pos_W[w] + row * width for row, w in enumerate(chunk)]
+        target = [torch.arange(len(pos_W[w])) + first_row_W[w] for w in chunk]
+        acts_ND = model.activations(ids_BT).flatten(0, 1)
+        out_ND.index_copy_(0, torch.cat(target), acts_ND[torch.cat(source).to(acts_ND.device)].cpu())
+    return out_ND
+
+
+def _rows_in_one_pass(model: LoadedModel, input_ids: list[list[int]], positions: list) -> torch.Tensor:
+    """Return `[sum of len(positions[i]), d_model]` fp32: activations at each text's positions from one masked pass."""
+    ids_BT, mask_BT = pad_batch(input_ids, pad_id(model.tokenizer))
+    acts_BTD = model.activations(ids_BT, mask_BT).cpu()
+    return torch.cat([acts_BTD[row, torch.as_tensor(pos, dtype=torch.long)] for row, pos in enumerate(positions)])
+
+
+def inliers(x_ND: torch.Tensor, factor: float) -> torch.Tensor:
+    """Return a bool `[N]` mask of finite rows whose norm is at most `factor` × the median norm of finite rows."""
+    norms = x_ND.norm(dim=-1)
+    finite = torch.isfinite(x_ND).all(-1) & (x_ND.abs().amax(-1) < 60_000)  # fits fp16
+    if not finite.any():
+        return finite
+    return finite & (norms <= factor * norms[finite].median())
+
+
+def inlier_pairs(x_a_ND: torch.Tensor, x_b_ND: torch.Tensor, factor: float = OUTLIER_FACTOR) -> torch.Tensor:
+    """Return the bool `[N]` mask of the pairs to keep: rows that are `inliers` in both models."""
+    return inliers(x_a_ND, factor) & inliers(x_b_ND, factor)
+
+
+def paired_rows(
+    model_a: LoadedModel,
+    model_b: LoadedModel,
+    aligned: list[tuple[TokenizedText, TokenizedText, Alignment]],
+    outlier_factor: float = OUTLIER_FACTOR,
+    max_batch_tokens: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return `(x_a_ND, x_b_ND, keep_N)`: both models' fp32 activations at every paired position, in text order, and
+    the `inlier_pairs` mask of the pairs to keep.
+
+    `max_batch_tokens=None` runs each model once over all texts (right-padded, with an attention mask); a number
+    runs the harvest's length-sorted passes of at most that many tokens (`rows_at_positions`).
+    """
+    x_ND = []
+    for side, model in ((0, model_a), (1, model_b)):
+        input_ids = [item[side].input_ids for item in aligned]
+        positions = [item[2].pos_a if side == 0 else item[2].pos_b for item in aligned]
+        if max_batch_tokens is None:
+            x_ND.append(_rows_in_one_pass(model, input_ids, positions))
+        else:
+            x_ND.append(rows_at_positions(model, input_ids, positions, max_batch_tokens))
+    x_a_ND, x_b_ND = x_ND
+    return x_a_ND, x_b_ND, inlier_pairs(x_a_ND, x_b_ND, outlier_factor)
 
 
 @torch.no_grad()
@@ -105,26 +202,15 @@ def run_paired(
     outlier_factor: float = OUTLIER_FACTOR,
 ) -> list[PairedRun]:
     """Return one `PairedRun` per aligned text, running each model once over the whole padded batch."""
-    rows: dict[str, list[torch.Tensor]] = {"a": [], "b": []}
-    for side, model in (("a", model_a), ("b", model_b)):
-        index = 0 if side == "a" else 1
-        ids_BT, mask_BT = pad_batch([item[index].input_ids for item in aligned], pad_id(model.tokenizer))
-        acts_BTD = model.activations(ids_BT, mask_BT).cpu()
-        for row, (_, _, alignment) in enumerate(aligned):
-            positions = alignment.pos_a if side == "a" else alignment.pos_b
-            rows[side].append(acts_BTD[row, torch.as_tensor(positions, dtype=torch.long)])
-    all_a = torch.cat(rows["a"])
-    all_b = torch.cat(rows["b"])
-    keep_N = torch.zeros(0, dtype=torch.bool)
-    if len(all_a):
-        keep_N = inliers(all_a, outlier_factor) & inliers(all_b, outlier_factor)
+    x_a_ND, x_b_ND, keep_N = paired_rows(model_a, model_b, aligned, outlier_factor)
     runs, start = [], 0
-    for (_, _, alignment), x_a_PD, x_b_PD in zip(aligned, rows["a"], rows["b"]):
-        keep_P = keep_N[start : start + len(x_a_PD)]
-        start += len(x_a_PD)
+    for _, _, alignment in aligned:
+        end = start + len(alignment.pos_a)
+        keep_P = keep_N[start:end]
         keep = keep_P.numpy()
         runs.append(PairedRun(
             pos_a=alignment.pos_a[keep], pos_b=alignment.pos_b[keep], char_end=alignment.char_end[keep],
-            x_a_PD=x_a_PD[keep_P], x_b_PD=x_b_PD[keep_P], n_outliers=int((~keep_P).sum()),
+            x_a_PD=x_a_ND[start:end][keep_P], x_b_PD=x_b_ND[start:end][keep_P], n_outliers=int((~keep_P).sum()),
         ))  # fmt: skip
+        start = end
     return runs

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -29,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from crossdiff_core.errors import StoreError, disk_full_error, is_disk_full
-from crossdiff_core.files import file_sha256, usual_permissions
+from crossdiff_core.files import file_sha256, usual_permissions, write_text_atomically
 
 STORE_FORMAT = "crossdiff-paired-activations"
 STORE_VERSION = 1
@@ -47,23 +46,6 @@ def is_store(path) -> bool:
         return json.loads(meta.read_text()).get("format") == STORE_FORMAT
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    usual_permissions(tmp)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and is_disk_full(exc):
-            raise disk_full_error(path, exc, f"{path.name} is unchanged; free space on that disk and run the same "
-                                  "command again") from exc
-        raise
 
 
 def read_meta(path) -> dict:
@@ -198,7 +180,7 @@ class StoreWriter:
 
     def _write_meta(self) -> None:
         self.meta["counts"] = summarize_counts(self.meta["shards"], self.meta.get("empty_windows", 0))
-        _atomic_write_text(self.out_dir / "meta.json", json.dumps(self.meta, indent=2))
+        write_text_atomically(self.out_dir / "meta.json", json.dumps(self.meta, indent=2), sync=True)
 
 
 PARTS_DIR = "parts"
@@ -235,7 +217,7 @@ def merge_parts(out_dir, part_dirs: list) -> dict:
         complete=True,
     )
     merged["counts"] = summarize_counts(listed, merged["empty_windows"])
-    _atomic_write_text(out_dir / "meta.json", json.dumps(merged, indent=2))
+    write_text_atomically(out_dir / "meta.json", json.dumps(merged, indent=2), sync=True)
     return merged
 
 

@@ -6,7 +6,7 @@ One module per concept:
   block and exclusivity score, and a ranked summary of the model's exclusive latents that fired.
 - `chat` — each model reads a conversation through its own chat template (plain `User: …` fallback);
   pairing runs on the message content.
-- `feature_index.build_index` / `load_index` — per-latent evidence stored next to the crosscoder in
+- `index_builder.build_index` / `index.load_index` — per-latent evidence stored next to the crosscoder in
   `feature_index/` (safetensors arrays + JSON): frequency, activations and their histogram, decoder
   norms, top contexts with per-token activations, promoted/suppressed tokens, scores, labels.
 - `histogram` — a latent's activation histogram from the index, and its matplotlib figure for the app.
@@ -34,24 +34,16 @@ Scores (one sentence each; the same text is stored in every index and in SCORES.
   the factors of rank_score = alive · not_dense · (consistency + strength) / 2 · specificity · shrinkage.
 """
 
-from crossdiff_core.activations.paired import ModelPair, check_models
+from crossdiff_core.activations.paired import ModelPair
 from crossdiff_core.analysis.explain import Explanation, explain_latents
-from crossdiff_core.analysis.feature_index import (
-    FeatureIndex,
-    IndexConfig,
-    IndexProgress,
-    LatentCard,
-    build_index,
-    has_index,
-    index_dir,
-    load_index,
-    load_or_build_index,
-)
 from crossdiff_core.analysis.histogram import ActivationHistogram, histogram_figure
+from crossdiff_core.analysis.index import FeatureIndex, LatentCard, has_index, index_dir, load_index
+from crossdiff_core.analysis.index_builder import IndexConfig, IndexProgress, build_index, load_or_build_index
 from crossdiff_core.analysis.prompt_diff import PromptDiff, diff
 from crossdiff_core.analysis.report import ReportFiles, write_report
 from crossdiff_core.analysis.scores import SCORE_DOCS
 from crossdiff_core.analysis.steering import SteerResult, steer
+from crossdiff_core.crosscoder import check_models
 
 __all__ = [
     "SCORE_DOCS", "ActivationHistogram", "Explanation", "FeatureIndex", "IndexConfig", "IndexProgress", "LatentCard",

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from crossdiff_core.analysis.feature_index import FeatureIndex
 from crossdiff_core.analysis.generation import generate_text, prompt_ids
+from crossdiff_core.analysis.index import FeatureIndex
 from crossdiff_core.analysis.labels import readable, show_token
 from crossdiff_core.models import LoadedModel
 

@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from crossdiff_core.activations.paired import ModelPair, check_models, display_strings, run_paired
+from crossdiff_core.activations.paired import ModelPair, display_strings, run_paired
 from crossdiff_core.alignment import TokenizedText, align, tokenize_with_offsets
 from crossdiff_core.analysis.blocks import crosscoder_device, decoder_rows, exclusive_latents, model_slice
 from crossdiff_core.analysis.chat import check_messages, tokenize_chat
 from crossdiff_core.analysis.serialize import json_ready
 from crossdiff_core.analysis.verdict import Verdict
-from crossdiff_core.crosscoder import CrossCoder
+from crossdiff_core.crosscoder import CrossCoder, check_models
 from crossdiff_core.errors import CrossDiffError
 from crossdiff_core.models import LoadedModel
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from crossdiff_core.analysis.blocks import BLOCK_CODES
 from crossdiff_core.analysis.contexts import Context, ContextToken
-from crossdiff_core.analysis.feature_index import FeatureIndex
+from crossdiff_core.analysis.index import FeatureIndex
 from crossdiff_core.analysis.scores import SCORE_DOCS
 from crossdiff_core.analysis.verdict import VERDICTS, Verdict
 

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 
 import torch
 
-from crossdiff_core.activations.paired import ModelPair, check_models
+from crossdiff_core.activations.paired import ModelPair
 from crossdiff_core.analysis import blocks
 from crossdiff_core.analysis.generation import generate_text, prompt_ids
 from crossdiff_core.analysis.serialize import json_ready
-from crossdiff_core.crosscoder import CrossCoder
+from crossdiff_core.crosscoder import CrossCoder, check_models
 from crossdiff_core.errors import CrossDiffError
 
 MODES = ("amplify", "suppress")

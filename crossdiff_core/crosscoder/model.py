@@ -327,6 +327,20 @@ class CrossCoder(
         return model.to(map_location).eval()
 
 
+def check_models(crosscoder: CrossCoder, model_a, model_b) -> None:
+    """Raise `CrossCoderError` if the crosscoder was trained on another model pair, layer or tokenizer; return None.
+
+    `model_a` and `model_b` are loaded models (`crossdiff_core.models.LoadedModel`, or anything with its
+    `model_id`, `layer`, `tokenizer_fingerprint` and `d_model`); the crosscoder never imports the models.
+    """
+    crosscoder.config.check_pair(
+        model_a.model_id, model_a.layer, model_a.tokenizer_fingerprint,
+        model_b.model_id, model_b.layer, model_b.tokenizer_fingerprint,
+    )  # fmt: skip
+    crosscoder.config.check_widths(model_a.d_model, model_b.d_model, f"model A ({model_a.model_id})",
+                                   f"model B ({model_b.model_id})")
+
+
 def read_weights(path: str | os.PathLike, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Return the tensors (on CPU) of a crosscoder safetensors file after checking names and shapes against `expected`.
 

@@ -10,7 +10,7 @@ import torch
 
 from crossdiff_core.analysis import FeatureIndex, build_index, has_index, index_dir, load_index, load_or_build_index
 from crossdiff_core.analysis.blocks import BLOCK_CODES
-from crossdiff_core.analysis.feature_index import INDEX_VERSION
+from crossdiff_core.analysis.index import INDEX_VERSION
 from crossdiff_core.analysis.presented import component_cutoff
 from crossdiff_core.analysis.scores import MIN_CONTEXTS, SCORE_DOCS
 from crossdiff_core.analysis.verdict import VERDICTS

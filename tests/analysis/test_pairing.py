@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from crossdiff_core.activations.harvest import inliers
-from crossdiff_core.activations.paired import run_paired
+from crossdiff_core.activations.paired import inliers, run_paired
 from crossdiff_core.alignment import align_batch
 
 

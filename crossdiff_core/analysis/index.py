@@ -1,23 +1,17 @@
-"""The feature index: what every latent of a crosscoder does, measured once and stored next to it.
+"""The feature index, read side: what every latent of a crosscoder does, stored next to it.
 
-`build_index(crosscoder, pair, IndexConfig(...))` re-runs both models over corpus windows (the
-harvest's stores keep no text), encodes the paired activations, and records per latent: firing
-frequency, mean and max activation, an activation histogram, decoder norms, top contexts as each
-model tokenized them (with per-token activations for highlighting), the tokens its decoder direction
-promotes and suppresses through the owning model's final norm and unembedding (both models for shared
-latents), transfer R², Latent Scaling ratios, the tokenizer split share, the one-model components of
-shared latents (`components`), the ranking scores of `scores`, and a label. The same crosscoder, models
-and config give the same index, bit for bit.
+`FeatureIndex` holds one built index (see `crossdiff_core.analysis.index_builder` for how it is measured):
+per latent its firing frequency, mean and max activation, an activation histogram, decoder norms, top
+contexts as each model tokenized them (with per-token activations for highlighting), the tokens its
+decoder direction promotes and suppresses, transfer R², Latent Scaling ratios, the tokenizer split
+share, the one-model components of shared latents, the ranking scores of `scores`, and a label.
+`load_index` reads the index of a crosscoder folder; `has_index` and `index_dir` say whether and where.
 
 Every latent presented as specific to one model (`FeatureIndex.presented`: its exclusive latents, plus
 shared latents with a large one-model component) gets a verdict with its reason in plain words
 (`FeatureIndex.verdict`, see `verdict`), computed from the stored arrays when asked for.
 
-Windows are taken in corpus order: `skip_windows` windows are skipped, then `n_windows` are used.
-Skip the windows a harvest consumed (its store's `windows_done`) to index held-out text; the CLI does
-this when given `--store`. Every `test_every`-th window is the test split of the transfer regression.
-
-On disk (`<crosscoder>/feature_index/`, written atomically):
+On disk (`<crosscoder>/feature_index/`, written atomically by `FeatureIndex.save`):
 
 - `index.json`: format, version (`INDEX_VERSION`; an index of another version must be rebuilt), the
   crosscoder's weight fingerprint, the config, the models, counts, and one sentence per stored score;
@@ -30,20 +24,18 @@ On disk (`<crosscoder>/feature_index/`, written atomically):
   the kept pairs `[pos_a, pos_b, char_end]`), read only when contexts are asked for;
 - `vocab.json`: the text of every token id the arrays mention, per model;
 - `labels.json`: one label per latent, plus optional explanations written by a chat model
-  (`{"latent": {"text", "model"}}`).
+  (`{"latent": {"text", "model"}}`);
+- `checksums.json`: SHA-256 of the large files, checked where they are read.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,25 +43,16 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from crossdiff_core.activations.paired import ModelPair, check_models, display_strings, run_paired
-from crossdiff_core.alignment import align_batch
 from crossdiff_core.analysis import blocks
 from crossdiff_core.analysis.contexts import Context, build_context
-from crossdiff_core.analysis.evidence import Evidence, first_content, split_flags
 from crossdiff_core.analysis.histogram import ActivationHistogram
-from crossdiff_core.analysis.labels import heuristic_label, word_at
-from crossdiff_core.analysis.logit_lens import top_tokens
-from crossdiff_core.analysis.presented import component_arrays, component_cutoff, presented_latents, shift_cutoff
-from crossdiff_core.analysis.scores import SCORE_DOCS, rank_order, ranking_scores
+from crossdiff_core.analysis.presented import component_cutoff, presented_latents, shift_cutoff
+from crossdiff_core.analysis.scores import SCORE_DOCS, rank_order
 from crossdiff_core.analysis.serialize import json_ready
-from crossdiff_core.analysis.stats import ActivationStats
 from crossdiff_core.analysis.verdict import DEFAULT_THRESHOLDS, Verdict, VerdictThresholds, judge
-from crossdiff_core.corpus.sources import iter_windows
 from crossdiff_core.crosscoder import CrossCoder
-from crossdiff_core.errors import CorpusError, CrossCoderError, CrossDiffError
-from crossdiff_core.files import file_sha256, usual_permissions
-
-log = logging.getLogger(__name__)
+from crossdiff_core.errors import CrossCoderError, CrossDiffError, disk_full_error, is_disk_full
+from crossdiff_core.files import file_sha256, usual_permissions, write_text_atomically
 
 INDEX_DIR = "feature_index"
 INDEX_FORMAT = "crossdiff-feature-index"
@@ -77,61 +60,6 @@ INDEX_VERSION = 2
 """Version 2 added `n_contexts`, `act_hist` and the ranking that puts dead and rarely seen latents last."""
 _FILES = ("index.json", "arrays.safetensors", "windows.json", "vocab.json", "labels.json")
 
-
-@dataclass
-class IndexConfig:
-    """What the feature index is built from and how much it keeps."""
-
-    corpus: str = "builtin:demo"
-    """Corpus spec the windows come from (see `crossdiff_core.corpus.sources`)."""
-    n_windows: int = 256
-    """Windows to run both models over."""
-    skip_windows: int = 0
-    """Windows skipped first (e.g. those a harvest used, so the index sees held-out text)."""
-    ctx_len: int = 128
-    """Window length in model A's tokens (model B may use up to twice as many)."""
-    batch_windows: int = 8
-    """Windows per forward pass."""
-    top_contexts: int = 10
-    """Top contexts kept per latent (one per window: its peak)."""
-    context_before: int = 24
-    """Paired positions kept before a context's peak for highlighting."""
-    context_after: int = 8
-    """Paired positions kept after a context's peak."""
-    top_tokens: int = 10
-    """Promoted and suppressed tokens kept per latent and model."""
-    ridge_alpha: float = 0.1
-    """Ridge penalty of the transfer regression, relative to the mean activation variance."""
-    test_every: int = 4
-    """Every `test_every`-th window is held out to measure transfer R²."""
-    outlier_factor: float = 10.0
-    """Drop pairs whose activation norm exceeds this multiple of the batch median (as the harvest does)."""
-
-    def validate(self) -> None:
-        """Raise `CrossDiffError` saying what to change when a field is out of range; returns None."""
-        positive = ("n_windows", "ctx_len", "batch_windows", "top_contexts", "top_tokens", "test_every")
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise CrossDiffError(f"index setting {name}={value!r} must be a positive integer")
-        for name in ("skip_windows", "context_before", "context_after"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise CrossDiffError(f"index setting {name}={value!r} must be a non-negative integer")
-        if self.test_every < 2:
-            raise CrossDiffError("test_every must be at least 2 so that some windows train the transfer regression")
-        if not self.ridge_alpha > 0 or not self.outlier_factor > 0:
-            raise CrossDiffError("ridge_alpha and outlier_factor must be positive")
-
-
-@dataclass
-class IndexProgress:
-    """What the progress callback receives while an index is built."""
-
-    stage: str
-    """"windows" (running the models), "tokens" (promoted tokens) or "done"."""
-    done: int
-    total: int
 
 
 @dataclass
@@ -214,8 +142,8 @@ class FeatureIndex:
                 f"no complete feature index in {path}: build it with "
                 f"`python -m crossdiff_core index --crosscoder {path.parent}`"
             )
-        meta = _read_index_json(path / "index.json")
-        labels_file = _read_index_json(path / "labels.json")
+        meta = read_index_json(path / "index.json")
+        labels_file = read_index_json(path / "labels.json")
         checksums = _read_checksums(path)
         _verify(path / "arrays.safetensors", checksums)
         try:
@@ -259,21 +187,25 @@ class FeatureIndex:
         return index
 
     def save(self, path) -> Path:
-        """Write the index into folder `path` atomically (replacing an older one) and return the path."""
+        """Write the index into folder `path` atomically (replacing an older one) and return the path.
+
+        A full disk raises `DiskFullError`: an older index in `path` stays as it was and no temporary folder is left.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".feature-index-", dir=path.parent))
         try:
-            (tmp / "index.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
+            (tmp / "index.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             arrays = {k: np.ascontiguousarray(v) for k, v in sorted(self.arrays.items())}
             save_file(arrays, str(tmp / "arrays.safetensors"))
-            (tmp / "windows.json").write_text(json.dumps(self.windows(), ensure_ascii=False, separators=(",", ":")))
+            (tmp / "windows.json").write_text(json.dumps(self.windows(), ensure_ascii=False, separators=(",", ":")),
+                                              encoding="utf-8")
             vocab = {side: {str(k): v for k, v in sorted(table.items())} for side, table in self.vocab().items()}
-            (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, sort_keys=True))
-            (tmp / "labels.json").write_text(self._labels_json())
+            (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, sort_keys=True), encoding="utf-8")
+            (tmp / "labels.json").write_text(self._labels_json(), encoding="utf-8")
             checksums = {name: file_sha256(tmp / name) for name in _CHECKED_FILES}
             usual_permissions(tmp, tmp / "arrays.safetensors")
-            (tmp / CHECKSUM_FILE).write_text(json.dumps(checksums, indent=1, sort_keys=True) + "\n")
+            (tmp / CHECKSUM_FILE).write_text(json.dumps(checksums, indent=1, sort_keys=True) + "\n", encoding="utf-8")
             self._checksums = checksums
             old = None
             if path.exists():
@@ -282,6 +214,11 @@ class FeatureIndex:
             os.replace(tmp, path)
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
+        except (OSError, SafetensorError) as error:
+            if not is_disk_full(error):
+                raise
+            kept = f"the feature index already in {path} is unchanged" if path.is_dir() else "no index was written"
+            raise disk_full_error(path, error, f"{kept}; free space on that disk and run the same command again") from error
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -292,9 +229,7 @@ class FeatureIndex:
         """Rewrite `labels.json` (labels and explanations) in place, atomically; returns None."""
         if self.path is None:
             raise CrossDiffError("this feature index has not been saved yet: call save(path) first")
-        tmp = self.path / ".labels.json.tmp"
-        tmp.write_text(self._labels_json())
-        os.replace(tmp, self.path / "labels.json")
+        write_text_atomically(self.path / "labels.json", self._labels_json())
 
     def _labels_json(self) -> str:
         explanations = {str(k): v for k, v in sorted(self.explanations.items())}
@@ -304,7 +239,7 @@ class FeatureIndex:
         """Return the corpus windows (loaded from `windows.json` on first use)."""
         if self._windows is None:
             _verify(self.path / "windows.json", self._checksums)
-            windows = _read_index_json(self.path / "windows.json")
+            windows = read_index_json(self.path / "windows.json")
             if not isinstance(windows, list):
                 raise _damaged(self.path / "windows.json", "not a JSON list")
             self._windows = windows
@@ -314,7 +249,7 @@ class FeatureIndex:
         """Return, per model ("a"/"b"), the text of every token id the arrays mention (loaded on first use)."""
         if self._vocab is None:
             _verify(self.path / "vocab.json", self._checksums)
-            raw = _read_index_json(self.path / "vocab.json")
+            raw = read_index_json(self.path / "vocab.json")
             try:
                 self._vocab = {side: {int(k): v for k, v in table.items()} for side, table in raw.items()}
             except (AttributeError, TypeError, ValueError) as exc:
@@ -493,7 +428,7 @@ def _read_checksums(path: Path) -> dict[str, str]:
     """Return the recorded checksums of an index folder (empty for an index saved before they were recorded)."""
     if not (path / CHECKSUM_FILE).is_file():
         return {}
-    checksums = _read_index_json(path / CHECKSUM_FILE)
+    checksums = read_index_json(path / CHECKSUM_FILE)
     if not isinstance(checksums, dict):
         raise _damaged(path / CHECKSUM_FILE, "not a JSON object")
     return checksums
@@ -515,7 +450,7 @@ def _damaged(file: Path, reason) -> CrossDiffError:
     )
 
 
-def _read_index_json(file: Path):
+def read_index_json(file: Path):
     """Return the parsed content of one JSON file of a feature index, or raise the `_damaged` error naming it."""
     try:
         return json.loads(file.read_text(encoding="utf-8"))
@@ -531,218 +466,6 @@ def load_index(crosscoder_dir, crosscoder: CrossCoder | None = None) -> FeatureI
             f"`python -m crossdiff_core index --crosscoder {crosscoder_dir}` (a few minutes on CPU)"
         )
     return FeatureIndex.load(index_dir(crosscoder_dir), crosscoder)
-
-
-def load_or_build_index(
-    crosscoder_dir,
-    crosscoder: CrossCoder,
-    pair: ModelPair,
-    config: IndexConfig | None = None,
-    progress: Callable[[IndexProgress], None] | None = None,
-    show_tqdm: bool = False,
-) -> FeatureIndex:
-    """Return the crosscoder's feature index, building and saving it first when there is none or it is stale
-    (built for other weights, or in another format version)."""
-    if has_index(crosscoder_dir):
-        try:
-            meta = _read_index_json(index_dir(crosscoder_dir) / "index.json")
-        except CrossDiffError as exc:
-            log.warning("%s; rebuilding it", exc)
-            meta = None
-        if not isinstance(meta, dict):
-            meta = {"version": None}
-        if meta.get("version") != INDEX_VERSION:
-            log.info("the feature index of %s has format version %s; rebuilding it as version %d",
-                     crosscoder_dir, meta.get("version"), INDEX_VERSION)
-        elif meta.get("crosscoder_sha256") == crosscoder_fingerprint(crosscoder):
-            return FeatureIndex.load(index_dir(crosscoder_dir))
-        else:
-            log.info("the feature index of %s is stale (other weights); rebuilding it", crosscoder_dir)
-    out_dir = index_dir(crosscoder_dir)
-    return build_index(crosscoder, pair, config, out_dir=out_dir, progress=progress, show_tqdm=show_tqdm)
-
-
-@torch.no_grad()
-def build_index(
-    crosscoder: CrossCoder,
-    pair: ModelPair,
-    config: IndexConfig | None = None,
-    out_dir=None,
-    progress: Callable[[IndexProgress], None] | None = None,
-    show_tqdm: bool = False,
-) -> FeatureIndex:
-    """Return the feature index of `crosscoder` on the windows of `config`, saved to `out_dir` when given."""
-    from tqdm.auto import tqdm
-
-    config = config or IndexConfig()
-    config.validate()
-    model_a, model_b = pair
-    check_models(crosscoder, model_a, model_b)
-    crosscoder = crosscoder.eval()
-    texts = list(itertools.islice(iter_windows(config.corpus, model_a.tokenizer, config.ctx_len),
-                                  config.skip_windows, config.skip_windows + config.n_windows))
-    if not texts:
-        raise CorpusError(
-            f"corpus {config.corpus!r} has no windows left after skipping {config.skip_windows}; "
-            "lower --skip-windows or use a larger corpus"
-        )
-    evidence = Evidence(crosscoder, config.top_contexts, config.test_every, config.ridge_alpha)
-    windows: list[dict] = []
-    row_start: list[int] = []
-    n_outliers = 0
-    bar = tqdm(total=len(texts), desc="feature index", unit="window", disable=not show_tqdm)
-    for first in range(0, len(texts), config.batch_windows):
-        batch = texts[first : first + config.batch_windows]
-        aligned = align_batch(model_a.tokenizer, model_b.tokenizer, batch, max_tokens=config.ctx_len,
-                              max_tokens_b=2 * config.ctx_len)
-        runs = run_paired(model_a, model_b, aligned, config.outlier_factor)
-        window_ids, splits = [], []
-        for offset, ((tok_a, tok_b, _), run) in enumerate(zip(aligned, runs)):
-            row_start.append(evidence.stats.n_rows + sum(len(ids) for ids in window_ids))
-            windows.append({
-                "text": tok_a.text,
-                "a": _token_records(model_a.tokenizer, tok_a),
-                "b": _token_records(model_b.tokenizer, tok_b),
-                "pairs": [[int(p), int(q), int(e)] for p, q, e in zip(run.pos_a, run.pos_b, run.char_end)],
-            })  # fmt: skip
-            window_ids.append(torch.full((len(run.pos_a),), first + offset, dtype=torch.int64))
-            splits.append(torch.as_tensor(split_flags(run.pos_a, run.pos_b, first_content(tok_a), first_content(tok_b))))
-            n_outliers += run.n_outliers
-        window_N = torch.cat(window_ids)
-        if len(window_N):
-            evidence.add(torch.cat([run.x_a_PD for run in runs]), torch.cat([run.x_b_PD for run in runs]), window_N,
-                         torch.cat(splits))
-        bar.update(len(batch))
-        if progress is not None:
-            progress(IndexProgress("windows", len(windows), len(texts)))
-    bar.close()
-    stats = evidence.stats
-    if stats.n_rows == 0:
-        raise CorpusError(
-            f"the {len(texts)} windows of {config.corpus!r} gave no paired tokens; use a larger or different corpus"
-        )
-
-    arrays = evidence.arrays()
-    arrays.update(_context_arrays(stats, row_start, windows, config))
-    vocab = {}
-    for side, model in (("a", model_a), ("b", model_b)):
-        token_arrays, vocab[side] = _token_arrays(crosscoder, model, side, config.top_tokens, progress)
-        arrays.update(token_arrays)
-    arrays.update(ranking_scores(arrays, config.top_contexts))
-    components, component_typical = component_arrays(crosscoder, arrays["n_fires"] > 0)
-    arrays.update(components)
-    labels = _labels(arrays, windows, vocab)
-    meta = {
-        "format": INDEX_FORMAT,
-        "version": INDEX_VERSION,
-        "crosscoder_sha256": crosscoder_fingerprint(crosscoder),
-        "config": asdict(config),
-        "models": {
-            side: {
-                "model_id": m.model_id, "revision": m.revision, "layer": m.layer, "tokenizer": m.tokenizer_fingerprint,
-            }
-            for side, m in (("a", model_a), ("b", model_b))
-        },
-        "dict_size": crosscoder.dict_size,
-        "n_exclusive_a": crosscoder.n_a,
-        "n_shared": crosscoder.n_shared,
-        "n_exclusive_b": crosscoder.n_b,
-        "standard": blocks.is_standard(crosscoder),
-        "sparsity": crosscoder.config.sparsity,
-        "n_windows": len(windows),
-        "n_rows": stats.n_rows,
-        "n_outliers": n_outliers,
-        "split_base_rate": evidence.split_base_rate,
-        "component_typical": component_typical,
-        "scores": SCORE_DOCS,
-    }
-    index = FeatureIndex(meta, arrays, labels, {}, windows=windows, vocab=vocab)
-    if out_dir is not None:
-        index.save(out_dir)
-    if progress is not None:
-        progress(IndexProgress("done", len(windows), len(texts)))
-    return index
-
-
-def _token_records(tokenizer, tok) -> list[list]:
-    """Return a window's tokens as `[shown, start, end, special]` records."""
-    shown = display_strings(tokenizer, tok)
-    return [[s, int(a), int(b), int(sp)] for s, (a, b), sp in zip(shown, tok.offsets, tok.special)]
-
-
-def _context_arrays(stats: ActivationStats, row_start: list[int], windows: list[dict],
-                    config: IndexConfig) -> dict[str, np.ndarray]:
-    """Return the top-context arrays: peak activation, window, peak pair, crop start and the crop's activations."""
-    top_window_FN = stats.top_window_NF.T.numpy()
-    top_row_FN = stats.top_row_NF.T.numpy()
-    valid_FN = top_window_FN >= 0
-    starts = np.asarray(row_start, dtype=np.int64)
-    n_pairs = np.asarray([len(w["pairs"]) for w in windows], dtype=np.int64)
-    safe_window_FN = np.where(valid_FN, top_window_FN, 0)
-    peak_FN = np.where(valid_FN, top_row_FN - starts[safe_window_FN], -1)
-    crop_start_FN = np.where(valid_FN, np.maximum(peak_FN - config.context_before, 0), -1)
-    width = config.context_before + 1 + config.context_after
-    offsets_C = np.arange(width)
-    local_FNC = crop_start_FN[..., None] + offsets_C
-    inside_FNC = valid_FN[..., None] & (local_FNC < n_pairs[safe_window_FN][..., None])
-    rows_FNC = starts[safe_window_FN][..., None] + local_FNC
-    n_rows = max(stats.n_rows, 1)
-    sparse_rows, sparse_latents, sparse_values = (t.numpy() for t in stats.sparse())
-    keys = sparse_latents * n_rows + sparse_rows
-    latent_FNC = np.broadcast_to(np.arange(len(top_window_FN))[:, None, None], rows_FNC.shape)
-    queries = latent_FNC * n_rows + rows_FNC
-    found = np.minimum(np.searchsorted(keys, queries), max(len(keys) - 1, 0))
-    hit_FNC = inside_FNC & (keys[found] == queries) if len(keys) else np.zeros_like(inside_FNC)
-    ctx_acts = np.where(hit_FNC, sparse_values[found] if len(keys) else 0.0, 0.0).astype(np.float16)
-    return {
-        "top_window": top_window_FN.astype(np.int32),
-        "top_pair": peak_FN.astype(np.int32),
-        "ctx_start": crop_start_FN.astype(np.int32),
-        "ctx_acts": ctx_acts,
-    }
-
-
-def _token_arrays(
-    crosscoder: CrossCoder, model, side: str, k: int, progress
-) -> tuple[dict[str, np.ndarray], dict[int, str]]:
-    """Return the promoted/suppressed token arrays `[F, k]` of model `side` (-1 without a decoder) and their texts."""
-    F = crosscoder.dict_size
-    own = blocks.model_slice(crosscoder, side)
-    directions_LD = blocks.decoder_rows(crosscoder, side).float()
-    report = (lambda n: progress(IndexProgress("tokens", n, len(directions_LD)))) if progress is not None else None
-    found = top_tokens(model, directions_LD, k, progress=report)
-    kk = found.promote_ids_LK.shape[1] if len(found.promote_ids_LK) else k
-    out = {}
-    for kind, ids_LK, logits_LK in (("promote", found.promote_ids_LK, found.promote_logits_LK),
-                                    ("suppress", found.suppress_ids_LK, found.suppress_logits_LK)):
-        ids_FK = np.full((F, kk), -1, dtype=np.int64)
-        logits_FK = np.full((F, kk), np.nan, dtype=np.float32)
-        ids_FK[own] = ids_LK.numpy()
-        logits_FK[own] = logits_LK.numpy()
-        out[f"{kind}_ids_{side}"] = ids_FK
-        out[f"{kind}_logits_{side}"] = logits_FK
-    used = sorted({int(i) for kind in ("promote", "suppress") for i in out[f"{kind}_ids_{side}"].ravel() if i >= 0})
-    texts = model.tokenizer.batch_decode([[i] for i in used]) if used else []
-    return out, dict(zip(used, texts))
-
-
-def _labels(arrays: dict[str, np.ndarray], windows: list[dict], vocab: dict[str, dict[int, str]]) -> list[str]:
-    """Return a heuristic label per latent from its top contexts (owner model's words) and promoted tokens."""
-    labels = []
-    for latent in range(len(arrays["block"])):
-        side = "a" if arrays["owner"][latent] == 0 else "b"
-        column = 0 if side == "a" else 1
-        words = []
-        for window, peak in zip(arrays["top_window"][latent], arrays["top_pair"][latent]):
-            if window < 0:
-                break
-            record = windows[window]
-            position = record["pairs"][peak][column]
-            _, start, end, _ = record[side][position]
-            words.append(word_at(record["text"], start, end))
-        promoted = [vocab[side][int(i)] for i in arrays[f"promote_ids_{side}"][latent] if i >= 0]
-        labels.append(heuristic_label(words, promoted, int(arrays["n_fires"][latent])))
-    return labels
 
 
 def _plain(value) -> float | int:
