@@ -18,6 +18,7 @@ training jobs go; default runs/app), `CROSSDIFF_CONCURRENCY` (the queue's defaul
 0.0.0.0) opens the app to other machines; off a Space, `GRADIO_SERVER_NAME` is ignored.
 """
 
+import dataclasses
 import functools
 import html
 import importlib.util
@@ -31,7 +32,6 @@ import re
 import tempfile
 import threading
 import time
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 

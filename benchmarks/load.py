@@ -72,7 +72,7 @@ class Server:
         self.port = free_port()
         env = {**os.environ, "CROSSDIFF_HOST": "127.0.0.1", "CROSSDIFF_PORT": str(self.port),
                "CROSSDIFF_RUNS": str(runs_dir), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}  # fmt: skip
-        self.log = open(runs_dir / "server.log", "w")
+        self.log = open(runs_dir / "server.log", "w")  # noqa: SIM115 - the server writes to it until stop() closes it
         self.started = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, str(REPO / "app.py")], cwd=REPO, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)  # fmt: skip
@@ -201,13 +201,13 @@ def _text(tokens_html: str) -> str:
     import html
     import re
 
-    spans = re.findall(r"<span class='cd-tok(?! cd-special)[^>]*>(.*?)</span>", tokens_html, flags=re.S)
+    spans = re.findall(r"<span class='cd-tok(?! cd-special)[^>]*>(.*?)</span>", tokens_html, flags=re.DOTALL)
     return "".join(html.unescape(t).replace("↵\n", "\n") for t in spans)
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def queue_check(url: str) -> dict:
@@ -231,7 +231,7 @@ def queue_check(url: str) -> dict:
             running_together += 1
         time.sleep(0.25)
     job_1.result(), job_2.result()
-    return {"positions_seen_by_second": sorted(set(ranks)), "queue_sizes_seen": sorted(set(s for s in sizes if s)),
+    return {"positions_seen_by_second": sorted(set(ranks)), "queue_sizes_seen": sorted({s for s in sizes if s}),
             "polls_with_both_running": running_together, "both_done_s": time.perf_counter() - started}  # fmt: skip
 
 

@@ -32,12 +32,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.real_pair.run import evaluate  # noqa: E402
-from crossdiff_core.activations.store import PairedActivationStore  # noqa: E402
-from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig  # noqa: E402
-from crossdiff_core.synthetic import relative_decoder_norms  # noqa: E402
-from crossdiff_core.training.config import TrainConfig  # noqa: E402
-from crossdiff_core.training.loop import train  # noqa: E402
+from benchmarks.real_pair.run import evaluate
+from crossdiff_core.activations.store import PairedActivationStore
+from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
+from crossdiff_core.synthetic import relative_decoder_norms
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
 
 SHIPPED = ROOT / "pretrained" / "smollm2-135m__gemma3-270m"
 WORK = ROOT / "runs" / "pretrained-large"
@@ -135,8 +135,8 @@ def main() -> None:
     dict_size, k, exclusive = SWEEP[chosen]
     steps = store.n_train_rows // BATCH  # one pass over the training rows
     print(f"chosen {chosen}: training {steps} steps ({steps * BATCH:,} tokens)", flush=True)
-    dfc, dfc_scores = train_one(store, dict_size, k, exclusive, steps, WORK / "dfc")
-    baseline, baseline_scores = train_one(store, dict_size, k, 0.0, steps, WORK / "standard")
+    _dfc, dfc_scores = train_one(store, dict_size, k, exclusive, steps, WORK / "dfc")
+    _baseline, baseline_scores = train_one(store, dict_size, k, 0.0, steps, WORK / "standard")
     (WORK / "baseline.json").write_text(json.dumps(baseline_scores, indent=1) + "\n")
     print("dfc", json.dumps(dfc_scores), "\nstandard", json.dumps(baseline_scores), flush=True)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from crossdiff_core.analysis.index import load_index  # noqa: E402
+from crossdiff_core.analysis.index import load_index
 
 
 def excerpt(marked: str, width: int = 90) -> str:

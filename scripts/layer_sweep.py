@@ -19,11 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.real_pair.run import evaluate  # noqa: E402
-from crossdiff_core.activations.store import PairedActivationStore  # noqa: E402
-from crossdiff_core.crosscoder import CrossCoderConfig  # noqa: E402
-from crossdiff_core.training.config import TrainConfig  # noqa: E402
-from crossdiff_core.training.loop import train  # noqa: E402
+from benchmarks.real_pair.run import evaluate
+from crossdiff_core.activations.store import PairedActivationStore
+from crossdiff_core.crosscoder import CrossCoderConfig
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.loop import train
 
 LAYER_PAIRS = [(8, 5), (15, 9), (22, 13)]
 """(SmolLM2 block, Gemma-3 block) at about 27%, 50% and 73% depth; (15, 9) is the default middle."""

@@ -203,7 +203,7 @@ def test_english_coverage_is_high(demo_tokenizers):
 
 def test_chinese_pairs_at_character_ends(demo_tokenizers):
     text = "北京是中国的首都，有三千多年的历史。今天天气很好，我们去公园散步吧。"
-    tok_a, tok_b, al = checked_align(demo_tokenizers, text)
+    _tok_a, _tok_b, al = checked_align(demo_tokenizers, text)
     # SmolLM2 cuts most CJK characters into byte pieces; only the last piece of each can pair.
     assert al.coverage_b > 0.9 and 0.2 < al.coverage_a < 0.8
     assert all(0 < e <= len(text) for e in al.char_end.tolist())
@@ -211,13 +211,13 @@ def test_chinese_pairs_at_character_ends(demo_tokenizers):
 
 def test_code_alignment(demo_tokenizers):
     text = 'def add(a, b):\n    """Return the sum."""\n    return a + b\n\n\nclass Foo:\n    pass\n'
-    tok_a, tok_b, al = checked_align(demo_tokenizers, text)
+    _tok_a, _tok_b, al = checked_align(demo_tokenizers, text)
     assert al.coverage_a > 0.7 and al.coverage_b > 0.7
 
 
 def test_emoji_partial_byte_token_is_never_paired(demo_tokenizers):
     text = "Party time 🎉🎉 with friends 👨\u200d👩\u200d👧!"
-    tok_a, tok_b, al = checked_align(demo_tokenizers, text)
+    tok_a, _tok_b, al = checked_align(demo_tokenizers, text)
     for pos in al.pos_a.tolist():
         nxt = next((o for o, s in zip(tok_a.offsets[pos + 1 :], tok_a.special[pos + 1 :]) if not s), None)
         assert nxt is None or nxt[0] >= tok_a.offsets[pos][1]

@@ -166,7 +166,7 @@ def test_builtin_demo_content():
             ast.parse(doc.text)
     assert any("function " in d.text for d in builtin_corpus.demo_documents("code"))
     assert list(iter_documents("builtin:demo:code")) == [d.text for d in builtin_corpus.demo_documents("code")]
-    assert len(set(d.text for d in docs)) == len(docs)
+    assert len({d.text for d in docs}) == len(docs)
 
 
 def test_builtin_composition_matches_documents():
@@ -194,7 +194,7 @@ def test_windows_prefer_whitespace_cuts(demo_tokenizers):
     text = " ".join(f"word{i}" for i in range(300))
     windows = split_windows(text, demo_tokenizers[0], 32)
     assert "".join(windows) == text
-    assert all(w.startswith(" ") or w.startswith("word0") for w in windows)
+    assert all(w.startswith((" ", "word0")) for w in windows)
 
 
 class TokenizerPair(tuple):
@@ -260,7 +260,7 @@ def test_shipped_model_written_documents_mix_languages_topics_and_chat(demo_toke
     assert {g.topic for g in generated} >= {"politics", "copyright", "safety", "science", "story"}
     for g in chats:  # rendered through SmolLM2's chat template, with a real answer after the prompt
         user, _, answer = g.text.partition("<|im_start|>assistant\n")
-        assert f"<|im_start|>user\n{g.prompt}<|im_end|>" in user and len(answer.strip("<|im_end|>\n ")) > 0
+        assert f"<|im_start|>user\n{g.prompt}<|im_end|>" in user and len(answer.removesuffix("\n").removesuffix("<|im_end|>").strip()) > 0
     for g in generated:
         if g.source == "continue_gemma3":
             assert g.text.startswith(g.prompt) and len(g.text) > len(g.prompt)

@@ -43,7 +43,7 @@ def pins(path: Path) -> dict[str, str]:
 
 
 def front_matter(readme: Path) -> dict:
-    match = re.match(r"^---\n(.*?)\n---\n", readme.read_text(), re.S)
+    match = re.match(r"^---\n(.*?)\n---\n", readme.read_text(), re.DOTALL)
     assert match, "the README starts with YAML front matter"
     return yaml.safe_load(match.group(1))
 
@@ -243,7 +243,7 @@ def test_deploy_creates_the_space_uploads_the_staged_files_and_requests_hardware
     assert set(files) == expected
     for name in expected:
         assert files[name] == (staged.folder / name).read_bytes(), name
-    meta = yaml.safe_load(re.match(r"^---\n(.*?)\n---\n", files["README.md"].decode(), re.S).group(1))
+    meta = yaml.safe_load(re.match(r"^---\n(.*?)\n---\n", files["README.md"].decode(), re.DOTALL).group(1))
     assert (meta["sdk"], meta["app_file"], meta["suggested_hardware"]) == ("gradio", "app.py", "t4-small")
 
     # a second deploy replaces the staged folders (a file the new version lacks goes) and keeps the user's own files

@@ -79,7 +79,7 @@ class Repo:
 
     def card(self) -> dict:
         text = self.files.get("README.md", b"").decode()
-        match = re.match(r"^---\n(.*?)\n---\n", text, re.S)
+        match = re.match(r"^---\n(.*?)\n---\n", text, re.DOTALL)
         return (yaml.safe_load(match.group(1)) or {}) if match else {}
 
     def tags(self) -> list[str]:
@@ -154,7 +154,7 @@ class FakeHub:
 
     def validate_yaml(self, request: Request):
         content = request.json()["content"]
-        match = re.match(r"^---\n(.*?)\n---\n", content, re.S)
+        match = re.match(r"^---\n(.*?)\n---\n", content, re.DOTALL)
         try:
             yaml.safe_load(match.group(1)) if match else None
         except yaml.YAMLError as error:

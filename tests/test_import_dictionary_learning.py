@@ -210,7 +210,7 @@ def test_converted_crosscoder_has_identical_outputs(tmp_path, variant):
 
 def test_dfc_latent_blocks_keep_their_meaning(tmp_path):
     variant = Variant("pt", dfc=True, normalized=True)
-    sd, x_BLD, path = source_for(tmp_path, variant)
+    _sd, x_BLD, path = source_for(tmp_path, variant)
     cc = import_dictionary_learning(path)
     order = source_latent_order(N_A, N_B, F)
     assert order[:N_A] == list(range(N_A)) and order[-N_B:] == list(range(N_A, N_A + N_B))
@@ -297,13 +297,13 @@ def test_missing_code_normalization_is_assumed_crosscoder_with_a_warning(tmp_pat
     ("change", "message"),
     [
         (lambda sd: sd | {"encoder.weight": torch.randn(3, D, F), "decoder.weight": torch.randn(3, F, D),
-                          "decoder.bias": torch.randn(3, D)}, "crosscoder over 3 layers"),  # fmt: skip
+                          "decoder.bias": torch.randn(3, D)}, "crosscoder over 3 layers"),
         (lambda sd: sd | {"encoder.weight": torch.randn(D, F)}, "sparse autoencoder"),
         (lambda sd: {"W_enc": torch.randn(D, F), "W_dec": torch.randn(F, D), "b_enc": torch.zeros(F),
-                     "b_dec": torch.zeros(D), "threshold": torch.rand(F)}, "JumpReLU"),  # fmt: skip
+                     "b_dec": torch.zeros(D), "threshold": torch.rand(F)}, "JumpReLU"),
         (lambda sd: sd | {"threshold": torch.tensor([0.1, 0.2])}, "per-layer thresholds"),
         (lambda sd: {k: v for k, v in sd.items() if k not in ("k", "threshold")}
-         | {"code_normalization_id": torch.tensor(5)}, "decoupled code normalization"),  # fmt: skip
+         | {"code_normalization_id": torch.tensor(5)}, "decoupled code normalization"),
         (lambda sd: sd | {"code_normalization_id": torch.tensor(9)}, "code_normalization_id=9"),
         (lambda sd: sd | {"code_normalization_id": torch.tensor(2)}, "SAE code normalization"),
         (lambda sd: sd | {"threshold": torch.tensor(-1.0)}, "threshold was never estimated"),
@@ -312,10 +312,10 @@ def test_missing_code_normalization_is_assumed_crosscoder_with_a_warning(tmp_pat
         (lambda sd: sd | {"encoder.bias": torch.full((F,), math.nan)}, "NaN or infinite"),
         (lambda sd: {k: v for k, v in sd.items() if k not in ("target_rms", "activation_global_scale")}
          | {"activation_mean": torch.zeros(2, D), "activation_std": torch.ones(2, D)},
-         "neither activation_global_scale nor target_rms"),  # fmt: skip
+         "neither activation_global_scale nor target_rms"),
     ],
     ids=["3-layers", "sae", "jumprelu", "per-layer-threshold", "decoupled", "unknown-code-id", "sae-code-norm",
-         "no-threshold", "k-without-threshold", "shapes", "nan", "normalizer-without-scale"],  # fmt: skip
+         "no-threshold", "k-without-threshold", "shapes", "nan", "normalizer-without-scale"],
 )
 def test_unsupported_variants_are_refused(tmp_path, change, message):
     with pytest.raises(CrossCoderError, match=message):

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from crossdiff_core.activations.batches import TensorBatchSource
 from crossdiff_core.activations.harvest import HarvestConfig, harvest
 from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.analysis.prompt_diff import diff
@@ -79,9 +78,9 @@ def test_harvest_rows_match_the_models_activations(store_dir, demo_pair):
 
     model_a, model_b = demo_pair
     text = next(iter_windows("builtin:demo", model_a.tokenizer, 96))
-    tok_a, tok_b, al = align_text(model_a.tokenizer, model_b.tokenizer, text, max_tokens=96)
+    tok_a, _tok_b, al = align_text(model_a.tokenizer, model_b.tokenizer, text, max_tokens=96)
     acts_a = model_a.activations(torch.tensor([tok_a.input_ids]))[0, torch.as_tensor(al.pos_a)]
-    a, b = PairedActivationStore(store_dir).load_shard(0)
+    a, _b = PairedActivationStore(store_dir).load_shard(0)
     norms = acts_a.norm(dim=-1)
     first_inlier = int(torch.nonzero(norms <= 10 * norms.median())[0])
     torch.testing.assert_close(a[0].float(), acts_a[first_inlier], rtol=2e-2, atol=0.5)

@@ -34,8 +34,8 @@ from test_hub import FakeHub, Request, _error, point_hub, saved_folder, trained_
 from test_import_dictionary_learning import _batchtopk
 
 from crossdiff_core import cli
-from crossdiff_core.cli.args import build_parser
 from crossdiff_core.activations.batches import TensorBatchSource
+from crossdiff_core.cli.args import build_parser
 from crossdiff_core.crosscoder import CrossCoderConfig
 from crossdiff_core.errors import CheckpointError, CrossCoderError, ModelLoadError
 from crossdiff_core.hub.importers import import_dictionary_learning
@@ -124,9 +124,7 @@ def unsafe_calls(path: Path) -> list[str]:
                 found.append(where + " with allow_pickle")
         elif name in ("yaml.unsafe_load", "yaml.full_load") or (
             name == "yaml.load" and _dotted(_keyword(node, "Loader") or ast.Name("?")) not in ("yaml.SafeLoader",)
-        ):
-            found.append(where)
-        elif name in ("eval", "exec", "builtins.eval", "builtins.exec", "__import__"):
+        ) or name in ("eval", "exec", "builtins.eval", "builtins.exec", "__import__"):
             found.append(where)
     return found
 

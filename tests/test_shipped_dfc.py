@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from safetensors import safe_open
 
 from crossdiff_core.activations.harvest import HarvestConfig, harvest

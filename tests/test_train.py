@@ -291,9 +291,9 @@ def test_checkpoint_of_the_old_fixed_window_resumes_with_it(tmp_path, source):
 
 
 def test_cli_dead_after_tokens_reaches_the_train_config(monkeypatch, tmp_path):
+    from crossdiff_core.activations.store import PairedActivationStore
     from crossdiff_core.cli.args import build_parser
     from crossdiff_core.cli.pipeline import cmd_train
-    from crossdiff_core.activations.store import PairedActivationStore
     from crossdiff_core.training import loop as train_module
 
     seen = []

@@ -110,7 +110,7 @@ def main() -> None:
         "", "| crosscoder | FVU A | FVU B | L0 | dead | alive A-excl | alive shared | alive B-excl |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"
     for name, r in results.items():
         lines.append(f"| {name} | {fmt(r['fvu_a'])} | {fmt(r['fvu_b'])} | {r['l0']:.1f} | {fmt(r['dead_fraction'])} | "
                      f"{fmt(r['alive_a_exclusive'])} | {fmt(r['alive_shared'])} | {fmt(r['alive_b_exclusive'])} |")

@@ -9,7 +9,8 @@ the in-memory `TensorBatchSource` below both implement it.
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 import torch
 

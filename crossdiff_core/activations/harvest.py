@@ -17,9 +17,9 @@ import dataclasses
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from crossdiff_core.activations.paired import OUTLIER_FACTOR, paired_rows
 from crossdiff_core.activations.store import PARTS_DIR, StoreWriter, merge_parts, read_meta

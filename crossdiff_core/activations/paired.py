@@ -18,6 +18,7 @@ of rows it was trained on. `paired_rows` does all of it, in one of two ways of r
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +63,7 @@ def display_strings(tokenizer, tok: TokenizedText) -> list[str]:
     """
     shown = [str(name) for name in tokenizer.convert_ids_to_tokens(tok.input_ids)]
     content = [i for i, (special, (start, end)) in enumerate(zip(tok.special, tok.offsets)) if not special and end > start]
-    next_end = {i: tok.offsets[j][1] for i, j in zip(content, content[1:])}
+    next_end = {i: tok.offsets[j][1] for i, j in itertools.pairwise(content)}
     covered, group_start = 0, None
     for i, (special, (start, end)) in enumerate(zip(tok.special, tok.offsets)):
         if special or end <= start:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -344,7 +344,7 @@ class PairedActivationStore:
         return a, b
 
     def _split_rows(self, n: int) -> int:
-        return n - int(round(n * self.holdout_fraction)) if n > 1 else n
+        return n - round(n * self.holdout_fraction) if n > 1 else n
 
     def held_out(self, max_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the held-out rows (the tail of each shard) as fp32 `(x_a, x_b)`, at most `max_rows`."""

