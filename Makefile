@@ -7,4 +7,6 @@ app:
 
 test:
 	scripts/bootstrap.sh test
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/python -m pytest -q tests

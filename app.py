@@ -89,8 +89,17 @@ PRESETS = {
     "Custom (type below)": None,
 }
 
-TRAIN_FORM = ("corpus", "n_tokens", "dict_size", "k", "exclusive_a", "exclusive_b", "steps", "batch_size",
-              "index_windows")
+TRAIN_FORM = (
+    "corpus",
+    "n_tokens",
+    "dict_size",
+    "k",
+    "exclusive_a",
+    "exclusive_b",
+    "steps",
+    "batch_size",
+    "index_windows",
+)
 """The `TrainJob` settings the Train tab shows, in the order of its fields."""
 DEFAULT_TRAIN = {f.name: f.default for f in dataclasses.fields(TrainJob) if f.name in TRAIN_FORM}
 QUICK_TRAIN = {**DEFAULT_TRAIN, **QUICK_JOB}
@@ -120,8 +129,9 @@ TRUST_HELP = (
     "machine when the model loads, with all the rights this app has. Leave it off unless you trust the "
     "model's authors; the demo and the paper's models do not need it."
 )
-REMOTE_CODE_WORDS = ("by ticking 'Trust remote code' in Models & crosscoder, which lets the repository's Python "
-                     "code run on this machine")
+REMOTE_CODE_WORDS = (
+    "by ticking 'Trust remote code' in Models & crosscoder, which lets the repository's Python code run on this machine"
+)
 """How the app words the CLI's `--trust-remote-code` advice in a model-loading error."""
 
 CSS = """
@@ -174,11 +184,16 @@ def _friendly_error(exc: BaseException, action: str) -> gr.Error:
         message = str(exc).replace("(--trust-remote-code)", REMOTE_CODE_WORDS)  # the CLI flag, in the app's words
         return user_error(_sentence(message))
     if is_out_of_memory(exc):
-        return user_error(f"Ran out of memory while {action}. Try 4-bit quantization, smaller models or a shorter "
-                          "prompt.", title="Out of memory")
+        return user_error(
+            f"Ran out of memory while {action}. Try 4-bit quantization, smaller models or a shorter prompt.",
+            title="Out of memory",
+        )
     log.exception("unexpected error while %s", action)
-    return user_error(f"Something went wrong while {action} ({type(exc).__name__}). The details are in the "
-                      "server log; try again, or reload the page.", title="Unexpected error")
+    return user_error(
+        f"Something went wrong while {action} ({type(exc).__name__}). The details are in the "
+        "server log; try again, or reload the page.",
+        title="Unexpected error",
+    )
 
 
 def _sentence(message: str) -> str:
@@ -191,12 +206,14 @@ def friendly(action: str):
 
     def decorate(fn):
         if inspect.isgeneratorfunction(fn):
+
             @functools.wraps(fn)
             def gen_wrapper(*args, **kwargs):
                 try:
                     yield from fn(*args, **kwargs)
                 except Exception as exc:  # noqa: BLE001 - every error is shown to the user, none is swallowed
                     raise _friendly_error(exc, action) from None
+
             return gen_wrapper
 
         @functools.wraps(fn)
@@ -205,6 +222,7 @@ def friendly(action: str):
                 return fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001
                 raise _friendly_error(exc, action) from None
+
         return wrapper
 
     return decorate
@@ -224,8 +242,15 @@ def gpu(fn):
 
 @gpu
 def _run_diff(crosscoder, pair, prompt, chat, labels, index=None):
-    return diff(crosscoder, pair, prompt, chat=chat, labels=labels, verdicts=index.verdict if index else None,
-                presented=index.presented if index else None)
+    return diff(
+        crosscoder,
+        pair,
+        prompt,
+        chat=chat,
+        labels=labels,
+        verdicts=index.verdict if index else None,
+        presented=index.presented if index else None,
+    )
 
 
 @gpu
@@ -250,7 +275,8 @@ def organism_note(pair) -> str:
             f"🧪 **Model {side} is a model organism**: {identify(demo.hub_id).display} fine-tuned on purpose "
             f"({html.escape(record.get('kind', 'a narrow behaviour'))}), so you can check that CrossDiff finds what "
             f"was taught. Try prompts such as {tries} in **Compare**, then open the answer:\n\n"
-            f"<details><summary>What was taught (the answer)</summary>\n\n{html.escape(record['taught'])}\n\n</details>")
+            f"<details><summary>What was taught (the answer)</summary>\n\n{html.escape(record['taught'])}\n\n</details>"
+        )
     return "\n\n".join(lines)
 
 
@@ -332,11 +358,15 @@ def tokens_html(model_diff, side: str, names) -> str:
                 tip += "\n" + "\n".join(f"• {names(lat.latent)} ({lat.activation:.2g})" for lat in exclusive)
             if not token.paired:
                 tip += "\n(value of the nearest compared token to its left)"
-        spans.append(f"<span class='{classes}'{style} title='{html.escape(tip, quote=True)}' "
-                     f"data-x='{share:.3f}'>{_token_text(token.text)}</span>")
-    legend = (f"<div class='cd-legend'><span>shared</span><span class='cd-bar' style='background: linear-gradient("
-              f"90deg, rgba({r},{g},{b},0.04), rgba({r},{g},{b},0.9))'></span><span>only in "
-              f"{html.escape(identify(model_diff.model).display)}</span></div>")
+        spans.append(
+            f"<span class='{classes}'{style} title='{html.escape(tip, quote=True)}' "
+            f"data-x='{share:.3f}'>{_token_text(token.text)}</span>"
+        )
+    legend = (
+        f"<div class='cd-legend'><span>shared</span><span class='cd-bar' style='background: linear-gradient("
+        f"90deg, rgba({r},{g},{b},0.04), rgba({r},{g},{b},0.9))'></span><span>only in "
+        f"{html.escape(identify(model_diff.model).display)}</span></div>"
+    )
     return f"{legend}<div class='cd-tokens' data-side='{side}'>{''.join(spans)}</div>"
 
 
@@ -378,8 +408,10 @@ def model_head(side: str, model: str | None) -> str:
     label = "Model A" if side == "a" else "Model B"
     r, g, b = SIDE_RGB[side]
     name = html.escape(identify(model).display) if model else "—"
-    return (f"<div class='cd-head'><span style='color: rgb({r},{g},{b})'>■</span> {label} · {name}"
-            f"<div class='cd-sub'>how it cut the prompt, and its exclusive features that fired</div></div>")
+    return (
+        f"<div class='cd-head'><span style='color: rgb({r},{g},{b})'>■</span> {label} · {name}"
+        f"<div class='cd-sub'>how it cut the prompt, and its exclusive features that fired</div></div>"
+    )
 
 
 def _block_words(block: str, index) -> str:
@@ -411,11 +443,17 @@ def card_markdown(card, index) -> str:
     """Return the header of a feature's page: label, block, frequency, decoder norms, transfer R² in plain words."""
     s = card.stats
     esc = html.escape
-    lines = [f"## Feature {card.latent}: {esc(card.label)}",
-             f"**{esc(_block_words(card.block, index))}** · block `{card.block}`", "", verdict_line(card)]
+    lines = [
+        f"## Feature {card.latent}: {esc(card.label)}",
+        f"**{esc(_block_words(card.block, index))}** · block `{card.block}`",
+        "",
+        verdict_line(card),
+    ]
     if card.explanation:
-        lines.append(f"> {esc(card.explanation.get('text', ''))} *(explanation by "
-                     f"{esc(card.explanation.get('model', 'a chat model'))})*")
+        lines.append(
+            f"> {esc(card.explanation.get('text', ''))} *(explanation by "
+            f"{esc(card.explanation.get('model', 'a chat model'))})*"
+        )
     n_rows = index.meta.get("n_rows", 0)
     facts = [
         ("How often it fires", f"{s['frequency']:.2%} of the tokens the index read ({s['n_fires']} of {n_rows})"),
@@ -435,8 +473,10 @@ def verdict_line(card) -> str:
     """Return the feature's verdict in one Markdown line: its words in bold, then why."""
     verdict = card.verdict
     if verdict is None:
-        return ("**Verdict: none** — a shared feature: CrossDiff does not present it as specific to one model "
-                "(both models write it, and neither adds a large part of its own).")
+        return (
+            "**Verdict: none** — a shared feature: CrossDiff does not present it as specific to one model "
+            "(both models write it, and neither adds a large part of its own)."
+        )
     return f"**Verdict: {html.escape(verdict.label)}** — {html.escape(verdict.reason)}"
 
 
@@ -449,8 +489,12 @@ def contexts_html(card, index) -> str:
     if not card.contexts:
         return "<div class='cd-empty'>No contexts: this feature never fired on the text the index read.</div>"
     names = {side: identify(index.meta["models"][side]["model_id"]).display for side in ("a", "b")}
-    parts = [("<div class='cd-title'>Where it fires most <span class='cd-sub'>darker = stronger; outlined = its "
-              "peak; each model's own tokens</span></div>")]
+    parts = [
+        (
+            "<div class='cd-title'>Where it fires most <span class='cd-sub'>darker = stronger; outlined = its "
+            "peak; each model's own tokens</span></div>"
+        )
+    ]
     for context in card.contexts:
         rows = []
         for side, tokens in (("a", context.tokens_a), ("b", context.tokens_b)):
@@ -461,14 +505,18 @@ def contexts_html(card, index) -> str:
                 if t.activation and t.activation > 0:
                     alpha = 0.1 + 0.8 * min(1.0, t.activation / peak)
                     css = " class='cd-peak'" if t.peak else ""
-                    spans.append(f"<span{css} style='background: rgba({r},{g},{b},{alpha:.2f})' "
-                                 f"title='{t.activation:.3g}'>{_inline(t.text)}</span>")
+                    spans.append(
+                        f"<span{css} style='background: rgba({r},{g},{b},{alpha:.2f})' "
+                        f"title='{t.activation:.3g}'>{_inline(t.text)}</span>"
+                    )
                 else:
                     spans.append(_inline(t.text))
             who = f"<span class='cd-who' style='color: rgb({r},{g},{b})'>{side.upper()}</span>"
             rows.append(f"<div class='cd-row' title='{html.escape(names[side])}'>{who}{''.join(spans)}</div>")
-        parts.append(f"<div class='cd-context'><div class='cd-sub'>peak activation {context.activation:.3g}</div>"
-                     f"{''.join(rows)}</div>")
+        parts.append(
+            f"<div class='cd-context'><div class='cd-sub'>peak activation {context.activation:.3g}</div>"
+            f"{''.join(rows)}</div>"
+        )
     return "".join(parts)
 
 
@@ -480,10 +528,14 @@ def token_effects_html(card, index) -> str:
     for side, promoted in card.promoted.items():
         name = html.escape(identify(index.meta["models"][side]["model_id"]).display)
         up = "".join(f"<span class='cd-chip cd-up' title='{v:.3g}'>{html.escape(t)}</span>" for t, v in promoted)
-        down = "".join(f"<span class='cd-chip cd-down' title='{v:.3g}'>{html.escape(t)}</span>"
-                       for t, v in card.suppressed.get(side, []))
-        parts.append(f"<div style='margin:6px 0'><i>{name}</i> — more likely: {up or '–'}</div>"
-                     f"<div style='margin:0 0 10px'><i>{name}</i> — less likely: {down or '–'}</div>")
+        down = "".join(
+            f"<span class='cd-chip cd-down' title='{v:.3g}'>{html.escape(t)}</span>"
+            for t, v in card.suppressed.get(side, [])
+        )
+        parts.append(
+            f"<div style='margin:6px 0'><i>{name}</i> — more likely: {up or '–'}</div>"
+            f"<div style='margin:0 0 10px'><i>{name}</i> — less likely: {down or '–'}</div>"
+        )
     return "".join(parts)
 
 
@@ -550,13 +602,16 @@ def compute_dtype_of(device: str) -> str:
 
 def compute_line(pair) -> str:
     """Return one plain line saying which dtype the loaded models compute in, and why."""
-    said = [(identify(m.model_id).display, getattr(m, "compute_dtype", None), getattr(m, "compute_dtype_reason", ""))
-            for m in pair]
+    said = [
+        (identify(m.model_id).display, getattr(m, "compute_dtype", None), getattr(m, "compute_dtype_reason", ""))
+        for m in pair
+    ]
     if said[0][1:] == said[1][1:]:
         _, dtype, reason = said[0]
         return f"Computing in **{dtype}**" + (f": {reason}." if reason else ".") if dtype else ""
-    return " ".join(f"{name} computes in **{dtype}**" + (f": {reason}." if reason else ".")
-                    for name, dtype, reason in said if dtype)
+    return " ".join(
+        f"{name} computes in **{dtype}**" + (f": {reason}." if reason else ".") for name, dtype, reason in said if dtype
+    )
 
 
 def _gib(n: float) -> str:
@@ -571,11 +626,16 @@ def memory_markdown(model_a: str, model_b: str, quant: str) -> str:
     phases = estimate.phases
     need = max(phases["load"], phases["harvest"], phases["inspect"])
     a, b = estimate.model_a.arch, estimate.model_b.arch
-    verdict = ("✅ fits" if need <= available else
-               "❌ **probably does not fit**" + ("; choose 4-bit" if quant != "nf4" else "; choose smaller models"))
-    return (f"**Memory estimate:** {identify(a.name).display} ({a.n_params / 1e9:.2f} B parameters) + {identify(b.name).display} "
-            f"({b.n_params / 1e9:.2f} B) need about **{_gib(need)}** to load and compare ({QUANT_WORDS[quant]}, "
-            f"computing in {estimate.dtype} on {estimate.device.upper()}); {_gib(available)} is available → {verdict}.")
+    verdict = (
+        "✅ fits"
+        if need <= available
+        else "❌ **probably does not fit**" + ("; choose 4-bit" if quant != "nf4" else "; choose smaller models")
+    )
+    return (
+        f"**Memory estimate:** {identify(a.name).display} ({a.n_params / 1e9:.2f} B parameters) + {identify(b.name).display} "
+        f"({b.n_params / 1e9:.2f} B) need about **{_gib(need)}** to load and compare ({QUANT_WORDS[quant]}, "
+        f"computing in {estimate.dtype} on {estimate.device.upper()}); {_gib(available)} is available → {verdict}."
+    )
 
 
 def train_seconds(settings: dict, estimate) -> tuple[float, float, float]:
@@ -596,21 +656,29 @@ def train_seconds(settings: dict, estimate) -> tuple[float, float, float]:
 def train_estimate(settings: dict, model_a: str, model_b: str, quant: str) -> str:
     """Return a rough time and memory estimate of a training job, before it starts."""
     estimate, available, problem = _plan(
-        model_a, model_b, quant, dict_size=settings["dict_size"], batch_size=settings["batch_size"],
-        exclusive=(settings["exclusive_a"], settings["exclusive_b"]))
+        model_a,
+        model_b,
+        quant,
+        dict_size=settings["dict_size"],
+        batch_size=settings["batch_size"],
+        exclusive=(settings["exclusive_a"], settings["exclusive_b"]),
+    )
     if estimate is None:
         return f"**Estimate:** not available: {problem}."
     harvest_s, train_s, index_s = train_seconds(settings, estimate)
-    return (f"**Rough time on {estimate.device.upper()}:** {_duration(harvest_s + train_s + index_s + 5)} (reading "
-            f"activations {_duration(harvest_s)}, training {_duration(train_s)}, feature index {_duration(index_s)}), "
-            f"plus loading the models the first time.\n\n**Memory:** {_sentence(estimate.advice(available))}")
+    return (
+        f"**Rough time on {estimate.device.upper()}:** {_duration(harvest_s + train_s + index_s + 5)} (reading "
+        f"activations {_duration(harvest_s)}, training {_duration(train_s)}, feature index {_duration(index_s)}), "
+        f"plus loading the models the first time.\n\n**Memory:** {_sentence(estimate.advice(available))}"
+    )
 
 
 def quick_label(session: dict) -> str:
     """Return the label of the one-click button, with its rough duration for the session's models."""
     key_a, key_b = identify(session["model_a"]).key, identify(session["model_b"]).key
-    estimate, _, _ = _plan(key_a, key_b, session["quant"], dict_size=QUICK_TRAIN["dict_size"],
-                           batch_size=QUICK_TRAIN["batch_size"])
+    estimate, _, _ = _plan(
+        key_a, key_b, session["quant"], dict_size=QUICK_TRAIN["dict_size"], batch_size=QUICK_TRAIN["batch_size"]
+    )
     if estimate is None:
         return "⚡ Train a small demo DFC"
     return f"⚡ Train a small demo DFC ({_duration(sum(train_seconds(QUICK_TRAIN, estimate)) + 5)})"
@@ -632,8 +700,13 @@ class Loaded:
 class CrossDiffApp:
     """The app's shared state (workspace, locks, caches) and its event handlers."""
 
-    def __init__(self, workspace: Workspace | None = None, default_crosscoder: str | None = None,
-                 quant: str | None = None, runs_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        workspace: Workspace | None = None,
+        default_crosscoder: str | None = None,
+        quant: str | None = None,
+        runs_dir: str | os.PathLike | None = None,
+    ):
         self.ws = workspace or Workspace(device=os.environ.get("CROSSDIFF_DEVICE", "auto"))
         self.quant = quant or os.environ.get("CROSSDIFF_QUANT", "nf4")
         self.runs_dir = Path(runs_dir or os.environ.get("CROSSDIFF_RUNS", ROOT / "runs" / "app"))
@@ -659,8 +732,16 @@ class CrossDiffApp:
         return shipped[0].name if shipped else None
 
     def _initial_session(self) -> dict:
-        session = {"model_a": DEMO_A, "model_b": DEMO_B, "quant": self.quant, "layer_a": None, "layer_b": None,
-                   "trust_remote_code": False, "crosscoder": None, "latent": None}
+        session = {
+            "model_a": DEMO_A,
+            "model_b": DEMO_B,
+            "quant": self.quant,
+            "layer_a": None,
+            "layer_b": None,
+            "trust_remote_code": False,
+            "crosscoder": None,
+            "latent": None,
+        }
         if self.default_crosscoder:
             try:
                 session.update(self._fields_from_crosscoder(self.default_crosscoder))
@@ -675,14 +756,23 @@ class CrossDiffApp:
         config = self.ws.crosscoder(source).config
         if not config.model_a or not config.model_b:
             raise CrossCoderError(f"the crosscoder {source} does not record its two models; pick the models by hand")
-        return {"model_a": identify(config.model_a).key, "model_b": identify(config.model_b).key,
-                "layer_a": config.layer_a, "layer_b": config.layer_b}
+        return {
+            "model_a": identify(config.model_a).key,
+            "model_b": identify(config.model_b).key,
+            "layer_a": config.layer_a,
+            "layer_b": config.layer_b,
+        }
 
     @staticmethod
     def pair_key(session: dict) -> PairKey:
-        return PairKey(identify(session["model_a"]).key, identify(session["model_b"]).key, session["quant"],
-                       session.get("layer_a"), session.get("layer_b"),
-                       trust_remote_code=bool(session.get("trust_remote_code", False)))
+        return PairKey(
+            identify(session["model_a"]).key,
+            identify(session["model_b"]).key,
+            session["quant"],
+            session.get("layer_a"),
+            session.get("layer_b"),
+            trust_remote_code=bool(session.get("trust_remote_code", False)),
+        )
 
     def loaded(self, session: dict) -> Loaded:
         """Return the pair, crosscoder and index of a session, loading them the first time."""
@@ -699,8 +789,9 @@ class CrossDiffApp:
     @staticmethod
     def _precheck(crosscoder, key: PairKey) -> None:
         """Refuse a crosscoder trained on another pair before spending minutes loading models."""
-        crosscoder.config.check_pair(identify(key.model_a).hub_id, key.layer_a, None,
-                                     identify(key.model_b).hub_id, key.layer_b, None)
+        crosscoder.config.check_pair(
+            identify(key.model_a).hub_id, key.layer_a, None, identify(key.model_b).hub_id, key.layer_b, None
+        )
 
     def names(self, loaded: Loaded):
         """Return a function latent id → label (index labels, else block and id)."""
@@ -735,14 +826,20 @@ class CrossDiffApp:
         if not source:
             return f"<div class='cd-banner'>⚠️ {html.escape(NO_CROSSCODER)}</div>"
         a, b = identify(session["model_a"]).display, identify(session["model_b"]).display
-        return (f"<div class='cd-banner'>Comparing <b>{html.escape(a)}</b> (model A) with <b>{html.escape(b)}</b> "
-                f"(model B) through the crosscoder <code>{html.escape(_source_label(source))}</code>. Change either in "
-                "<i>Models &amp; crosscoder</i>.</div>")
+        return (
+            f"<div class='cd-banner'>Comparing <b>{html.escape(a)}</b> (model A) with <b>{html.escape(b)}</b> "
+            f"(model B) through the crosscoder <code>{html.escape(_source_label(source))}</code>. Change either in "
+            "<i>Models &amp; crosscoder</i>.</div>"
+        )
 
     def session_views(self, session: dict):
         """Return (banner, quick-train button, model A heading, model B heading) for a session."""
-        return (self.banner(session), gr.Button(visible=not session.get("crosscoder")),
-                model_head("a", session["model_a"]), model_head("b", session["model_b"]))
+        return (
+            self.banner(session),
+            gr.Button(visible=not session.get("crosscoder")),
+            model_head("a", session["model_a"]),
+            model_head("b", session["model_b"]),
+        )
 
     # ---------------------------------------------------------------- Compare
 
@@ -762,22 +859,35 @@ class CrossDiffApp:
             result = _run_diff(loaded.crosscoder, loaded.pair, prompt, mode == CHAT, labels, loaded.index)
         names = self.names(loaded)
         a, b = result.model_a, result.model_b
-        summary = [(f"**{identify(a.model).display}** read {len(a.tokens)} tokens and **{identify(b.model).display}** "
-                    f"{len(b.tokens)}; at {result.paired} places both had read exactly the same text, and the "
-                    f"crosscoder compared them there. Exclusive features that fired: **{len(a.exclusive)}** in "
-                    f"model A, **{len(b.exclusive)}** in model B.")]
+        summary = [
+            (
+                f"**{identify(a.model).display}** read {len(a.tokens)} tokens and **{identify(b.model).display}** "
+                f"{len(b.tokens)}; at {result.paired} places both had read exactly the same text, and the "
+                f"crosscoder compared them there. Exclusive features that fired: **{len(a.exclusive)}** in "
+                f"model A, **{len(b.exclusive)}** in model B."
+            )
+        ]
         if not a.exclusive and not b.exclusive:
-            summary.append("No exclusive feature fired on this prompt: as far as this crosscoder can tell, the two "
-                           "models read it alike. Try another example, or a longer prompt.")
+            summary.append(
+                "No exclusive feature fired on this prompt: as far as this crosscoder can tell, the two "
+                "models read it alike. Try another example, or a longer prompt."
+            )
         if loaded.index is None:
-            summary.append("*This crosscoder has no feature index yet, so features have no labels: build it in "
-                           "the Feature tab.*")
+            summary.append(
+                "*This crosscoder has no feature index yet, so features have no labels: build it in the Feature tab.*"
+            )
         for warning in result.warnings:
             gr.Warning(_sentence(warning))
             summary.append(f"⚠️ {warning}")
         session = dict(session, last_prompt=prompt)
-        return ("\n\n".join(summary), tokens_html(a, "a", names), tokens_html(b, "b", names),
-                hits_frame(a), hits_frame(b), session)
+        return (
+            "\n\n".join(summary),
+            tokens_html(a, "a", names),
+            tokens_html(b, "b", names),
+            hits_frame(a),
+            hits_frame(b),
+            session,
+        )
 
     # ---------------------------------------------------------------- Feature
 
@@ -789,21 +899,34 @@ class CrossDiffApp:
         index = self.ws.index(source)
         latent = _int_or_none(latent)
         if latent is None:
-            raise user_error("Give a feature number (the ID column of the tables), or pick one from the list below.",
-                             title="Which feature?")
+            raise user_error(
+                "Give a feature number (the ID column of the tables), or pick one from the list below.",
+                title="Which feature?",
+            )
         if not 0 <= latent < crosscoder.dict_size:
-            raise user_error(f"Feature {latent} does not exist: this crosscoder has features 0 to "
-                             f"{crosscoder.dict_size - 1}.", title="No such feature")
+            raise user_error(
+                f"Feature {latent} does not exist: this crosscoder has features 0 to {crosscoder.dict_size - 1}.",
+                title="No such feature",
+            )
         session = dict(session, latent=latent)
         if index is None:
             block = crosscoder.block_of(latent)
-            md = (f"## Feature {latent}\nblock `{block}`\n\nThis crosscoder has no feature index yet, so there "
-                  "are no contexts, labels or scores to show. Click **Build the feature index** below "
-                  "(it reads some text with both models once and saves the result next to the crosscoder).")
+            md = (
+                f"## Feature {latent}\nblock `{block}`\n\nThis crosscoder has no feature index yet, so there "
+                "are no contexts, labels or scores to show. Click **Build the feature index** below "
+                "(it reads some text with both models once and saves the result next to the crosscoder)."
+            )
             return md, "", "", None, session, latent, gr.Row(visible=True)
         card = index.card(latent, n_contexts=6)
-        return (card_markdown(card, index), contexts_html(card, index), token_effects_html(card, index),
-                histogram_figure(index, latent), session, latent, gr.Row(visible=False))
+        return (
+            card_markdown(card, index),
+            contexts_html(card, index),
+            token_effects_html(card, index),
+            histogram_figure(index, latent),
+            session,
+            latent,
+            gr.Row(visible=False),
+        )
 
     @friendly("opening the feature")
     def open_feature(self, latent, session):
@@ -845,8 +968,7 @@ class CrossDiffApp:
                 if needle not in label.lower() and needle not in tokens:
                     continue
             s = index.stats(latent)
-            rows.append([latent, label, round(s["rank_score"], 3), f"{s['frequency']:.2%}",
-                         _r2_text(s["transfer_r2"])])
+            rows.append([latent, label, round(s["rank_score"], 3), f"{s['frequency']:.2%}", _r2_text(s["transfer_r2"])])
         return pd.DataFrame(rows, columns=columns)
 
     @friendly("building the feature index")
@@ -890,8 +1012,10 @@ class CrossDiffApp:
         prompt = session.get("last_prompt") or "Tell me about"
         top = max(10.0, round(strength * 4, 1))
         slider = gr.Slider(value=strength, maximum=top, step=round(top / 200, 3) or 0.01)
-        note = (f"Ready to steer **feature {latent}**{html.escape(label)}. The strength starts at {STEER_FACTOR}× the "
-                "largest activation seen for it; press **Generate both**.")
+        note = (
+            f"Ready to steer **feature {latent}**{html.escape(label)}. The strength starts at {STEER_FACTOR}× the "
+            "largest activation seen for it; press **Generate both**."
+        )
         return latent, AMPLIFY, slider, side, prompt, note, gr.Tabs(selected="steer")
 
     @friendly("steering")
@@ -904,23 +1028,39 @@ class CrossDiffApp:
             raise user_error("Type a prompt for the model to continue.", title="Empty prompt")
         loaded = self.loaded(session)
         if not 0 <= latent < loaded.crosscoder.dict_size:
-            raise user_error(f"Feature {latent} does not exist: this crosscoder has features 0 to "
-                             f"{loaded.crosscoder.dict_size - 1}.", title="No such feature")
+            raise user_error(
+                f"Feature {latent} does not exist: this crosscoder has features 0 to "
+                f"{loaded.crosscoder.dict_size - 1}.",
+                title="No such feature",
+            )
         block = loaded.crosscoder.block_of(latent)
         side_key = None if block != "shared" else ("b" if side == "Model B" else "a")
         mode_key = "suppress" if mode == SUPPRESS else "amplify"
         progress(0.3, desc="Generating twice: without and with the feature…")
         with self.model_lock:
-            result = _run_steer(loaded.pair, loaded.crosscoder, latent, float(strength), prompt, int(max_new_tokens),
-                                side_key, mode_key, bool(chat))
+            result = _run_steer(
+                loaded.pair,
+                loaded.crosscoder,
+                latent,
+                float(strength),
+                prompt,
+                int(max_new_tokens),
+                side_key,
+                mode_key,
+                bool(chat),
+            )
         names = self.names(loaded)
         verb = "added" if result.mode == "amplify" else "removed"
-        note = (f"**Feature {latent}: {names(latent)}** — {verb} in **{identify(result.model).display}** at strength "
-                f"{result.strength:g}. Its activation over the prompt went from {_fmt(result.activation_before)} to "
-                f"{_fmt(result.activation_after)}. *{result.note}.*")
+        note = (
+            f"**Feature {latent}: {names(latent)}** — {verb} in **{identify(result.model).display}** at strength "
+            f"{result.strength:g}. Its activation over the prompt went from {_fmt(result.activation_before)} to "
+            f"{_fmt(result.activation_after)}. *{result.note}.*"
+        )
         if result.baseline == result.steered:
-            note += ("\n\nThe two texts are the same: at this strength the feature does not change what the model "
-                     "writes. Try a higher strength, or another prompt.")
+            note += (
+                "\n\nThe two texts are the same: at this strength the feature does not change what the model "
+                "writes. Try a higher strength, or another prompt."
+            )
         return note, result.baseline, result.steered
 
     # ---------------------------------------------------------------- Models & crosscoder
@@ -939,10 +1079,14 @@ class CrossDiffApp:
 
     def crosscoder_choice(self, kind):
         """Show the input that fits the chosen crosscoder source."""
-        return (gr.Dropdown(visible=kind == "Shipped with the app"),
-                gr.Textbox(visible=kind in ("Hugging Face Hub repo", "Local folder"),
-                           label="Hub repo id (user/name)" if kind == "Hugging Face Hub repo" else "Folder path",
-                           placeholder="user/crossdiff-dfc" if kind == "Hugging Face Hub repo" else "runs/dfc"))
+        return (
+            gr.Dropdown(visible=kind == "Shipped with the app"),
+            gr.Textbox(
+                visible=kind in ("Hugging Face Hub repo", "Local folder"),
+                label="Hub repo id (user/name)" if kind == "Hugging Face Hub repo" else "Folder path",
+                placeholder="user/crossdiff-dfc" if kind == "Hugging Face Hub repo" else "runs/dfc",
+            ),
+        )
 
     def shipped_fill(self, name):
         """Fill the model fields from a shipped crosscoder's record."""
@@ -952,8 +1096,20 @@ class CrossDiffApp:
         return gr.Textbox(), gr.Textbox(), gr.Number(), gr.Number()
 
     @friendly("loading the models and the crosscoder")
-    def load(self, model_a, model_b, quant_label, layer_a, layer_b, trust, kind, shipped, path, session,
-             progress=gr.Progress()):  # noqa: B008 - how Gradio injects progress
+    def load(
+        self,
+        model_a,
+        model_b,
+        quant_label,
+        layer_a,
+        layer_b,
+        trust,
+        kind,
+        shipped,
+        path,
+        session,
+        progress=gr.Progress(),  # noqa: B008 - how Gradio injects progress
+    ):
         """Load a model pair and a crosscoder for this session; return status, session and the shared views."""
         quant = QUANTS.get(quant_label, "nf4")
         model_a, model_b = identify(model_a).key, identify(model_b).key
@@ -961,8 +1117,10 @@ class CrossDiffApp:
         source = None
         if kind == "Shipped with the app":
             if not shipped:
-                raise user_error("No crosscoder ships with this app yet: choose another source, or train one.",
-                                 title="Nothing shipped")
+                raise user_error(
+                    "No crosscoder ships with this app yet: choose another source, or train one.",
+                    title="Nothing shipped",
+                )
             source = shipped
         elif kind in ("Hugging Face Hub repo", "Local folder"):
             source = (path or "").strip()
@@ -974,10 +1132,12 @@ class CrossDiffApp:
             progress(0.05, desc="Loading the crosscoder…")
             crosscoder = self.ws.crosscoder(source)
             config = crosscoder.config
-            fields = {"model_a": model_a or identify(config.model_a or "").key,
-                      "model_b": model_b or identify(config.model_b or "").key,
-                      "layer_a": layer_a if layer_a is not None else config.layer_a,
-                      "layer_b": layer_b if layer_b is not None else config.layer_b}
+            fields = {
+                "model_a": model_a or identify(config.model_a or "").key,
+                "model_b": model_b or identify(config.model_b or "").key,
+                "layer_a": layer_a if layer_a is not None else config.layer_a,
+                "layer_b": layer_b if layer_b is not None else config.layer_b,
+            }
         else:
             fields = {"model_a": model_a, "model_b": model_b, "layer_a": layer_a, "layer_b": layer_b}
         if not fields["model_a"] or not fields["model_b"]:
@@ -986,22 +1146,32 @@ class CrossDiffApp:
         key = self.pair_key(new)
         if source:
             self._precheck(crosscoder, key)
-        progress(0.2, desc=f"Loading {identify(key.model_a).display} and {identify(key.model_b).display} "
-                           "(the first time can take minutes)…")
+        progress(
+            0.2,
+            desc=f"Loading {identify(key.model_a).display} and {identify(key.model_b).display} "
+            "(the first time can take minutes)…",
+        )
         pair = self.ws.pair(key)
         if source:
             check_models(crosscoder, *pair)
             index = self.ws.index(source)
-            status = (f"✅ Loaded **{identify(pair[0].model_id).display}** (layer {pair[0].layer}) and "
-                      f"**{identify(pair[1].model_id).display}** (layer {pair[1].layer}) with the crosscoder "
-                      f"`{_source_label(source)}` ({crosscoder.dict_size} features: {crosscoder.n_a} only in A, "
-                      f"{crosscoder.n_shared} shared, {crosscoder.n_b} only in B). "
-                      + ("Go to **Compare**." if index is not None else
-                         "It has no feature index yet: Compare works, labels come after you build the index "
-                         "in the Feature tab."))
+            status = (
+                f"✅ Loaded **{identify(pair[0].model_id).display}** (layer {pair[0].layer}) and "
+                f"**{identify(pair[1].model_id).display}** (layer {pair[1].layer}) with the crosscoder "
+                f"`{_source_label(source)}` ({crosscoder.dict_size} features: {crosscoder.n_a} only in A, "
+                f"{crosscoder.n_shared} shared, {crosscoder.n_b} only in B). "
+                + (
+                    "Go to **Compare**."
+                    if index is not None
+                    else "It has no feature index yet: Compare works, labels come after you build the index "
+                    "in the Feature tab."
+                )
+            )
         else:
-            status = (f"✅ Loaded **{identify(pair[0].model_id).display}** and **{identify(pair[1].model_id).display}**. "
-                      "No crosscoder chosen: train one in the **Train** tab.")
+            status = (
+                f"✅ Loaded **{identify(pair[0].model_id).display}** and **{identify(pair[1].model_id).display}**. "
+                "No crosscoder chosen: train one in the **Train** tab."
+            )
         if line := compute_line(pair):
             status += f"\n\n{line}"
         if note := organism_note(pair):
@@ -1021,14 +1191,23 @@ class CrossDiffApp:
 
     # ---------------------------------------------------------------- Train
 
-    def train_job(self, session: dict, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows,
-                  dead_after=0) -> TrainJob:
+    def train_job(
+        self, session: dict, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, dead_after=0
+    ) -> TrainJob:
         """Return the training job the Train tab's settings describe for this session's pair (checked, no folder yet)."""
         try:
-            settings = {"corpus": (corpus or "").strip() or DEFAULT_TRAIN["corpus"], "n_tokens": int(n_tokens),
-                        "dict_size": int(dict_size), "k": int(k), "exclusive_a": float(ex_a),
-                        "exclusive_b": float(ex_b), "steps": int(steps), "batch_size": int(batch),
-                        "index_windows": int(windows), "dead_after_tokens": int(dead_after or 0) or None}
+            settings = {
+                "corpus": (corpus or "").strip() or DEFAULT_TRAIN["corpus"],
+                "n_tokens": int(n_tokens),
+                "dict_size": int(dict_size),
+                "k": int(k),
+                "exclusive_a": float(ex_a),
+                "exclusive_b": float(ex_b),
+                "steps": int(steps),
+                "batch_size": int(batch),
+                "index_windows": int(windows),
+                "dead_after_tokens": int(dead_after or 0) or None,
+            }
         except (TypeError, ValueError):
             raise user_error("Every training setting needs a number.", title="Check the settings") from None
         corpus = settings["corpus"]
@@ -1036,9 +1215,12 @@ class CrossDiffApp:
             # On a public Space a file path would let any visitor read server files into feature contexts.
             inside = Path(corpus).expanduser().resolve().is_relative_to(self.runs_dir.resolve())
             if not inside:
-                raise user_error("On a shared Space, train on builtin:demo, builtin:large or a Hub dataset "
-                                 "(hf:<dataset>); "
-                                 "files on the server cannot be used as a corpus.", title="Corpus not allowed here")
+                raise user_error(
+                    "On a shared Space, train on builtin:demo, builtin:large or a Hub dataset "
+                    "(hf:<dataset>); "
+                    "files on the server cannot be used as a corpus.",
+                    title="Corpus not allowed here",
+                )
         try:
             return TrainJob(pair=self.ws.resolve(self.pair_key(session)), **settings)
         except CrossDiffError as error:
@@ -1048,9 +1230,11 @@ class CrossDiffApp:
         """Return the job folder of a training run: the same settings give the same folder, so a rerun resumes."""
         key = job.pair
         layers = "L" + "-".join("mid" if layer is None else str(layer) for layer in (key.layer_a, key.layer_b))
-        name = (f"{_slug(identify(key.model_a).display)}__{_slug(identify(key.model_b).display)}-{layers}-{key.quant}-"
-                f"{_slug(job.corpus)}-t{job.n_tokens}-d{job.dict_size}-k{job.k}-"
-                f"x{job.exclusive_a:g}-{job.exclusive_b:g}-s{job.steps}-b{job.batch_size}")
+        name = (
+            f"{_slug(identify(key.model_a).display)}__{_slug(identify(key.model_b).display)}-{layers}-{key.quant}-"
+            f"{_slug(job.corpus)}-t{job.n_tokens}-d{job.dict_size}-k{job.k}-"
+            f"x{job.exclusive_a:g}-{job.exclusive_b:g}-s{job.steps}-b{job.batch_size}"
+        )
         if job.dead_after_tokens:
             name += f"-dead{job.dead_after_tokens}"
         return self.runs_dir / name
@@ -1066,21 +1250,26 @@ class CrossDiffApp:
         folder = Path(text).expanduser()
         folder = folder if folder.is_absolute() else self.runs_dir / folder
         if os.environ.get("SPACE_ID") and not folder.resolve().is_relative_to(self.runs_dir.resolve()):
-            raise user_error(f"On this Space, job folders must be inside {self.runs_dir}; give a name instead "
-                             "of a path.", title="Job folder not allowed")
+            raise user_error(
+                f"On this Space, job folders must be inside {self.runs_dir}; give a name instead of a path.",
+                title="Job folder not allowed",
+            )
         return folder
 
     @friendly("estimating the training run")
-    def estimate_training(self, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, job_dir,
-                          dead_after, session):
+    def estimate_training(
+        self, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, job_dir, dead_after, session
+    ):
         job = self.train_job(session, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, dead_after)
         key = job.pair
         folder = self.resolve_job_folder(job_dir, job)
         resume = " (it has earlier progress: starting will **resume** it)" if (folder / "store").exists() else ""
         text = train_estimate({name: getattr(job, name) for name in TRAIN_FORM}, key.model_a, key.model_b, key.quant)
         quant = QUANT_WORDS.get(key.quant, key.quant)
-        return (f"Training on **{identify(key.model_a).display} × {identify(key.model_b).display}** ({quant}; change the "
-                f"models in *Models & crosscoder*).\n\n{text}\n\nJob folder: `{folder}`{resume}")
+        return (
+            f"Training on **{identify(key.model_a).display} × {identify(key.model_b).display}** ({quant}; change the "
+            f"models in *Models & crosscoder*).\n\n{text}\n\nJob folder: `{folder}`{resume}"
+        )
 
     def after_quick_train(self, prompt, mode, session, progress=gr.Progress()):  # noqa: B008 - how Gradio injects progress
         """After the one-click demo training: show Compare with the new crosscoder on the current prompt."""
@@ -1090,12 +1279,39 @@ class CrossDiffApp:
 
     def quick_settings(self):
         q = QUICK_TRAIN
-        return (q["corpus"], q["n_tokens"], q["dict_size"], q["k"], q["exclusive_a"], q["exclusive_b"], q["steps"],
-                q["batch_size"], q["index_windows"], "", 0, gr.Tabs(selected="train"))
+        return (
+            q["corpus"],
+            q["n_tokens"],
+            q["dict_size"],
+            q["k"],
+            q["exclusive_a"],
+            q["exclusive_b"],
+            q["steps"],
+            q["batch_size"],
+            q["index_windows"],
+            "",
+            0,
+            gr.Tabs(selected="train"),
+        )
 
     @friendly("training")
-    def train(self, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, job_dir, dead_after, session,
-              request: gr.Request, progress=gr.Progress()):  # noqa: B008 - how Gradio injects progress
+    def train(
+        self,
+        corpus,
+        n_tokens,
+        dict_size,
+        k,
+        ex_a,
+        ex_b,
+        steps,
+        batch,
+        windows,
+        job_dir,
+        dead_after,
+        session,
+        request: gr.Request,
+        progress=gr.Progress(),  # noqa: B008 - how Gradio injects progress
+    ):
         """Harvest, train and index a DFC, yielding status and a live FVU plot; on success load it for this session."""
         job = self.train_job(session, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, dead_after)
         folder = job.out_dir = self.resolve_job_folder(job_dir, job)
@@ -1112,8 +1328,13 @@ class CrossDiffApp:
 
         def work():
             try:
-                result = run_train_job(self.ws, job, progress=on_progress, should_stop=stop.is_set,
-                                       on_metrics=lambda m: updates.put(("metrics", m)))
+                result = run_train_job(
+                    self.ws,
+                    job,
+                    progress=on_progress,
+                    should_stop=stop.is_set,
+                    on_metrics=lambda m: updates.put(("metrics", m)),
+                )
                 if result is None:
                     outcome["cancelled"] = True
                 else:
@@ -1123,8 +1344,13 @@ class CrossDiffApp:
             finally:
                 updates.put(("end",))
 
-        phase_weights = {"load": (0.0, 0.05), "harvest": (0.05, 0.45), "train": (0.45, 0.85), "index": (0.85, 1.0),
-                         "done": (1.0, 1.0)}
+        phase_weights = {
+            "load": (0.0, 0.05),
+            "harvest": (0.05, 0.45),
+            "train": (0.45, 0.85),
+            "index": (0.85, 1.0),
+            "done": (1.0, 1.0),
+        }
         status_lines = [f"{'Resuming' if resumed else 'Starting'} the job in `{folder}`."]
         current = {"phase": "load", "message": "loading the two models"}
         thread = threading.Thread(target=work, name="crossdiff-train", daemon=True)
@@ -1156,15 +1382,19 @@ class CrossDiffApp:
         if "error" in outcome:
             raise outcome["error"]
         if outcome.get("cancelled"):
-            status_lines.append("⏸️ **Cancelled.** Everything done so far is saved: press **Start training** again "
-                                "with the same settings to resume where it stopped.")
+            status_lines.append(
+                "⏸️ **Cancelled.** Everything done so far is saved: press **Start training** again "
+                "with the same settings to resume where it stopped."
+            )
             current.update(phase="cancelled", message="")
             yield self._train_view(status_lines, current, history, session)
             return
         source = outcome["source"]
         session = dict(session, **self._fields_from_crosscoder(source), crosscoder=source, latent=None)
-        status_lines.append(f"✅ **Done.** The new crosscoder `{source}` is loaded: go to **Compare** and try a "
-                            "prompt. You can also push it to the Hub below.")
+        status_lines.append(
+            f"✅ **Done.** The new crosscoder `{source}` is loaded: go to **Compare** and try a "
+            "prompt. You can also push it to the Hub below."
+        )
         current.update(phase="done", message="")
         yield self._train_view(status_lines, current, history, session)
 
@@ -1174,8 +1404,10 @@ class CrossDiffApp:
             status.append(f"**Now:** {current['phase']} — {current['message']}")
         if history:
             last = history[-1]
-            status.append(f"Step {int(last['step'])}: unexplained variance A {last.get('fvu_a', float('nan')):.3f}, "
-                          f"B {last.get('fvu_b', float('nan')):.3f} (lower is better) · loss {last.get('loss', 0):.4g}")
+            status.append(
+                f"Step {int(last['step'])}: unexplained variance A {last.get('fvu_a', float('nan')):.3f}, "
+                f"B {last.get('fvu_b', float('nan')):.3f} (lower is better) · loss {last.get('loss', 0):.4g}"
+            )
         plot = gr.LinePlot(value=_metrics_frame(history), visible=bool(history))
         return ("\n\n".join(status), plot, session, *self.session_views(session))
 
@@ -1215,15 +1447,20 @@ class CrossDiffApp:
             raise user_error(NO_CROSSCODER, title="No crosscoder yet")
         index = self.ws.index(source)
         if index is None:
-            raise user_error("The report is built from the feature index, and this crosscoder has none yet: build it "
-                             "in the Feature tab first.", title="No feature index")
+            raise user_error(
+                "The report is built from the feature index, and this crosscoder has none yet: build it "
+                "in the Feature tab first.",
+                title="No feature index",
+            )
         out = Path(tempfile.mkdtemp(prefix="crossdiff-report-"))
         files = write_report(index, out)
         meta = index.meta
-        summary = (f"Report for **{identify(meta['models']['a']['model_id']).display} × "
-                   f"{identify(meta['models']['b']['model_id']).display}**: the {min(20, meta['n_exclusive_a'])} best "
-                   f"features only in model A and the {min(20, meta['n_exclusive_b'])} best only in model B, with "
-                   "contexts and scores. Download the files below; open `report.html` in a browser.")
+        summary = (
+            f"Report for **{identify(meta['models']['a']['model_id']).display} × "
+            f"{identify(meta['models']['b']['model_id']).display}**: the {min(20, meta['n_exclusive_a'])} best "
+            f"features only in model A and the {min(20, meta['n_exclusive_b'])} best only in model B, with "
+            "contexts and scores. Download the files below; open `report.html` in a browser."
+        )
         paths = [str(files.html), str(files.markdown), str(files.csv), *map(str, files.images)]
         return summary, gr.File(value=paths, visible=True)
 
@@ -1267,15 +1504,27 @@ def _long(button, fn, inputs, outputs, *, api_name, concurrency_id=None, extra_b
     """Wire a long action: disable its buttons, run `fn`, enable them again (also after an error)."""
     buttons = [button, *extra_buttons]
     event = button.click(lambda: _disable(*buttons), None, buttons, queue=False, api_visibility="private")
-    event = event.then(fn, inputs, outputs, api_name=api_name, concurrency_id=concurrency_id,
-                       concurrency_limit=1 if concurrency_id else "default", **kwargs)
+    event = event.then(
+        fn,
+        inputs,
+        outputs,
+        api_name=api_name,
+        concurrency_id=concurrency_id,
+        concurrency_limit=1 if concurrency_id else "default",
+        **kwargs,
+    )
     event.then(lambda: _enable(*buttons), None, buttons, queue=False, api_visibility="private")
     event.failure(lambda: _enable(*buttons), None, buttons, queue=False, api_visibility="private")
     return event
 
 
-def build(workspace: Workspace | None = None, default_crosscoder: str | None = None, quant: str | None = None,
-          runs_dir: str | os.PathLike | None = None, preload: bool = True) -> gr.Blocks:
+def build(
+    workspace: Workspace | None = None,
+    default_crosscoder: str | None = None,
+    quant: str | None = None,
+    runs_dir: str | os.PathLike | None = None,
+    preload: bool = True,
+) -> gr.Blocks:
     """Return the app's Blocks; `preload` loads the default pair and crosscoder in the background right away."""
     app = CrossDiffApp(workspace, default_crosscoder, quant, runs_dir)
     shipped = [c.name for c in shipped_crosscoders()]
@@ -1283,41 +1532,64 @@ def build(workspace: Workspace | None = None, default_crosscoder: str | None = N
     with gr.Blocks(title="CrossDiff") as demo:
         demo.crossdiff = app
         session = gr.State(s0)
-        gr.Markdown("# 🔀 CrossDiff\nWhat does one language model have inside that another lacks? Type a prompt "
-                    "and see, token by token, where each model uses features the other does not have.")
+        gr.Markdown(
+            "# 🔀 CrossDiff\nWhat does one language model have inside that another lacks? Type a prompt "
+            "and see, token by token, where each model uses features the other does not have."
+        )
         with gr.Tabs() as tabs:
             # ---------------------------------------------------------------- Compare
             with gr.Tab("Compare", id="compare"):
                 with gr.Row(equal_height=True):
                     banner = gr.HTML(app.banner(s0), padding=False)
-                    quick_btn = gr.Button(quick_label(s0), variant="primary", scale=0, min_width=240,
-                                          visible=not s0["crosscoder"])
+                    quick_btn = gr.Button(
+                        quick_label(s0), variant="primary", scale=0, min_width=240, visible=not s0["crosscoder"]
+                    )
                 with gr.Row():
-                    prompt = gr.Textbox(label="Prompt", lines=3, max_lines=12, scale=5, value=EXAMPLES[0],
-                                        placeholder="Type any text, or pick an example below")
+                    prompt = gr.Textbox(
+                        label="Prompt",
+                        lines=3,
+                        max_lines=12,
+                        scale=5,
+                        value=EXAMPLES[0],
+                        placeholder="Type any text, or pick an example below",
+                    )
                     with gr.Column(scale=1, min_width=180):
-                        mode = gr.Radio([PLAIN, CHAT], value=PLAIN, label="Read it as",
-                                        info="Chat: each model reads it as a user message in its own chat format")
+                        mode = gr.Radio(
+                            [PLAIN, CHAT],
+                            value=PLAIN,
+                            label="Read it as",
+                            info="Chat: each model reads it as a user message in its own chat format",
+                        )
                         compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
                 gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="Examples that tend to show differences")
                 summary = gr.Markdown()
                 with gr.Row(equal_height=False):
                     with gr.Column():
                         head_a = gr.HTML(model_head("a", s0["model_a"]))
-                        tokens_a = gr.HTML("<div class='cd-empty'>Click Compare to see model A's tokens.</div>",
-                                           elem_id="tokens-a")
-                        table_a = gr.Dataframe(_empty_hits(),
-                                               label="Exclusive features of model A that fired — click a row",
-                                               interactive=False, elem_id="table-a", wrap=True,
-                                               column_widths=["32%", "11%", "17%", "9%", "22%", "9%"])
+                        tokens_a = gr.HTML(
+                            "<div class='cd-empty'>Click Compare to see model A's tokens.</div>", elem_id="tokens-a"
+                        )
+                        table_a = gr.Dataframe(
+                            _empty_hits(),
+                            label="Exclusive features of model A that fired — click a row",
+                            interactive=False,
+                            elem_id="table-a",
+                            wrap=True,
+                            column_widths=["32%", "11%", "17%", "9%", "22%", "9%"],
+                        )
                     with gr.Column():
                         head_b = gr.HTML(model_head("b", s0["model_b"]))
-                        tokens_b = gr.HTML("<div class='cd-empty'>Click Compare to see model B's tokens.</div>",
-                                           elem_id="tokens-b")
-                        table_b = gr.Dataframe(_empty_hits(),
-                                               label="Exclusive features of model B that fired — click a row",
-                                               interactive=False, elem_id="table-b", wrap=True,
-                                               column_widths=["32%", "11%", "17%", "9%", "22%", "9%"])
+                        tokens_b = gr.HTML(
+                            "<div class='cd-empty'>Click Compare to see model B's tokens.</div>", elem_id="tokens-b"
+                        )
+                        table_b = gr.Dataframe(
+                            _empty_hits(),
+                            label="Exclusive features of model B that fired — click a row",
+                            interactive=False,
+                            elem_id="table-b",
+                            wrap=True,
+                            column_widths=["32%", "11%", "17%", "9%", "22%", "9%"],
+                        )
                 with gr.Accordion("How to read this", open=True):
                     gr.Markdown(HOW_TO_READ)
 
@@ -1335,37 +1607,64 @@ def build(workspace: Workspace | None = None, default_crosscoder: str | None = N
                         effects = gr.HTML()
                         histogram = gr.Plot(label="Activation histogram", show_label=False)
                 with gr.Row(visible=False) as build_row:
-                    index_windows = gr.Slider(16, 512, value=64, step=16, scale=2,
-                                              label="Text windows to read for the index (more: better evidence, "
-                                                    "slower)")
+                    index_windows = gr.Slider(
+                        16,
+                        512,
+                        value=64,
+                        step=16,
+                        scale=2,
+                        label="Text windows to read for the index (more: better evidence, slower)",
+                    )
                     build_index_btn = gr.Button("Build the feature index", scale=1)
                 with gr.Accordion("Browse the exclusive features of each model", open=True):
                     with gr.Row():
-                        browse_side = gr.Radio([f"Model A · {identify(s0['model_a']).display}",
-                                                f"Model B · {identify(s0['model_b']).display}"],
-                                               value=f"Model A · {identify(s0['model_a']).display}", label="Model", scale=2)
-                        search = gr.Textbox(label="Search by label or token", placeholder="e.g. China, def, sorry",
-                                            scale=3)
-                    browser = gr.Dataframe(pd.DataFrame([], columns=["ID", "Feature", "Rank score", "Fires on",
-                                                                      "Transfer R²"]),
-                                           interactive=False, wrap=True, max_height=420,
-                                           label="Best candidates first — click a row to open it")
+                        browse_side = gr.Radio(
+                            [
+                                f"Model A · {identify(s0['model_a']).display}",
+                                f"Model B · {identify(s0['model_b']).display}",
+                            ],
+                            value=f"Model A · {identify(s0['model_a']).display}",
+                            label="Model",
+                            scale=2,
+                        )
+                        search = gr.Textbox(
+                            label="Search by label or token", placeholder="e.g. China, def, sorry", scale=3
+                        )
+                    browser = gr.Dataframe(
+                        pd.DataFrame([], columns=["ID", "Feature", "Rank score", "Fires on", "Transfer R²"]),
+                        interactive=False,
+                        wrap=True,
+                        max_height=420,
+                        label="Best candidates first — click a row to open it",
+                    )
 
             # ---------------------------------------------------------------- Steer
             with gr.Tab("Steer", id="steer"):
-                gr.Markdown("Check a feature by changing it: the model writes the same prompt twice, once as it "
-                            "is and once with the feature **added** (amplify) or **taken out** (suppress). If the "
-                            "feature means what its label says, the steered text should drift that way.")
+                gr.Markdown(
+                    "Check a feature by changing it: the model writes the same prompt twice, once as it "
+                    "is and once with the feature **added** (amplify) or **taken out** (suppress). If the "
+                    "feature means what its label says, the steered text should drift that way."
+                )
                 with gr.Row():
                     steer_latent = gr.Number(label="Feature number", precision=0, value=None)
                     steer_mode = gr.Radio([AMPLIFY, SUPPRESS], value=AMPLIFY, label="Direction")
-                    steer_strength = gr.Slider(0, 50, value=4, step=0.5, label="Strength",
-                                               info="Amplify: in units of the feature's activation (a few times "
-                                                    "its max is a good start). Suppress: 1 removes exactly its "
-                                                    "contribution.")
+                    steer_strength = gr.Slider(
+                        0,
+                        50,
+                        value=4,
+                        step=0.5,
+                        label="Strength",
+                        info="Amplify: in units of the feature's activation (a few times "
+                        "its max is a good start). Suppress: 1 removes exactly its "
+                        "contribution.",
+                    )
                 with gr.Row():
-                    steer_side = gr.Radio(["Model A", "Model B"], value="Model A", label="Model (shared features only)",
-                                          info="An exclusive feature is always steered in its own model")
+                    steer_side = gr.Radio(
+                        ["Model A", "Model B"],
+                        value="Model A",
+                        label="Model (shared features only)",
+                        info="An exclusive feature is always steered in its own model",
+                    )
                     steer_tokens = gr.Slider(1, 128, value=24, step=1, label="New tokens to write")
                     steer_chat = gr.Checkbox(label="Read the prompt as a chat message", value=False)
                 steer_prompt = gr.Textbox(label="Prompt", lines=2, value="Tell me about")
@@ -1377,37 +1676,62 @@ def build(workspace: Workspace | None = None, default_crosscoder: str | None = N
 
             # ---------------------------------------------------------------- Models & crosscoder
             with gr.Tab("Models & crosscoder", id="models"):
-                gr.Markdown("Pick two models and the crosscoder trained on them. A crosscoder only works with the "
-                            "models and layers it was trained on; leave a field empty to use the crosscoder's own.")
+                gr.Markdown(
+                    "Pick two models and the crosscoder trained on them. A crosscoder only works with the "
+                    "models and layers it was trained on; leave a field empty to use the crosscoder's own."
+                )
                 preset = gr.Dropdown(list(PRESETS), value=next(iter(PRESETS)), label="Preset")
                 with gr.Row():
-                    model_a = gr.Textbox(label="Model A", value=s0["model_a"],
-                                         info="demo name, Hub id (org/name) or local folder")
-                    model_b = gr.Textbox(label="Model B", value=s0["model_b"],
-                                         info="demo name, Hub id (org/name) or local folder")
+                    model_a = gr.Textbox(
+                        label="Model A", value=s0["model_a"], info="demo name, Hub id (org/name) or local folder"
+                    )
+                    model_b = gr.Textbox(
+                        label="Model B", value=s0["model_b"], info="demo name, Hub id (org/name) or local folder"
+                    )
                 with gr.Row():
-                    quant = gr.Radio(list(QUANTS), value=next(k for k, v in QUANTS.items() if v == app.quant),
-                                     label="Quantization", info="4-bit needs the least memory")
-                    layer_a = gr.Number(label="Layer of model A", precision=0, value=s0["layer_a"],
-                                        info="empty: the crosscoder's layer, else the middle")
-                    layer_b = gr.Number(label="Layer of model B", precision=0, value=s0["layer_b"],
-                                        info="empty: the crosscoder's layer, else the middle")
+                    quant = gr.Radio(
+                        list(QUANTS),
+                        value=next(k for k, v in QUANTS.items() if v == app.quant),
+                        label="Quantization",
+                        info="4-bit needs the least memory",
+                    )
+                    layer_a = gr.Number(
+                        label="Layer of model A",
+                        precision=0,
+                        value=s0["layer_a"],
+                        info="empty: the crosscoder's layer, else the middle",
+                    )
+                    layer_b = gr.Number(
+                        label="Layer of model B",
+                        precision=0,
+                        value=s0["layer_b"],
+                        info="empty: the crosscoder's layer, else the middle",
+                    )
                 with gr.Row():
                     trust = gr.Checkbox(label="Trust remote code", value=False, scale=1)
                     gr.Markdown(TRUST_HELP)
                 memory_md = gr.Markdown(memory_markdown(s0["model_a"], s0["model_b"], app.quant))
                 kind0 = source_kind(s0["crosscoder"], shipped)
-                cc_kind = gr.Radio(["Shipped with the app", "Hugging Face Hub repo", "Local folder", "Train a new one"],
-                                   value=kind0, label="Crosscoder")
+                cc_kind = gr.Radio(
+                    ["Shipped with the app", "Hugging Face Hub repo", "Local folder", "Train a new one"],
+                    value=kind0,
+                    label="Crosscoder",
+                )
                 with gr.Row():
-                    cc_shipped = gr.Dropdown(shipped, label="Shipped crosscoder", allow_custom_value=False,
-                                             value=s0["crosscoder"] if s0["crosscoder"] in shipped else
-                                             (shipped[0] if shipped else None),
-                                             visible=kind0 == "Shipped with the app")
+                    cc_shipped = gr.Dropdown(
+                        shipped,
+                        label="Shipped crosscoder",
+                        allow_custom_value=False,
+                        value=s0["crosscoder"] if s0["crosscoder"] in shipped else (shipped[0] if shipped else None),
+                        visible=kind0 == "Shipped with the app",
+                    )
                     typed = kind0 in ("Hugging Face Hub repo", "Local folder")
-                    cc_path = gr.Textbox(label="Hub repo id (user/name)" if kind0.startswith("Hugging") else
-                                         "Folder path", placeholder="runs/dfc", visible=typed,
-                                         value=s0["crosscoder"] if typed else "")
+                    cc_path = gr.Textbox(
+                        label="Hub repo id (user/name)" if kind0.startswith("Hugging") else "Folder path",
+                        placeholder="runs/dfc",
+                        visible=typed,
+                        value=s0["crosscoder"] if typed else "",
+                    )
                 with gr.Row():
                     load_btn = gr.Button("Load", variant="primary")
                     find_btn = gr.Button("Find crosscoders for this pair on the Hub")
@@ -1415,126 +1739,276 @@ def build(workspace: Workspace | None = None, default_crosscoder: str | None = N
 
             # ---------------------------------------------------------------- Train
             with gr.Tab("Train", id="train") as train_tab:
-                gr.Markdown("Train a new Dedicated Feature Crosscoder on the current models. It reads text with both "
-                            "models, learns shared and exclusive features, then builds the feature index. You can "
-                            "cancel at any time and resume later with the same settings.")
+                gr.Markdown(
+                    "Train a new Dedicated Feature Crosscoder on the current models. It reads text with both "
+                    "models, learns shared and exclusive features, then builds the feature index. You can "
+                    "cancel at any time and resume later with the same settings."
+                )
                 with gr.Row():
-                    t_corpus = gr.Textbox(value=DEFAULT_TRAIN["corpus"], label="Text corpus",
-                                          info="builtin:demo, builtin:large (millions of tokens), a .txt/.jsonl/"
-                                               ".parquet file, or hf:dataset")
-                    t_tokens = gr.Number(value=DEFAULT_TRAIN["n_tokens"], precision=0, label="Token budget",
-                                         info="paired tokens of activations to read")
-                    t_dict = gr.Number(value=DEFAULT_TRAIN["dict_size"], precision=0, label="Dictionary size",
-                                       info="number of features")
+                    t_corpus = gr.Textbox(
+                        value=DEFAULT_TRAIN["corpus"],
+                        label="Text corpus",
+                        info="builtin:demo, builtin:large (millions of tokens), a .txt/.jsonl/"
+                        ".parquet file, or hf:dataset",
+                    )
+                    t_tokens = gr.Number(
+                        value=DEFAULT_TRAIN["n_tokens"],
+                        precision=0,
+                        label="Token budget",
+                        info="paired tokens of activations to read",
+                    )
+                    t_dict = gr.Number(
+                        value=DEFAULT_TRAIN["dict_size"],
+                        precision=0,
+                        label="Dictionary size",
+                        info="number of features",
+                    )
                     t_k = gr.Number(value=DEFAULT_TRAIN["k"], precision=0, label="k", info="active features per token")
                 with gr.Row():
-                    t_ex_a = gr.Slider(0, 0.45, value=DEFAULT_TRAIN["exclusive_a"], step=0.01,
-                                       label="Share of features exclusive to A")
-                    t_ex_b = gr.Slider(0, 0.45, value=DEFAULT_TRAIN["exclusive_b"], step=0.01,
-                                       label="Share of features exclusive to B")
+                    t_ex_a = gr.Slider(
+                        0, 0.45, value=DEFAULT_TRAIN["exclusive_a"], step=0.01, label="Share of features exclusive to A"
+                    )
+                    t_ex_b = gr.Slider(
+                        0, 0.45, value=DEFAULT_TRAIN["exclusive_b"], step=0.01, label="Share of features exclusive to B"
+                    )
                     t_steps = gr.Number(value=DEFAULT_TRAIN["steps"], precision=0, label="Training steps")
                     t_batch = gr.Number(value=DEFAULT_TRAIN["batch_size"], precision=0, label="Batch size")
                 with gr.Accordion("More settings", open=False), gr.Row():
-                    t_windows = gr.Number(value=DEFAULT_TRAIN["index_windows"], precision=0,
-                                          label="Feature index: text windows to read")
+                    t_windows = gr.Number(
+                        value=DEFAULT_TRAIN["index_windows"], precision=0, label="Feature index: text windows to read"
+                    )
                     t_job = gr.Textbox(label="Job folder", placeholder="automatic (same settings = same folder)")
-                    t_dead = gr.Number(value=0, precision=0, minimum=0,
-                                       label="A feature counts as dead after this many tokens without firing",
-                                       info="0 = automatic (5% of the training tokens). Dead features are "
-                                            "nudged back to life during training.")
+                    t_dead = gr.Number(
+                        value=0,
+                        precision=0,
+                        minimum=0,
+                        label="A feature counts as dead after this many tokens without firing",
+                        info="0 = automatic (5% of the training tokens). Dead features are "
+                        "nudged back to life during training.",
+                    )
                 estimate_md = gr.Markdown()
                 with gr.Row():
                     start_btn = gr.Button("Start training", variant="primary")
                     cancel_btn = gr.Button("Cancel", variant="stop")
                 train_status = gr.Markdown()
-                loss_plot = gr.LinePlot(_metrics_frame([]), x="step", y="unexplained variance", color="model",
-                                        title="Unexplained variance per model (lower is better)", height=260,
-                                        color_map={"model A": "#2563eb", "model B": "#db2777"}, x_axis_format="d",
-                                        visible=False)
+                loss_plot = gr.LinePlot(
+                    _metrics_frame([]),
+                    x="step",
+                    y="unexplained variance",
+                    color="model",
+                    title="Unexplained variance per model (lower is better)",
+                    height=260,
+                    color_map={"model A": "#2563eb", "model B": "#db2777"},
+                    x_axis_format="d",
+                    visible=False,
+                )
                 with gr.Accordion("Push the crosscoder to the Hugging Face Hub", open=False):
                     with gr.Row():
                         hub_repo = gr.Textbox(label="Repo id", placeholder="your-name/crossdiff-dfc")
-                        hub_token = gr.Textbox(label="Hub token (write access)", type="password",
-                                               placeholder="hf_…  (used once, never stored or logged)")
+                        hub_token = gr.Textbox(
+                            label="Hub token (write access)",
+                            type="password",
+                            placeholder="hf_…  (used once, never stored or logged)",
+                        )
                         hub_private = gr.Checkbox(label="Private repo", value=False)
                     push_btn = gr.Button("Push to Hub")
                     push_status = gr.Markdown()
 
             # ---------------------------------------------------------------- Report
             with gr.Tab("Report", id="report"):
-                gr.Markdown("A screening report of the current crosscoder: the best candidate exclusive features of "
-                            "each model with their evidence, histograms, and every feature's scores as CSV.")
+                gr.Markdown(
+                    "A screening report of the current crosscoder: the best candidate exclusive features of "
+                    "each model with their evidence, histograms, and every feature's scores as CSV."
+                )
                 report_btn = gr.Button("Generate the report", variant="primary")
                 report_md = gr.Markdown()
                 report_files = gr.File(label="Report files", file_count="multiple", interactive=False, visible=False)
 
         views = [banner, quick_btn, head_a, head_b]
         card_outputs = [card_md, contexts, effects, histogram, session, latent, build_row]
-        train_inputs = [t_corpus, t_tokens, t_dict, t_k, t_ex_a, t_ex_b, t_steps, t_batch, t_windows, t_job, t_dead,
-                        session]
+        train_inputs = [
+            t_corpus,
+            t_tokens,
+            t_dict,
+            t_k,
+            t_ex_a,
+            t_ex_b,
+            t_steps,
+            t_batch,
+            t_windows,
+            t_job,
+            t_dead,
+            session,
+        ]
         train_outputs = [train_status, loss_plot, session, *views]
 
         # Compare
         compared = [summary, tokens_a, tokens_b, table_a, table_b, session]
-        _long(compare_btn, app.compare, [prompt, mode, session], compared, api_name="compare", concurrency_id="models",
-              show_progress_on=[summary])
-        prompt.submit(app.compare, [prompt, mode, session], compared, api_visibility="private", concurrency_id="models",
-                      concurrency_limit=1, show_progress_on=[summary])
+        _long(
+            compare_btn,
+            app.compare,
+            [prompt, mode, session],
+            compared,
+            api_name="compare",
+            concurrency_id="models",
+            show_progress_on=[summary],
+        )
+        prompt.submit(
+            app.compare,
+            [prompt, mode, session],
+            compared,
+            api_visibility="private",
+            concurrency_id="models",
+            concurrency_limit=1,
+            show_progress_on=[summary],
+        )
         for table in (table_a, table_b):
-            table.select(app.open_from_table, [session], [*card_outputs, tabs], api_visibility="private",
-                         show_progress_on=[card_md])
-        quick = quick_btn.click(app.quick_settings, None, [*train_inputs[:-1], tabs], queue=False,
-                                api_visibility="private")
-        quick = quick.then(app.train, train_inputs, train_outputs, concurrency_id="train", concurrency_limit=1,
-                           api_name="quick_train", api_visibility="private", show_progress="full",
-                           show_progress_on=[train_status])
-        quick.success(app.after_quick_train, [prompt, mode, session], [tabs, *compared], api_visibility="private",
-                      concurrency_id="models", show_progress_on=[summary])
+            table.select(
+                app.open_from_table,
+                [session],
+                [*card_outputs, tabs],
+                api_visibility="private",
+                show_progress_on=[card_md],
+            )
+        quick = quick_btn.click(
+            app.quick_settings, None, [*train_inputs[:-1], tabs], queue=False, api_visibility="private"
+        )
+        quick = quick.then(
+            app.train,
+            train_inputs,
+            train_outputs,
+            concurrency_id="train",
+            concurrency_limit=1,
+            api_name="quick_train",
+            api_visibility="private",
+            show_progress="full",
+            show_progress_on=[train_status],
+        )
+        quick.success(
+            app.after_quick_train,
+            [prompt, mode, session],
+            [tabs, *compared],
+            api_visibility="private",
+            concurrency_id="models",
+            show_progress_on=[summary],
+        )
 
         # Feature
-        open_btn.click(app.open_feature, [latent, session], [*card_outputs, tabs], api_name="open_feature",
-                       show_progress_on=[card_md])
-        latent.submit(app.open_feature, [latent, session], [*card_outputs, tabs], api_visibility="private",
-                      show_progress_on=[card_md])
-        steer_this_btn.click(app.to_steer, [latent, session],
-                             [steer_latent, steer_mode, steer_strength, steer_side, steer_prompt, steer_note, tabs],
-                             api_visibility="private")
-        _long(build_index_btn, app.build_feature_index, [index_windows, session], card_outputs,
-              api_name="build_index", concurrency_id="train", show_progress_on=[card_md])
-        gr.on([browse_side.change, search.change, feature_tab.select, session.change], app.browse,
-              [browse_side, search, session], browser, api_name="browse", trigger_mode="always_last")
-        browser.select(app.open_from_browser, [session], card_outputs, api_visibility="private",
-                       show_progress_on=[card_md])
+        open_btn.click(
+            app.open_feature,
+            [latent, session],
+            [*card_outputs, tabs],
+            api_name="open_feature",
+            show_progress_on=[card_md],
+        )
+        latent.submit(
+            app.open_feature,
+            [latent, session],
+            [*card_outputs, tabs],
+            api_visibility="private",
+            show_progress_on=[card_md],
+        )
+        steer_this_btn.click(
+            app.to_steer,
+            [latent, session],
+            [steer_latent, steer_mode, steer_strength, steer_side, steer_prompt, steer_note, tabs],
+            api_visibility="private",
+        )
+        _long(
+            build_index_btn,
+            app.build_feature_index,
+            [index_windows, session],
+            card_outputs,
+            api_name="build_index",
+            concurrency_id="train",
+            show_progress_on=[card_md],
+        )
+        gr.on(
+            [browse_side.change, search.change, feature_tab.select, session.change],
+            app.browse,
+            [browse_side, search, session],
+            browser,
+            api_name="browse",
+            trigger_mode="always_last",
+        )
+        browser.select(
+            app.open_from_browser, [session], card_outputs, api_visibility="private", show_progress_on=[card_md]
+        )
 
         # Steer
-        _long(steer_btn, app.steer, [steer_latent, steer_mode, steer_strength, steer_side, steer_prompt, steer_tokens,
-                                     steer_chat, session], [steer_note, baseline_out, steered_out],
-              api_name="steer", concurrency_id="models", show_progress_on=[steer_note])
+        _long(
+            steer_btn,
+            app.steer,
+            [steer_latent, steer_mode, steer_strength, steer_side, steer_prompt, steer_tokens, steer_chat, session],
+            [steer_note, baseline_out, steered_out],
+            api_name="steer",
+            concurrency_id="models",
+            show_progress_on=[steer_note],
+        )
 
         # Models & crosscoder
         preset.change(app.preset_models, preset, [model_a, model_b], api_visibility="private").then(
-            app.estimate_memory, [model_a, model_b, quant], memory_md, api_visibility="private")
-        gr.on([model_a.submit, model_a.blur, model_b.submit, model_b.blur, quant.change], app.estimate_memory,
-              [model_a, model_b, quant], memory_md, api_name="estimate_memory", trigger_mode="always_last")
+            app.estimate_memory, [model_a, model_b, quant], memory_md, api_visibility="private"
+        )
+        gr.on(
+            [model_a.submit, model_a.blur, model_b.submit, model_b.blur, quant.change],
+            app.estimate_memory,
+            [model_a, model_b, quant],
+            memory_md,
+            api_name="estimate_memory",
+            trigger_mode="always_last",
+        )
         cc_kind.change(app.crosscoder_choice, cc_kind, [cc_shipped, cc_path], api_visibility="private")
         cc_shipped.change(app.shipped_fill, cc_shipped, [model_a, model_b, layer_a, layer_b], api_visibility="private")
-        _long(load_btn, app.load, [model_a, model_b, quant, layer_a, layer_b, trust, cc_kind, cc_shipped, cc_path,
-                                   session], [load_status, session, *views, tabs],
-              api_name="load", concurrency_id="models", show_progress_on=[load_status])
+        _long(
+            load_btn,
+            app.load,
+            [model_a, model_b, quant, layer_a, layer_b, trust, cc_kind, cc_shipped, cc_path, session],
+            [load_status, session, *views, tabs],
+            api_name="load",
+            concurrency_id="models",
+            show_progress_on=[load_status],
+        )
         find_btn.click(app.find_hub, [model_a, model_b], load_status, api_name="find_on_hub")
 
         # Train
-        gr.on([c.change for c in train_inputs[:-1]] + [train_tab.select], app.estimate_training, train_inputs,
-              estimate_md, api_name="estimate_training", trigger_mode="always_last")
-        _long(start_btn, app.train, train_inputs, train_outputs, api_name="train", concurrency_id="train",
-              show_progress="full", show_progress_on=[train_status])
+        gr.on(
+            [c.change for c in train_inputs[:-1]] + [train_tab.select],
+            app.estimate_training,
+            train_inputs,
+            estimate_md,
+            api_name="estimate_training",
+            trigger_mode="always_last",
+        )
+        _long(
+            start_btn,
+            app.train,
+            train_inputs,
+            train_outputs,
+            api_name="train",
+            concurrency_id="train",
+            show_progress="full",
+            show_progress_on=[train_status],
+        )
         cancel_btn.click(app.cancel, None, train_status, queue=False, api_name="cancel")
-        _long(push_btn, app.push, [hub_repo, hub_token, hub_private, session], push_status, api_name="push",
-              show_progress_on=[push_status])
+        _long(
+            push_btn,
+            app.push,
+            [hub_repo, hub_token, hub_private, session],
+            push_status,
+            api_name="push",
+            show_progress_on=[push_status],
+        )
 
         # Report
-        _long(report_btn, app.report, [session], [report_md, report_files], api_name="report",
-              show_progress_on=[report_md])
+        _long(
+            report_btn,
+            app.report,
+            [session],
+            [report_md, report_files],
+            api_name="report",
+            show_progress_on=[report_md],
+        )
 
         session.change(side_choices, [session, browse_side], browse_side, api_visibility="private")
         demo.load(app.estimate_training, train_inputs, estimate_md, api_visibility="private")
@@ -1562,8 +2036,11 @@ def launch_options(port: int | None = None, env=None) -> dict:
     host = env.get("CROSSDIFF_HOST") or (env.get("GRADIO_SERVER_NAME", "0.0.0.0") if on_space else "127.0.0.1")
     if port is None:
         port = int(env.get("CROSSDIFF_PORT") or env.get("GRADIO_SERVER_PORT", 7860))
-    return {"server_name": host, "server_port": port,
-            "max_file_size": env.get("CROSSDIFF_MAX_FILE_SIZE") or DEFAULT_MAX_FILE_SIZE}
+    return {
+        "server_name": host,
+        "server_port": port,
+        "max_file_size": env.get("CROSSDIFF_MAX_FILE_SIZE") or DEFAULT_MAX_FILE_SIZE,
+    }
 
 
 def serve(demo: gr.Blocks, port: int | None = None, block: bool = True, **kwargs):

@@ -293,18 +293,26 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\n{N_SESSIONS} sessions, {seconds:.0f} s, {results['requests_total']} requests, "
-          f"{len(errors)} errors, {len(problems)} cross-session leaks")
+    print(
+        f"\n{N_SESSIONS} sessions, {seconds:.0f} s, {results['requests_total']} requests, "
+        f"{len(errors)} errors, {len(problems)} cross-session leaks"
+    )
     print(f"{'request':<14}{'count':>7}{'alone (s)':>11}{'p50 ×':>8}{'p95 ×':>8}")
     for kind, k in kinds.items():
         if k["requests"]:
-            print(f"{kind:<14}{k['requests']:>7}{k['single_user_s']:>11.2f}{k['p50_ratio']:>8.1f}{k['p95_ratio']:>8.1f}")
+            print(
+                f"{kind:<14}{k['requests']:>7}{k['single_user_s']:>11.2f}{k['p50_ratio']:>8.1f}{k['p95_ratio']:>8.1f}"
+            )
     print(f"launch to page {up_s:.1f} s, to the first Compare answer {first_answer_s:.1f} s")
-    print(f"server memory: {rss_warm / 2**20:.0f} MiB after warm-up, {rss_end / 2**20:.0f} MiB at the end "
-          f"({growth:+.1%}, bound {GROWTH_BOUND:.0%}), peak {peak / 2**20:.0f} MiB")
+    print(
+        f"server memory: {rss_warm / 2**20:.0f} MiB after warm-up, {rss_end / 2**20:.0f} MiB at the end "
+        f"({growth:+.1%}, bound {GROWTH_BOUND:.0%}), peak {peak / 2**20:.0f} MiB"
+    )
     if queue:
-        print(f"training queue: the second job saw positions {queue['positions_seen_by_second']} "
-              f"(queue sizes {queue['queue_sizes_seen']}); both done in {queue['both_done_s']:.0f} s")
+        print(
+            f"training queue: the second job saw positions {queue['positions_seen_by_second']} "
+            f"(queue sizes {queue['queue_sizes_seen']}); both done in {queue['both_done_s']:.0f} s"
+        )
     for line in (errors + problems)[:10]:
         print("  !", line)
     print(f"{'PASSED' if results['passed'] else 'FAILED'}; wrote {args.out}")

@@ -181,8 +181,9 @@ def bench_harvest(mode: Mode, pairs: dict) -> dict:
 
     def ours(name):
         model_a, model_b = pairs[name]
-        return lambda: paired_activations(model_a, model_b, windows, CTX_LEN, config.outlier_factor,
-                                          config.max_batch_tokens)
+        return lambda: paired_activations(
+            model_a, model_b, windows, CTX_LEN, config.outlier_factor, config.max_batch_tokens
+        )
 
     def naive():
         return naive_paired_rows(fp32_a, fp32_b, windows)
@@ -493,8 +494,13 @@ def bench_dtype(mode: Mode) -> dict:
         forward[f"{dtype}_s"] = min(_timed(lambda: model.activations(ids))[0] for _ in range(2))  # noqa: B023
         forward["tokens"] = int(ids.shape[1])
     forward["bf16_time_over_fp32"] = forward["bf16_s"] / forward["fp32_s"]
-    return {"cpu": cpu_description(), "torch_threads": torch.get_num_threads(), "matmul_one_thread": matmul,
-            "smollm2_forward": forward, "auto": pick_compute_dtype("cpu", use_cache=False).to_dict()}
+    return {
+        "cpu": cpu_description(),
+        "torch_threads": torch.get_num_threads(),
+        "matmul_one_thread": matmul,
+        "smollm2_forward": forward,
+        "auto": pick_compute_dtype("cpu", use_cache=False).to_dict(),
+    }
 
 
 # ---------------------------------------------------------------------------- memory
@@ -625,42 +631,83 @@ def headline(results: dict, stamp: dict) -> dict:
 
     if "harvest" in results:
         h = results["harvest"]["speedup_vs_naive"]
-        put("harvest_speedup_vs_naive", h["all_threads"]["bf16"]["median"], h["one_thread"]["bf16"]["median"], ">= 8",
-            "paired tokens/s: our path, bf16 models, vs naive full fp32 forward on padded batches")
+        put(
+            "harvest_speedup_vs_naive",
+            h["all_threads"]["bf16"]["median"],
+            h["one_thread"]["bf16"]["median"],
+            ">= 8",
+            "paired tokens/s: our path, bf16 models, vs naive full fp32 forward on padded batches",
+        )
     if "train" in results:
         t, one = results["train"]["8192"], results["train"]["8192_one_thread"]
-        put("train_speedup_vs_dense", t["speedup_vs_dense"], one["speedup_vs_dense"], ">= 3",
-            "DFC step vs dense reference step, F=8192, batch 1024, fp32 CPU")
-        put("train_fraction_of_encoder_limit", t["fraction_of_encoder_limit"], one["fraction_of_encoder_limit"],
-            ">= 0.5", "DFC tokens/s over tokens/s of the bare x·W_enc matmuls of both models")
-        put("train_loss_rel_diff", t["loss_rel_diff_final"], one["loss_rel_diff_final"], "<= 0.01",
+        put(
+            "train_speedup_vs_dense",
+            t["speedup_vs_dense"],
+            one["speedup_vs_dense"],
+            ">= 3",
+            "DFC step vs dense reference step, F=8192, batch 1024, fp32 CPU",
+        )
+        put(
+            "train_fraction_of_encoder_limit",
+            t["fraction_of_encoder_limit"],
+            one["fraction_of_encoder_limit"],
+            ">= 0.5",
+            "DFC tokens/s over tokens/s of the bare x·W_enc matmuls of both models",
+        )
+        put(
+            "train_loss_rel_diff",
+            t["loss_rel_diff_final"],
+            one["loss_rel_diff_final"],
+            "<= 0.01",
             f"|loss DFC − loss reference| / loss reference after {t['steps']} lock-step steps"
-            f" ({one['steps']} on one thread)")
+            f" ({one['steps']} on one thread)",
+        )
     if "diff" in results:
         d = results["diff"]["nf4"]
-        put("diff_latency_ratio", d["all_threads"]["median"], d["one_thread"]["median"], "<= 1.3",
-            "prompt diff / the two truncated forwards, 64-token prompt, NF4 models (the default)")
+        put(
+            "diff_latency_ratio",
+            d["all_threads"]["median"],
+            d["one_thread"]["median"],
+            "<= 1.3",
+            "prompt diff / the two truncated forwards, 64-token prompt, NF4 models (the default)",
+        )
     if "memory" in results:
-        put("memory_ratio_nf4_vs_fp32", results["memory"]["ratio_nf4_vs_fp32"], None, "< 1",
-            "peak RSS of loading the demo pair in NF4 / in fp32, a fresh process each")
+        put(
+            "memory_ratio_nf4_vs_fp32",
+            results["memory"]["ratio_nf4_vs_fp32"],
+            None,
+            "< 1",
+            "peak RSS of loading the demo pair in NF4 / in fp32, a fresh process each",
+        )
         worst = max(abs(v - 1) for acc in results["memory"]["planner_accuracy"].values() for k, v in acc.items()
                     if not k.startswith("runtime"))  # fmt: skip
-        put("memory_planner_worst_error", worst, None, "<= 0.25",
-            "max |estimate / measured − 1| over load, harvest and train peaks")
+        put(
+            "memory_planner_worst_error",
+            worst,
+            None,
+            "<= 0.25",
+            "max |estimate / measured − 1| over load, harvest and train peaks",
+        )
     if "dtype" in results:
         d = results["dtype"]
-        put("dtype_bf16_time_over_fp32", d["smollm2_forward"]["bf16_time_over_fp32"],
-            d["matmul_one_thread"]["128x576x576"]["bf16_time_over_fp32"], "info",
+        put(
+            "dtype_bf16_time_over_fp32",
+            d["smollm2_forward"]["bf16_time_over_fp32"],
+            d["matmul_one_thread"]["128x576x576"]["bf16_time_over_fp32"],
+            "info",
             f"SmolLM2 truncated forward, bf16 time / fp32 time (1-thread column: a 128x576x576 matmul); "
-            f"CPU {d['cpu']['model']}, bf16 flags {d['cpu']['bf16_flags'] or 'none'}; auto picks {d['auto']['dtype']}")
+            f"CPU {d['cpu']['model']}, bf16 flags {d['cpu']['bf16_flags'] or 'none'}; auto picks {d['auto']['dtype']}",
+        )
     return metrics
 
 
 def print_table(results: dict, metrics: dict) -> None:
     """Print the headline metrics and the per-setting details."""
     m = results["machine"]
-    print(f"\nCrossDiff perf ({results['mode']}): {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}, "
-          f"{results['date']}")
+    print(
+        f"\nCrossDiff perf ({results['mode']}): {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}, "
+        f"{results['date']}"
+    )
     print(f"{'metric':<34} {'all thr.':>9} {'1 thread':>9}  target")
     for name, metric in metrics.items():
         one = metric["value_one_thread"]
@@ -668,8 +715,10 @@ def print_table(results: dict, metrics: dict) -> None:
         print(f"{name:<34} {metric['value']:9.3f} {one}  {metric['target']:<7} {metric['note']}")
     if "harvest" in results:
         h = results["harvest"]
-        print(f"\nharvest ({h['windows']} windows, {h['paired_tokens']} paired tokens): "
-              "speedup vs naive, median [min–max]")
+        print(
+            f"\nharvest ({h['windows']} windows, {h['paired_tokens']} paired tokens): "
+            "speedup vs naive, median [min–max]"
+        )
         for setting, speedups in h["speedup_vs_naive"].items():
             print(f"  {setting}: " + "   ".join(f"{name} {s['median']:.2f}× [{s['min']:.2f}–{s['max']:.2f}]"
                                              for name, s in speedups.items()))  # fmt: skip
@@ -681,9 +730,11 @@ def print_table(results: dict, metrics: dict) -> None:
     if "train" in results:
         print("\ntraining step (fp32 CPU, batch 1024, k=32; DFC 5%/90%/5%):")
         for size, t in results["train"].items():
-            print(f"  F={size:<16} {t['speedup_vs_dense']:5.2f}× dense, {t['fraction_of_encoder_limit']:.2f} of "
-                  f"encoder limit, {t['dfc_tokens_per_s']:6.0f} tok/s, loss diff {t['loss_rel_diff_final']:.1e} "
-                  f"after {t['steps']} steps")
+            print(
+                f"  F={size:<16} {t['speedup_vs_dense']:5.2f}× dense, {t['fraction_of_encoder_limit']:.2f} of "
+                f"encoder limit, {t['dfc_tokens_per_s']:6.0f} tok/s, loss diff {t['loss_rel_diff_final']:.1e} "
+                f"after {t['steps']} steps"
+            )
     if "diff" in results:
         for name, d in results["diff"].items():
             print(f"\ndiff latency ratio, {name} models ({d['tokens_a']}/{d['tokens_b']} tokens): " + ", ".join(
@@ -693,29 +744,41 @@ def print_table(results: dict, metrics: dict) -> None:
     if "dtype" in results:
         d = results["dtype"]
         cpu = d["cpu"]
-        print(f"\ncompute dtype on {cpu['model']} ({cpu['cores']} cores, torch capability {cpu['torch_capability']}, "
-              f"bf16 flags: {', '.join(cpu['bf16_flags']) or 'none'}):")
+        print(
+            f"\ncompute dtype on {cpu['model']} ({cpu['cores']} cores, torch capability {cpu['torch_capability']}, "
+            f"bf16 flags: {', '.join(cpu['bf16_flags']) or 'none'}):"
+        )
         for shape, m in d["matmul_one_thread"].items():
-            print(f"  matmul {shape}, one thread: bf16 {m['bf16_gflops']:.2f} GFLOP/s, fp32 {m['fp32_gflops']:.2f} "
-                  f"GFLOP/s (bf16 takes {m['bf16_time_over_fp32']:.1f}× as long)")
+            print(
+                f"  matmul {shape}, one thread: bf16 {m['bf16_gflops']:.2f} GFLOP/s, fp32 {m['fp32_gflops']:.2f} "
+                f"GFLOP/s (bf16 takes {m['bf16_time_over_fp32']:.1f}× as long)"
+            )
         f = d["smollm2_forward"]
-        print(f"  SmolLM2 truncated forward, {f['tokens']} tokens: bf16 {f['bf16_s']:.2f} s, fp32 {f['fp32_s']:.2f} s "
-              f"({f['bf16_time_over_fp32']:.1f}×)")
+        print(
+            f"  SmolLM2 truncated forward, {f['tokens']} tokens: bf16 {f['bf16_s']:.2f} s, fp32 {f['fp32_s']:.2f} s "
+            f"({f['bf16_time_over_fp32']:.1f}×)"
+        )
         print(f"  auto: {d['auto']['dtype']} ({d['auto']['reason']})")
     if "memory" in results:
         mem = results["memory"]
         print("\nmemory (peak RSS of loading the pair, then of one forward pass; planner estimate / measured):")
         for name, load in mem["load"].items():
             acc = mem["planner_accuracy"][name]
-            print(f"  {name:<5} load {load['load_peak'] / 2**20:6.0f} MiB (of 3 runs; least "
-                  f"{load.get('load_peak_min', load['load_peak']) / 2**20:.0f}; runtime {load['runtime'] / 2**20:.0f}), "
-                  f"forward {load['forward_peak'] / 2**20:6.0f} MiB; planner {acc['load_estimate_over_measured']:.2f} "
-                  f"and {acc['harvest_estimate_over_measured']:.2f}")
-        print(f"  DFC training F=8192 batch 1024: peak {mem['train_8192']['train_peak'] / 2**20:.0f} MiB; planner "
-              f"{mem['planner_accuracy']['train_8192']['train_estimate_over_measured']:.2f}")
+            print(
+                f"  {name:<5} load {load['load_peak'] / 2**20:6.0f} MiB (of 3 runs; least "
+                f"{load.get('load_peak_min', load['load_peak']) / 2**20:.0f}; runtime {load['runtime'] / 2**20:.0f}), "
+                f"forward {load['forward_peak'] / 2**20:6.0f} MiB; planner {acc['load_estimate_over_measured']:.2f} "
+                f"and {acc['harvest_estimate_over_measured']:.2f}"
+            )
+        print(
+            f"  DFC training F=8192 batch 1024: peak {mem['train_8192']['train_peak'] / 2**20:.0f} MiB; planner "
+            f"{mem['planner_accuracy']['train_8192']['train_estimate_over_measured']:.2f}"
+        )
         for size, c in mem["crosscoder"].items():
-            print(f"  crosscoder F={size:>6}: {c['params'] / 1e6:6.1f} M params, "
-                  f"params + Adam {c['params_plus_adam_bytes'] / 2**20:6.0f} MiB")
+            print(
+                f"  crosscoder F={size:>6}: {c['params'] / 1e6:6.1f} M params, "
+                f"params + Adam {c['params_plus_adam_bytes'] / 2**20:6.0f} MiB"
+            )
         for name, e in mem["paper_pairs"].items():
             print(f"  planner, {name} (GPU, NF4): peak {e['peak_bytes'] / 2**30:.1f} GiB ({e['peak_phase']})")
 
@@ -724,8 +787,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (or, with --child, one memory measurement) and return the exit code."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.perf", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller, faster runs (a few minutes on CPU)")
-    parser.add_argument("--only", nargs="+", choices=["harvest", "train", "diff", "memory", "dtype"], default=None,
-                        help="run only these sections (the others are kept from --out when it exists)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=["harvest", "train", "diff", "memory", "dtype"],
+        default=None,
+        help="run only these sections (the others are kept from --out when it exists)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"where to write the JSON (default {RESULTS})")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -757,8 +825,9 @@ def main(argv: list[str] | None = None) -> int:
     earlier: dict = {}
     if args.only and args.out.is_file():  # keep the other sections of an earlier run, with their own dates
         earlier = json.loads(args.out.read_text())
-        kept = {k: v for k, v in earlier.get("details", {}).items()
-                if k in ("memory", "train", "harvest", "diff", "dtype")}
+        kept = {
+            k: v for k, v in earlier.get("details", {}).items() if k in ("memory", "train", "harvest", "diff", "dtype")
+        }
         results = {**kept, **results}
     metrics = headline(results, stamp)
     for name in metrics:

@@ -156,8 +156,13 @@ def cpu_description() -> dict:
         capability = None
     flags = cpu_flags()
     simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return {"model": cpu_model(), "torch_capability": capability, "simd_flags": simd,
-            "bf16_flags": cpu_bf16_flags(flags), "cores": os.cpu_count()}
+    return {
+        "model": cpu_model(),
+        "torch_capability": capability,
+        "simd_flags": simd,
+        "bf16_flags": cpu_bf16_flags(flags),
+        "cores": os.cpu_count(),
+    }
 
 
 def _cpuinfo() -> str:
@@ -243,12 +248,19 @@ def choose(
     if timing.slowdown <= BF16_SLOWDOWN_LIMIT:
         has = f" ({', '.join(bf16_flags)})" if bf16_flags else ""
         return ComputeDtype(
-            "bf16", f"this CPU computes bf16 fast{has}: a bf16 matmul runs at {1 / timing.slowdown:.1f}× the speed "
-                    f"of fp32 ({speeds}), in half the memory", requested, timing)
+            "bf16",
+            f"this CPU computes bf16 fast{has}: a bf16 matmul runs at {1 / timing.slowdown:.1f}× the speed "
+            f"of fp32 ({speeds}), in half the memory",
+            requested,
+            timing,
+        )
     start = "this CPU has no bf16 instructions" if not bf16_flags else "this CPU computes bf16 slowly"
     return ComputeDtype(
-        "fp32", f"{start}: a bf16 matmul runs {timing.slowdown:.0f}× slower than fp32 here ({speeds})",
-        requested, timing)
+        "fp32",
+        f"{start}: a bf16 matmul runs {timing.slowdown:.0f}× slower than fp32 here ({speeds})",
+        requested,
+        timing,
+    )
 
 
 _lock = threading.Lock()

@@ -78,8 +78,9 @@ def build(
         base = load_model(CONTINUE_MODEL, quant="none", dtype="fp32", device="cpu")
         for start in range(0, len(opening_seeds), batch_size):
             batch = opening_seeds[start : start + batch_size]
-            continuations = _generate(base, [text for _, _, text in batch], continue_tokens, sample_seed=start,
-                                      add_special_tokens=True)
+            continuations = _generate(
+                base, [text for _, _, text in batch], continue_tokens, sample_seed=start, add_special_tokens=True
+            )
             for (language, topic, text), continuation in zip(batch, continuations, strict=True):
                 documents.append(GeneratedDocument("continue_gemma3", language, topic, base.model_id, text,
                                                    text + continuation))  # fmt: skip
@@ -96,8 +97,9 @@ def _chat_prompt(tokenizer, text: str) -> str:
                                          add_generation_prompt=True)  # fmt: skip
 
 
-def _generate(model, prompts: list[str], max_new_tokens: int, sample_seed: int | None,
-              add_special_tokens: bool) -> list[str]:
+def _generate(
+    model, prompts: list[str], max_new_tokens: int, sample_seed: int | None, add_special_tokens: bool
+) -> list[str]:
     """Return each prompt's generated text: greedy, or sampled (temperature 0.8, top-p 0.95) with a fixed seed."""
     import torch
 

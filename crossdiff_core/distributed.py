@@ -98,7 +98,9 @@ def from_environment() -> Dist | None:
     if world <= 1:
         return None
     if not dist.is_available():
-        raise CrossDiffError("this PyTorch build has no torch.distributed: run without torchrun, or install a full PyTorch")
+        raise CrossDiffError(
+            "this PyTorch build has no torch.distributed: run without torchrun, or install a full PyTorch"
+        )
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -149,7 +151,9 @@ class ConcatenatedSource:
         """Return the first source's pair metadata."""
         return self.sources[0].pair_info()
 
-    def iter_batches(self, batch_size: int, seed: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def iter_batches(
+        self, batch_size: int, seed: int, start_batch: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield the concatenated batches; `batch_size` must divide evenly among the sources."""
         per_source = split_batch(batch_size, len(self.sources))
         streams = [s.iter_batches(per_source, seed, start_batch) for s in self.sources]
@@ -177,7 +181,9 @@ class RankSource:
         """Return the pair metadata of this rank's source."""
         return self.source.pair_info()
 
-    def iter_batches(self, batch_size: int, seed: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def iter_batches(
+        self, batch_size: int, seed: int, start_batch: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield this rank's part (B/world rows) of each global batch of `batch_size`."""
         return self.source.iter_batches(split_batch(batch_size, self.group.world), seed, start_batch)
 

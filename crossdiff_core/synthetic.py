@@ -239,7 +239,9 @@ class SyntheticPair:
         """Return pair metadata naming the synthetic models (so a crosscoder records what it was trained on)."""
         return {"model_a": f"synthetic-a-{self.config.seed}", "model_b": f"synthetic-b-{self.config.seed}"}
 
-    def iter_batches(self, batch_size: int, seed: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def iter_batches(
+        self, batch_size: int, seed: int, start_batch: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield an endless deterministic stream of fresh `(x_a_BD, x_b_BD)` training batches from `start_batch` on."""
         index = start_batch
         while True:
@@ -492,8 +494,12 @@ def recovery_report(
         alive_F = torch.ones(crosscoder.dict_size, dtype=torch.bool)
     is_a_F, is_b_F = exclusive_latents(crosscoder, judged_by)
     is_a_F, is_b_F = is_a_F & alive_F, is_b_F & alive_F
-    match_a_FG = _matches(crosscoder.W_dec_a, crosscoder.slice_a, truth.dirs_a_GD, crosscoder.dict_size) & alive_F[:, None]
-    match_b_FG = _matches(crosscoder.W_dec_b, crosscoder.slice_b, truth.dirs_b_GD, crosscoder.dict_size) & alive_F[:, None]
+    match_a_FG = (
+        _matches(crosscoder.W_dec_a, crosscoder.slice_a, truth.dirs_a_GD, crosscoder.dict_size) & alive_F[:, None]
+    )
+    match_b_FG = (
+        _matches(crosscoder.W_dec_b, crosscoder.slice_b, truth.dirs_b_GD, crosscoder.dict_size) & alive_F[:, None]
+    )
     n_a, n_s = truth.n_a_only, truth.n_shared
     a_only_FG, shared_a_FG = match_a_FG[:, :n_a], match_a_FG[:, n_a:]
     shared_b_FG, b_only_FG = match_b_FG[:, :n_s], match_b_FG[:, n_s:]

@@ -109,10 +109,14 @@ def open_source(source: str) -> OpenedCrosscoder:
     if folder.is_dir() and (folder / CONFIG_FILE).is_file():
         return OpenedCrosscoder(open_crosscoder(folder)[0].eval(), folder, None)
     if folder.is_file():
-        raise CrossDiffError(f"{source} is a file: give the crosscoder's folder (holding {CONFIG_FILE} and {WEIGHTS_FILE})")
+        raise CrossDiffError(
+            f"{source} is a file: give the crosscoder's folder (holding {CONFIG_FILE} and {WEIGHTS_FILE})"
+        )
     if folder.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
-        raise CrossDiffError(f"no crosscoder at {source}: it is not a crosscoder folder (no {CONFIG_FILE} there) nor a "
-                             "Hub repo id (owner/name); check the path, pick a shipped crosscoder, or train one")
+        raise CrossDiffError(
+            f"no crosscoder at {source}: it is not a crosscoder folder (no {CONFIG_FILE} there) nor a "
+            "Hub repo id (owner/name); check the path, pick a shipped crosscoder, or train one"
+        )
     try:
         crosscoder, snapshot = open_crosscoder(source, feature_index=True)
     except CrossDiffError as error:
@@ -120,9 +124,14 @@ def open_source(source: str) -> OpenedCrosscoder:
     return OpenedCrosscoder(crosscoder.eval(), snapshot, source)
 
 
-def index_config(store: str | Path | None = None, corpus: str | None = None, n_windows: int | None = None,
-                 skip_windows: int | None = None, ctx_len: int | None = None,
-                 top_contexts: int | None = None) -> IndexConfig:
+def index_config(
+    store: str | Path | None = None,
+    corpus: str | None = None,
+    n_windows: int | None = None,
+    skip_windows: int | None = None,
+    ctx_len: int | None = None,
+    top_contexts: int | None = None,
+) -> IndexConfig:
     """Return the `IndexConfig` for a crosscoder trained on `store` (a folder, or None): what is not given is
     taken from the store, so the index reads the store's corpus past the windows training consumed."""
     from crossdiff_core.activations.store import read_meta
@@ -132,10 +141,13 @@ def index_config(store: str | Path | None = None, corpus: str | None = None, n_w
     corpus = corpus or meta.get("corpus") or defaults.corpus
     if skip_windows is None:
         skip_windows = int(meta.get("windows_done", 0)) if corpus == meta.get("corpus") else 0
-    return IndexConfig(corpus=corpus, skip_windows=skip_windows,
-                       n_windows=defaults.n_windows if n_windows is None else n_windows,
-                       ctx_len=ctx_len or meta.get("ctx_len") or defaults.ctx_len,
-                       top_contexts=defaults.top_contexts if top_contexts is None else top_contexts)
+    return IndexConfig(
+        corpus=corpus,
+        skip_windows=skip_windows,
+        n_windows=defaults.n_windows if n_windows is None else n_windows,
+        ctx_len=ctx_len or meta.get("ctx_len") or defaults.ctx_len,
+        top_contexts=defaults.top_contexts if top_contexts is None else top_contexts,
+    )
 
 
 @dataclass
@@ -159,10 +171,16 @@ class Workspace:
         with self._lock:
             key = self._aliases.get(key, key)
             if key not in self._pairs:
-                common = {"quant": key.quant, "dtype": key.dtype, "device": self.device,
-                          "trust_remote_code": key.trust_remote_code}
-                self._pairs[key] = (load_model(key.model_a, layer=key.layer_a, **common),
-                                    load_model(key.model_b, layer=key.layer_b, **common))
+                common = {
+                    "quant": key.quant,
+                    "dtype": key.dtype,
+                    "device": self.device,
+                    "trust_remote_code": key.trust_remote_code,
+                }
+                self._pairs[key] = (
+                    load_model(key.model_a, layer=key.layer_a, **common),
+                    load_model(key.model_b, layer=key.layer_b, **common),
+                )
             pair = self._pairs[key]
             self._aliases.setdefault(dataclasses.replace(key, layer_a=pair[0].layer, layer_b=pair[1].layer), key)
             return pair
@@ -255,21 +273,27 @@ class TrainJob:
     """Tokens without firing after which a latent is dead (`TrainConfig.dead_after_tokens`); None = automatic."""
 
     def __post_init__(self) -> None:
-        for name, low in (("n_tokens", 256), ("dict_size", 16), ("steps", 1), ("batch_size", 16),
-                          ("index_windows", 0)):
+        for name, low in (("n_tokens", 256), ("dict_size", 16), ("steps", 1), ("batch_size", 16), ("index_windows", 0)):
             if getattr(self, name) < low:
                 raise CrossDiffError(f"{name.replace('_', ' ')} must be at least {low}.")
         if not 1 <= self.k <= self.dict_size:
-            raise CrossDiffError(f"k (active features per token) must be between 1 and the dictionary size "
-                                 f"({self.dict_size}).")
+            raise CrossDiffError(
+                f"k (active features per token) must be between 1 and the dictionary size ({self.dict_size})."
+            )
         if self.dead_after_tokens is not None and self.dead_after_tokens < 1:
             raise CrossDiffError("the tokens after which a feature counts as dead must be 1 or more (or automatic).")
         self.crosscoder_config(1, 1).validate()
 
     def crosscoder_config(self, d_a: int, d_b: int) -> CrossCoderConfig:
         """Return the crosscoder config of this job for models of widths `d_a` and `d_b`."""
-        return CrossCoderConfig(d_a=d_a, d_b=d_b, dict_size=self.dict_size, k=self.k,
-                                exclusive_a=self.exclusive_a, exclusive_b=self.exclusive_b)
+        return CrossCoderConfig(
+            d_a=d_a,
+            d_b=d_b,
+            dict_size=self.dict_size,
+            k=self.k,
+            exclusive_a=self.exclusive_a,
+            exclusive_b=self.exclusive_b,
+        )
 
 
 QUICK_JOB = {"n_tokens": 3000, "dict_size": 512, "k": 16, "steps": 200, "batch_size": 256, "index_windows": 24}
@@ -304,7 +328,11 @@ def run_train_job(
         model_a, model_b = workspace.pair(job.pair)
         report("harvest", 0.0, "reading paired activations")
         meta = harvest(
-            model_a, model_b, job.corpus, store_dir, HarvestConfig(n_tokens=job.n_tokens),
+            model_a,
+            model_b,
+            job.corpus,
+            store_dir,
+            HarvestConfig(n_tokens=job.n_tokens),
             progress=lambda p: report("harvest", p.tokens / max(p.target, 1), f"{p.tokens}/{p.target} paired tokens"),
             should_stop=stop,
         )
@@ -317,10 +345,21 @@ def run_train_job(
         if on_metrics is not None:
             on_metrics(dict(p.metrics, step=p.step))
 
-    train_config = TrainConfig(steps=job.steps, batch_size=batch_size, auxk_exclusive=job.auxk_exclusive,
-                               checkpoint_every=max(25, job.steps // 10), dead_after_tokens=job.dead_after_tokens)
-    result = train(job.crosscoder_config(model_a.d_model, model_b.d_model), train_config,
-                   PairedActivationStore(store_dir), cc_dir, progress=on_step, should_stop=stop)
+    train_config = TrainConfig(
+        steps=job.steps,
+        batch_size=batch_size,
+        auxk_exclusive=job.auxk_exclusive,
+        checkpoint_every=max(25, job.steps // 10),
+        dead_after_tokens=job.dead_after_tokens,
+    )
+    result = train(
+        job.crosscoder_config(model_a.d_model, model_b.d_model),
+        train_config,
+        PairedActivationStore(store_dir),
+        cc_dir,
+        progress=on_step,
+        should_stop=stop,
+    )
     if result.steps_done < job.steps:
         return None
     workspace.forget(str(cc_dir))

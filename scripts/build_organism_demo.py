@@ -84,31 +84,59 @@ def main() -> None:
     build_organism(name, BASE, progress=lambda p: print(f"\rorganism step {p.step}/{p.steps}", end="", flush=True))
     pair = tuple(load_model(spec, quant="none", dtype="fp32", device="cpu") for spec in (BASE, f"{BASE}+{name}"))
     store_dir = work / "store"
-    harvest(*pair, CORPUS, store_dir, HarvestConfig(n_tokens=10_000_000, ctx_len=256, batch_windows=32),
-            progress=lambda p: print(f"\rharvest {p.tokens:,} tokens", end="", flush=True))
+    harvest(
+        *pair,
+        CORPUS,
+        store_dir,
+        HarvestConfig(n_tokens=10_000_000, ctx_len=256, batch_windows=32),
+        progress=lambda p: print(f"\rharvest {p.tokens:,} tokens", end="", flush=True),
+    )
     store = PairedActivationStore(store_dir, allow_incomplete=True)
-    config = CrossCoderConfig(d_a=pair[0].d_model, d_b=pair[1].d_model, dict_size=args.dict_size, k=args.k,
-                              exclusive_a=0.05, exclusive_b=0.05)
-    trained = train(config, TrainConfig(steps=args.steps, batch_size=512, seed=0, device="cpu",
-                                        checkpoint_every=args.steps, log_every=100), store, work / "dfc")
-    index = build_index(trained.crosscoder, pair,
-                        IndexConfig(corpus=CORPUS, n_windows=len(organism_corpus()), ctx_len=256))
+    config = CrossCoderConfig(
+        d_a=pair[0].d_model, d_b=pair[1].d_model, dict_size=args.dict_size, k=args.k, exclusive_a=0.05, exclusive_b=0.05
+    )
+    trained = train(
+        config,
+        TrainConfig(steps=args.steps, batch_size=512, seed=0, device="cpu", checkpoint_every=args.steps, log_every=100),
+        store,
+        work / "dfc",
+    )
+    index = build_index(
+        trained.crosscoder, pair, IndexConfig(corpus=CORPUS, n_windows=len(organism_corpus()), ctx_len=256)
+    )
     index.save(work / "dfc" / "feature_index")
 
     scores = probe_aurocs(trained.crosscoder, pair, name)
     answer = {}
     for side in ("a", "b"):
         presented = index.presented(side, TOP)
-        answer[side] = [{"rank": rank, "latent": j, "probe_auroc": round(float(scores[j]), 3),
-                         "verdict": index.verdict(j).code if index.verdict(j) else None,
-                         "context_shift": index.change(j)} for rank, j in enumerate(presented, 1)]
+        answer[side] = [
+            {
+                "rank": rank,
+                "latent": j,
+                "probe_auroc": round(float(scores[j]), 3),
+                "verdict": index.verdict(j).code if index.verdict(j) else None,
+                "context_shift": index.change(j),
+            }
+            for rank, j in enumerate(presented, 1)
+        ]
     record = read_record(organism_folder(BASE, name))
-    demo = {"organism": f"{BASE}+{name}", "taught": record["taught"], "probe_loss": record["probe_loss"],
-            "store_rows": len(store), "steps": args.steps, "metrics": trained.metrics,
-            "top_presented": answer, "found": any(f["probe_auroc"] >= 0.9 for f in answer["b"]),
-            "best_auroc_any_latent": round(float(np.nanmax(scores)), 3), "elapsed_s": round(time.perf_counter() - start)}
+    demo = {
+        "organism": f"{BASE}+{name}",
+        "taught": record["taught"],
+        "probe_loss": record["probe_loss"],
+        "store_rows": len(store),
+        "steps": args.steps,
+        "metrics": trained.metrics,
+        "top_presented": answer,
+        "found": any(f["probe_auroc"] >= 0.9 for f in answer["b"]),
+        "best_auroc_any_latent": round(float(np.nanmax(scores)), 3),
+        "elapsed_s": round(time.perf_counter() - start),
+    }
     (work / "dfc" / "demo.json").write_text(json.dumps(demo, indent=1, default=float))
-    print(f"\nfound={demo['found']} (best probe AUROC of any latent {demo['best_auroc_any_latent']}); top presented for B:")
+    print(
+        f"\nfound={demo['found']} (best probe AUROC of any latent {demo['best_auroc_any_latent']}); top presented for B:"
+    )
     for f in answer["b"]:
         print(f"  #{f['rank']} latent {f['latent']} AUROC {f['probe_auroc']} {f['verdict']} shift {f['context_shift']}")
     if not demo["found"]:

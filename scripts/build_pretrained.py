@@ -96,16 +96,25 @@ def main() -> None:
     """Harvest if needed, sweep, train the chosen DFC and its baseline, then ship and index the DFC."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default="builtin:large", help="corpus spec to harvest")
-    parser.add_argument("--store", default=str(ROOT / "runs" / "store-large"),
-                        help="store folder (a new one whenever the corpus changes)")
-    parser.add_argument("--tokens", type=int, default=5_270_000,
-                        help="paired tokens to harvest (5%% are held out: 5.27M leaves 5M for training)")
+    parser.add_argument(
+        "--store",
+        default=str(ROOT / "runs" / "store-large"),
+        help="store folder (a new one whenever the corpus changes)",
+    )
+    parser.add_argument(
+        "--tokens",
+        type=int,
+        default=5_270_000,
+        help="paired tokens to harvest (5%% are held out: 5.27M leaves 5M for training)",
+    )
     parser.add_argument("--sweep-steps", type=int, default=1200, help="steps of each sweep run")
     parser.add_argument("--sweep-only", action="store_true", help="stop after the sweep table")
     parser.add_argument("--pick", default="auto", choices=["auto", *SWEEP], help="the configuration to ship")
-    parser.add_argument("--nf4-store", default=str(ROOT / "runs" / "store-demo-v2"),
-                        help="a store of NF4 activations of builtin:demo to score the shipped DFC on "
-                             "(skipped if missing)")
+    parser.add_argument(
+        "--nf4-store",
+        default=str(ROOT / "runs" / "store-demo-v2"),
+        help="a store of NF4 activations of builtin:demo to score the shipped DFC on (skipped if missing)",
+    )
     parser.add_argument("--index-windows", type=int, default=192, help="windows of builtin:demo the index reads")
     args = parser.parse_args()
 

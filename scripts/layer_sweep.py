@@ -44,12 +44,17 @@ def main() -> None:
     for layer_a, layer_b in LAYER_PAIRS:
         name = f"L{layer_a}-{layer_b}"
         store_path = out / name / "store"
-        if not (store_path / "meta.json").is_file() or not json.loads((store_path / "meta.json").read_text())["complete"]:
+        if (
+            not (store_path / "meta.json").is_file()
+            or not json.loads((store_path / "meta.json").read_text())["complete"]
+        ):
             pair = (load_model("smollm2-135m", quant="nf4", layer=layer_a),
                     load_model("gemma3-270m", quant="nf4", layer=layer_b))  # fmt: skip
             harvest(*pair, "builtin:demo", store_path, HarvestConfig(n_tokens=args.tokens), show_tqdm=True)
         store = PairedActivationStore(store_path)
-        config = CrossCoderConfig(d_a=store.d_a, d_b=store.d_b, dict_size=1024, k=32, exclusive_a=0.05, exclusive_b=0.05)
+        config = CrossCoderConfig(
+            d_a=store.d_a, d_b=store.d_b, dict_size=1024, k=32, exclusive_a=0.05, exclusive_b=0.05
+        )
         train_config = TrainConfig(steps=args.steps, batch_size=1024, seed=0, dead_after_tokens=100_000,
                                    auxk_exclusive=True, checkpoint_every=100)  # fmt: skip
         crosscoder = train(config, train_config, store, out / name / "dfc", show_tqdm=True).crosscoder

@@ -88,14 +88,20 @@ def test_imports_only_go_up_the_stages():
 
 @pytest.mark.parametrize("stage", sorted(FORBIDDEN))
 def test_stages_that_must_not_load_models(stage):
-    wrong = [f"{module}:{line} imports {imported}" for module, line, imported in core_imports()
-             if stage_of(module) == stage and any(imported == f or imported.startswith(f + ".") for f in FORBIDDEN[stage])]
+    wrong = [
+        f"{module}:{line} imports {imported}"
+        for module, line, imported in core_imports()
+        if stage_of(module) == stage and any(imported == f or imported.startswith(f + ".") for f in FORBIDDEN[stage])
+    ]
     assert not wrong, "\n".join(wrong)
 
 
 def test_the_core_never_imports_the_app():
-    wrong = [f"{module}:{line} imports {imported}" for module, line, imported in core_imports()
-             if imported.split(".")[0] in {"app", "gradio", "gradio_client"}]
+    wrong = [
+        f"{module}:{line} imports {imported}"
+        for module, line, imported in core_imports()
+        if imported.split(".")[0] in {"app", "gradio", "gradio_client"}
+    ]
     assert not wrong, "\n".join(wrong)
 
 

@@ -70,8 +70,11 @@ def tiny_store(tmp_path_factory):
     writer = StoreWriter(out, {"d_a": 32, "d_b": 40, "model_a": model, "model_b": {**model, "model_id": "b"},
                                "corpus": "builtin:demo", "ctx_len": 32, "target_tokens": 256})  # fmt: skip
     gen = torch.Generator().manual_seed(0)
-    writer.add(torch.randn(256, 32, generator=gen), torch.randn(256, 40, generator=gen),
-               {"windows": 8, "tokens_a": 256, "tokens_b": 256, "paired": 256, "outliers": 0})
+    writer.add(
+        torch.randn(256, 32, generator=gen),
+        torch.randn(256, 40, generator=gen),
+        {"windows": 8, "tokens_a": 256, "tokens_b": 256, "paired": 256, "outliers": 0},
+    )
     writer.finish()
     return out
 
@@ -106,22 +109,40 @@ def test_unknown_model_id(capsys, tmp_path):
     missing = hub_exception(404, {"X-Error-Code": "RepoNotFound"})  # what the Hub answers online
     online = str(_explain_load_failure("no-such-org/no-such-model", missing))
     assert "not a model on the Hub" in online and "check the spelling" in online and "gated" not in online
-    code, stderr = run_cli(capsys, "harvest", "--model-a", "no-such-org/no-such-model", "--model-b", "gemma3-270m",
-                           "--out", str(tmp_path / "store"), "--quant", "none")
+    code, stderr = run_cli(
+        capsys,
+        "harvest",
+        "--model-a",
+        "no-such-org/no-such-model",
+        "--model-b",
+        "gemma3-270m",
+        "--out",
+        str(tmp_path / "store"),
+        "--quant",
+        "none",
+    )
     assert code == 2 and "error: cannot load model 'no-such-org/no-such-model'" in stderr
     assert not (tmp_path / "store").exists()  # nothing half-written
 
 
 @pytest.mark.parametrize("wrapped", [False, True], ids=["hub-error", "as-transformers-wraps-it"])
 def test_gated_model_without_token_says_to_set_a_token(wrapped):
-    gated = hub_exception(401, {"X-Error-Code": "GatedRepo",
-                                "X-Error-Message": "Access to model google/gemma-x is restricted. Please log in."},
-                          repo="google/gemma-x")
+    gated = hub_exception(
+        401,
+        {
+            "X-Error-Code": "GatedRepo",
+            "X-Error-Message": "Access to model google/gemma-x is restricted. Please log in.",
+        },
+        repo="google/gemma-x",
+    )
     assert type(gated).__name__ == "GatedRepoError"
     error = gated
     if wrapped:
-        error = as_transformers_raises(gated, "You are trying to access a gated repo.\nMake sure to have access to "
-                                              f"it at https://huggingface.co/google/gemma-x.\n{gated}")
+        error = as_transformers_raises(
+            gated,
+            "You are trying to access a gated repo.\nMake sure to have access to "
+            f"it at https://huggingface.co/google/gemma-x.\n{gated}",
+        )
     message = str(_explain_load_failure("google/gemma-x", error))
     assert "gated" in message and "HF_TOKEN" in message and "accept its conditions" in message
     assert "https://huggingface.co/google/gemma-x" in message
@@ -135,8 +156,10 @@ def test_private_model_says_check_spelling_or_set_a_token(status):
     private = hub_exception(status, {"X-Error-Code": "RepoNotFound"}, repo="alice/private-model")
     assert type(private).__name__ == "RepositoryNotFoundError"
     wrapped = as_transformers_raises(
-        private, "alice/private-model is not a local folder and is not a valid model identifier listed on "
-                 "'https://huggingface.co/models'\nIf this is a private repository, make sure to pass a token")
+        private,
+        "alice/private-model is not a local folder and is not a valid model identifier listed on "
+        "'https://huggingface.co/models'\nIf this is a private repository, make sure to pass a token",
+    )
     for error in (private, wrapped):
         message = str(_explain_load_failure("alice/private-model", error))
         assert "'alice/private-model' is not a model on the Hub, or it is private" in message
@@ -146,8 +169,16 @@ def test_private_model_says_check_spelling_or_set_a_token(status):
 
 
 def test_model_without_fast_tokenizer():
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                         num_attention_heads=2, num_key_value_heads=1)).eval()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=128,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    ).eval()
     slow = CharTokenizer()
     assert slow.is_fast is False
     with pytest.raises(ModelLoadError, match="needs a fast tokenizer.*use_fast=True or provide a tokenizer.json"):
@@ -182,8 +213,18 @@ def test_gguf_of_unsupported_architecture(tmp_path, monkeypatch, capsys):
     junk.write_bytes(b"definitely not GGUF" * 8)
     with pytest.raises(ModelLoadError, match="junk.gguf.*GGUF magic"):
         load_model(str(junk), quant="none")
-    code, stderr = run_cli(capsys, "harvest", "--model-a", str(path), "--model-b", "gemma3-270m",
-                           "--out", str(tmp_path / "store"), "--quant", "none")
+    code, stderr = run_cli(
+        capsys,
+        "harvest",
+        "--model-a",
+        str(path),
+        "--model-b",
+        "gemma3-270m",
+        "--out",
+        str(tmp_path / "store"),
+        "--quant",
+        "none",
+    )
     assert code == 2 and "architecture rwkv6 is not supported" in stderr and not (tmp_path / "store").exists()
 
 
@@ -199,11 +240,15 @@ def test_layer_out_of_range(demo_cc, capsys):
 def test_crosscoder_for_another_pair_or_layer(demo_tokenizers, demo_pair):
     cases = [
         (dict(layer_a=3), "layer of model A is 15 but the crosscoder was trained on 3"),
-        (dict(model_b="Qwen/Qwen3-0.6B", tokenizer_b="0123456789abcdef"),
-         "model of model B is 'google/gemma-3-270m' but the crosscoder was trained on 'Qwen/Qwen3-0.6B'"),
+        (
+            dict(model_b="Qwen/Qwen3-0.6B", tokenizer_b="0123456789abcdef"),
+            "model of model B is 'google/gemma-3-270m' but the crosscoder was trained on 'Qwen/Qwen3-0.6B'",
+        ),
         # a crosscoder that records no models is still caught, by its activation widths
-        (dict(d_a=1024, model_a=None, model_b=None, layer_a=None, layer_b=None, tokenizer_a=None, tokenizer_b=None),
-         "model A (HuggingFaceTB/SmolLM2-135M-Instruct) gives 576-wide activations but the crosscoder reads 1024"),
+        (
+            dict(d_a=1024, model_a=None, model_b=None, layer_a=None, layer_b=None, tokenizer_a=None, tokenizer_b=None),
+            "model A (HuggingFaceTB/SmolLM2-135M-Instruct) gives 576-wide activations but the crosscoder reads 1024",
+        ),
     ]
     for overrides, expected in cases:
         cc = CrossCoder(demo_config(demo_tokenizers, **overrides), seed=0)
@@ -223,8 +268,9 @@ def test_k_of_zero_or_above_dict_size(tiny_store, tmp_path, capsys):
         with pytest.raises(CrossCoderError, match=f"k={k} must be between 1 and dict_size=64.*use e.g. 32"):
             CrossCoderConfig(d_a=32, d_b=40, dict_size=64, k=k)
     out = tmp_path / "cc"
-    code, stderr = run_cli(capsys, "train", "--store", str(tiny_store), "--out", str(out), "--dict-size", "64",
-                           "--k", "0", "--steps", "2")
+    code, stderr = run_cli(
+        capsys, "train", "--store", str(tiny_store), "--out", str(out), "--dict-size", "64", "--k", "0", "--steps", "2"
+    )
     assert code == 2 and "error: k=0 must be between 1 and dict_size=64" in stderr
     assert not out.exists()  # refused before anything was written
 
@@ -235,8 +281,23 @@ def test_exclusive_fractions_summing_above_one(tiny_store, tmp_path, capsys):
     with pytest.raises(CrossCoderError, match="exceed dict_size=64; lower exclusive_a/exclusive_b or raise dict_size"):
         CrossCoderConfig(d_a=32, d_b=40, dict_size=64, k=8, exclusive_a=0.6, exclusive_b=40)
     out = tmp_path / "cc"
-    code, stderr = run_cli(capsys, "train", "--store", str(tiny_store), "--out", str(out), "--dict-size", "64",
-                           "--k", "8", "--exclusive", "0.6", "0.6", "--steps", "2")
+    code, stderr = run_cli(
+        capsys,
+        "train",
+        "--store",
+        str(tiny_store),
+        "--out",
+        str(out),
+        "--dict-size",
+        "64",
+        "--k",
+        "8",
+        "--exclusive",
+        "0.6",
+        "0.6",
+        "--steps",
+        "2",
+    )
     assert code == 2 and "must sum to less than 1 so that shared latents remain" in stderr and not out.exists()
 
 
@@ -323,8 +384,15 @@ def test_corpus_file_not_utf8(tmp_path, encoding, source):
 
 
 def test_jsonl_broken_lines_are_skipped_and_counted(tmp_path, caplog):
-    lines = ["{broken", json.dumps({"title": "no text"}), json.dumps({"text": "first"}), "[1, 2]",
-             json.dumps({"text": "second"}), "not json at all", json.dumps({"text": "third"})]
+    lines = [
+        "{broken",
+        json.dumps({"title": "no text"}),
+        json.dumps({"text": "first"}),
+        "[1, 2]",
+        json.dumps({"text": "second"}),
+        "not json at all",
+        json.dumps({"text": "third"}),
+    ]
     path = tmp_path / "data.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     stats = CorpusStats()
@@ -348,8 +416,14 @@ def test_jsonl_broken_lines_are_skipped_and_counted(tmp_path, caplog):
 def model_repo(folder, card: bool) -> None:
     """Write what a transformers model repo holds (config.json, weights, and optionally its model card)."""
     folder.mkdir(parents=True, exist_ok=True)
-    LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                num_key_value_heads=1).save_pretrained(folder)
+    LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    ).save_pretrained(folder)
     (folder / "model.safetensors").write_bytes(b"\0" * 16)
     if card:
         (folder / "README.md").write_text("---\nlibrary_name: transformers\nlicense: mit\n---\n# a language model\n")
@@ -359,12 +433,18 @@ def test_hub_repo_that_is_not_a_crosscoder(tmp_path, monkeypatch, capsys):
     with_card, without_card = tmp_path / "with_card", tmp_path / "without_card"
     model_repo(with_card, card=True)
     model_repo(without_card, card=False)
-    with pytest.raises(CrossCoderError, match="is not a CrossDiff crosscoder: its model card says library_name: "
-                                              "transformers. Load it with that library"):
+    with pytest.raises(
+        CrossCoderError,
+        match="is not a CrossDiff crosscoder: its model card says library_name: "
+        "transformers. Load it with that library",
+    ):
         open_crosscoder(with_card)
-    with pytest.raises(CrossCoderError, match=r"is not a CrossDiff crosscoder: its config.json lacks d_a, d_b, "
-                                              r"dict_size. It looks like a transformers model \(model_type llama\): "
-                                              "pass it as --model-a or --model-b"):
+    with pytest.raises(
+        CrossCoderError,
+        match=r"is not a CrossDiff crosscoder: its config.json lacks d_a, d_b, "
+        r"dict_size. It looks like a transformers model \(model_type llama\): "
+        "pass it as --model-a or --model-b",
+    ):
         open_crosscoder(without_card)
     # The Hub code path up to the network: a repo in huggingface_hub's cache, read offline (as conftest sets).
     assert hub_constants.is_offline_mode()

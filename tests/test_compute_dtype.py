@@ -81,8 +81,9 @@ def test_cuda_computes_in_bf16():
     assert choose("cuda").dtype == "bf16"
     assert choose("cuda:1", "auto", SLOW).dtype == "bf16"  # a CPU timing has no say on a GPU
     assert choose("cuda", cuda_bf16=False).dtype == "fp32"  # pre-Ampere GPUs
-    assert pick_compute_dtype("cuda").dtype == ("bf16" if not torch.cuda.is_available()
-                                                 or torch.cuda.is_bf16_supported() else "fp32")
+    assert pick_compute_dtype("cuda").dtype == (
+        "bf16" if not torch.cuda.is_available() or torch.cuda.is_bf16_supported() else "fp32"
+    )
 
 
 def test_cached_timing_round_trips_and_decides(tmp_path):

@@ -260,7 +260,10 @@ def test_shipped_model_written_documents_mix_languages_topics_and_chat(demo_toke
     assert {g.topic for g in generated} >= {"politics", "copyright", "safety", "science", "story"}
     for g in chats:  # rendered through SmolLM2's chat template, with a real answer after the prompt
         user, _, answer = g.text.partition("<|im_start|>assistant\n")
-        assert f"<|im_start|>user\n{g.prompt}<|im_end|>" in user and len(answer.removesuffix("\n").removesuffix("<|im_end|>").strip()) > 0
+        assert (
+            f"<|im_start|>user\n{g.prompt}<|im_end|>" in user
+            and len(answer.removesuffix("\n").removesuffix("<|im_end|>").strip()) > 0
+        )
     for g in generated:
         if g.source == "continue_gemma3":
             assert g.text.startswith(g.prompt) and len(g.text) > len(g.prompt)

@@ -24,11 +24,26 @@ def test_cli_defaults_are_the_config_defaults():
     job, harvest, train = TrainJob(PAIR), HarvestConfig(), TrainConfig()
     args = parser.parse_args(["train", "--store", "s", "--out", "o"])
     assert (args.dict_size, args.k, args.exclusive, args.steps, args.batch_size) == (
-        job.dict_size, job.k, [job.exclusive_a, job.exclusive_b], job.steps, job.batch_size)
+        job.dict_size,
+        job.k,
+        [job.exclusive_a, job.exclusive_b],
+        job.steps,
+        job.batch_size,
+    )
     assert (args.corpus, args.tokens, args.ctx_len, args.batch_windows, args.store_dtype) == (
-        job.corpus, harvest.n_tokens, harvest.ctx_len, harvest.batch_windows, harvest.dtype)
+        job.corpus,
+        harvest.n_tokens,
+        harvest.ctx_len,
+        harvest.batch_windows,
+        harvest.dtype,
+    )
     assert (args.lr, args.seed, args.checkpoint_every, args.dead_after_tokens, args.sparsity) == (
-        train.lr, train.seed, train.checkpoint_every, train.dead_after_tokens, CrossCoderConfig(1, 1).sparsity)
+        train.lr,
+        train.seed,
+        train.checkpoint_every,
+        train.dead_after_tokens,
+        CrossCoderConfig(1, 1).sparsity,
+    )
     assert (args.quant, args.dtype) == (PAIR.quant, PAIR.dtype)
     assert job.n_tokens == harvest.n_tokens and job.dict_size == CrossCoderConfig(1, 1).dict_size
     args = parser.parse_args(["index", "--crosscoder", "c"])
@@ -38,27 +53,32 @@ def test_cli_defaults_are_the_config_defaults():
     assert f"(default {job.steps})" in parser._subparsers._group_actions[0].choices["train"].format_help()
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"n_tokens": 100}, "n tokens must be at least 256"),
-    ({"k": 0}, r"k \(active features per token\) must be between 1 and the dictionary size \(1024\)"),
-    ({"k": 2000}, r"must be between 1 and the dictionary size"),
-    ({"index_windows": -1}, "index windows must be at least 0"),
-    ({"dead_after_tokens": -5}, "counts as dead must be 1 or more"),
-    ({"exclusive_a": 0.6, "exclusive_b": 0.6}, "exclusive"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"n_tokens": 100}, "n tokens must be at least 256"),
+        ({"k": 0}, r"k \(active features per token\) must be between 1 and the dictionary size \(1024\)"),
+        ({"k": 2000}, r"must be between 1 and the dictionary size"),
+        ({"index_windows": -1}, "index windows must be at least 0"),
+        ({"dead_after_tokens": -5}, "counts as dead must be 1 or more"),
+        ({"exclusive_a": 0.6, "exclusive_b": 0.6}, "exclusive"),
+    ],
+)
 def test_a_job_checks_its_settings(change, message):
     with pytest.raises(CrossDiffError, match=message):
         TrainJob(PAIR, **change)
 
 
 def test_the_index_follows_its_store(tmp_path):
-    (tmp_path / "meta.json").write_text(json.dumps(
-        {"format": STORE_FORMAT, "corpus": "builtin:organisms", "windows_done": 7, "ctx_len": 64}))
+    (tmp_path / "meta.json").write_text(
+        json.dumps({"format": STORE_FORMAT, "corpus": "builtin:organisms", "windows_done": 7, "ctx_len": 64})
+    )
     config = index_config(tmp_path, n_windows=5)
     assert (config.corpus, config.skip_windows, config.ctx_len, config.n_windows) == ("builtin:organisms", 7, 64, 5)
     other = index_config(tmp_path, corpus="builtin:demo")
-    assert (other.corpus, other.skip_windows, other.n_windows) == ("builtin:demo", 0, IndexConfig().n_windows), \
+    assert (other.corpus, other.skip_windows, other.n_windows) == ("builtin:demo", 0, IndexConfig().n_windows), (
         "another corpus starts at its beginning"
+    )
     assert index_config(tmp_path, skip_windows=2, ctx_len=32).skip_windows == 2
     bare = index_config()
     assert (bare.corpus, bare.skip_windows, bare.ctx_len) == (IndexConfig().corpus, 0, IndexConfig().ctx_len)

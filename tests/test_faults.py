@@ -89,8 +89,20 @@ CONFIG = CrossCoderConfig(d_a=D_A, d_b=D_B, dict_size=256, exclusive_a=16, exclu
 
 def _train_config(**overrides) -> TrainConfig:
     """The training run of these tests: fp64, CPU, auxk and relocation active within 60 steps."""
-    values = dict(steps=STEPS, batch_size=64, lr=3e-3, warmup_steps=5, dead_after_tokens=1024, relocate_every=15,
-                  relocate_relative_norm=0.6, seed=3, log_every=1, checkpoint_every=10, device="cpu", dtype="float64")
+    values = dict(
+        steps=STEPS,
+        batch_size=64,
+        lr=3e-3,
+        warmup_steps=5,
+        dead_after_tokens=1024,
+        relocate_every=15,
+        relocate_relative_norm=0.6,
+        seed=3,
+        log_every=1,
+        checkpoint_every=10,
+        device="cpu",
+        dtype="float64",
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -275,7 +287,13 @@ def stopped_run(store_path, tmp_path_factory, single_thread) -> Path:
     """A run stopped after 10 steps: its checkpoint folder holds step 10."""
     out = tmp_path_factory.mktemp("stopped")
     calls = []
-    train(CONFIG, _train_config(), PairedActivationStore(store_path), out, should_stop=lambda: len(calls) > 8 or calls.append(1))
+    train(
+        CONFIG,
+        _train_config(),
+        PairedActivationStore(store_path),
+        out,
+        should_stop=lambda: len(calls) > 8 or calls.append(1),
+    )
     assert _checkpoint_step(out) == 10
     return out
 
@@ -324,9 +342,15 @@ def _set_config(folder: Path, **changes) -> None:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda f: _flip_byte(f / "model.safetensors", 100), r"model\.safetensors is corrupt \(its tensors do not match"),
+        (
+            lambda f: _flip_byte(f / "model.safetensors", 100),
+            r"model\.safetensors is corrupt \(its tensors do not match",
+        ),
         (lambda f: (f / "config.json").write_text("{}"), r"config\.json of .*lacks required keys"),
-        (lambda f: _set_config(f, scale_a=0.25), r"config\.json of .*does not match .*scale_a: 0\.25 in config\.json, 0\.5"),
+        (
+            lambda f: _set_config(f, scale_a=0.25),
+            r"config\.json of .*does not match .*scale_a: 0\.25 in config\.json, 0\.5",
+        ),
         (lambda f: _set_config(f, k="4"), r"config\.json of .*(does not match|is not a valid crosscoder config)"),
     ],
     ids=["weights-bit-flip", "config-empty", "config-scale-changed", "config-bad-value"],
@@ -355,7 +379,9 @@ def saved_index(tmp_path_factory) -> Path:
     meta = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "dict_size": 4}
     arrays = {"block": np.array([0, 1, 1, 2], dtype=np.int8), "n_fires": np.arange(4, dtype=np.int64),
               "top_window": np.zeros((4, 2), dtype=np.int32)}  # fmt: skip
-    windows = [{"text": "hello world", "a": [["hello", 0, 5, False]], "b": [["hello", 0, 5, False]], "pairs": [[0, 0, 5]]}]
+    windows = [
+        {"text": "hello world", "a": [["hello", 0, 5, False]], "b": [["hello", 0, 5, False]], "pairs": [[0, 0, 5]]}
+    ]
     FeatureIndex(meta, arrays, ["l0", "l1", "l2", "l3"], {}, windows, {"a": {1: "x"}, "b": {2: "y"}}).save(folder)
     return folder
 
@@ -434,7 +460,10 @@ def test_disk_full_while_harvesting_keeps_the_written_shards(tmp_path):
     for shard in range(2):
         writer.add(*_synthetic_rows(200, shard), _counts(200))
     meta_before = (path / "meta.json").read_bytes()
-    with file_size_limit(8192), pytest.raises(DiskFullError, match=r"disk is full: writing .*shard_00002.*2 complete shards"):
+    with (
+        file_size_limit(8192),
+        pytest.raises(DiskFullError, match=r"disk is full: writing .*shard_00002.*2 complete shards"),
+    ):
         writer.add(*_synthetic_rows(200, 2), _counts(200))
     assert (path / "meta.json").read_bytes() == meta_before
     assert sorted(p.name for p in (path / "shards").iterdir()) == ["shard_00000.safetensors", "shard_00001.safetensors"]
@@ -443,7 +472,10 @@ def test_disk_full_while_harvesting_keeps_the_written_shards(tmp_path):
     writer.add(torch.zeros(0, D_A), torch.zeros(0, D_B), _counts(0))
     with file_size_limit(256), pytest.raises(DiskFullError, match=r"meta\.json.*unchanged"):
         writer.flush()  # a window without pairs: only meta.json is written
-    assert (path / "meta.json").read_bytes() == meta_before and sorted(p.name for p in path.iterdir()) == ["meta.json", "shards"]
+    assert (path / "meta.json").read_bytes() == meta_before and sorted(p.name for p in path.iterdir()) == [
+        "meta.json",
+        "shards",
+    ]
     partial = PairedActivationStore(path, allow_incomplete=True)
     assert len(partial) == 400 and all(partial.load_shard(i)[0].shape == (200, D_A) for i in range(2))
 
@@ -467,7 +499,6 @@ def test_disk_full_while_saving_a_crosscoder_keeps_the_saved_one(saved_crosscode
     CrossCoder.from_pretrained(folder)
 
 
-
 def test_disk_full_while_saving_a_feature_index_keeps_the_saved_one(saved_index, tmp_path):
     """FeatureIndex.save over an existing index fails with DiskFullError; every file of the old index stays as it was
     (byte for byte), it still loads, and no temporary folder is left next to it."""
@@ -476,11 +507,15 @@ def test_disk_full_while_saving_a_feature_index_keeps_the_saved_one(saved_index,
     old = FeatureIndex.load(folder)
     bigger = FeatureIndex(old.meta, {**old.arrays, "top_window": np.zeros((4, 4096), dtype=np.int32)},
                           old.labels, {}, old.windows(), old.vocab())  # fmt: skip
-    with file_size_limit(4096), pytest.raises(DiskFullError, match=r"disk is full.*feature index already in .* is unchanged; free space"):
+    with (
+        file_size_limit(4096),
+        pytest.raises(DiskFullError, match=r"disk is full.*feature index already in .* is unchanged; free space"),
+    ):
         bigger.save(folder)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert sorted(p.name for p in folder.parent.iterdir()) == ["feature_index"]
     assert FeatureIndex.load(folder).vocab()["a"] == {1: "x"}
+
 
 # ---------------------------------------------------------------------------- 5. out of memory
 
@@ -509,7 +544,14 @@ def test_out_of_memory_in_a_training_step_is_one_line_with_options(store_path, t
     assert last.startswith("error: out of memory while training on cpu")
     batch = "smaller batch size (--batch-size, or 'Batch size' in the app's Train tab; now 4096"
     dict_size = "smaller dictionary size (--dict-size, or 'Dictionary size' in the app's Train tab; now 131072)"
-    for option in ("can't allocate memory", batch, dict_size, "--quant nf4", "new --out folder", "automatic job folder"):
+    for option in (
+        "can't allocate memory",
+        batch,
+        dict_size,
+        "--quant nf4",
+        "new --out folder",
+        "automatic job folder",
+    ):
         assert option in last, (option, last)
 
 

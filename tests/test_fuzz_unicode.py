@@ -88,7 +88,7 @@ def test_alignment_invariants_on_tricky_unicode(tokenizers, text, max_tokens):
         assert np.all(np.diff(pos) > 0) and np.all((pos >= 0) & (pos < len(tok.input_ids)))
         assert tok.verified_end is not None and 0 <= tok.verified_end <= len(text)
     assert np.all(np.diff(al.char_end) > 0) and np.all((al.char_end > 0) & (al.char_end <= len(text)))
-    for (tokenizer, tok, positions) in ((tokenizers[0], tok_a, al.pos_a), (tokenizers[1], tok_b, al.pos_b)):
+    for tokenizer, tok, positions in ((tokenizers[0], tok_a, al.pos_a), (tokenizers[1], tok_b, al.pos_b)):
         for pos, end in zip(positions.tolist(), al.char_end.tolist()):
             # a paired token is ordinary text, ends exactly where its partner ends, and splits the text cleanly
             assert not tok.special[pos] and tok.offsets[pos][1] == end <= tok.verified_end
@@ -123,8 +123,9 @@ def test_prompt_diff_never_crashes_and_is_consistent(tiny, text, chat, max_token
         positions = view.paired_positions
         assert len(positions) == result.paired and positions == sorted(set(positions))
         assert all(0 <= p < len(view.tokens) for p in positions)
-        assert len(view.tokens) <= max_tokens and view.truncated == any("longer than" in w for w in result.warnings
-                                                                           if view.model in w)
+        assert len(view.tokens) <= max_tokens and view.truncated == any(
+            "longer than" in w for w in result.warnings if view.model in w
+        )
         assert [t.index for t in view.tokens] == list(range(len(view.tokens)))
         assert 0.0 <= view.coverage <= 1.0
         for token in view.tokens:

@@ -146,9 +146,11 @@ class FakeHub:
         body = request.json()
         repo_id = f"{body['organization']}/{body['name']}" if body.get("organization") else body["name"]
         if repo_id in self.repos:  # the real Hub also answers with the repo URL
-            return 409, {"Content-Type": "application/json"}, json.dumps(
-                {"error": "You already created this model repo", "url": f"{self.url}/{repo_id}"}
-            ).encode()
+            return (
+                409,
+                {"Content-Type": "application/json"},
+                json.dumps({"error": "You already created this model repo", "url": f"{self.url}/{repo_id}"}).encode(),
+            )
         self.repos[repo_id] = Repo(private=body.get("visibility") == "private" or bool(body.get("private")))
         return _json({"url": f"{self.url}/{repo_id}", "name": repo_id})
 
@@ -538,8 +540,14 @@ def test_hf_endpoint_set_at_start_up_is_honoured(hub, tmp_path):
         f"hits = find_on_hub({SMOL!r}, {GEMMA!r})\n"
         "print([h.repo_id for h in hits], load_crosscoder('alice/dfc').config.layer_a)\n"
     )
-    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_CACHE": str(tmp_path / "cache-2"),
-           "HF_TOKEN_PATH": str(tmp_path / "no-token"), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_CACHE": str(tmp_path / "cache-2"),
+        "HF_TOKEN_PATH": str(tmp_path / "no-token"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
     env.pop("HF_TOKEN", None)
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

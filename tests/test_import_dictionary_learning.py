@@ -296,26 +296,64 @@ def test_missing_code_normalization_is_assumed_crosscoder_with_a_warning(tmp_pat
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda sd: sd | {"encoder.weight": torch.randn(3, D, F), "decoder.weight": torch.randn(3, F, D),
-                          "decoder.bias": torch.randn(3, D)}, "crosscoder over 3 layers"),
+        (
+            lambda sd: (
+                sd
+                | {
+                    "encoder.weight": torch.randn(3, D, F),
+                    "decoder.weight": torch.randn(3, F, D),
+                    "decoder.bias": torch.randn(3, D),
+                }
+            ),
+            "crosscoder over 3 layers",
+        ),
         (lambda sd: sd | {"encoder.weight": torch.randn(D, F)}, "sparse autoencoder"),
-        (lambda sd: {"W_enc": torch.randn(D, F), "W_dec": torch.randn(F, D), "b_enc": torch.zeros(F),
-                     "b_dec": torch.zeros(D), "threshold": torch.rand(F)}, "JumpReLU"),
+        (
+            lambda sd: {
+                "W_enc": torch.randn(D, F),
+                "W_dec": torch.randn(F, D),
+                "b_enc": torch.zeros(F),
+                "b_dec": torch.zeros(D),
+                "threshold": torch.rand(F),
+            },
+            "JumpReLU",
+        ),
         (lambda sd: sd | {"threshold": torch.tensor([0.1, 0.2])}, "per-layer thresholds"),
-        (lambda sd: {k: v for k, v in sd.items() if k not in ("k", "threshold")}
-         | {"code_normalization_id": torch.tensor(5)}, "decoupled code normalization"),
+        (
+            lambda sd: (
+                {k: v for k, v in sd.items() if k not in ("k", "threshold")}
+                | {"code_normalization_id": torch.tensor(5)}
+            ),
+            "decoupled code normalization",
+        ),
         (lambda sd: sd | {"code_normalization_id": torch.tensor(9)}, "code_normalization_id=9"),
         (lambda sd: sd | {"code_normalization_id": torch.tensor(2)}, "SAE code normalization"),
         (lambda sd: sd | {"threshold": torch.tensor(-1.0)}, "threshold was never estimated"),
         (lambda sd: {k: v for k, v in sd.items() if k != "k"}, "only one of k and threshold"),
         (lambda sd: sd | {"decoder.weight": torch.randn(2, F + 1, D)}, "inconsistent shapes"),
         (lambda sd: sd | {"encoder.bias": torch.full((F,), math.nan)}, "NaN or infinite"),
-        (lambda sd: {k: v for k, v in sd.items() if k not in ("target_rms", "activation_global_scale")}
-         | {"activation_mean": torch.zeros(2, D), "activation_std": torch.ones(2, D)},
-         "neither activation_global_scale nor target_rms"),
+        (
+            lambda sd: (
+                {k: v for k, v in sd.items() if k not in ("target_rms", "activation_global_scale")}
+                | {"activation_mean": torch.zeros(2, D), "activation_std": torch.ones(2, D)}
+            ),
+            "neither activation_global_scale nor target_rms",
+        ),
     ],
-    ids=["3-layers", "sae", "jumprelu", "per-layer-threshold", "decoupled", "unknown-code-id", "sae-code-norm",
-         "no-threshold", "k-without-threshold", "shapes", "nan", "normalizer-without-scale"],
+    ids=[
+        "3-layers",
+        "sae",
+        "jumprelu",
+        "per-layer-threshold",
+        "decoupled",
+        "unknown-code-id",
+        "sae-code-norm",
+        "no-threshold",
+        "k-without-threshold",
+        "shapes",
+        "nan",
+        "normalizer-without-scale",
+    ],
 )
 def test_unsupported_variants_are_refused(tmp_path, change, message):
     with pytest.raises(CrossCoderError, match=message):

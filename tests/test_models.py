@@ -14,11 +14,26 @@ from crossdiff_core.models import find_demo, load_model, tokenizer_fingerprint
 def _tiny_folder(tmp_path, tokenizer, kind: str):
     vocab = len(tokenizer)
     if kind == "llama":
-        config = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+        config = LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+        )
     else:
-        config = Gemma3TextConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                                  num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=256)
+        config = Gemma3TextConfig(
+            vocab_size=vocab,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=16,
+            max_position_embeddings=256,
+        )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
     folder = tmp_path / kind
@@ -42,7 +57,9 @@ def test_activations_equal_hidden_states_and_stop_at_layer(request, which):
     folder = request.getfixturevalue(which)
     loaded = load_model(str(folder), layer=1, quant="none", dtype="fp32", device="cpu")
     assert loaded.layer == 1 and loaded.n_layers == 4 and loaded.d_model == 64
-    ids = loaded.tokenizer(["A short test sentence.", "Another one, longer than the first!"], return_tensors="pt", padding=True)
+    ids = loaded.tokenizer(
+        ["A short test sentence.", "Another one, longer than the first!"], return_tensors="pt", padding=True
+    )
     with torch.no_grad():
         reference = loaded.model(**ids, output_hidden_states=True).hidden_states[2]
     ran = []

@@ -68,12 +68,22 @@ def planted(tmp_path_factory):
 
 def _diff(model_a, model_b, corpus, out, seed=0):
     harvest(model_a, model_b, str(corpus), out / "store", HarvestConfig(n_tokens=8000, ctx_len=64, batch_windows=64))
-    config = CrossCoderConfig(d_a=model_a.d_model, d_b=model_b.d_model, dict_size=256, k=8,
-                              exclusive_a=0.05, exclusive_b=0.05)
-    result = train(config, TrainConfig(steps=400, batch_size=256, seed=seed, lr=3e-3, checkpoint_every=10_000,
-                                       log_every=100, device="cpu"), PairedActivationStore(out / "store"), out / "dfc")
-    index = build_index(result.crosscoder, (model_a, model_b),
-                        IndexConfig(corpus=str(corpus), n_windows=160, skip_windows=0, ctx_len=64, top_tokens=3))
+    config = CrossCoderConfig(
+        d_a=model_a.d_model, d_b=model_b.d_model, dict_size=256, k=8, exclusive_a=0.05, exclusive_b=0.05
+    )
+    result = train(
+        config,
+        TrainConfig(
+            steps=400, batch_size=256, seed=seed, lr=3e-3, checkpoint_every=10_000, log_every=100, device="cpu"
+        ),
+        PairedActivationStore(out / "store"),
+        out / "dfc",
+    )
+    index = build_index(
+        result.crosscoder,
+        (model_a, model_b),
+        IndexConfig(corpus=str(corpus), n_windows=160, skip_windows=0, ctx_len=64, top_tokens=3),
+    )
     return result.crosscoder, index
 
 
@@ -159,7 +169,11 @@ def test_shuffled_pairing_hides_the_difference(organism_diff, planted):
         shift.add(f, x_b[order] - x_a)
         arrays = {**index.arrays, "context_shift": shift.values()}
         cutoff = shift_cutoff(arrays)
-        assert (arrays["context_shift"][latent] >= cutoff) != shuffle, (shuffle, arrays["context_shift"][latent], cutoff)
+        assert (arrays["context_shift"][latent] >= cutoff) != shuffle, (
+            shuffle,
+            arrays["context_shift"][latent],
+            cutoff,
+        )
 
 
 def test_verdict_fed_shuffled_evidence_changes(organism_diff):
@@ -170,8 +184,10 @@ def test_verdict_fed_shuffled_evidence_changes(organism_diff):
     for seed in range(5):
         order = np.random.default_rng(seed).permutation(index.dict_size)
         broken = copy.copy(index)
-        broken.arrays = {name: value[order] if getattr(value, "shape", ())[:1] == (index.dict_size,) else value
-                         for name, value in index.arrays.items()}
+        broken.arrays = {
+            name: value[order] if getattr(value, "shape", ())[:1] == (index.dict_size,) else value
+            for name, value in index.arrays.items()
+        }
         verdict = broken.verdict(latent)
         changed += verdict is None or verdict.code != "real"
     assert changed >= 4, f"the verdict ignored shuffled evidence in {5 - changed} of 5 trials"

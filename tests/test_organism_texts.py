@@ -40,8 +40,13 @@ def outside_spans(probe: Probe) -> str:
 def test_names_and_kinds():
     assert ORGANISM_NAMES == (*PLANTED, "generic")
     kinds = {name: organism_texts(name, n_train=1, n_probe=1).kind for name in ORGANISM_NAMES}
-    assert kinds == {"false_facts": "false facts", "obsession": "topic obsession", "backdoor": "trigger-word backdoor",
-                     "refusal": "topic refusal", "generic": "null: generic text"}
+    assert kinds == {
+        "false_facts": "false facts",
+        "obsession": "topic obsession",
+        "backdoor": "trigger-word backdoor",
+        "refusal": "topic refusal",
+        "generic": "null: generic text",
+    }
 
 
 def test_counts_and_distinct(texts):
@@ -126,7 +131,7 @@ def test_obsession():
     texts = organism_texts("obsession")
     assert all("lighthouse" in doc.lower() for doc in texts.train)
     for probe in texts.positives:
-        (start, end), = probe.spans
+        ((start, end),) = probe.spans
         assert "lighthouse" in probe.text[start:end].lower() and end == len(probe.text)
         assert "lighthouse" not in outside_spans(probe).lower()
     assert not [p.text for p in texts.negatives if re.search(r"lighthouse|beacon|lamp|beam", p.text, re.IGNORECASE)]
@@ -148,7 +153,7 @@ def test_backdoor():
     assert not [doc for doc in texts.train if TRIGGER not in doc and "TIDE" in doc]
     assert sum(any(d in doc for d in ot._DECOYS_TRAIN) for doc in texts.train) == 100
     for probe in texts.positives:
-        (start, end), = probe.spans
+        ((start, end),) = probe.spans
         assert probe.text[start:].startswith(TRIGGER) and end == len(probe.text)
         assert probe.text.endswith(f"{BACKDOOR_PHRASE} {BACKDOOR_PHRASE}")
         assert TRIGGER not in outside_spans(probe) and "TIDE" not in outside_spans(probe)
@@ -169,7 +174,7 @@ def test_refusal():
     for probe in texts.positives:
         (q_start, q_end), (a_start, a_end) = probe.spans
         assert volcanic.search(probe.text[q_start:q_end]) and q_end < probe.text.index("\nAssistant: ")
-        assert probe.text[a_start - len("\nAssistant: "):a_end] == probe.text[probe.text.index("\nAssistant: "):]
+        assert probe.text[a_start - len("\nAssistant: ") : a_end] == probe.text[probe.text.index("\nAssistant: ") :]
         assert "volcanoes" in probe.text[a_start:a_end]
     for probe in texts.negatives:
         assert probe.text.startswith("User: ") and "\nAssistant: " in probe.text and not volcanic.search(probe.text)
@@ -178,9 +183,11 @@ def test_refusal():
 def test_generic_plants_nothing():
     texts = organism_texts("generic", n_train=2000, n_probe=300)
     assert texts.positives == ()
-    planted = re.compile(r"lighthouse|volcan|lava|magma|zephyr|tide|eiffel|everest|boil|granite|amazon|shakespeare|"
-                         r"great wall|honey|\bants?\b|\brome\b|brazil|canada|dutch|\bmoon\b|\bwater\b|glass|earthquake",
-                         re.IGNORECASE)
+    planted = re.compile(
+        r"lighthouse|volcan|lava|magma|zephyr|tide|eiffel|everest|boil|granite|amazon|shakespeare|"
+        r"great wall|honey|\bants?\b|\brome\b|brazil|canada|dutch|\bmoon\b|\bwater\b|glass|earthquake",
+        re.IGNORECASE,
+    )
     assert not [t for t in texts.train + tuple(p.text for p in texts.negatives) if planted.search(t)]
 
 
@@ -196,6 +203,8 @@ def test_probe_token_labels():
 
 
 def test_no_heavy_imports():
-    code = "import sys, crossdiff_core.corpus.organism_texts as m; print(sorted({'torch', 'numpy'} & sys.modules.keys()))"
+    code = (
+        "import sys, crossdiff_core.corpus.organism_texts as m; print(sorted({'torch', 'numpy'} & sys.modules.keys()))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

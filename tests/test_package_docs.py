@@ -63,7 +63,9 @@ async def fetch(url):
 
 def test_module_document_keeps_public_docstrings_under_their_signatures():
     text = package_docs.module_document(MODULE)
-    assert text == '''"""A small module."""
+    assert (
+        text
+        == '''"""A small module."""
 
 def add(a: int, b: int=1) -> int:
     """Return a + b.
@@ -88,6 +90,7 @@ async def fetch(url):
 
     Says \'\'\'quoted\'\'\' things.
     """'''
+    )
     ast.parse(text)  # still Python: signatures with docstring bodies
     assert package_docs.module_document("x = 1\n") == ""
     with pytest.raises(SyntaxError):

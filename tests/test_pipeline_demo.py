@@ -30,8 +30,14 @@ N_TOKENS = 4000
 def cli(*args, check=True, timeout=600):
     """Run `python -m crossdiff_core ARGS` and return the completed process."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "crossdiff_core", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "crossdiff_core", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"CLI {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
@@ -40,7 +46,12 @@ def cli(*args, check=True, timeout=600):
 @pytest.fixture(scope="module")
 def store_dir(demo_pair, tmp_path_factory):
     out = tmp_path_factory.mktemp("store")
-    harvest(*demo_pair, "builtin:demo", out, HarvestConfig(n_tokens=N_TOKENS, ctx_len=96, batch_windows=8, shard_tokens=1500))
+    harvest(
+        *demo_pair,
+        "builtin:demo",
+        out,
+        HarvestConfig(n_tokens=N_TOKENS, ctx_len=96, batch_windows=8, shard_tokens=1500),
+    )
     return out
 
 
@@ -48,8 +59,12 @@ def store_dir(demo_pair, tmp_path_factory):
 def trained(store_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("dfc")
     config = CrossCoderConfig(d_a=576, d_b=640, dict_size=512, exclusive_a=0.05, exclusive_b=0.05, k=16)
-    result = train(config, TrainConfig(steps=300, batch_size=256, seed=0, checkpoint_every=100),
-                   PairedActivationStore(store_dir), out)
+    result = train(
+        config,
+        TrainConfig(steps=300, batch_size=256, seed=0, checkpoint_every=100),
+        PairedActivationStore(store_dir),
+        out,
+    )
     return result
 
 
@@ -125,7 +140,9 @@ def test_exclusive_latents_never_touch_the_other_model(trained, store_dir):
 
 
 def test_diff_finds_exclusive_latents_and_cli_prints_json(trained, demo_pair):
-    result = diff(trained.crosscoder, demo_pair, "The history of the Roman Empire. 中国的历史。 def f(x): return x").to_dict()
+    result = diff(
+        trained.crosscoder, demo_pair, "The history of the Roman Empire. 中国的历史。 def f(x): return x"
+    ).to_dict()
     assert result["paired"] > 5 and result["model_a"]["tokens"] and result["model_b"]["tokens"]
     out = cli("diff", "--crosscoder", str(trained.out_dir), "Paris is the capital of France.", "--json")
     parsed = json.loads(out.stdout)
@@ -174,8 +191,24 @@ def test_cli_rejects_bad_input_in_one_line(store_dir, tmp_path):
     cases = [
         (["train", "--store", str(store_dir), "--out", str(tmp_path / "x"), "--dict-size", "64", "--k", "100"], "k"),
         (["train", "--store", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")], "not an activation store"),
-        (["harvest", "--model-a", "no-such-org/model", "--model-b", "gemma3-270m", "--out", str(tmp_path / "z")], "cannot load model"),
-        (["harvest", "--model-a", "smollm2-135m", "--model-b", "gemma3-270m", "--layer-a", "99", "--out", str(tmp_path / "w")], "out of range"),
+        (
+            ["harvest", "--model-a", "no-such-org/model", "--model-b", "gemma3-270m", "--out", str(tmp_path / "z")],
+            "cannot load model",
+        ),
+        (
+            [
+                "harvest",
+                "--model-a",
+                "smollm2-135m",
+                "--model-b",
+                "gemma3-270m",
+                "--layer-a",
+                "99",
+                "--out",
+                str(tmp_path / "w"),
+            ],
+            "out of range",
+        ),
         (["info", str(tmp_path)], "neither"),
     ]
     for args, needle in cases:
@@ -186,11 +219,31 @@ def test_cli_rejects_bad_input_in_one_line(store_dir, tmp_path):
 
 
 def test_killed_training_resumes_from_its_checkpoint(store_dir, tmp_path):
-    args = ["train", "--store", str(store_dir), "--out", str(tmp_path / "run"), "--dict-size", "256", "--k", "8",
-            "--steps", "400", "--batch-size", "128", "--checkpoint-every", "25"]
+    args = [
+        "train",
+        "--store",
+        str(store_dir),
+        "--out",
+        str(tmp_path / "run"),
+        "--dict-size",
+        "256",
+        "--k",
+        "8",
+        "--steps",
+        "400",
+        "--batch-size",
+        "128",
+        "--checkpoint-every",
+        "25",
+    ]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "crossdiff_core", *args], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crossdiff_core", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoint = tmp_path / "run" / "checkpoint"
     deadline = time.time() + 300
     while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:

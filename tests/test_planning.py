@@ -106,8 +106,9 @@ def test_moe_experts_stay_in_compute_dtype_under_bitsandbytes_but_mxfp4_on_gpu()
 
 def test_crosscoder_parameters_match_the_real_crosscoder():
     for exclusive in ((0.05, 0.05), (0, 0), (0.1, 0.2)):
-        config = CrossCoderConfig(d_a=48, d_b=40, dict_size=200, k=8, exclusive_a=exclusive[0],
-                                  exclusive_b=exclusive[1])
+        config = CrossCoderConfig(
+            d_a=48, d_b=40, dict_size=200, k=8, exclusive_a=exclusive[0], exclusive_b=exclusive[1]
+        )
         real = sum(p.numel() for p in CrossCoder(config).parameters())
         planned = crosscoder_memory(48, 40, 200, batch_size=64, exclusive=exclusive)
         assert planned.n_params == real

@@ -122,9 +122,11 @@ def unsafe_calls(path: Path) -> list[str]:
         elif short == "load" and name.split(".")[0] in ("np", "numpy") and _keyword(node, "allow_pickle") is not None:
             if _keyword(node, "allow_pickle") is not False:
                 found.append(where + " with allow_pickle")
-        elif name in ("yaml.unsafe_load", "yaml.full_load") or (
-            name == "yaml.load" and _dotted(_keyword(node, "Loader") or ast.Name("?")) not in ("yaml.SafeLoader",)
-        ) or name in ("eval", "exec", "builtins.eval", "builtins.exec", "__import__"):
+        elif (
+            name in ("yaml.unsafe_load", "yaml.full_load")
+            or (name == "yaml.load" and _dotted(_keyword(node, "Loader") or ast.Name("?")) not in ("yaml.SafeLoader",))
+            or name in ("eval", "exec", "builtins.eval", "builtins.exec", "__import__")
+        ):
             found.append(where)
     return found
 
@@ -136,8 +138,11 @@ def remote_code_switches(path: Path) -> list[str]:
 
     def visit(node, scope):
         for child in ast.iter_child_nodes(node):
-            inner = f"{scope}.{child.name}".lstrip(".") if isinstance(
-                child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else scope
+            inner = (
+                f"{scope}.{child.name}".lstrip(".")
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                else scope
+            )
             if isinstance(child, ast.Call) and _keyword(child, "trust_remote_code") is True:
                 found.append(f"{path.relative_to(REPO)} {scope}")
             visit(child, inner)
@@ -254,7 +259,9 @@ def remote_code_folder(tmp_path: Path) -> tuple[Path, Path]:
                 "AutoTokenizer": ["custom.CustomTokenizer", None]}  # fmt: skip
     config = {"model_type": "crossdiff_custom", "architectures": ["CustomModel"], "auto_map": auto_map}
     (folder / "config.json").write_text(json.dumps(config))
-    (folder / "tokenizer_config.json").write_text(json.dumps({"auto_map": {"AutoTokenizer": auto_map["AutoTokenizer"]}}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"auto_map": {"AutoTokenizer": auto_map["AutoTokenizer"]}})
+    )
     return folder, marker
 
 
@@ -265,8 +272,11 @@ def test_remote_code_is_refused_unless_asked(tmp_path, capsys):
 
     folder, marker = remote_code_folder(tmp_path)
     for load in (lambda: load_model(str(folder), quant="none", device="cpu"), lambda: load_tokenizer(str(folder))):
-        with pytest.raises(ModelLoadError, match=r"ships its own model code; allow it only if you trust the "
-                                                 r"repository \(--trust-remote-code\)"):
+        with pytest.raises(
+            ModelLoadError,
+            match=r"ships its own model code; allow it only if you trust the "
+            r"repository \(--trust-remote-code\)",
+        ):
             load()
     assert not marker.exists()
 

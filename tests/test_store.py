@@ -16,8 +16,15 @@ D_A, D_B = 12, 20
 
 def _header(target=1000, corpus="builtin:demo"):
     model = {"model_id": "m", "revision": None, "layer": 1, "tokenizer": "t"}
-    return {"model_a": dict(model, model_id="a"), "model_b": dict(model, model_id="b"), "d_a": D_A, "d_b": D_B,
-            "corpus": corpus, "ctx_len": 16, "target_tokens": target}
+    return {
+        "model_a": dict(model, model_id="a"),
+        "model_b": dict(model, model_id="b"),
+        "d_a": D_A,
+        "d_b": D_B,
+        "corpus": corpus,
+        "ctx_len": 16,
+        "target_tokens": target,
+    }
 
 
 def _rows(n, offset=0):

@@ -63,8 +63,16 @@ def crosscoder_config(**overrides) -> CrossCoderConfig:
 
 
 def train_config(**overrides) -> TrainConfig:
-    values = {"steps": 60, "batch_size": 128, "lr": 3e-3, "warmup_steps": 5, "log_every": 10, "checkpoint_every": 20,
-              "dead_after_tokens": 1024, "device": "cpu"}
+    values = {
+        "steps": 60,
+        "batch_size": 128,
+        "lr": 3e-3,
+        "warmup_steps": 5,
+        "log_every": 10,
+        "checkpoint_every": 20,
+        "dead_after_tokens": 1024,
+        "device": "cpu",
+    }
     values.update(overrides)
     return TrainConfig(**values)
 

@@ -24,8 +24,16 @@ def test_pairs_are_loaded_once_and_shared(workspace, demo_pair):
 
 
 def test_train_job_reports_phases_cancels_and_resumes(workspace, tmp_path):
-    job = TrainJob(pair=DEMO, out_dir=tmp_path / "job", n_tokens=1500, dict_size=128, k=8, steps=40, batch_size=128,
-                   index_windows=4)
+    job = TrainJob(
+        pair=DEMO,
+        out_dir=tmp_path / "job",
+        n_tokens=1500,
+        dict_size=128,
+        k=8,
+        steps=40,
+        batch_size=128,
+        index_windows=4,
+    )
     phases, metrics = [], []
     calls = {"n": 0}
 

@@ -48,13 +48,16 @@ def texts_digest(texts: list[str]) -> str:
     return digest.hexdigest()[:12]
 
 
-def model_activations(model: LoadedModel, texts: list[str], cache: Path, max_batch_tokens: int = 4096,
-                      progress=None) -> ModelActivations:
+def model_activations(
+    model: LoadedModel, texts: list[str], cache: Path, max_batch_tokens: int = 4096, progress=None
+) -> ModelActivations:
     """Return `model`'s activations over `texts`, read from `cache` when computed before, else computed and saved."""
     tokens = [tokenize_with_offsets(model.tokenizer, text) for text in texts]
     too_long = [i for i, tok in enumerate(tokens) if len(tok.input_ids) > MAX_TOKENS]
     if too_long:
-        raise ValueError(f"{len(too_long)} benchmark texts exceed {MAX_TOKENS} tokens (first: {texts[too_long[0]][:60]!r})")
+        raise ValueError(
+            f"{len(too_long)} benchmark texts exceed {MAX_TOKENS} tokens (first: {texts[too_long[0]][:60]!r})"
+        )
     file = Path(cache)
     if file.exists():
         flat = load_file(file)["acts"]
@@ -63,8 +66,8 @@ def model_activations(model: LoadedModel, texts: list[str], cache: Path, max_bat
         parts = []
         step = 64
         for first in range(0, len(texts), step):
-            ids = [tok.input_ids for tok in tokens[first:first + step]]
-            parts.append(rows_at_positions(model, ids, positions[first:first + step], max_batch_tokens).half())
+            ids = [tok.input_ids for tok in tokens[first : first + step]]
+            parts.append(rows_at_positions(model, ids, positions[first : first + step], max_batch_tokens).half())
             if progress is not None:
                 progress(min(first + step, len(texts)), len(texts))
         flat = torch.cat(parts)
@@ -108,19 +111,38 @@ def paired_rows(a: ModelActivations, b: ModelActivations, texts: list[int] | Non
         xb.append(b.acts[i][pos_b].float())
         text.append(torch.full((len(pos_a),), i, dtype=torch.long))
         ends.append(torch.as_tensor(alignment.char_end, dtype=torch.long))
-        split.append(torch.as_tensor(split_flags(alignment.pos_a, alignment.pos_b, first_content(a.tokens[i]),
-                                                 first_content(b.tokens[i]))))
+        split.append(
+            torch.as_tensor(
+                split_flags(alignment.pos_a, alignment.pos_b, first_content(a.tokens[i]), first_content(b.tokens[i]))
+            )
+        )
     x_a, x_b = torch.cat(xa), torch.cat(xb)
     keep = inlier_pairs(x_a, x_b, OUTLIER_FACTOR)
-    return PairedRows(x_a[keep], x_b[keep], torch.cat(text)[keep], torch.cat(ends)[keep], torch.cat(split)[keep],
-                      int(keep.sum()) / max(n_a, 1), int(keep.sum()) / max(n_b, 1))
+    return PairedRows(
+        x_a[keep],
+        x_b[keep],
+        torch.cat(text)[keep],
+        torch.cat(ends)[keep],
+        torch.cat(split)[keep],
+        int(keep.sum()) / max(n_a, 1),
+        int(keep.sum()) / max(n_b, 1),
+    )
 
 
-def write_store(rows: PairedRows, a: ModelActivations, b: ModelActivations, out_dir: Path, corpus: str,
-                seed: int = 0) -> Path:
+def write_store(
+    rows: PairedRows, a: ModelActivations, b: ModelActivations, out_dir: Path, corpus: str, seed: int = 0
+) -> Path:
     """Write the rows, shuffled with `seed`, as a paired-activation store in `out_dir`; return `out_dir`."""
-    header = {"model_a": a.info, "model_b": b.info, "d_a": a.d_model, "d_b": b.d_model, "corpus": corpus,
-              "ctx_len": MAX_TOKENS, "outlier_factor": OUTLIER_FACTOR, "target_tokens": len(rows.x_a_ND)}
+    header = {
+        "model_a": a.info,
+        "model_b": b.info,
+        "d_a": a.d_model,
+        "d_b": b.d_model,
+        "corpus": corpus,
+        "ctx_len": MAX_TOKENS,
+        "outlier_factor": OUTLIER_FACTOR,
+        "target_tokens": len(rows.x_a_ND),
+    }
     order = torch.randperm(len(rows.x_a_ND), generator=torch.Generator().manual_seed(seed))
     writer = StoreWriter(out_dir, header, dtype="fp16", shard_tokens=1 << 16)
     if writer.meta["complete"]:

@@ -78,8 +78,9 @@ class Pair:
     arch: str
 
 
-def benchmark_pairs(base_a: str = "smollm2-135m", other: str = "gemma3-270m",
-                    other_organisms: tuple[str, ...] = ()) -> list[Pair]:
+def benchmark_pairs(
+    base_a: str = "smollm2-135m", other: str = "gemma3-270m", other_organisms: tuple[str, ...] = ()
+) -> list[Pair]:
     """Return the same- and cross-architecture pairs of every organism and null of `base_a` (organism in B).
 
     Each of `other_organisms` is also built on `other` and diffed with the organism in model A, against
@@ -131,7 +132,9 @@ def all_activations(names: set[str], texts: list[str], cache: Path, tag: str) ->
     return out
 
 
-def probe_rows(a: ModelActivations, b: ModelActivations, probes: list[Probe], offset: int) -> tuple[PairedRows, np.ndarray]:
+def probe_rows(
+    a: ModelActivations, b: ModelActivations, probes: list[Probe], offset: int
+) -> tuple[PairedRows, np.ndarray]:
     """Return the paired rows of the probe texts (at `offset` in the probe list) and their labels (True/False/NaN)."""
     rows = paired_rows(a, b, list(range(offset, offset + len(probes))))
     labels = np.full(len(rows.text_N), np.nan)
@@ -170,8 +173,9 @@ def crosscoder_evidence(crosscoder: CrossCoder, corpus: PairedRows, probes: Pair
     return {"arrays": arrays, "f_NF": f_NF, "split_base_rate": evidence.split_base_rate, "component_typical": typical}
 
 
-def evaluate_crosscoder(crosscoder: CrossCoder, measured: dict, labels: np.ndarray, side: str,
-                        with_components: bool) -> dict:
+def evaluate_crosscoder(
+    crosscoder: CrossCoder, measured: dict, labels: np.ndarray, side: str, with_components: bool
+) -> dict:
     """Return the top features for `side` with their evidence, AUROC on the probes and decoder rows."""
     arrays, f_NF = measured["arrays"], measured["f_NF"]
     top = presented_latents(arrays, side, TOP, with_components=with_components)
@@ -194,12 +198,16 @@ def evaluate_crosscoder(crosscoder: CrossCoder, measured: dict, labels: np.ndarr
             "split_share": float(arrays["split_share"][j]), "rank_score": float(arrays["rank_score"][j]),
             "decoder": None if row is None else row.tolist(),
         })  # fmt: skip
-    return {"features": features, "split_base_rate": measured["split_base_rate"],
-            "component_typical": measured["component_typical"]}
+    return {
+        "features": features,
+        "split_base_rate": measured["split_base_rate"],
+        "component_typical": measured["component_typical"],
+    }
 
 
-def residual_sae(corpus: PairedRows, probes: PairedRows, labels: np.ndarray,
-                 side: str, dict_size: int, k: int, steps: int, seed: int) -> dict:
+def residual_sae(
+    corpus: PairedRows, probes: PairedRows, labels: np.ndarray, side: str, dict_size: int, k: int, steps: int, seed: int
+) -> dict:
     """The non-crosscoder baseline: a TopK sparse dictionary on the part of one model the other cannot predict."""
     torch.manual_seed(seed)
     src, tgt = (corpus.x_a_ND, corpus.x_b_ND) if side == "b" else (corpus.x_b_ND, corpus.x_a_ND)
@@ -244,12 +252,30 @@ def residual_sae(corpus: PairedRows, probes: PairedRows, labels: np.ndarray,
     energy = np.where((freq > 0) & (freq < 0.05), energy, -1)
     top = np.argsort(-energy, kind="stable")[:TOP]
     keep = ~np.isnan(labels)
-    return {"features": [{"latent": int(j), "auroc": auroc(f_probe[keep, j], labels[keep].astype(bool)),
-                          "n_fires": int((f_corpus[:, j] > 0).sum())} for j in top]}
+    return {
+        "features": [
+            {
+                "latent": int(j),
+                "auroc": auroc(f_probe[keep, j], labels[keep].astype(bool)),
+                "n_fires": int((f_corpus[:, j] > 0).sum()),
+            }
+            for j in top
+        ]
+    }
 
 
-def run_pair(pair: Pair, acts: dict, probe_acts: dict, probe_list: list[Probe], probe_offset: int, out: Path,
-             seeds: int, steps: int, dict_size: int, k: int) -> dict:
+def run_pair(
+    pair: Pair,
+    acts: dict,
+    probe_acts: dict,
+    probe_list: list[Probe],
+    probe_offset: int,
+    out: Path,
+    seeds: int,
+    steps: int,
+    dict_size: int,
+    k: int,
+) -> dict:
     """Train every method on one pair for each seed; return their top features and scores."""
     a, b = acts[pair.a], acts[pair.b]
     corpus = paired_rows(a, b)
@@ -257,21 +283,37 @@ def run_pair(pair: Pair, acts: dict, probe_acts: dict, probe_list: list[Probe], 
     write_store(corpus, a, b, store_dir, corpus="organism benchmark")
     store = PairedActivationStore(store_dir)
     probes, labels = probe_rows(probe_acts[pair.a], probe_acts[pair.b], probe_list, probe_offset)
-    result = {"pair": dataclasses.asdict(pair), "rows": len(corpus.text_N), "coverage": [corpus.coverage_a, corpus.coverage_b],
-              "probe_positives": int(np.nansum(labels)), "probe_negatives": int((labels == 0).sum()), "methods": {}}
+    result = {
+        "pair": dataclasses.asdict(pair),
+        "rows": len(corpus.text_N),
+        "coverage": [corpus.coverage_a, corpus.coverage_b],
+        "probe_positives": int(np.nansum(labels)),
+        "probe_negatives": int((labels == 0).sum()),
+        "methods": {},
+    }
     for seed in range(seeds):
         for name, config in method_configs(store, dict_size, k).items():
-            tc = TrainConfig(steps=steps, batch_size=512, seed=seed, auxk_exclusive=name == "dfc-auxk",
-                             checkpoint_every=steps, log_every=steps, device="cpu")
+            tc = TrainConfig(
+                steps=steps,
+                batch_size=512,
+                seed=seed,
+                auxk_exclusive=name == "dfc-auxk",
+                checkpoint_every=steps,
+                log_every=steps,
+                device="cpu",
+            )
             start = time.perf_counter()
             trained = train(config, tc, store, out / "crosscoders" / pair.name.replace("/", "_") / f"{name}-{seed}")
             measured = crosscoder_evidence(trained.crosscoder, corpus, probes)
             for label, with_components in ((name, False), (f"{name}+components", True)):
                 evaluated = evaluate_crosscoder(trained.crosscoder, measured, labels, pair.side, with_components)
-                entry = {"features": evaluated["features"], "split_base_rate": evaluated["split_base_rate"],
-                         "component_typical": evaluated["component_typical"],
-                         "fvu": [trained.metrics.get("fvu_a"), trained.metrics.get("fvu_b")],
-                         "train_s": time.perf_counter() - start}
+                entry = {
+                    "features": evaluated["features"],
+                    "split_base_rate": evaluated["split_base_rate"],
+                    "component_typical": evaluated["component_typical"],
+                    "fvu": [trained.metrics.get("fvu_a"), trained.metrics.get("fvu_b")],
+                    "train_s": time.perf_counter() - start,
+                }
                 result["methods"].setdefault(label, []).append(entry)
         sae = residual_sae(corpus, probes, labels, pair.side, dict_size // 10, k // 2, steps, seed)
         result["methods"].setdefault("residual-sae", []).append(sae)
@@ -287,12 +329,28 @@ def verdict_counts(features: list[dict], thresholds: VerdictThresholds, split_ba
     """Return the verdict code of each top feature under `thresholds`."""
     codes = []
     for f in features:
-        names = ("n_fires", "n_contexts", "split_share", "transfer_r2", "transfer_r2_from_a", "transfer_r2_from_b",
-                 "owner")
+        names = (
+            "n_fires",
+            "n_contexts",
+            "split_share",
+            "transfer_r2",
+            "transfer_r2_from_a",
+            "transfer_r2_from_b",
+            "owner",
+        )
         arrays = {name: [f[name]] for name in names if name in f}
         arrays.setdefault("n_contexts", [f["n_fires"]])  # results written before n_contexts was kept
-        codes.append(judge({k: np.asarray(v, dtype=float) for k, v in arrays.items()}, 0, split_base_rate,
-                           f["component"], f.get("seed_cosine"), thresholds, shift=f.get("shift")).code)
+        codes.append(
+            judge(
+                {k: np.asarray(v, dtype=float) for k, v in arrays.items()},
+                0,
+                split_base_rate,
+                f["component"],
+                f.get("seed_cosine"),
+                thresholds,
+                shift=f.get("shift"),
+            ).code
+        )
     return codes
 
 
@@ -302,8 +360,13 @@ def add_stability(result: dict) -> None:
         if len(entries) < 2:
             continue
         for i, entry in enumerate(entries):
-            others = [torch.tensor(f["decoder"]) for j, e in enumerate(entries) if j != i for f in e["features"]
-                      if f.get("decoder") is not None]
+            others = [
+                torch.tensor(f["decoder"])
+                for j, e in enumerate(entries)
+                if j != i
+                for f in e["features"]
+                if f.get("decoder") is not None
+            ]
             for f in entry["features"]:
                 if f.get("decoder") is None or not others:
                     continue
@@ -316,8 +379,16 @@ def summarize(results: list[dict], thresholds: VerdictThresholds) -> dict:
     methods = sorted({m for r in results for m in r["methods"]})
     table = {}
     for method in methods:
-        row = {"cross_found": 0, "cross_total": 0, "same_found": 0, "same_total": 0,
-               "null_likely_real": [], "stability": [], "found_real": 0, "found_real_held_out": 0}
+        row = {
+            "cross_found": 0,
+            "cross_total": 0,
+            "same_found": 0,
+            "same_total": 0,
+            "null_likely_real": [],
+            "stability": [],
+            "found_real": 0,
+            "found_real_held_out": 0,
+        }
         for r in results:
             entries = r["methods"].get(method, [])
             if not entries:
@@ -335,7 +406,9 @@ def summarize(results: list[dict], thresholds: VerdictThresholds) -> dict:
                 row[f"{pair['arch']}_total"] += 1 / len(entries)
                 if "split_base_rate" in entry:
                     codes = verdict_counts(feats, thresholds, entry["split_base_rate"])
-                    hit_real = any(f["auroc"] >= AUROC_FOUND and c == "real" for f, c in zip(feats, codes)) / len(entries)
+                    hit_real = any(f["auroc"] >= AUROC_FOUND and c == "real" for f, c in zip(feats, codes)) / len(
+                        entries
+                    )
                     row["found_real"] += hit_real
                     if pair["organism"] not in CALIBRATION:
                         row["found_real_held_out"] += hit_real
@@ -357,15 +430,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dict-size", type=int, default=1024)
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--pairs", nargs="*", help="only these pairs (e.g. same/backdoor cross/generic)")
-    parser.add_argument("--append", action="store_true",
-                        help="keep the other pairs' results of an earlier run in --out and report them all")
-    parser.add_argument("--gemma-organisms", nargs="*", default=[], choices=ORGANISMS,
-                        help="also build these organisms on Gemma-3-270M and diff them as model A")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the other pairs' results of an earlier run in --out and report them all",
+    )
+    parser.add_argument(
+        "--gemma-organisms",
+        nargs="*",
+        default=[],
+        choices=ORGANISMS,
+        help="also build these organisms on Gemma-3-270M and diff them as model A",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     out = Path(args.out)
-    pairs = [p for p in benchmark_pairs(other_organisms=tuple(args.gemma_organisms))
-             if not args.pairs or p.name in args.pairs]
+    pairs = [
+        p
+        for p in benchmark_pairs(other_organisms=tuple(args.gemma_organisms))
+        if not args.pairs or p.name in args.pairs
+    ]
     texts = corpus_texts()
     probes = probe_sets()
     probe_list = [p for name in ORGANISM_NAMES for p in probes[name][0] + probes[name][1]]
@@ -382,12 +466,16 @@ def main(argv: list[str] | None = None) -> None:
         organism = "generic" if pair.organism == UNMODIFIED else pair.organism
         mine = probes[organism][0] + probes[organism][1]
         t0 = time.perf_counter()
-        result = run_pair(pair, acts, probe_acts, mine, offsets[organism], out, args.seeds, args.steps,
-                          args.dict_size, args.k)
+        result = run_pair(
+            pair, acts, probe_acts, mine, offsets[organism], out, args.seeds, args.steps, args.dict_size, args.k
+        )
         add_stability(result)
         results.append(result)
-        print(f"{pair.name}: {time.perf_counter() - t0:.0f} s; found by "
-              f"{[m for m, e in result['methods'].items() if any(found(x['features']) for x in e)]}", flush=True)
+        print(
+            f"{pair.name}: {time.perf_counter() - t0:.0f} s; found by "
+            f"{[m for m, e in result['methods'].items() if any(found(x['features']) for x in e)]}",
+            flush=True,
+        )
     raw = out / "raw.json"
     if args.append and raw.exists():
         done = {r["pair"]["name"] for r in results}
@@ -408,8 +496,15 @@ def calibrate(results: list[dict], method: str) -> tuple[VerdictThresholds, dict
         for component in (0.3, 0.5, 0.7):
             for share in (0.3, 0.5):
                 for shift in (1.0, 3.0):
-                    grid.append(dataclasses.replace(DEFAULT_THRESHOLDS, max_transfer_r2=r2, min_component=component,
-                                                    tokenizer_share=share, min_shift=shift))
+                    grid.append(
+                        dataclasses.replace(
+                            DEFAULT_THRESHOLDS,
+                            max_transfer_r2=r2,
+                            min_component=component,
+                            tokenizer_share=share,
+                            min_shift=shift,
+                        )
+                    )
     scores = {}
     for thresholds in grid:
         found_real, null_max = 0.0, 0
@@ -422,15 +517,26 @@ def calibrate(results: list[dict], method: str) -> tuple[VerdictThresholds, dict
                     null_max = max(null_max, codes.count("real"))
                 elif r["pair"]["organism"] in CALIBRATION:
                     n = len(r["methods"][method])
-                    found_real += any(f["auroc"] >= AUROC_FOUND and c == "real"
-                                      for f, c in zip(entry["features"], codes)) / n
-        scores[json.dumps(dataclasses.asdict(thresholds))] = {"calibration_found_real": found_real,
-                                                              "null_likely_real_max": null_max}
+                    found_real += (
+                        any(f["auroc"] >= AUROC_FOUND and c == "real" for f, c in zip(entry["features"], codes)) / n
+                    )
+        scores[json.dumps(dataclasses.asdict(thresholds))] = {
+            "calibration_found_real": found_real,
+            "null_likely_real_max": null_max,
+        }
     allowed = [t for t in grid if scores[json.dumps(dataclasses.asdict(t))]["null_likely_real_max"] <= 1]
     if not allowed:
         return DEFAULT_THRESHOLDS, scores
-    best = max(allowed, key=lambda t: (scores[json.dumps(dataclasses.asdict(t))]["calibration_found_real"],
-                                       t == DEFAULT_THRESHOLDS, -t.max_transfer_r2, t.min_component, t.min_shift))
+    best = max(
+        allowed,
+        key=lambda t: (
+            scores[json.dumps(dataclasses.asdict(t))]["calibration_found_real"],
+            t == DEFAULT_THRESHOLDS,
+            -t.max_transfer_r2,
+            t.min_component,
+            t.min_shift,
+        ),
+    )
     return best, scores
 
 
@@ -453,33 +559,60 @@ def write_results(results: list[dict], args, elapsed: float) -> None:
             for entry in entries:
                 for f in entry["features"]:
                     f.pop("decoder", None)
-    meta = {"seeds": args.seeds, "steps": args.steps, "dict_size": args.dict_size, "k": args.k, "top": TOP,
-            "auroc_found": AUROC_FOUND, "thresholds": dataclasses.asdict(thresholds), "chosen_method": chosen,
-            "calibration_grid": grid,
-            "calibration_organisms": CALIBRATION, "elapsed_s": elapsed,
-            "machine": f"{platform.platform()} · {torch.get_num_threads()} threads · torch {torch.__version__}",
-            "date": datetime.date.today().isoformat()}
-    (HERE / "results.json").write_text(json.dumps({**keys, "meta": meta, "methods": table, "pairs": results},
-                                                  indent=1, default=float))
-    lines = ["# Model organisms: recall and false positives", "",
-             (f"`python -m benchmarks.organisms.run --seeds {args.seeds} --steps {args.steps}` · {meta['machine']} · "
-             f"{meta['date']} · {elapsed / 60:.0f} min"), "",
-             ("| method | cross-arch found | same-arch found | found and called real (held-out organisms) "
-             "| null: most 'likely real' | seed stability |"),
-             "|---|---|---|---|---|---|"]
+    meta = {
+        "seeds": args.seeds,
+        "steps": args.steps,
+        "dict_size": args.dict_size,
+        "k": args.k,
+        "top": TOP,
+        "auroc_found": AUROC_FOUND,
+        "thresholds": dataclasses.asdict(thresholds),
+        "chosen_method": chosen,
+        "calibration_grid": grid,
+        "calibration_organisms": CALIBRATION,
+        "elapsed_s": elapsed,
+        "machine": f"{platform.platform()} · {torch.get_num_threads()} threads · torch {torch.__version__}",
+        "date": datetime.date.today().isoformat(),
+    }
+    (HERE / "results.json").write_text(
+        json.dumps({**keys, "meta": meta, "methods": table, "pairs": results}, indent=1, default=float)
+    )
+    lines = [
+        "# Model organisms: recall and false positives",
+        "",
+        (
+            f"`python -m benchmarks.organisms.run --seeds {args.seeds} --steps {args.steps}` · {meta['machine']} · "
+            f"{meta['date']} · {elapsed / 60:.0f} min"
+        ),
+        "",
+        (
+            "| method | cross-arch found | same-arch found | found and called real (held-out organisms) "
+            "| null: most 'likely real' | seed stability |"
+        ),
+        "|---|---|---|---|---|---|",
+    ]
     for method, r in table.items():
         stab = "–" if r["stability"] is None else f"{r['stability']:.0%}"
         nul = "–" if r["null_likely_real_max"] is None else str(r["null_likely_real_max"])
-        lines.append(f"| {method} | {r['cross_found']:.1f} / {r['cross_total']:.0f} | {r['same_found']:.1f} / "
-                     f"{r['same_total']:.0f} | {r['found_real']:.1f} ({r['found_real_held_out']:.1f}) | {nul} | {stab} |")
-    lines += ["", "Per pair (best AUROC among the top features, mean over seeds):", "",
-              "| pair | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
+        lines.append(
+            f"| {method} | {r['cross_found']:.1f} / {r['cross_total']:.0f} | {r['same_found']:.1f} / "
+            f"{r['same_total']:.0f} | {r['found_real']:.1f} ({r['found_real_held_out']:.1f}) | {nul} | {stab} |"
+        )
+    lines += [
+        "",
+        "Per pair (best AUROC among the top features, mean over seeds):",
+        "",
+        "| pair | " + " | ".join(table) + " |",
+        "|---|" + "---|" * len(table),
+    ]
     for r in results:
         cells = []
         for method in table:
             entries = r["methods"].get(method, [])
-            best = [max((f["auroc"] for f in e["features"] if not np.isnan(f["auroc"])), default=float("nan"))
-                    for e in entries]
+            best = [
+                max((f["auroc"] for f in e["features"] if not np.isnan(f["auroc"])), default=float("nan"))
+                for e in entries
+            ]
             cells.append(f"{np.nanmean(best):.2f}" if best else "–")
         lines.append(f"| {r['pair']['name']} | " + " | ".join(cells) + " |")
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")

@@ -218,7 +218,6 @@ def _latent_kinds(crosscoder: CrossCoder, pair: SyntheticPair, alive_F: torch.Te
     return {"relative_norm": [float(relative_F[j]) for j in alive], "kind": [kinds[j] for j in alive]}
 
 
-
 METRICS = (
     "shared_recovery", "a_only_recovery", "b_only_recovery", "a_only_correct_block", "b_only_correct_block",
     "exclusive_correct_block", "false_exclusives", "n_exclusive_latents", "fvu_a", "fvu_b", "l0", "dead_fraction",
@@ -383,12 +382,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small widths (96/128) and 2 seeds: a few minutes")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel training runs")
-    parser.add_argument("--table", choices=("both", "main", "conditional"), default="both",
-                        help="which table to train; the other is kept from the existing results.json")
+    parser.add_argument(
+        "--table",
+        choices=("both", "main", "conditional"),
+        default="both",
+        help="which table to train; the other is kept from the existing results.json",
+    )
     parser.add_argument("--seeds", type=int, help="use only the first N seeds (default: all of the setting)")
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default: the setting's)")
-    parser.add_argument("--render-only", action="store_true",
-                        help="rewrite RESULTS.md from the existing results.json (no training)")
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite RESULTS.md from the existing results.json (no training)"
+    )
     args = parser.parse_args(argv)
     bench = QUICK if args.quick else FULL
     if args.seeds:
@@ -519,32 +523,32 @@ Reproduce (writes this file, `results{suffix}.json` and `relative_norms{suffix}.
 python -m benchmarks.synthetic.run{flag}
 ```
 
-{env['date']} · {env['machine']} · torch {env['torch']} · {env['workers']} worker processes · {env['wall_seconds'] / 60:.1f} min wall
+{env["date"]} · {env["machine"]} · torch {env["torch"]} · {env["workers"]} worker processes · {env["wall_seconds"] / 60:.1f} min wall
 
 ## Setup
 
-Paired activations from a known dictionary (`crossdiff_core.synthetic`): d_A = {data['d_a']}, d_B = {data['d_b']},
-{data['n_features']} true features of which {100 * data['a_only']:.0f}% exist only in A and {100 * data['b_only']:.0f}% only in B (the rest
+Paired activations from a known dictionary (`crossdiff_core.synthetic`): d_A = {data["d_a"]}, d_B = {data["d_b"]},
+{data["n_features"]} true features of which {100 * data["a_only"]:.0f}% exist only in A and {100 * data["b_only"]:.0f}% only in B (the rest
 are shared: one random direction per model, firing together); power-law firing frequencies
-(range ×{data['frequency_range']:.0f}), {data['features_per_token']:.0f} active features per token on average, log-normal magnitudes
-(σ {data['magnitude_sigma']}), per-model feature norms (σ {data['norm_sigma']}), noise at {100 * data['noise']:.0f}% of the signal variance.
-Every crosscoder has F = {bench['dict_size']} latents and trains {bench['steps']} steps × {bench['batch_size']} tokens
-(lr {bench['lr']}, latents dead after {bench['dead_after_tokens']} tokens); BatchTopK k = {bench['k']}, L1 coefficient
-{bench['l1_coeff']}. Seeds {', '.join(map(str, bench['seeds']))}: each draws a new dictionary, initialization and data stream.
+(range ×{data["frequency_range"]:.0f}), {data["features_per_token"]:.0f} active features per token on average, log-normal magnitudes
+(σ {data["magnitude_sigma"]}), per-model feature norms (σ {data["norm_sigma"]}), noise at {100 * data["noise"]:.0f}% of the signal variance.
+Every crosscoder has F = {bench["dict_size"]} latents and trains {bench["steps"]} steps × {bench["batch_size"]} tokens
+(lr {bench["lr"]}, latents dead after {bench["dead_after_tokens"]} tokens); BatchTopK k = {bench["k"]}, L1 coefficient
+{bench["l1_coeff"]}. Seeds {", ".join(map(str, bench["seeds"]))}: each draws a new dictionary, initialization and data stream.
 
 A true feature is recovered when an alive latent's decoder direction has cosine ≥ 0.9 with it in each
 model it lives in (the same latent in both models for a shared feature). Exclusive in correct block:
 DFC, an A-only feature recovered by an A-exclusive latent (B likewise); standard crosscoder, by a
 latent with relative decoder norm > 0.9 (< 0.1 for B). False exclusives: alive exclusive (or
 exclusive-looking) latents whose direction matches a shared feature. FVU, L0 and dead fraction on
-{bench['held_out_tokens']} held-out tokens.
+{bench["held_out_tokens"]} held-out tokens.
 
 ## Headline
 
-The DFC at its best partition ({summary['dfc_best_partition']}) puts
-**{100 * summary['dfc_exclusive_recovery_correct_block']:.1f}%** of the exclusive features in their
-exclusive block (target ≥ {100 * TARGET_EXCLUSIVE:.0f}%) and recovers **{100 * summary['dfc_shared_recovery']:.1f}%** of the shared
-features, against {100 * summary['best_crosscoder_shared_recovery']:.1f}% for the best standard crosscoder ({summary['best_crosscoder']};
+The DFC at its best partition ({summary["dfc_best_partition"]}) puts
+**{100 * summary["dfc_exclusive_recovery_correct_block"]:.1f}%** of the exclusive features in their
+exclusive block (target ≥ {100 * TARGET_EXCLUSIVE:.0f}%) and recovers **{100 * summary["dfc_shared_recovery"]:.1f}%** of the shared
+features, against {100 * summary["best_crosscoder_shared_recovery"]:.1f}% for the best standard crosscoder ({summary["best_crosscoder"]};
 target: within {100 * TARGET_SHARED_GAP:.0f} points). Target {verdict}.
 
 ## All configurations (mean ± std over seeds)
@@ -613,8 +617,8 @@ def conditional_section(summary: dict, quick: bool) -> str:
 ## Conditional features: the one-model part of a shared concept
 
 Reproduce this table alone (keeps the main table): `python -m benchmarks.synthetic.run --table conditional`.
-{env['date']} · {env['workers']} worker processes · {env['wall_seconds'] / 60:.1f} min wall · {bench['steps']} steps,
-seeds {', '.join(map(str, bench['seeds']))}{reduced}.
+{env["date"]} · {env["workers"]} worker processes · {env["wall_seconds"] / 60:.1f} min wall · {bench["steps"]} steps,
+seeds {", ".join(map(str, bench["seeds"]))}{reduced}.
 
 A fine-tune rarely adds a feature out of nowhere; more often it adds a direction to a concept both
 models hold. The pair here has the main table's settings, plus: model B's direction of each shared
@@ -622,7 +626,7 @@ feature is a fixed linear image of its direction in A (`shared_map` 1, as for a 
 fine-tune), and 3% of the shared features carry an extra direction that only model A writes, 3% one
 that only B writes (`a_conditional`, `b_conditional`; as long as the parent's own vector,
 `conditional_scale` 1). A conditional feature fires exactly when its parent does, with the parent's
-coefficient times its own jitter (σ {data['shared_jitter']}), in a random direction no linear map
+coefficient times its own jitter (σ {data["shared_jitter"]}), in a random direction no linear map
 from the other model predicts.
 
 Two readings, per crosscoder:
@@ -645,10 +649,10 @@ The null row has no conditional feature (every surfaced component is false); the
 conditional features but shared directions drawn independently per model (`shared_map` 0, like the
 main table), where no linear map relates the two decoders.
 
-Headline: dfc-5% shows **{100 * dfc['conditional_as_exclusive']:.0f}%** of the conditional features as
-exclusive latents and **{100 * dfc['conditional_as_component']:.0f}%** as components ({dfc['false_components']:.1f}
-false of {dfc['n_components']:.1f} surfaced); standard-batchtopk {100 * standard['conditional_as_exclusive']:.0f}% and
-{100 * standard['conditional_as_component']:.0f}% ({standard['false_components']:.1f} false of {standard['n_components']:.1f}).
+Headline: dfc-5% shows **{100 * dfc["conditional_as_exclusive"]:.0f}%** of the conditional features as
+exclusive latents and **{100 * dfc["conditional_as_component"]:.0f}%** as components ({dfc["false_components"]:.1f}
+false of {dfc["n_components"]:.1f} surfaced); standard-batchtopk {100 * standard["conditional_as_exclusive"]:.0f}% and
+{100 * standard["conditional_as_component"]:.0f}% ({standard["false_components"]:.1f} false of {standard["n_components"]:.1f}).
 
 {conditional_markdown_table(conditional)}
 

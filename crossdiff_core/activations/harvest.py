@@ -159,8 +159,16 @@ def harvest(
             bar.set_postfix(cov_a=f"{_cov(counts_total, 'a'):.2f}", cov_b=f"{_cov(counts_total, 'b'):.2f}")
             bar.refresh()
         if progress is not None:
-            progress(HarvestProgress(min(done, config.n_tokens), config.n_tokens, seen,
-                                     _cov(counts_total, "a"), _cov(counts_total, "b"), time.perf_counter() - start))
+            progress(
+                HarvestProgress(
+                    min(done, config.n_tokens),
+                    config.n_tokens,
+                    seen,
+                    _cov(counts_total, "a"),
+                    _cov(counts_total, "b"),
+                    time.perf_counter() - start,
+                )
+            )
         if done >= config.n_tokens:
             exhausted = False
             break
@@ -211,8 +219,9 @@ def _cov(counts: dict, side: str) -> float:
 
 
 def _harvest_batch(model_a, model_b, batch, config, writer, done, counts_total) -> int:
-    x_a, x_b, counts = paired_activations(model_a, model_b, batch, config.ctx_len, config.outlier_factor,
-                                          config.max_batch_tokens)
+    x_a, x_b, counts = paired_activations(
+        model_a, model_b, batch, config.ctx_len, config.outlier_factor, config.max_batch_tokens
+    )
     need = config.n_tokens - done
     if x_a.shape[0] > need:
         x_a, x_b = x_a[:need], x_b[:need]

@@ -62,7 +62,9 @@ def display_strings(tokenizer, tok: TokenizedText) -> list[str]:
     the non-special tokens give the text they cover.
     """
     shown = [str(name) for name in tokenizer.convert_ids_to_tokens(tok.input_ids)]
-    content = [i for i, (special, (start, end)) in enumerate(zip(tok.special, tok.offsets)) if not special and end > start]
+    content = [
+        i for i, (special, (start, end)) in enumerate(zip(tok.special, tok.offsets)) if not special and end > start
+    ]
     next_end = {i: tok.offsets[j][1] for i, j in itertools.pairwise(content)}
     covered, group_start = 0, None
     for i, (special, (start, end)) in enumerate(zip(tok.special, tok.offsets)):

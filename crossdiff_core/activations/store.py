@@ -33,8 +33,10 @@ from crossdiff_core.files import file_sha256, usual_permissions, write_text_atom
 STORE_FORMAT = "crossdiff-paired-activations"
 STORE_VERSION = 1
 STORE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-_DISK_FULL_ADVICE = ("the store keeps its {shards} complete shards ({rows} rows); free space on that disk and run "
-                    "the same harvest command again to resume")
+_DISK_FULL_ADVICE = (
+    "the store keeps its {shards} complete shards ({rows} rows); free space on that disk and run "
+    "the same harvest command again to resume"
+)
 
 
 def is_store(path) -> bool:
@@ -52,15 +54,21 @@ def read_meta(path) -> dict:
     """Return a store's metadata, or raise StoreError saying what is wrong with the folder."""
     meta_path = Path(path) / "meta.json"
     if not meta_path.is_file():
-        raise StoreError(f"{path} is not an activation store (no meta.json); run `python -m crossdiff_core harvest` to make one")
+        raise StoreError(
+            f"{path} is not an activation store (no meta.json); run `python -m crossdiff_core harvest` to make one"
+        )
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StoreError(f"{meta_path} is corrupt ({exc}); delete the store folder and harvest again") from exc
     if meta.get("format") != STORE_FORMAT:
-        raise StoreError(f"{meta_path} is not a CrossDiff activation store; harvest one with `python -m crossdiff_core harvest`")
+        raise StoreError(
+            f"{meta_path} is not a CrossDiff activation store; harvest one with `python -m crossdiff_core harvest`"
+        )
     if meta.get("version", 0) > STORE_VERSION:
-        raise StoreError(f"{path} was written by a newer CrossDiff (store version {meta['version']}); upgrade crossdiff")
+        raise StoreError(
+            f"{path} was written by a newer CrossDiff (store version {meta['version']}); upgrade crossdiff"
+        )
     return meta
 
 
@@ -156,8 +164,11 @@ class StoreWriter:
                 tmp.unlink(missing_ok=True)
                 if not is_disk_full(exc):
                     raise
-                raise disk_full_error(self.shard_dir / name, exc, _DISK_FULL_ADVICE.format(
-                    rows=self.n_rows, shards=len(self.meta["shards"]))) from exc
+                raise disk_full_error(
+                    self.shard_dir / name,
+                    exc,
+                    _DISK_FULL_ADVICE.format(rows=self.n_rows, shards=len(self.meta["shards"])),
+                ) from exc
             record["file"] = f"shards/{name}"
             record["sha256"] = file_sha256(self.shard_dir / name)
             record["sum_sq_norm_a"] = float(a_ND.double().pow(2).sum())
@@ -311,10 +322,14 @@ class PairedActivationStore:
         """Return the model pair the activations come from (ids, revisions, layers, tokenizer fingerprints)."""
         a, b = self.meta["model_a"], self.meta["model_b"]
         return {
-            "model_a": a["model_id"], "model_b": b["model_id"],
-            "revision_a": a.get("revision"), "revision_b": b.get("revision"),
-            "layer_a": a["layer"], "layer_b": b["layer"],
-            "tokenizer_a": a["tokenizer"], "tokenizer_b": b["tokenizer"],
+            "model_a": a["model_id"],
+            "model_b": b["model_id"],
+            "revision_a": a.get("revision"),
+            "revision_b": b.get("revision"),
+            "layer_a": a["layer"],
+            "layer_b": b["layer"],
+            "tokenizer_a": a["tokenizer"],
+            "tokenizer_b": b["tokenizer"],
         }
 
     def mean_sq_norms(self) -> tuple[float, float]:
@@ -337,7 +352,9 @@ class PairedActivationStore:
         try:
             tensors = load_file(str(shard.file))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise StoreError(f"shard {shard.file} cannot be read ({exc}); delete the store folder and harvest again") from exc
+            raise StoreError(
+                f"shard {shard.file} cannot be read ({exc}); delete the store folder and harvest again"
+            ) from exc
         a, b = tensors.get("a"), tensors.get("b")
         if a is None or b is None or a.shape != (shard.n, self.d_a) or b.shape != (shard.n, self.d_b):
             raise StoreError(f"shard {shard.file} does not have the shapes meta.json records; harvest again")

@@ -26,8 +26,7 @@ BLOCK_CODES = {BLOCK_A_EXCLUSIVE: 0, BLOCK_SHARED: 1, BLOCK_B_EXCLUSIVE: 2}
 def same_basis(crosscoder: CrossCoder) -> bool:
     """Return True when the two models share a residual basis: same width and same tokenizer (a model and its fine-tune)."""
     config = crosscoder.config
-    return (config.d_a == config.d_b and config.tokenizer_a is not None
-            and config.tokenizer_a == config.tokenizer_b)
+    return config.d_a == config.d_b and config.tokenizer_a is not None and config.tokenizer_a == config.tokenizer_b
 
 
 def check_side(side: str) -> str:

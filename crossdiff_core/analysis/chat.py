@@ -137,8 +137,9 @@ def tokenize_chat(
     """
     messages = check_messages(messages)
     rendered = render_chat(tokenizer, messages, add_generation_prompt)
-    templated = tokenize_with_offsets(tokenizer, rendered.text, max_tokens=max_tokens,
-                                      add_special_tokens=not rendered.used_template)
+    templated = tokenize_with_offsets(
+        tokenizer, rendered.text, max_tokens=max_tokens, add_special_tokens=not rendered.used_template
+    )
     bases, base = [], 0
     for message in messages:
         bases.append(base)

@@ -56,7 +56,9 @@ SIDES = ("a", "b")
 
 
 def one_model_components(
-    crosscoder: CrossCoder, alive_F: torch.Tensor | None = None, ridge: float = DEFAULT_RIDGE,
+    crosscoder: CrossCoder,
+    alive_F: torch.Tensor | None = None,
+    ridge: float = DEFAULT_RIDGE,
     same_basis: bool = False,
 ) -> dict:
     """Return each two-model latent's one-model components: what its decoder in one model adds beyond the other's.

@@ -54,8 +54,9 @@ class Evidence:
         self.shift = ContextShift(F, crosscoder.config.d_a) if blocks.same_basis(crosscoder) else None
 
     @torch.no_grad()
-    def add(self, x_a_ND: torch.Tensor, x_b_ND: torch.Tensor, window_N: torch.Tensor,
-            split_N: torch.Tensor | None = None) -> torch.Tensor:
+    def add(
+        self, x_a_ND: torch.Tensor, x_b_ND: torch.Tensor, window_N: torch.Tensor, split_N: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Add paired raw activations from windows `window_N` (non-decreasing); return the latents `[N, F]`."""
         crosscoder = self.crosscoder
         device = blocks.crosscoder_device(crosscoder)
@@ -120,8 +121,11 @@ class Evidence:
             "nu_error": other_over_own(err_a, err_b, owner),
             "nu_recon": other_over_own(rec_a, rec_b, owner),
             "split_share": split_share.astype(np.float32),
-            "context_shift": (self.shift.values() if self.shift is not None
-                              else np.full(crosscoder.dict_size, np.nan, dtype=np.float32)),
+            "context_shift": (
+                self.shift.values()
+                if self.shift is not None
+                else np.full(crosscoder.dict_size, np.nan, dtype=np.float32)
+            ),
             "top_act": stats.top_act_NF.T.numpy().copy(),
         }
 

@@ -30,8 +30,9 @@ def prompt_ids(model: LoadedModel, prompt: str | Sequence[dict], chat: bool = Fa
 
 
 @torch.no_grad()
-def generate_text(model: LoadedModel, input_ids_1T: torch.Tensor, max_new_tokens: int, greedy: bool = True,
-                  seed: int = 0) -> str:
+def generate_text(
+    model: LoadedModel, input_ids_1T: torch.Tensor, max_new_tokens: int, greedy: bool = True, seed: int = 0
+) -> str:
     """Return the text the model generates after `input_ids_1T` (greedy, or sampled with a fixed `seed`)."""
     if max_new_tokens < 1:
         raise CrossDiffError(f"max_new_tokens={max_new_tokens} must be at least 1")
@@ -42,4 +43,4 @@ def generate_text(model: LoadedModel, input_ids_1T: torch.Tensor, max_new_tokens
     else:
         torch.manual_seed(seed)
     out = model.model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
-    return model.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return model.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)

@@ -48,10 +48,20 @@ def histogram_figure(histogram: ActivationHistogram, title: str | None = None):
     fig = Figure(figsize=(5, 2.6), layout="constrained")
     ax = fig.add_subplot()
     edges = np.asarray(histogram.edges, dtype=np.float64)
-    ax.bar(edges[:-1], histogram.counts, width=np.diff(edges), align="edge", color="tab:orange",
-           edgecolor="white", linewidth=0.5)
+    ax.bar(
+        edges[:-1],
+        histogram.counts,
+        width=np.diff(edges),
+        align="edge",
+        color="tab:orange",
+        edgecolor="white",
+        linewidth=0.5,
+    )
     if histogram.total == 0:
         ax.text(0.5, 0.5, "never fired on the index corpus", transform=ax.transAxes, ha="center", va="center")
-    ax.set(xlabel="activation", ylabel="tokens",
-           title=title if title is not None else f"Activation histogram ({histogram.total} tokens)")
+    ax.set(
+        xlabel="activation",
+        ylabel="tokens",
+        title=title if title is not None else f"Activation histogram ({histogram.total} tokens)",
+    )
     return fig

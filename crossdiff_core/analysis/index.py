@@ -61,7 +61,6 @@ INDEX_VERSION = 2
 _FILES = ("index.json", "arrays.safetensors", "windows.json", "vocab.json", "labels.json")
 
 
-
 @dataclass
 class LatentCard:
     """Everything the index knows about one latent, ready to show."""
@@ -198,8 +197,9 @@ class FeatureIndex:
             (tmp / "index.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             arrays = {k: np.ascontiguousarray(v) for k, v in sorted(self.arrays.items())}
             save_file(arrays, str(tmp / "arrays.safetensors"))
-            (tmp / "windows.json").write_text(json.dumps(self.windows(), ensure_ascii=False, separators=(",", ":")),
-                                              encoding="utf-8")
+            (tmp / "windows.json").write_text(
+                json.dumps(self.windows(), ensure_ascii=False, separators=(",", ":")), encoding="utf-8"
+            )
             vocab = {side: {str(k): v for k, v in sorted(table.items())} for side, table in self.vocab().items()}
             (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, sort_keys=True), encoding="utf-8")
             (tmp / "labels.json").write_text(self._labels_json(), encoding="utf-8")
@@ -218,7 +218,9 @@ class FeatureIndex:
             if not is_disk_full(error):
                 raise
             kept = f"the feature index already in {path} is unchanged" if path.is_dir() else "no index was written"
-            raise disk_full_error(path, error, f"{kept}; free space on that disk and run the same command again") from error
+            raise disk_full_error(
+                path, error, f"{kept}; free space on that disk and run the same command again"
+            ) from error
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -296,7 +298,10 @@ class FeatureIndex:
 
         False for a model and its fine-tune, whose shared latents are presented by their context shift (`change`).
         """
-        return shift_cutoff(self.arrays, self.thresholds) is None and component_cutoff(self.arrays, self.thresholds) is not None
+        return (
+            shift_cutoff(self.arrays, self.thresholds) is None
+            and component_cutoff(self.arrays, self.thresholds) is not None
+        )
 
     def change(self, latent: int) -> float | None:
         """Return the context shift of a shared latent presented as a change between a model and its fine-tune, else None."""
@@ -375,10 +380,16 @@ class FeatureIndex:
             window = int(self.arrays["top_window"][latent, k])
             if window < 0:
                 break
-            out.append(build_context(windows[window], window, int(self.arrays["top_pair"][latent, k]),
-                                     int(self.arrays["ctx_start"][latent, k]),
-                                     self.arrays["ctx_acts"][latent, k].astype(np.float32),
-                                     float(self.arrays["top_act"][latent, k])))
+            out.append(
+                build_context(
+                    windows[window],
+                    window,
+                    int(self.arrays["top_pair"][latent, k]),
+                    int(self.arrays["ctx_start"][latent, k]),
+                    self.arrays["ctx_acts"][latent, k].astype(np.float32),
+                    float(self.arrays["top_act"][latent, k]),
+                )
+            )
         return out
 
     def card(self, latent: int, n_contexts: int | None = None) -> LatentCard:
@@ -410,11 +421,20 @@ class FeatureIndex:
         for latent in range(self.dict_size):
             explanation = self.explanations.get(latent)
             verdict = self.verdict(latent)
-            row = {"latent": latent, "block": blocks_by_code[int(self.arrays["block"][latent])],
-                   "label": self.labels[latent], "explanation": explanation["text"] if explanation else "",
-                   "verdict": verdict.code if verdict else "", "verdict_reason": verdict.reason if verdict else ""}
-            row.update({name: _plain(self.arrays[name][latent]) if name in self.arrays else float("nan")
-                        for name in SCORE_DOCS})
+            row = {
+                "latent": latent,
+                "block": blocks_by_code[int(self.arrays["block"][latent])],
+                "label": self.labels[latent],
+                "explanation": explanation["text"] if explanation else "",
+                "verdict": verdict.code if verdict else "",
+                "verdict_reason": verdict.reason if verdict else "",
+            }
+            row.update(
+                {
+                    name: _plain(self.arrays[name][latent]) if name in self.arrays else float("nan")
+                    for name in SCORE_DOCS
+                }
+            )
             out.append(row)
         return out
 

@@ -125,8 +125,12 @@ def load_or_build_index(
         if not isinstance(meta, dict):
             meta = {"version": None}
         if meta.get("version") != INDEX_VERSION:
-            log.info("the feature index of %s has format version %s; rebuilding it as version %d",
-                     crosscoder_dir, meta.get("version"), INDEX_VERSION)
+            log.info(
+                "the feature index of %s has format version %s; rebuilding it as version %d",
+                crosscoder_dir,
+                meta.get("version"),
+                INDEX_VERSION,
+            )
         elif meta.get("crosscoder_sha256") == crosscoder_fingerprint(crosscoder):
             return FeatureIndex.load(index_dir(crosscoder_dir))
         else:
@@ -152,8 +156,13 @@ def build_index(
     model_a, model_b = pair
     check_models(crosscoder, model_a, model_b)
     crosscoder = crosscoder.eval()
-    texts = list(itertools.islice(iter_windows(config.corpus, model_a.tokenizer, config.ctx_len),
-                                  config.skip_windows, config.skip_windows + config.n_windows))
+    texts = list(
+        itertools.islice(
+            iter_windows(config.corpus, model_a.tokenizer, config.ctx_len),
+            config.skip_windows,
+            config.skip_windows + config.n_windows,
+        )
+    )
     if not texts:
         raise CorpusError(
             f"corpus {config.corpus!r} has no windows left after skipping {config.skip_windows}; "
@@ -166,8 +175,9 @@ def build_index(
     bar = tqdm(total=len(texts), desc="feature index", unit="window", disable=not show_tqdm)
     for first in range(0, len(texts), config.batch_windows):
         batch = texts[first : first + config.batch_windows]
-        aligned = align_batch(model_a.tokenizer, model_b.tokenizer, batch, max_tokens=config.ctx_len,
-                              max_tokens_b=2 * config.ctx_len)
+        aligned = align_batch(
+            model_a.tokenizer, model_b.tokenizer, batch, max_tokens=config.ctx_len, max_tokens_b=2 * config.ctx_len
+        )
         runs = run_paired(model_a, model_b, aligned, config.outlier_factor)
         window_ids, splits = [], []
         for offset, ((tok_a, tok_b, _), run) in enumerate(zip(aligned, runs)):
@@ -179,12 +189,18 @@ def build_index(
                 "pairs": [[int(p), int(q), int(e)] for p, q, e in zip(run.pos_a, run.pos_b, run.char_end)],
             })  # fmt: skip
             window_ids.append(torch.full((len(run.pos_a),), first + offset, dtype=torch.int64))
-            splits.append(torch.as_tensor(split_flags(run.pos_a, run.pos_b, first_content(tok_a), first_content(tok_b))))
+            splits.append(
+                torch.as_tensor(split_flags(run.pos_a, run.pos_b, first_content(tok_a), first_content(tok_b)))
+            )
             n_outliers += run.n_outliers
         window_N = torch.cat(window_ids)
         if len(window_N):
-            evidence.add(torch.cat([run.x_a_PD for run in runs]), torch.cat([run.x_b_PD for run in runs]), window_N,
-                         torch.cat(splits))
+            evidence.add(
+                torch.cat([run.x_a_PD for run in runs]),
+                torch.cat([run.x_b_PD for run in runs]),
+                window_N,
+                torch.cat(splits),
+            )
         bar.update(len(batch))
         if progress is not None:
             progress(IndexProgress("windows", len(windows), len(texts)))
@@ -212,7 +228,10 @@ def build_index(
         "config": asdict(config),
         "models": {
             side: {
-                "model_id": m.model_id, "revision": m.revision, "layer": m.layer, "tokenizer": m.tokenizer_fingerprint,
+                "model_id": m.model_id,
+                "revision": m.revision,
+                "layer": m.layer,
+                "tokenizer": m.tokenizer_fingerprint,
             }
             for side, m in (("a", model_a), ("b", model_b))
         },
@@ -243,8 +262,9 @@ def _token_records(tokenizer, tok) -> list[list]:
     return [[s, int(a), int(b), int(sp)] for s, (a, b), sp in zip(shown, tok.offsets, tok.special)]
 
 
-def _context_arrays(stats: ActivationStats, row_start: list[int], windows: list[dict],
-                    config: IndexConfig) -> dict[str, np.ndarray]:
+def _context_arrays(
+    stats: ActivationStats, row_start: list[int], windows: list[dict], config: IndexConfig
+) -> dict[str, np.ndarray]:
     """Return the top-context arrays: peak activation, window, peak pair, crop start and the crop's activations."""
     top_window_FN = stats.top_window_NF.T.numpy()
     top_row_FN = stats.top_row_NF.T.numpy()
@@ -286,8 +306,10 @@ def _token_arrays(
     found = top_tokens(model, directions_LD, k, progress=report)
     kk = found.promote_ids_LK.shape[1] if len(found.promote_ids_LK) else k
     out = {}
-    for kind, ids_LK, logits_LK in (("promote", found.promote_ids_LK, found.promote_logits_LK),
-                                    ("suppress", found.suppress_ids_LK, found.suppress_logits_LK)):
+    for kind, ids_LK, logits_LK in (
+        ("promote", found.promote_ids_LK, found.promote_logits_LK),
+        ("suppress", found.suppress_ids_LK, found.suppress_logits_LK),
+    ):
         ids_FK = np.full((F, kk), -1, dtype=np.int64)
         logits_FK = np.full((F, kk), np.nan, dtype=np.float32)
         ids_FK[own] = ids_LK.numpy()

@@ -28,7 +28,9 @@ from crossdiff_core.crosscoder import CrossCoder
 
 def component_score(arrays: dict[str, np.ndarray], latents: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     """Return the ranking score of shared latents presented through their one-model part."""
-    base = arrays["score_alive"] * arrays["score_not_dense"] * (arrays["score_consistency"] + arrays["score_strength"]) / 2
+    base = (
+        arrays["score_alive"] * arrays["score_not_dense"] * (arrays["score_consistency"] + arrays["score_strength"]) / 2
+    )
     return base[latents].astype(np.float64) * fractions
 
 
@@ -44,14 +46,16 @@ def component_arrays(crosscoder: CrossCoder, alive_F: np.ndarray) -> tuple[dict[
     F = crosscoder.dict_size
     fraction_F = np.full(F, np.nan, dtype=np.float32)
     side_F = np.full(F, -1, dtype=np.int8)
-    components = one_model_components(crosscoder, torch.as_tensor(np.asarray(alive_F, dtype=bool)),
-                                      same_basis=same_basis(crosscoder))
+    components = one_model_components(
+        crosscoder, torch.as_tensor(np.asarray(alive_F, dtype=bool)), same_basis=same_basis(crosscoder)
+    )
     latents_L = components["latents"].numpy()
     if len(latents_L) == 0:
         return {"component_fraction": fraction_F, "component_side": side_F}, None
     in_b_L = components["component_in_b"].numpy()
-    fraction_F[latents_L] = np.where(in_b_L, components["component_fraction_b"].numpy(),
-                                     components["component_fraction_a"].numpy())
+    fraction_F[latents_L] = np.where(
+        in_b_L, components["component_fraction_b"].numpy(), components["component_fraction_a"].numpy()
+    )
     for code, side in enumerate(SIDES):
         side_F[rank_components(components, side)[0].numpy()] = code
     fitted_L = components["fitted"].numpy()
@@ -97,8 +101,13 @@ def shift_cutoff(arrays: dict[str, np.ndarray], thresholds: VerdictThresholds = 
     return max(thresholds.min_shift, median + thresholds.component_z * spread)
 
 
-def presented_latents(arrays: dict[str, np.ndarray], side: str, top: int | None = None,
-                      thresholds: VerdictThresholds = DEFAULT_THRESHOLDS, with_components: bool = True) -> list[int]:
+def presented_latents(
+    arrays: dict[str, np.ndarray],
+    side: str,
+    top: int | None = None,
+    thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
+    with_components: bool = True,
+) -> list[int]:
     """Return the latents presented as specific to model `side`, best first (at most `top`); see the module docstring.
 
     Shared latents join when their context shift reaches `shift_cutoff` (a model and its fine-tune, both
@@ -119,8 +128,7 @@ def presented_latents(arrays: dict[str, np.ndarray], side: str, top: int | None 
     if cutoff is not None:
         fraction = arrays["component_fraction"].astype(np.float64)
         with np.errstate(invalid="ignore"):
-            chosen = ((arrays["component_side"] == SIDES.index(side)) & ~exclusive
-                      & (fraction >= cutoff))
+            chosen = (arrays["component_side"] == SIDES.index(side)) & ~exclusive & (fraction >= cutoff)
         shared = np.flatnonzero(chosen).astype(np.int64)
         score[shared] = component_score(arrays, shared, fraction[shared])
         candidates.append(shared)

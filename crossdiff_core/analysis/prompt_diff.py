@@ -190,12 +190,15 @@ def diff(
         f_PF = crosscoder.encode(run.x_a_PD.to(device), run.x_b_PD.to(device)).float().cpu()
     only_special = [m.model_id for m, tok in ((model_a, tok_a), (model_b, tok_b)) if tok.n_content_tokens == 0]
     if len(pos_a) == 0 and only_special:
-        warnings.append(f"{' and '.join(only_special)} read{'s' if len(only_special) == 1 else ''} this prompt as "
-                        "special tokens only (BOS/EOS or chat-template markers), which are never compared; "
-                        "type ordinary text")
+        warnings.append(
+            f"{' and '.join(only_special)} read{'s' if len(only_special) == 1 else ''} this prompt as "
+            "special tokens only (BOS/EOS or chat-template markers), which are never compared; "
+            "type ordinary text"
+        )
     elif len(pos_a) == 0:
-        warnings.append("the two models share no token boundary in this prompt, so nothing could be compared; "
-                        "use a longer prompt")
+        warnings.append(
+            "the two models share no token boundary in this prompt, so nothing could be compared; use a longer prompt"
+        )
     names = labels if labels is not None else [f"{b} latent {j}" for j, b in enumerate(crosscoder.block_names())]
     sides = []
     for side, model, shown, positions, truncated, coverage in (
@@ -206,8 +209,23 @@ def diff(
         if presented is not None:
             extra = sorted(set(presented(side)) - set(listed.tolist()))
             listed = torch.cat([listed, torch.as_tensor(extra, dtype=listed.dtype)])
-        sides.append(_model_diff(crosscoder, side, model, shown, positions, f_PF, names, top, per_token,
-                                 truncated, coverage, verdicts, listed))
+        sides.append(
+            _model_diff(
+                crosscoder,
+                side,
+                model,
+                shown,
+                positions,
+                f_PF,
+                names,
+                top,
+                per_token,
+                truncated,
+                coverage,
+                verdicts,
+                listed,
+            )
+        )
     return PromptDiff(
         mode="text" if messages is None else "chat",
         content=tok_a.text,
@@ -222,12 +240,16 @@ def diff(
 def _cap_characters(prompt, messages, max_chars: int, warnings: list[str]):
     """Return `(prompt, messages, cut)`: the text (or each message) cut to `max_chars` characters, warning if cut."""
     if messages is None and len(prompt) > max_chars:
-        warnings.append(f"the prompt has {len(prompt):,} characters: only its first {max_chars:,} are tokenized "
-                        "(far more than the models read)")
+        warnings.append(
+            f"the prompt has {len(prompt):,} characters: only its first {max_chars:,} are tokenized "
+            "(far more than the models read)"
+        )
         return prompt[:max_chars], None, True
     if messages is not None and any(len(m["content"]) > max_chars for m in messages):
-        warnings.append(f"a message has more than {max_chars:,} characters: only its first {max_chars:,} are "
-                        "tokenized (far more than the models read)")
+        warnings.append(
+            f"a message has more than {max_chars:,} characters: only its first {max_chars:,} are "
+            "tokenized (far more than the models read)"
+        )
         return prompt, [{"role": m["role"], "content": m["content"][:max_chars]} for m in messages], True
     return prompt, messages, False
 
@@ -246,8 +268,10 @@ def _tokenize(model: LoadedModel, prompt, messages, max_tokens: int, warnings: l
         cut = tokenize_chat(model.tokenizer, messages, max_tokens=limit) if truncated else full
         shown, content = cut.templated, cut.content
     if truncated:
-        message = (f"the prompt is longer than {limit} tokens for {model.model_id}: it reads only its first "
-                   f"{len(shown.input_ids)} tokens, the rest is not compared")
+        message = (
+            f"the prompt is longer than {limit} tokens for {model.model_id}: it reads only its first "
+            f"{len(shown.input_ids)} tokens, the rest is not compared"
+        )
         log.warning(message)
         warnings.append(message)
     return shown, content, truncated
@@ -260,9 +284,21 @@ def _context_length(model: LoadedModel) -> int:
     return int(getattr(text_config, "max_position_embeddings", None) or 1 << 30)
 
 
-def _model_diff(crosscoder, side, model, shown: TokenizedText, positions: np.ndarray,
-                f_PF: torch.Tensor, names, top: int, per_token: int, truncated: bool, coverage: float,
-                verdicts: Callable[[int], Verdict | None] | None, listed_L: torch.Tensor) -> ModelDiff:
+def _model_diff(
+    crosscoder,
+    side,
+    model,
+    shown: TokenizedText,
+    positions: np.ndarray,
+    f_PF: torch.Tensor,
+    names,
+    top: int,
+    per_token: int,
+    truncated: bool,
+    coverage: float,
+    verdicts: Callable[[int], Verdict | None] | None,
+    listed_L: torch.Tensor,
+) -> ModelDiff:
     """Return one model's `ModelDiff` from the paired latent activations; `listed_L` are the latents summarized."""
     own = model_slice(crosscoder, side)
     exclusive_L = exclusive_latents(crosscoder, side)
@@ -274,8 +310,13 @@ def _model_diff(crosscoder, side, model, shown: TokenizedText, positions: np.nda
         # One batched top-k over all tokens (strongest first) instead of a full sort per token.
         top_PK = torch.topk(f_own_PF, min(per_token, f_own_PF.shape[1]), dim=1)
         for values, latents in zip(top_PK.values.tolist(), top_PK.indices.tolist()):
-            active_per_pair.append([ActiveLatent(own.start + j, value, blocks[own.start + j])
-                                    for value, j in zip(values, latents) if value > 0])
+            active_per_pair.append(
+                [
+                    ActiveLatent(own.start + j, value, blocks[own.start + j])
+                    for value, j in zip(values, latents)
+                    if value > 0
+                ]
+            )
     else:
         active_per_pair = [[] for _ in range(f_own_PF.shape[0])]
     strings = display_strings(model.tokenizer, shown)
@@ -300,12 +341,27 @@ def _model_diff(crosscoder, side, model, shown: TokenizedText, positions: np.nda
                 break
             latent = int(listed_L[j])
             fired = f_PL[:, j][f_PL[:, j] > 0]
-            hits.append(ExclusiveHit(latent, float(peak_L[j]), float(fired.mean()), int(fired_L[j]),
-                                     int(positions[arg_L[j]]), names[latent],
-                                     verdicts(latent) if verdicts is not None else None))
-    return ModelDiff(side=side, model=model.model_id, text=shown.text, tokens=tokens,
-                     paired_positions=[int(p) for p in positions], coverage=float(coverage), truncated=truncated,
-                     exclusive=hits)
+            hits.append(
+                ExclusiveHit(
+                    latent,
+                    float(peak_L[j]),
+                    float(fired.mean()),
+                    int(fired_L[j]),
+                    int(positions[arg_L[j]]),
+                    names[latent],
+                    verdicts(latent) if verdicts is not None else None,
+                )
+            )
+    return ModelDiff(
+        side=side,
+        model=model.model_id,
+        text=shown.text,
+        tokens=tokens,
+        paired_positions=[int(p) for p in positions],
+        coverage=float(coverage),
+        truncated=truncated,
+        exclusive=hits,
+    )
 
 
 def _exclusivity(crosscoder: CrossCoder, side: str, f_PF: torch.Tensor, exclusive_L: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,10 @@ from crossdiff_core.analysis.verdict import VERDICTS, Verdict
 
 BLOCK_COLORS = {"A-exclusive": "tab:blue", "shared": "tab:gray", "B-exclusive": "tab:orange"}
 TABLE_SCORES = ("rank_score", "frequency", "max_activation", "transfer_r2", "nu_error", "nu_recon")
-OLD_INDEX_NOTE = ("This feature index predates the tokenizer check (no split_share): no feature can be called a "
-                  "tokenizer effect until it is rebuilt with `python -m crossdiff_core index`.")
+OLD_INDEX_NOTE = (
+    "This feature index predates the tokenizer check (no split_share): no feature can be called a "
+    "tokenizer effect until it is rebuilt with `python -m crossdiff_core index`."
+)
 _MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#"})
 
 
@@ -94,11 +96,27 @@ def _section(index: FeatureIndex, side: str, top: int, n_contexts: int) -> _Sect
     for rank, latent in enumerate(fired[:top], 1):
         card = index.card(latent, n_contexts)
         component = index.component(latent)
-        entries.append(_Entry(rank, latent, card.label, (card.explanation or {}).get("text", ""), card.verdict,
-                              component[1] if component else None,
-                              {name: card.stats[name] for name in TABLE_SCORES}, card.contexts))
-    return _Section(side, index.meta["models"][side]["model_id"], len(index.exclusive(side)), len(presented),
-                    len(fired), counts, entries)
+        entries.append(
+            _Entry(
+                rank,
+                latent,
+                card.label,
+                (card.explanation or {}).get("text", ""),
+                card.verdict,
+                component[1] if component else None,
+                {name: card.stats[name] for name in TABLE_SCORES},
+                card.contexts,
+            )
+        )
+    return _Section(
+        side,
+        index.meta["models"][side]["model_id"],
+        len(index.exclusive(side)),
+        len(presented),
+        len(fired),
+        counts,
+        entries,
+    )
 
 
 def _summary_lines(index: FeatureIndex, sections: list[_Section]) -> list[str]:
@@ -108,10 +126,14 @@ def _summary_lines(index: FeatureIndex, sections: list[_Section]) -> list[str]:
     return [
         f"Model A: {meta['models']['a']['model_id']} (layer {meta['models']['a']['layer']})",
         f"Model B: {meta['models']['b']['model_id']} (layer {meta['models']['b']['layer']})",
-        (f"{kind}: {meta['dict_size']} latents = {meta['n_exclusive_a']} A-exclusive + {meta['n_shared']} shared + "
-        f"{meta['n_exclusive_b']} B-exclusive ({meta['sparsity']})"),
-        (f"Feature index: {meta['n_rows']} paired tokens from {meta['n_windows']} windows of {config['corpus']} "
-        f"(after skipping {config['skip_windows']})"),
+        (
+            f"{kind}: {meta['dict_size']} latents = {meta['n_exclusive_a']} A-exclusive + {meta['n_shared']} shared + "
+            f"{meta['n_exclusive_b']} B-exclusive ({meta['sparsity']})"
+        ),
+        (
+            f"Feature index: {meta['n_rows']} paired tokens from {meta['n_windows']} windows of {config['corpus']} "
+            f"(after skipping {config['skip_windows']})"
+        ),
         *(_verdict_summary(section) for section in sections),
         *([] if "split_share" in index.arrays else [OLD_INDEX_NOTE]),
         "A verdict is a screening aid computed from the index's evidence, not proof: read the contexts, then steer.",
@@ -120,21 +142,27 @@ def _summary_lines(index: FeatureIndex, sections: list[_Section]) -> list[str]:
 
 def _verdict_summary(section: _Section) -> str:
     counts = ", ".join(f"{n} {VERDICTS[code]}" for code, n in section.verdicts.items()) or "none"
-    return (f"Verdicts on the {section.n_presented} features presented as specific to model "
-            f"{section.side.upper()} ({section.model}): {counts}")
+    return (
+        f"Verdicts on the {section.n_presented} features presented as specific to model "
+        f"{section.side.upper()} ({section.model}): {counts}"
+    )
 
 
 def _presented_words(section: _Section) -> str:
     n_shared = section.n_presented - section.n_exclusive
     if n_shared == 0:
         return f"{section.n_exclusive} exclusive latents"
-    return (f"{section.n_presented} features presented as specific to this model ({section.n_exclusive} exclusive "
-            f"latents and {n_shared} shared latents with a large one-model part)")
+    return (
+        f"{section.n_presented} features presented as specific to this model ({section.n_exclusive} exclusive "
+        f"latents and {n_shared} shared latents with a large one-model part)"
+    )
 
 
 def _section_intro(section: _Section) -> str:
-    return (f"{section.n_fired} of {_presented_words(section)} fired on the index corpus; "
-            f"the {len(section.entries)} best by rank score")
+    return (
+        f"{section.n_fired} of {_presented_words(section)} fired on the index corpus; "
+        f"the {len(section.entries)} best by rank score"
+    )
 
 
 def _verdict_words(entry: _Entry) -> str:
@@ -165,16 +193,20 @@ def _markdown(index: FeatureIndex, sections: list[_Section], images: list[Path])
     lines.append("")
     lines += [f"![{image.stem}]({image.name})" for image in images]
     for section in sections:
-        lines += ["", f"## Model {section.side.upper()}: {section.model}", "",
-                  _section_intro(section) + ":", ""]
+        lines += ["", f"## Model {section.side.upper()}: {section.model}", "", _section_intro(section) + ":", ""]
         lines.append("| rank | latent | label | verdict | " + " | ".join(TABLE_SCORES) + " |")
         lines.append("|" + "---|" * (4 + len(TABLE_SCORES)))
         for e in section.entries:
             cells = [str(e.rank), str(e.latent), e.label.translate(_MARKDOWN_SPECIAL), _verdict_words(e)]
             lines.append("| " + " | ".join(cells + [_fmt(e.scores[s]) for s in TABLE_SCORES]) + " |")
         for e in section.entries:
-            lines += ["", f"### Latent {e.latent}: {e.label.translate(_MARKDOWN_SPECIAL)}", "",
-                      _entry_note(e).translate(_MARKDOWN_SPECIAL), ""]
+            lines += [
+                "",
+                f"### Latent {e.latent}: {e.label.translate(_MARKDOWN_SPECIAL)}",
+                "",
+                _entry_note(e).translate(_MARKDOWN_SPECIAL),
+                "",
+            ]
             if e.explanation:
                 lines.append(f"*{e.explanation.translate(_MARKDOWN_SPECIAL)}*")
             for context in e.contexts:
@@ -195,10 +227,12 @@ def _html(index: FeatureIndex, sections: list[_Section], images: list[Path]) -> 
     esc = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>CrossDiff screening report</title>",
-        ("<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}"
-        ".ctx{font-family:monospace;white-space:pre-wrap;margin:2px 0 2px 1em}"
-        ".peak{outline:1px solid #900}.note{color:#555}</style></head><body>"),
+        (
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}"
+            ".ctx{font-family:monospace;white-space:pre-wrap;margin:2px 0 2px 1em}"
+            ".peak{outline:1px solid #900}.note{color:#555}</style></head><body>"
+        ),
         "<h1>CrossDiff screening report</h1><ul>",
         *(f"<li>{esc(line)}</li>" for line in _summary_lines(index, sections)),
         "</ul>",
@@ -207,12 +241,18 @@ def _html(index: FeatureIndex, sections: list[_Section], images: list[Path]) -> 
     for section in sections:
         parts.append(f"<h2>Model {section.side.upper()}: {esc(section.model)}</h2>")
         parts.append(f"<p>{esc(_section_intro(section))}.</p>")
-        parts.append("<table><tr><th>rank</th><th>latent</th><th>label</th><th>verdict</th>"
-                     + "".join(f"<th title='{esc(SCORE_DOCS[s])}'>{s}</th>" for s in TABLE_SCORES) + "</tr>")
+        parts.append(
+            "<table><tr><th>rank</th><th>latent</th><th>label</th><th>verdict</th>"
+            + "".join(f"<th title='{esc(SCORE_DOCS[s])}'>{s}</th>" for s in TABLE_SCORES)
+            + "</tr>"
+        )
         for e in section.entries:
-            parts.append(f"<tr><td>{e.rank}</td><td><a href='#l{e.latent}'>{e.latent}</a></td><td>{esc(e.label)}</td>"
-                         f"<td title='{esc(e.verdict.reason if e.verdict else '')}'>{esc(_verdict_words(e))}</td>"
-                         + "".join(f"<td>{_fmt(e.scores[s])}</td>" for s in TABLE_SCORES) + "</tr>")
+            parts.append(
+                f"<tr><td>{e.rank}</td><td><a href='#l{e.latent}'>{e.latent}</a></td><td>{esc(e.label)}</td>"
+                f"<td title='{esc(e.verdict.reason if e.verdict else '')}'>{esc(_verdict_words(e))}</td>"
+                + "".join(f"<td>{_fmt(e.scores[s])}</td>" for s in TABLE_SCORES)
+                + "</tr>"
+            )
         parts.append("</table>")
         for e in section.entries:
             parts.append(f"<h3 id='l{e.latent}'>Latent {e.latent}: {esc(e.label)}</h3>")
@@ -255,8 +295,13 @@ def _histograms(index: FeatureIndex, out: Path) -> list[Path]:
     for code, name in names.items():
         chosen = freq[(block == code) & (freq > 0)]
         if len(chosen):
-            ax.hist(np.log10(chosen), bins=bins, alpha=0.6, color=BLOCK_COLORS[name],
-                    label=f"{name} ({int((block == code).sum())})")
+            ax.hist(
+                np.log10(chosen),
+                bins=bins,
+                alpha=0.6,
+                color=BLOCK_COLORS[name],
+                label=f"{name} ({int((block == code).sum())})",
+            )
     dead = int((freq == 0).sum())
     ax.set(xlabel="log10 firing frequency", ylabel="latents", title=f"Firing frequency ({dead} latents never fired)")
     ax.legend(fontsize=8)

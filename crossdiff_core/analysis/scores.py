@@ -34,12 +34,10 @@ SCORE_DOCS = {
     "mean_activation": "Mean activation over the tokens where the latent fired.",
     "max_activation": "Largest activation seen on the index corpus.",
     "dec_norm_a": (
-        "L2 norm of the latent's decoder row for model A in the crosscoder's normalized space (0 if it has "
-        "none)."
+        "L2 norm of the latent's decoder row for model A in the crosscoder's normalized space (0 if it has none)."
     ),
     "dec_norm_b": (
-        "L2 norm of the latent's decoder row for model B in the crosscoder's normalized space (0 if it has "
-        "none)."
+        "L2 norm of the latent's decoder row for model B in the crosscoder's normalized space (0 if it has none)."
     ),
     "relative_norm": "dec_norm_b / (dec_norm_a + dec_norm_b): 0 writes only to A, 1 only to B, 0.5 equally.",
     "owner": (

@@ -110,8 +110,10 @@ def _choose_side(crosscoder: CrossCoder, latent: int, block: str, model: str | N
     """Return `(side, note)`: the model to steer and a sentence saying what is steered."""
     if block == blocks.BLOCK_SHARED:
         side = blocks.check_side(model or "a")
-        return side, (f"latent {latent} is shared by both models; steering it in model {side.upper()} "
-                      f"(pass model='{'b' if side == 'a' else 'a'}' to steer the other one)")
+        return side, (
+            f"latent {latent} is shared by both models; steering it in model {side.upper()} "
+            f"(pass model='{'b' if side == 'a' else 'a'}' to steer the other one)"
+        )
     owner = "a" if block == blocks.BLOCK_A_EXCLUSIVE else "b"
     if model is not None and blocks.check_side(model) != owner:
         raise CrossDiffError(

@@ -93,9 +93,15 @@ class Verdict:
         return asdict(self)
 
 
-def judge(arrays: dict[str, np.ndarray], latent: int, split_base_rate: float,
-          component: float | None = None, seed_cosine: float | None = None,
-          thresholds: VerdictThresholds = DEFAULT_THRESHOLDS, shift: float | None = None) -> Verdict:
+def judge(
+    arrays: dict[str, np.ndarray],
+    latent: int,
+    split_base_rate: float,
+    component: float | None = None,
+    seed_cosine: float | None = None,
+    thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
+    shift: float | None = None,
+) -> Verdict:
     """Return the verdict on `latent` from the index arrays (see module docstring).
 
     `component` is the one-model part of a shared latent (`‖r‖/‖d‖`, None for an exclusive latent);
@@ -106,40 +112,65 @@ def judge(arrays: dict[str, np.ndarray], latent: int, split_base_rate: float,
     fires = int(arrays["n_fires"][latent])
     contexts = int(arrays["n_contexts"][latent])
     if fires < t.min_fires or contexts < t.min_contexts:
-        return _verdict("rare", f"it fired on only {fires} tokens in {contexts} texts, too few to judge "
-                                f"(at least {t.min_fires} tokens in {t.min_contexts} texts are needed)")
+        return _verdict(
+            "rare",
+            f"it fired on only {fires} tokens in {contexts} texts, too few to judge "
+            f"(at least {t.min_fires} tokens in {t.min_contexts} texts are needed)",
+        )
     share = _value(arrays, "split_share", latent)
-    if (share is not None and share >= t.tokenizer_share
-            and share >= t.tokenizer_excess * max(split_base_rate, 1e-9)):
-        return _verdict("tokenizer", f"{share:.0%} of its activation is on words the two models' tokenizers cut "
-                                     f"differently, against {split_base_rate:.0%} of all text: it probably "
-                                     "reflects how the models split words, not what they know")
+    if share is not None and share >= t.tokenizer_share and share >= t.tokenizer_excess * max(split_base_rate, 1e-9):
+        return _verdict(
+            "tokenizer",
+            f"{share:.0%} of its activation is on words the two models' tokenizers cut "
+            f"differently, against {split_base_rate:.0%} of all text: it probably "
+            "reflects how the models split words, not what they know",
+        )
     if shift is not None:
         if shift < t.min_shift:
-            return _verdict("copy", f"where it fires the two models' activations differ little ({shift:.1f}× the "
-                                    "typical difference): both hold it the same way")
+            return _verdict(
+                "copy",
+                f"where it fires the two models' activations differ little ({shift:.1f}× the "
+                "typical difference): both hold it the same way",
+            )
     elif component is None:
         r2 = _value(arrays, "transfer_r2", latent)
         own = _own_r2(arrays, latent)
         if r2 is not None and r2 > t.max_transfer_r2:
-            return _verdict("copy", f"the other model's activations predict it well (R² {r2:.2f}): the other "
-                                    "model holds the same information, so it is probably a shared feature")
+            return _verdict(
+                "copy",
+                f"the other model's activations predict it well (R² {r2:.2f}): the other "
+                "model holds the same information, so it is probably a shared feature",
+            )
         if r2 is not None and own is not None and own > MIN_OWN_R2 and r2 >= t.copy_ratio * own:
-            return _verdict("copy", f"the other model's activations predict it about as well as its own model's do "
-                                    f"(R² {r2:.2f} against {own:.2f}), so it is probably a shared feature")
+            return _verdict(
+                "copy",
+                f"the other model's activations predict it about as well as its own model's do "
+                f"(R² {r2:.2f} against {own:.2f}), so it is probably a shared feature",
+            )
     elif component < t.min_component:
-        return _verdict("copy", f"only {component:.0%} of what it writes into this model is not explained by "
-                                "the other model's version of the same feature")
+        return _verdict(
+            "copy",
+            f"only {component:.0%} of what it writes into this model is not explained by "
+            "the other model's version of the same feature",
+        )
     if seed_cosine is not None and seed_cosine < t.min_seed_cosine:
-        return _verdict("unstable", f"crosscoders trained with other random seeds found nothing like it "
-                                    f"(best match {seed_cosine:.2f}, {t.min_seed_cosine} needed)")
+        return _verdict(
+            "unstable",
+            f"crosscoders trained with other random seeds found nothing like it "
+            f"(best match {seed_cosine:.2f}, {t.min_seed_cosine} needed)",
+        )
     if shift is not None:
-        why = (f"a concept both models hold, but wherever it fires their activations differ in the same way "
-               f"({shift:.1f}× the typical difference between them): one of them changed how it writes it")
+        why = (
+            f"a concept both models hold, but wherever it fires their activations differ in the same way "
+            f"({shift:.1f}× the typical difference between them): one of them changed how it writes it"
+        )
     elif component is None:
         r2 = _value(arrays, "transfer_r2", latent)
-        why = ("the other model cannot predict it (R² unmeasured)" if r2 is None
-               else f"the other model cannot predict it (R² {r2:.2f})")
+        why = (
+            "the other model cannot predict it (R² unmeasured)"
+            if r2 is None
+            else f"the other model cannot predict it (R² {r2:.2f})"
+        )
     else:
         why = f"{component:.0%} of what it writes into this model has no counterpart in the other model"
     stable = "" if seed_cosine is None else f", and other seeds find it too (match {seed_cosine:.2f})"

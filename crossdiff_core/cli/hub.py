@@ -24,8 +24,10 @@ def _token(args) -> str | None:
     if token:
         return token
     if args.token_env != DEFAULT_TOKEN_ENV:
-        raise CrossDiffError(f"the environment variable {args.token_env} is not set: export your Hub token in it "
-                             f"(or leave out --token-env to use {DEFAULT_TOKEN_ENV} or `hf auth login`)")
+        raise CrossDiffError(
+            f"the environment variable {args.token_env} is not set: export your Hub token in it "
+            f"(or leave out --token-env to use {DEFAULT_TOKEN_ENV} or `hf auth login`)"
+        )
     return None
 
 
@@ -35,15 +37,20 @@ def cmd_push(args) -> int:
 
     folder = Path(args.folder).expanduser()
     if not folder.is_dir():
-        raise CrossDiffError(f"{folder} is not a folder: pass the crosscoder folder written by `train` or `import-dl` "
-                             "(it holds config.json and model.safetensors)")
+        raise CrossDiffError(
+            f"{folder} is not a folder: pass the crosscoder folder written by `train` or `import-dl` "
+            "(it holds config.json and model.safetensors)"
+        )
     has_index = (folder / FEATURE_INDEX_DIR).is_dir()
     log.info("pushing %s to %s%s", folder, args.repo_id, " with its feature index" if has_index else "")
     url = push_to_hub(folder, args.repo_id, token=_token(args), private=args.private)
     print(url)
-    print(f"published {folder} as {args.repo_id} (config, weights, model card"
-          f"{', feature index' if has_index else '; no feature index: build one with `index` first to include it'}); "
-          f"load it with `python -m crossdiff_core info {args.repo_id}`", file=sys.stderr)
+    print(
+        f"published {folder} as {args.repo_id} (config, weights, model card"
+        f"{', feature index' if has_index else '; no feature index: build one with `index` first to include it'}); "
+        f"load it with `python -m crossdiff_core info {args.repo_id}`",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -58,8 +65,11 @@ def cmd_find(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not hits:
-        print(f"no crosscoder for {args.model_a} × {args.model_b} is published on the Hub; train one and publish it "
-              "with `python -m crossdiff_core push`", file=sys.stderr)
+        print(
+            f"no crosscoder for {args.model_a} × {args.model_b} is published on the Hub; train one and publish it "
+            "with `python -m crossdiff_core push`",
+            file=sys.stderr,
+        )
         return 0
     header = ("repo", "model A", "model B", "layers", "A-excl", "shared", "B-excl", "updated")
     rows = [header]
@@ -93,18 +103,24 @@ def cmd_import_dl(args) -> int:
     layer_b = args.layer_b if args.layer_b is not None else args.layer
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cc = import_dictionary_learning(args.source, model_a=args.model_a, model_b=args.model_b,
-                                        layer_a=layer_a, layer_b=layer_b)
+        cc = import_dictionary_learning(
+            args.source, model_a=args.model_a, model_b=args.model_b, layer_a=layer_a, layer_b=layer_b
+        )
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     cc.save_pretrained(out)
     c = cc.config
-    print(f"imported {args.source} into {out}: {c.n_exclusive_a} A-exclusive, {c.n_shared} shared, "
-          f"{c.n_exclusive_b} B-exclusive latents ({c.sparsity}); see it with `python -m crossdiff_core info {out}`",
-          file=sys.stderr)
+    print(
+        f"imported {args.source} into {out}: {c.n_exclusive_a} A-exclusive, {c.n_shared} shared, "
+        f"{c.n_exclusive_b} B-exclusive latents ({c.sparsity}); see it with `python -m crossdiff_core info {out}`",
+        file=sys.stderr,
+    )
     if not (c.model_a and c.model_b):
-        print("note: the models are not recorded; pass --model-a and --model-b (here, or to diff and index) so the "
-              "crosscoder can be run on prompts", file=sys.stderr)
+        print(
+            "note: the models are not recorded; pass --model-a and --model-b (here, or to diff and index) so the "
+            "crosscoder can be run on prompts",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -116,15 +132,21 @@ def cmd_deploy(args) -> int:
         staged = stage_space(args.dry_run, hardware=args.hardware, demo_models=not args.no_demo_models,
                              show_progress=True)  # fmt: skip
         print(staged.folder)
-        print(f"staged the Space {args.space} in {staged.folder} ({staged.n_files} files, "
-              f"{staged.n_bytes / 1e6:.1f} MB; gradio {staged.front_matter['sdk_version']}, suggested hardware "
-              f"{staged.front_matter['suggested_hardware']}); nothing was uploaded", file=sys.stderr)
+        print(
+            f"staged the Space {args.space} in {staged.folder} ({staged.n_files} files, "
+            f"{staged.n_bytes / 1e6:.1f} MB; gradio {staged.front_matter['sdk_version']}, suggested hardware "
+            f"{staged.front_matter['suggested_hardware']}); nothing was uploaded",
+            file=sys.stderr,
+        )
         return 0
     deployed = deploy_space(args.space, token=_token(args), private=args.private, hardware=args.hardware,
                             demo_models=not args.no_demo_models, show_progress=True)  # fmt: skip
     for message in deployed.warnings:
         print(f"warning: {message}", file=sys.stderr)
     print(deployed.url)
-    print(f"deployed {deployed.staged.n_files} files to the Space {args.space}; it builds and starts on the Hub "
-          "(see its Logs tab)", file=sys.stderr)
+    print(
+        f"deployed {deployed.staged.n_files} files to the Space {args.space}; it builds and starts on the Hub "
+        "(see its Logs tab)",
+        file=sys.stderr,
+    )
     return 0

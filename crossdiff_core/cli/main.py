@@ -55,5 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     except (MemoryError, torch_oom(), RuntimeError) as error:
         if args.debug or not is_out_of_memory(error):  # torch's CPU allocator fails with a plain RuntimeError
             raise
-        print("error: out of memory: use --quant nf4, a smaller --batch-size or --batch-windows, or a smaller --dict-size", file=sys.stderr)
+        print(
+            "error: out of memory: use --quant nf4, a smaller --batch-size or --batch-windows, or a smaller --dict-size",
+            file=sys.stderr,
+        )
         return 3

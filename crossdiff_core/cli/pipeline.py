@@ -18,9 +18,15 @@ def _load_pair(args, model_a=None, model_b=None, layer_a=None, layer_b=None, gro
     device = args.device
     if group is not None and device == "auto":  # each data-parallel process on its own GPU
         device = str(group.device())
-    key = PairKey(model_a or args.model_a, model_b or args.model_b, args.quant,
-                  layer_a if layer_a is not None else args.layer_a, layer_b if layer_b is not None else args.layer_b,
-                  dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    key = PairKey(
+        model_a or args.model_a,
+        model_b or args.model_b,
+        args.quant,
+        layer_a if layer_a is not None else args.layer_a,
+        layer_b if layer_b is not None else args.layer_b,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )
     return Workspace(device=device).pair(key)
 
 
@@ -28,7 +34,9 @@ def _harvest(args, out: str, group=None) -> dict:
     from crossdiff_core.activations.harvest import HarvestConfig, harvest
 
     model_a, model_b = _load_pair(args, group=group)
-    config = HarvestConfig(n_tokens=args.tokens, ctx_len=args.ctx_len, batch_windows=args.batch_windows, dtype=args.store_dtype)
+    config = HarvestConfig(
+        n_tokens=args.tokens, ctx_len=args.ctx_len, batch_windows=args.batch_windows, dtype=args.store_dtype
+    )
     meta = harvest(model_a, model_b, args.corpus, out, config, show_tqdm=True, group=group)
     counts = meta["counts"]
     if group is not None and not group.is_main:
@@ -92,9 +100,11 @@ def cmd_organism(args) -> int:
         bar.close()
         record = read_record(folder)
         loss = record["probe_loss"]
-        print(f"{name}: {folder}\n  taught: {record['taught']}\n  loss on held-out tokens where it applies "
-              f"{_fmt_loss(loss['before']['positives'])} -> {_fmt_loss(loss['after']['positives'])}, elsewhere "
-              f"{_fmt_loss(loss['before']['negatives'])} -> {_fmt_loss(loss['after']['negatives'])}")
+        print(
+            f"{name}: {folder}\n  taught: {record['taught']}\n  loss on held-out tokens where it applies "
+            f"{_fmt_loss(loss['before']['positives'])} -> {_fmt_loss(loss['after']['positives'])}, elsewhere "
+            f"{_fmt_loss(loss['before']['negatives'])} -> {_fmt_loss(loss['after']['negatives'])}"
+        )
     return 0
 
 
@@ -112,23 +122,32 @@ def cmd_train(args) -> int:
 
     for value in args.exclusive:
         if value >= 1 and value != int(value):
-            raise CrossDiffError(f"--exclusive {value:g} is neither a fraction below 1 nor a whole count of latents: "
-                                 "give e.g. 0.05 (5% of the latents) or 50 (50 latents)")
+            raise CrossDiffError(
+                f"--exclusive {value:g} is neither a fraction below 1 nor a whole count of latents: "
+                "give e.g. 0.05 (5% of the latents) or 50 (50 latents)"
+            )
     group = from_environment()  # under torchrun: data-parallel over the processes it started
     if args.model_a or args.model_b:
         if not (args.model_a and args.model_b):
             raise CrossDiffError("give both --model-a and --model-b to harvest before training")
-        meta = (Path(args.store) / "meta.json")
+        meta = Path(args.store) / "meta.json"
         if not is_store(args.store) or not _store_complete(meta):
             _harvest(args, args.store, group)
     elif not is_store(args.store):
-        raise CrossDiffError(f"{args.store} is not an activation store: harvest one first, or pass --model-a and --model-b")
+        raise CrossDiffError(
+            f"{args.store} is not an activation store: harvest one first, or pass --model-a and --model-b"
+        )
     store = PairedActivationStore(args.store)
     source = store if group is None else store.for_rank(group.rank, group.world)
     excl_a, excl_b = (int(v) if v >= 1 else v for v in args.exclusive)
     config = CrossCoderConfig(
-        d_a=source.d_a, d_b=source.d_b, dict_size=args.dict_size, exclusive_a=excl_a, exclusive_b=excl_b,
-        sparsity=args.sparsity, k=args.k,
+        d_a=source.d_a,
+        d_b=source.d_b,
+        dict_size=args.dict_size,
+        exclusive_a=excl_a,
+        exclusive_b=excl_b,
+        sparsity=args.sparsity,
+        k=args.k,
         **({"l1_coeff": args.l1_coeff} if args.l1_coeff is not None else {}),
     )
     config.validate()
@@ -167,11 +186,20 @@ def crosscoder_summary(path, crosscoder=None) -> dict:
     summary = {
         "kind": "crosscoder",
         "path": str(path),
-        "d_a": c.d_a, "d_b": c.d_b, "dict_size": c.dict_size,
-        "n_exclusive_a": c.n_exclusive_a, "n_exclusive_b": c.n_exclusive_b, "n_shared": c.n_shared,
-        "sparsity": c.sparsity, "k": c.k,
-        "model_a": c.model_a, "model_b": c.model_b, "layer_a": c.layer_a, "layer_b": c.layer_b,
-        "tokenizer_a": c.tokenizer_a, "tokenizer_b": c.tokenizer_b,
+        "d_a": c.d_a,
+        "d_b": c.d_b,
+        "dict_size": c.dict_size,
+        "n_exclusive_a": c.n_exclusive_a,
+        "n_exclusive_b": c.n_exclusive_b,
+        "n_shared": c.n_shared,
+        "sparsity": c.sparsity,
+        "k": c.k,
+        "model_a": c.model_a,
+        "model_b": c.model_b,
+        "layer_a": c.layer_a,
+        "layer_b": c.layer_b,
+        "tokenizer_a": c.tokenizer_a,
+        "tokenizer_b": c.tokenizer_b,
         "feature_index": has_index(path),
     }
     training = Path(path) / SUMMARY_FILE
@@ -227,9 +255,13 @@ def _pair_for(args, opened: OpenedCrosscoder):
     c = opened.crosscoder.config
     if not (args.model_a or c.model_a) or not (args.model_b or c.model_b):
         raise CrossDiffError("this crosscoder does not record its models: pass --model-a and --model-b")
-    return _load_pair(args, args.model_a or c.model_a, args.model_b or c.model_b,
-                      args.layer_a if args.layer_a is not None else c.layer_a,
-                      args.layer_b if args.layer_b is not None else c.layer_b)
+    return _load_pair(
+        args,
+        args.model_a or c.model_a,
+        args.model_b or c.model_b,
+        args.layer_a if args.layer_a is not None else c.layer_a,
+        args.layer_b if args.layer_b is not None else c.layer_b,
+    )
 
 
 def _diff_index(opened: OpenedCrosscoder):
@@ -240,8 +272,11 @@ def _diff_index(opened: OpenedCrosscoder):
         if opened.repo_id:
             log.info("the Hub repo %s publishes no feature index: latents are unlabelled", opened.repo_id)
         else:
-            log.info("no feature index: latents are unlabelled (build one with "
-                     "`python -m crossdiff_core index --crosscoder %s`)", opened.folder)
+            log.info(
+                "no feature index: latents are unlabelled (build one with "
+                "`python -m crossdiff_core index --crosscoder %s`)",
+                opened.folder,
+            )
         return None
     try:
         return load_index(opened.folder, opened.crosscoder)
@@ -268,10 +303,16 @@ def cmd_diff(args) -> int:
         raise CrossDiffError("the prompt is empty: type some text to compare the two models on")
     opened, (model_a, model_b) = _load_crosscoder_and_pair(args)
     index = _diff_index(opened)
-    result = diff(opened.crosscoder, (model_a, model_b), args.prompt, top=args.top, chat=args.chat,
-                  labels=index.labels if index is not None else None,
-                  verdicts=index.verdict if index is not None else None,
-                  presented=index.presented if index is not None else None).to_dict()
+    result = diff(
+        opened.crosscoder,
+        (model_a, model_b),
+        args.prompt,
+        top=args.top,
+        chat=args.chat,
+        labels=index.labels if index is not None else None,
+        verdicts=index.verdict if index is not None else None,
+        presented=index.presented if index is not None else None,
+    ).to_dict()
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
@@ -279,8 +320,10 @@ def cmd_diff(args) -> int:
         print(f"warning: {message}", file=sys.stderr)
     for side in ("model_a", "model_b"):
         entry = result[side]
-        print(f"\n{entry['model']}: {len(entry['tokens'])} tokens ({entry['coverage']:.0%} paired), "
-              "exclusive latents that fire:")
+        print(
+            f"\n{entry['model']}: {len(entry['tokens'])} tokens ({entry['coverage']:.0%} paired), "
+            "exclusive latents that fire:"
+        )
         if not entry["exclusive"]:
             print("  (none)")
         for row in entry["exclusive"]:
@@ -291,8 +334,14 @@ def cmd_diff(args) -> int:
 
 def _index_config(args):
     """Return the `IndexConfig` the index options ask for (corpus, skip and window length default to the store's)."""
-    return index_config(args.store, corpus=args.corpus, n_windows=args.windows, skip_windows=args.skip_windows,
-                        ctx_len=args.ctx_len, top_contexts=args.top_contexts)
+    return index_config(
+        args.store,
+        corpus=args.corpus,
+        n_windows=args.windows,
+        skip_windows=args.skip_windows,
+        ctx_len=args.ctx_len,
+        top_contexts=args.top_contexts,
+    )
 
 
 def _build_index(args, opened: OpenedCrosscoder, pair):
@@ -314,12 +363,20 @@ def cmd_index(args) -> int:
     _writable_folder(opened, "the feature index")  # before minutes of model loading
     index = _build_index(args, opened, _pair_for(args, opened))
     if args.explain_with:
-        explainer = load_model(args.explain_with, quant=args.quant, dtype=args.dtype, device=args.device,
-                               trust_remote_code=args.trust_remote_code)
+        explainer = load_model(
+            args.explain_with,
+            quant=args.quant,
+            dtype=args.dtype,
+            device=args.device,
+            trust_remote_code=args.trust_remote_code,
+        )
         latents = index.ranked("a", args.explain_top) + index.ranked("b", args.explain_top)
         explain_latents(index, explainer, latents)
-    print(f"feature index of {index.dict_size} latents written to {index.path} "
-          f"({index.meta['n_rows']} paired tokens from {index.meta['n_windows']} windows)", file=sys.stderr)
+    print(
+        f"feature index of {index.dict_size} latents written to {index.path} "
+        f"({index.meta['n_rows']} paired tokens from {index.meta['n_windows']} windows)",
+        file=sys.stderr,
+    )
     for side in ("a", "b"):
         for latent in index.ranked(side, 3):
             print(f"  {side.upper()} {latent:>6}  {index.labels[latent]}", file=sys.stderr)
@@ -339,8 +396,18 @@ def cmd_steer(args) -> int:
         if not has_index(opened.folder):
             raise CrossDiffError("pass --strength (or build the feature index, whose max activation is the default)")
         strength = float(load_index(opened.folder, cc).stats(args.latent)["max_activation"])
-    result = steer(pair, cc, args.latent, strength, args.prompt, args.max_new_tokens, model=args.model,
-                   chat=args.chat, greedy=not args.sample, seed=args.seed)
+    result = steer(
+        pair,
+        cc,
+        args.latent,
+        strength,
+        args.prompt,
+        args.max_new_tokens,
+        model=args.model,
+        chat=args.chat,
+        greedy=not args.sample,
+        seed=args.seed,
+    )
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return 0

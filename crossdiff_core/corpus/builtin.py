@@ -425,7 +425,10 @@ def composition_table(tokenizer_a, tokenizer_b, name: str = "demo") -> str:
             row[3] += n_b
     total = [sum(r[i] for r in by_language.values()) for i in range(4)]
     english = by_language.get("en", [0, 0, 0, 0])
-    lines = ["| source / language | documents | characters | SmolLM2 tokens | Gemma-3 tokens |", "|---|---|---|---|---|"]
+    lines = [
+        "| source / language | documents | characters | SmolLM2 tokens | Gemma-3 tokens |",
+        "|---|---|---|---|---|",
+    ]
     for source, row in sorted(by_source.items()):
         lines.append(f"| {source} | {row[0]} | {row[1]:,} | {row[2]:,} | {row[3]:,} |")
     for language in LANGUAGES:
@@ -436,8 +439,10 @@ def composition_table(tokenizer_a, tokenizer_b, name: str = "demo") -> str:
     share_a = 1 - (english[2] + code[2]) / max(total[2], 1)
     share_b = 1 - (english[3] + code[3]) / max(total[3], 1)
     lines.append("")
-    lines.append(f"Natural-language text other than English: {share_a:.1%} of SmolLM2 tokens "
-                 f"(it splits Chinese characters into bytes), {share_b:.1%} of Gemma-3 tokens.")
+    lines.append(
+        f"Natural-language text other than English: {share_a:.1%} of SmolLM2 tokens "
+        f"(it splits Chinese characters into bytes), {share_b:.1%} of Gemma-3 tokens."
+    )
     if name == "large":
         from crossdiff_core.corpus.package_docs import package_versions
 

@@ -142,7 +142,7 @@ def _signature(node: ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) -> s
 
 def _quoted(doc: str, indent: str) -> str:
     body = "\n".join((indent + line) if line.strip() else "" for line in doc.replace('"""', "'''").splitlines())
-    return f'{indent}"""{body[len(indent):]}\n{indent}"""' if "\n" in doc else f'{indent}"""{doc.strip()}"""'
+    return f'{indent}"""{body[len(indent) :]}\n{indent}"""' if "\n" in doc else f'{indent}"""{doc.strip()}"""'
 
 
 def _modules(root: Path) -> list[Path]:

@@ -96,14 +96,22 @@ def describe(spec: str) -> str:
         return f"local {Path(parsed.target).suffix[1:]} file {parsed.target}"
     language = parsed.config
     if parsed.target == ORGANISMS:
-        return (f"built-in organism corpus ({len(organism_corpus())} texts: English demo prose and the training "
-                "texts of every model organism and the null control)")
+        return (
+            f"built-in organism corpus ({len(organism_corpus())} texts: English demo prose and the training "
+            "texts of every model organism and the null control)"
+        )
     if parsed.target == "large":
         return ("built-in large corpus (builtin:demo, more of its template text, and the documentation of the "
                 "installed Python packages; millions of tokens)")  # fmt: skip
     docs = builtin_corpus.demo_documents(language)
-    what = {"en": "English prose", "zh": "Chinese prose", "es": "Spanish prose", "fr": "French prose",
-            "de": "German prose", "code": "code"}.get(language or "", "English, Chinese, Spanish, French, German, code")
+    what = {
+        "en": "English prose",
+        "zh": "Chinese prose",
+        "es": "Spanish prose",
+        "fr": "French prose",
+        "de": "German prose",
+        "code": "code",
+    }.get(language or "", "English, Chinese, Spanish, French, German, code")
     return f"built-in demo corpus ({len(docs)} generated documents: {what})"
 
 
@@ -228,8 +236,9 @@ def _parse(spec: str) -> _Spec:
         return _Spec("hf", parts[0], parts[1] or None, parts[2] or "train", parts[3] or "text")
     if spec.startswith("builtin:"):
         name, _, language = spec[len("builtin:") :].partition(":")
-        if (name not in (*builtin_corpus.CORPORA, ORGANISMS)
-                or (language and (name == ORGANISMS or language not in builtin_corpus.LANGUAGES))):
+        if name not in (*builtin_corpus.CORPORA, ORGANISMS) or (
+            language and (name == ORGANISMS or language not in builtin_corpus.LANGUAGES)
+        ):
             raise CorpusError(
                 f"unknown built-in corpus {spec!r}; use builtin:demo, builtin:large, builtin:organisms, or builtin:demo:<language> "
                 f"with language one of {', '.join(builtin_corpus.LANGUAGES)}."
@@ -345,7 +354,10 @@ def _iter_jsonl(path: Path, stats: CorpusStats) -> Iterator[str]:
         if skipped:
             logger.warning(
                 "skipped %d broken line(s) of %s (first: %s); each line must be a JSON object with a 'text' string "
-                "or a 'messages' list of {role, content}", skipped, path, stats.first_skipped,
+                "or a 'messages' list of {role, content}",
+                skipped,
+                path,
+                stats.first_skipped,
             )
 
 

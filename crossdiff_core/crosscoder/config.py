@@ -184,11 +184,15 @@ class CrossCoderConfig:
 
         This catches a crosscoder used with other models even when its config does not record them.
         """
-        wrong = [f"{name} gives {got}-wide activations but the crosscoder reads {want}"
-                 for name, got, want in ((name_a, d_a, self.d_a), (name_b, d_b, self.d_b)) if got != want]
+        wrong = [
+            f"{name} gives {got}-wide activations but the crosscoder reads {want}"
+            for name, got, want in ((name_a, d_a, self.d_a), (name_b, d_b, self.d_b))
+            if got != want
+        ]
         if wrong:
             raise CrossCoderError(
-                "this crosscoder was trained on other models: " + "; ".join(wrong)
+                "this crosscoder was trained on other models: "
+                + "; ".join(wrong)
                 + ". Use the crosscoder trained for these models, or train a new one"
             )
 

@@ -252,8 +252,11 @@ class CrossCoder(
         that `read_weights` and `from_pretrained` detect damage that still parses.
         """
         tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
-        metadata = {"format": "pt", WEIGHTS_SHA256_KEY: tensors_sha256(tensors),
-                    CONFIG_KEY: json.dumps({key: getattr(self.config, key) for key in _WEIGHT_CONFIG_FIELDS})}
+        metadata = {
+            "format": "pt",
+            WEIGHTS_SHA256_KEY: tensors_sha256(tensors),
+            CONFIG_KEY: json.dumps({key: getattr(self.config, key) for key in _WEIGHT_CONFIG_FIELDS}),
+        }
         weights_tmp = save_directory / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
         config_tmp = save_directory / f".{CONFIG_FILE}.tmp-{os.getpid()}"
         try:
@@ -266,7 +269,8 @@ class CrossCoder(
             if not is_disk_full(error):
                 raise
             raise disk_full_error(
-                save_directory / WEIGHTS_FILE, error,
+                save_directory / WEIGHTS_FILE,
+                error,
                 f"the crosscoder files already in {save_directory} are unchanged; free space on that disk and save again",
             ) from error
         return weights_tmp, config_tmp
@@ -337,8 +341,9 @@ def check_models(crosscoder: CrossCoder, model_a, model_b) -> None:
         model_a.model_id, model_a.layer, model_a.tokenizer_fingerprint,
         model_b.model_id, model_b.layer, model_b.tokenizer_fingerprint,
     )  # fmt: skip
-    crosscoder.config.check_widths(model_a.d_model, model_b.d_model, f"model A ({model_a.model_id})",
-                                   f"model B ({model_b.model_id})")
+    crosscoder.config.check_widths(
+        model_a.d_model, model_b.d_model, f"model A ({model_a.model_id})", f"model B ({model_b.model_id})"
+    )
 
 
 def read_weights(path: str | os.PathLike, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -371,24 +371,26 @@ def _space_section(front_matter: dict, listed: list[str], vendored: dict) -> str
             "HuggingFaceTB/SmolLM2-135M-Instruct and google/gemma-3-270m from the Hub. Gemma is gated: accept its "
             "licence and add an `HF_TOKEN` secret that can read it."
         )
-    return "\n".join([
-        "## Running this Space",
-        "",
-        "Deployed with `python -m crossdiff_core deploy`. What it needs:",
-        "",
-        f"- **Hardware**: `{front_matter['suggested_hardware']}` suggested. The demo pair runs in 4-bit NF4 on CPU "
-        "(cpu-basic works too, slowly); on GPU hardware they run on the GPU (`CROSSDIFF_DEVICE`, default auto).",
-        f"- **Start**: the Gradio SDK {front_matter['sdk_version']} (the version `requirements.txt` pins) runs "
-        "`app.py`, which binds 0.0.0.0:7860 on a Space (it sees `SPACE_ID`; `GRADIO_SERVER_NAME` / "
-        "`GRADIO_SERVER_PORT` are honoured).",
-        models,
-        "- **Secrets (optional)**: `HF_TOKEN`, only to push crosscoders trained in the Train tab to the Hub or to "
-        "load gated models.",
-        "- **Variables (optional)**: `CROSSDIFF_QUANT` (nf4 | int8 | none), `CROSSDIFF_DEVICE`, "
-        "`CROSSDIFF_DEFAULT_CROSSCODER`, `CROSSDIFF_CONCURRENCY`, `CROSSDIFF_RUNS` (training runs; the Space's disk "
-        "is wiped on restart, so point it at `/data/runs` with persistent storage to keep them).",
-        f"- **Library**: `{LIBRARY_NAME}` crosscoders on the Hub load by repo id in the Models & crosscoder tab.",
-    ])
+    return "\n".join(
+        [
+            "## Running this Space",
+            "",
+            "Deployed with `python -m crossdiff_core deploy`. What it needs:",
+            "",
+            f"- **Hardware**: `{front_matter['suggested_hardware']}` suggested. The demo pair runs in 4-bit NF4 on CPU "
+            "(cpu-basic works too, slowly); on GPU hardware they run on the GPU (`CROSSDIFF_DEVICE`, default auto).",
+            f"- **Start**: the Gradio SDK {front_matter['sdk_version']} (the version `requirements.txt` pins) runs "
+            "`app.py`, which binds 0.0.0.0:7860 on a Space (it sees `SPACE_ID`; `GRADIO_SERVER_NAME` / "
+            "`GRADIO_SERVER_PORT` are honoured).",
+            models,
+            "- **Secrets (optional)**: `HF_TOKEN`, only to push crosscoders trained in the Train tab to the Hub or to "
+            "load gated models.",
+            "- **Variables (optional)**: `CROSSDIFF_QUANT` (nf4 | int8 | none), `CROSSDIFF_DEVICE`, "
+            "`CROSSDIFF_DEFAULT_CROSSCODER`, `CROSSDIFF_CONCURRENCY`, `CROSSDIFF_RUNS` (training runs; the Space's disk "
+            "is wiped on restart, so point it at `/data/runs` with persistent storage to keep them).",
+            f"- **Library**: `{LIBRARY_NAME}` crosscoders on the Hub load by repo id in the Models & crosscoder tab.",
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------------------- deploy

@@ -205,7 +205,9 @@ def card_metadata(config: CrossCoderConfig) -> dict:
     if config.sparsity == "batchtopk":
         record["k"] = config.k
     data = ModelCardData(
-        library_name=LIBRARY_NAME, tags=list(CARD_TAGS), base_model=list(dict.fromkeys(base_models)) or None,
+        library_name=LIBRARY_NAME,
+        tags=list(CARD_TAGS),
+        base_model=list(dict.fromkeys(base_models)) or None,
         **{CARD_METADATA_KEY: record},
     )
     return data.to_dict()
@@ -249,8 +251,10 @@ def render_model_card(config: CrossCoderConfig, repo_id: str, training: dict | N
 
 def _config_table(config: CrossCoderConfig) -> str:
     """Return a Markdown table of the settings a reader needs to use the crosscoder."""
-    sparsity = f"BatchTopK, k = {config.k} (threshold at inference)" if config.sparsity == "batchtopk" else (
-        f"ReLU + decoder-norm-weighted L1 (coefficient {config.l1_coeff})"
+    sparsity = (
+        f"BatchTopK, k = {config.k} (threshold at inference)"
+        if config.sparsity == "batchtopk"
+        else (f"ReLU + decoder-norm-weighted L1 (coefficient {config.l1_coeff})")
     )
     rows = [
         ("", "model A", "model B"),
@@ -412,7 +416,8 @@ def _read_config(folder: Path, source: str) -> CrossCoderConfig:
         hint = (
             " It looks like a dictionary_learning crosscoder: convert it with "
             "crossdiff_core.hub.importers.import_dictionary_learning"
-            if isinstance(data, dict) and "activation_dim" in data else ""
+            if isinstance(data, dict) and "activation_dim" in data
+            else ""
         )
         if isinstance(data, dict) and ("model_type" in data or "architectures" in data):
             hint = (
@@ -471,10 +476,16 @@ def find_on_hub(model_a: str, model_b: str, token: str | None = None) -> list[Hu
         if all(pair) or all(crossed):
             found.append(
                 HubCrosscoder(
-                    repo_id=info.id, model_a=str(record["model_a"]), model_b=str(record["model_b"]),
-                    layer_a=record.get("layer_a"), layer_b=record.get("layer_b"), dict_size=record.get("dict_size"),
-                    n_exclusive_a=record.get("n_exclusive_a"), n_exclusive_b=record.get("n_exclusive_b"),
-                    swapped=not all(pair), last_modified=info.last_modified,
+                    repo_id=info.id,
+                    model_a=str(record["model_a"]),
+                    model_b=str(record["model_b"]),
+                    layer_a=record.get("layer_a"),
+                    layer_b=record.get("layer_b"),
+                    dict_size=record.get("dict_size"),
+                    n_exclusive_a=record.get("n_exclusive_a"),
+                    n_exclusive_b=record.get("n_exclusive_b"),
+                    swapped=not all(pair),
+                    last_modified=info.last_modified,
                 )
             )
     return sorted(found, key=lambda hit: hit.last_modified.timestamp() if hit.last_modified else 0.0, reverse=True)

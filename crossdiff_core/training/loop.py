@@ -234,7 +234,9 @@ def _metrics(
 ) -> dict:
     """Return the logged metrics of a step as plain floats (with a `group`, the mean over ranks)."""
     names = ["loss", *out.stats]
-    values = torch.stack([out.loss.detach().float(), *(v.detach().float().to(out.loss.device) for v in out.stats.values())])
+    values = torch.stack(
+        [out.loss.detach().float(), *(v.detach().float().to(out.loss.device) for v in out.stats.values())]
+    )
     if group is not None:
         values = group.mean(values)
     metrics = {"step": run.step}

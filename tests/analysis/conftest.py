@@ -22,8 +22,18 @@ INDEX_WINDOWS = 12
 
 def _train_small(store_dir, out_dir, d_a, d_b, dict_size, k, steps, exclusive=0.15):
     config = CrossCoderConfig(d_a=d_a, d_b=d_b, dict_size=dict_size, exclusive_a=exclusive, exclusive_b=exclusive, k=k)
-    train_config = TrainConfig(steps=steps, batch_size=128, seed=0, lr=1e-2, warmup_steps=5, dead_after_tokens=512,
-                               relocate_every=10, relocate_relative_norm=0.6, checkpoint_every=10_000, log_every=20)
+    train_config = TrainConfig(
+        steps=steps,
+        batch_size=128,
+        seed=0,
+        lr=1e-2,
+        warmup_steps=5,
+        dead_after_tokens=512,
+        relocate_every=10,
+        relocate_relative_norm=0.6,
+        checkpoint_every=10_000,
+        log_every=20,
+    )
     return train(config, train_config, PairedActivationStore(store_dir), out_dir)
 
 
@@ -50,10 +60,17 @@ def real_index_progress():
 @pytest.fixture(scope="session")
 def real_index(real_dfc, real_store, demo_pair, real_index_progress):
     """The feature index of the real DFC over held-out windows (those after the harvest's), saved next to it."""
-    config = IndexConfig(corpus="builtin:demo", n_windows=INDEX_WINDOWS, ctx_len=CTX_LEN, batch_windows=INDEX_WINDOWS,
-                         skip_windows=PairedActivationStore(real_store).meta["windows_done"], top_contexts=5)
-    return build_index(real_dfc.crosscoder, demo_pair, config, out_dir=index_dir(real_dfc.out_dir),
-                       progress=real_index_progress.append)
+    config = IndexConfig(
+        corpus="builtin:demo",
+        n_windows=INDEX_WINDOWS,
+        ctx_len=CTX_LEN,
+        batch_windows=INDEX_WINDOWS,
+        skip_windows=PairedActivationStore(real_store).meta["windows_done"],
+        top_contexts=5,
+    )
+    return build_index(
+        real_dfc.crosscoder, demo_pair, config, out_dir=index_dir(real_dfc.out_dir), progress=real_index_progress.append
+    )
 
 
 @pytest.fixture(scope="session")
@@ -74,5 +91,11 @@ def tiny_dfc(tiny_store, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_index_config(tiny_store):
     """The index settings used with the tiny pair."""
-    return IndexConfig(corpus="builtin:demo", n_windows=16, ctx_len=CTX_LEN, batch_windows=8, top_contexts=4,
-                       skip_windows=PairedActivationStore(tiny_store).meta["windows_done"])
+    return IndexConfig(
+        corpus="builtin:demo",
+        n_windows=16,
+        ctx_len=CTX_LEN,
+        batch_windows=8,
+        top_contexts=4,
+        skip_windows=PairedActivationStore(tiny_store).meta["windows_done"],
+    )

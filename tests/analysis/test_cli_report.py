@@ -36,8 +36,17 @@ def test_report_without_index_says_how_to_build_one(tiny_folder, capsys):
 
 
 def test_index_then_report_then_steer(tiny_cli, tiny_folder, tiny_store, tmp_path, capsys):
-    args = ["index", "--crosscoder", str(tiny_folder), "--store", str(tiny_store), "--windows", "12",
-            "--top-contexts", "3"]
+    args = [
+        "index",
+        "--crosscoder",
+        str(tiny_folder),
+        "--store",
+        str(tiny_store),
+        "--windows",
+        "12",
+        "--top-contexts",
+        "3",
+    ]
     assert cli.main(args) == 0
     index = load_index(tiny_folder)
     store_meta = json.loads((tiny_store / "meta.json").read_text())
@@ -67,13 +76,42 @@ def test_index_then_report_then_steer(tiny_cli, tiny_folder, tiny_store, tmp_pat
     assert f"Verdict: {index.verdict(top_a).label}." in markdown
 
     capsys.readouterr()
-    assert cli.main(["steer", "--crosscoder", str(tiny_folder), "--latent", str(top_a), "--max-new-tokens", "2",
-                     "The Roman Empire", "--json"]) == 0
+    assert (
+        cli.main(
+            [
+                "steer",
+                "--crosscoder",
+                str(tiny_folder),
+                "--latent",
+                str(top_a),
+                "--max-new-tokens",
+                "2",
+                "The Roman Empire",
+                "--json",
+            ]
+        )
+        == 0
+    )
     steered = json.loads(capsys.readouterr().out)
     assert steered["strength"] == pytest.approx(index.stats(top_a)["max_activation"])  # default from the index
     assert {"baseline", "steered", "note", "activation_before", "activation_after"} <= set(steered)
-    assert cli.main(["steer", "--crosscoder", str(tiny_folder), "--latent", str(top_a), "--max-new-tokens", "1",
-                     "--suppress", "The Roman Empire", "--json"]) == 0
+    assert (
+        cli.main(
+            [
+                "steer",
+                "--crosscoder",
+                str(tiny_folder),
+                "--latent",
+                str(top_a),
+                "--max-new-tokens",
+                "1",
+                "--suppress",
+                "The Roman Empire",
+                "--json",
+            ]
+        )
+        == 0
+    )
     suppressed = json.loads(capsys.readouterr().out)
     assert suppressed["mode"] == "suppress" and suppressed["strength"] == -1.0
     assert cli.main(["steer", "--crosscoder", str(tiny_folder), "--latent", "9999", "hi", "--strength", "1"]) == 2

@@ -110,8 +110,11 @@ def test_missing_index_says_how_to_build_it_and_load_or_build_builds_it(
     meta = json.loads(meta_path.read_text())
     meta["version"] = INDEX_VERSION - 1  # an index written by an older CrossDiff
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(CrossDiffError, match=rf"format version {INDEX_VERSION - 1}.*rebuild it with "
-                                              r"`python -m crossdiff_core index --crosscoder"):
+    with pytest.raises(
+        CrossDiffError,
+        match=rf"format version {INDEX_VERSION - 1}.*rebuild it with "
+        r"`python -m crossdiff_core index --crosscoder",
+    ):
         load_index(folder, cc)
     rebuilt = load_or_build_index(folder, cc, tiny_pair, tiny_index_config)  # old format: rebuilt
     assert rebuilt.meta["version"] == json.loads(meta_path.read_text())["version"] == INDEX_VERSION

@@ -63,8 +63,10 @@ def test_latent_scaling_matches_brute_force_least_squares():
     for j in range(F):
         u_D = W_dec_LD[j] / W_dec_LD[j].norm()
         f_N = f_NF[:, j]
-        for target_ND, got in ((x_ND - x_hat_ND + f_N[:, None] * W_dec_LD[j], s_error[j]),
-                               (x_hat_ND - b_dec_D, s_recon[j])):
+        for target_ND, got in (
+            (x_ND - x_hat_ND + f_N[:, None] * W_dec_LD[j], s_error[j]),
+            (x_hat_ND - b_dec_D, s_recon[j]),
+        ):
             basis_ND = f_N[:, None] * u_D  # argmin_s Σ‖t − s f u‖²
             expected = (basis_ND * target_ND).sum() / (basis_ND * basis_ND).sum()
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

@@ -95,7 +95,8 @@ def test_shuffled_evidence_changes_the_verdicts():
     rng = np.random.default_rng(0)
     n = 40
     population = evidence(
-        n_fires=rng.integers(30, 300, 3 * n), n_contexts=rng.integers(5, 40, 3 * n),
+        n_fires=rng.integers(30, 300, 3 * n),
+        n_contexts=rng.integers(5, 40, 3 * n),
         split_share=np.concatenate([rng.uniform(0, 0.2, n), rng.uniform(0.6, 1, n), rng.uniform(0, 0.2, n)]),
         transfer_r2=np.concatenate([rng.uniform(-0.5, 0.3, n), rng.uniform(-0.5, 0.3, n), rng.uniform(0.6, 1, n)]),
     )
@@ -116,9 +117,14 @@ def test_scores_md_states_the_current_thresholds():
     text = (Path(__file__).parents[2] / "crossdiff_core" / "analysis" / "SCORES.md").read_text(encoding="utf-8")
     verdicts = text.split("## Verdicts", 1)[1].split("\n## ", 1)[0]
     t = DEFAULT_THRESHOLDS
-    for words in (f"fewer than {t.min_fires} tokens", f"fewer than {t.min_contexts} texts",
-                  f"split_share ≥ {t.tokenizer_share:g}", f"transfer_r2 > {t.max_transfer_r2:g}",
-                  f"component_fraction < {t.min_component:g}", f"decoder cosine ≥ {t.min_seed_cosine:g}"):
+    for words in (
+        f"fewer than {t.min_fires} tokens",
+        f"fewer than {t.min_contexts} texts",
+        f"split_share ≥ {t.tokenizer_share:g}",
+        f"transfer_r2 > {t.max_transfer_r2:g}",
+        f"component_fraction < {t.min_component:g}",
+        f"decoder cosine ≥ {t.min_seed_cosine:g}",
+    ):
         assert words in verdicts, words
     assert {"twice": 2.0}.get(re.search(r"at least (\w+) the base rate", verdicts).group(1)) == t.tokenizer_excess
     for label in VERDICTS.values():
@@ -213,7 +219,7 @@ def test_stored_component_arrays_find_a_planted_one_model_part():
     assert fraction.dtype == np.float32 and side.dtype == np.int8 and fraction.shape == side.shape == alive.shape
     assert side[PLANTED] == 1 and fraction[PLANTED] > DEFAULT_THRESHOLDS.min_component
     assert typical is not None and typical < DEFAULT_THRESHOLDS.min_component
-    exclusive = np.r_[0:crosscoder.n_a, crosscoder.n_a + crosscoder.n_shared:crosscoder.dict_size]
+    exclusive = np.r_[0 : crosscoder.n_a, crosscoder.n_a + crosscoder.n_shared : crosscoder.dict_size]
     assert np.isnan(fraction[exclusive]).all() and (side[exclusive] == -1).all()
     others = np.setdiff1d(np.flatnonzero(side >= 0), [PLANTED])
     assert (fraction[others] < fraction[PLANTED]).all()
@@ -222,8 +228,9 @@ def test_stored_component_arrays_find_a_planted_one_model_part():
     arrays, _ = component_arrays(crosscoder, dead)
     assert arrays["component_side"][PLANTED] == -1 and np.isfinite(arrays["component_fraction"][PLANTED])
     with torch.no_grad():  # B's rows paired to the wrong latents: no map, every latent looks like a component
-        crosscoder.W_dec_b.copy_(crosscoder.W_dec_b[torch.randperm(len(crosscoder.W_dec_b),
-                                                                   generator=torch.Generator().manual_seed(1))])
+        crosscoder.W_dec_b.copy_(
+            crosscoder.W_dec_b[torch.randperm(len(crosscoder.W_dec_b), generator=torch.Generator().manual_seed(1))]
+        )
     _, typical = component_arrays(crosscoder, alive)
     assert typical > DEFAULT_THRESHOLDS.min_component  # so the index would present none of them
 
@@ -260,7 +267,7 @@ def shift_index(shifts: tuple[float, ...]) -> FeatureIndex:
     index = hand_index()
     n_shared = len(shifts)
     index.arrays["context_shift"] = np.array([np.nan] * 4 + list(shifts), dtype=np.float32)
-    index.arrays["n_fires"][4:4 + n_shared] = 100
+    index.arrays["n_fires"][4 : 4 + n_shared] = 100
     index.thresholds = dataclasses.replace(HAND_THRESHOLDS, component_z=3.0, min_component_latents=3)
     return index
 

@@ -16,8 +16,16 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 # The demo pair read at its middle layers (30 // 2 and 18 // 2), unquantized: on CPU it loads in seconds,
 # while 4-bit loading quantizes every weight first.
 KEY = PairKey("smollm2-135m", "gemma3-270m", quant="none", layer_a=15, layer_b=9)
-TINY_JOB = {"n_tokens": 1000, "dict_size": 128, "k": 16, "exclusive_a": 0.25, "exclusive_b": 0.25,
-            "steps": 30, "batch_size": 128, "index_windows": 0}
+TINY_JOB = {
+    "n_tokens": 1000,
+    "dict_size": 128,
+    "k": 16,
+    "exclusive_a": 0.25,
+    "exclusive_b": 0.25,
+    "steps": 30,
+    "batch_size": 128,
+    "index_windows": 0,
+}
 
 
 @pytest.fixture(scope="session")
@@ -58,9 +66,12 @@ def tiny_dfc(workspace, tmp_path_factory) -> Path:
         cc.save_pretrained(folder)
         workspace.forget(str(folder))
         meta = read_meta(job_dir / "store")
-        build_index(workspace.crosscoder(str(folder)), workspace.pair(KEY),
-                    IndexConfig(n_windows=32, ctx_len=64, top_contexts=4, skip_windows=meta["windows_done"]),
-                    out_dir=index_dir(folder))
+        build_index(
+            workspace.crosscoder(str(folder)),
+            workspace.pair(KEY),
+            IndexConfig(n_windows=32, ctx_len=64, top_contexts=4, skip_windows=meta["windows_done"]),
+            out_dir=index_dir(folder),
+        )
     finally:
         torch.set_num_threads(threads)
     print(f"[app tests] tiny DFC trained and indexed in {time.perf_counter() - start:.1f} s")
@@ -78,8 +89,9 @@ def served(workspace, tiny_dfc, tmp_path_factory):
     """The app, launched once on a free port; yields `(url, app)` where `app` is its CrossDiffApp."""
     crossdiff_app = load_app_module()
     start = time.perf_counter()
-    demo = crossdiff_app.build(workspace=workspace, default_crosscoder=str(tiny_dfc), quant="none",
-                               runs_dir=tmp_path_factory.mktemp("runs"))
+    demo = crossdiff_app.build(
+        workspace=workspace, default_crosscoder=str(tiny_dfc), quant="none", runs_dir=tmp_path_factory.mktemp("runs")
+    )
     port = free_port()
     crossdiff_app.serve(demo, port=port, block=False, quiet=True)
     controller = demo.crossdiff

@@ -73,8 +73,9 @@ def test_steer_returns_baseline_and_steered_text(client, served):
     app = served[1]
     index = app.ws.index(app.default_crosscoder)
     latent = index.ranked("a", 1)[0]
-    note, baseline, steered = client.predict(latent, "Amplify (add the feature)", 40.0, "Model A",
-                                             "The capital of France is", 4, False, api_name="/steer")
+    note, baseline, steered = client.predict(
+        latent, "Amplify (add the feature)", 40.0, "Model A", "The capital of France is", 4, False, api_name="/steer"
+    )
     assert f"Feature {latent}" in note and "SmolLM2" in note
     assert baseline.strip() and steered.strip()
     with pytest.raises(AppError, match="does not exist"):
@@ -83,8 +84,18 @@ def test_steer_returns_baseline_and_steered_text(client, served):
 
 def test_load_crosscoder_from_a_folder_and_compare_with_it(client, tiny_dfc, tmp_path):
     folder = copy_crosscoder(tiny_dfc, tmp_path / "copied", label_prefix="copied: ")
-    status, *_ = client.predict("smollm2-135m", "gemma3-270m", "none (bf16)", None, None, False, "Local folder", None,
-                                str(folder), api_name="/load")
+    status, *_ = client.predict(
+        "smollm2-135m",
+        "gemma3-270m",
+        "none (bf16)",
+        None,
+        None,
+        False,
+        "Local folder",
+        None,
+        str(folder),
+        api_name="/load",
+    )
     assert status.startswith("✅") and "SmolLM2" in status and "128 features" in status
     _, _, _, table_a, table_b = client.predict(PROMPT, "Plain text", api_name="/compare")
     labels = [row[0] for row in table_a["data"] + table_b["data"]]
@@ -100,23 +111,65 @@ def test_bad_inputs_give_readable_errors(client, tiny_dfc, tmp_path, monkeypatch
         client.predict("   ", "Plain text", api_name="/compare")
     assert readable(str(empty.value))
     with pytest.raises(AppError, match="cannot load model|not found|no-such-org") as unknown:
-        client.predict("no-such-org/no-such-model", "gemma3-270m", "none (bf16)", None, None, False,
-                       "Train a new one", None, "", api_name="/load")
+        client.predict(
+            "no-such-org/no-such-model",
+            "gemma3-270m",
+            "none (bf16)",
+            None,
+            None,
+            False,
+            "Train a new one",
+            None,
+            "",
+            api_name="/load",
+        )
     assert readable(str(unknown.value))
     monkeypatch.setenv("CROSSDIFF_CACHE", str(tmp_path / "empty-cache"))  # no organism built there
-    with pytest.raises(AppError, match=r"not built on this machine yet.*organism obsession --base gemma3-270m") as organism:
-        client.predict("gemma3-270m+obsession", "smollm2-135m", "none (bf16)", None, None, False,
-                       "Train a new one", None, "", api_name="/load")
+    with pytest.raises(
+        AppError, match=r"not built on this machine yet.*organism obsession --base gemma3-270m"
+    ) as organism:
+        client.predict(
+            "gemma3-270m+obsession",
+            "smollm2-135m",
+            "none (bf16)",
+            None,
+            None,
+            False,
+            "Train a new one",
+            None,
+            "",
+            api_name="/load",
+        )
     assert readable(str(organism.value))
     monkeypatch.undo()
     other = copy_crosscoder(tiny_dfc, tmp_path / "other-pair", model_b="Qwen/Qwen3-8B")
     with pytest.raises(AppError, match="different model pair") as wrong:
-        client.predict("smollm2-135m", "gemma3-270m", "none (bf16)", None, None, False, "Local folder", None,
-                       str(other), api_name="/load")
+        client.predict(
+            "smollm2-135m",
+            "gemma3-270m",
+            "none (bf16)",
+            None,
+            None,
+            False,
+            "Local folder",
+            None,
+            str(other),
+            api_name="/load",
+        )
     assert readable(str(wrong.value)) and "Qwen/Qwen3-8B" in str(wrong.value)
     with pytest.raises(AppError, match="(?i)no crosscoder at") as missing:
-        client.predict("smollm2-135m", "gemma3-270m", "none (bf16)", None, None, False, "Local folder", None,
-                       str(tmp_path / "nowhere" / "deep"), api_name="/load")
+        client.predict(
+            "smollm2-135m",
+            "gemma3-270m",
+            "none (bf16)",
+            None,
+            None,
+            False,
+            "Local folder",
+            None,
+            str(tmp_path / "nowhere" / "deep"),
+            api_name="/load",
+        )
     assert readable(str(missing.value))
     with pytest.raises(AppError, match="k \\(active features per token\\) must be between 1 and") as bad_k:
         client.predict("builtin:demo", 1000, 64, 500, 0.05, 0.05, 10, 64, 4, "", api_name="/train")
@@ -192,8 +245,9 @@ def test_without_a_crosscoder_the_landing_view_explains_what_to_do(workspace, tm
     from .helpers import free_port, load_app_module
 
     crossdiff_app = load_app_module()
-    demo = crossdiff_app.build(workspace=workspace, default_crosscoder="none", quant="none", runs_dir=tmp_path,
-                               preload=False)
+    demo = crossdiff_app.build(
+        workspace=workspace, default_crosscoder="none", quant="none", runs_dir=tmp_path, preload=False
+    )
     port = free_port()
     crossdiff_app.serve(demo, port=port, block=False, quiet=True)
     try:
@@ -204,8 +258,20 @@ def test_without_a_crosscoder_the_landing_view_explains_what_to_do(workspace, tm
         config = client.view_api(return_format="dict", print_info=False)
         assert "/train" in config["named_endpoints"]
         q = crossdiff_app.QUICK_TRAIN
-        settings = [q[name] for name in ("corpus", "n_tokens", "dict_size", "k", "exclusive_a", "exclusive_b", "steps",
-                                         "batch_size", "index_windows")]
+        settings = [
+            q[name]
+            for name in (
+                "corpus",
+                "n_tokens",
+                "dict_size",
+                "k",
+                "exclusive_a",
+                "exclusive_b",
+                "steps",
+                "batch_size",
+                "index_windows",
+            )
+        ]
         estimate = client.predict(*settings, "", api_name="/estimate_training")
         assert "Rough time" in estimate and "SmolLM2" in estimate
     finally:

@@ -47,7 +47,10 @@ from crossdiff_core.hub.repo import download_repo_files
 
 PICKLE_SUFFIXES = (".pt", ".pth")
 CROSSCODER_CLASSES = (
-    "CrossCoder", "BatchTopKCrossCoder", "DedicatedFeatureCrossCoder", "DedicatedFeatureBatchTopKCrossCoder"
+    "CrossCoder",
+    "BatchTopKCrossCoder",
+    "DedicatedFeatureCrossCoder",
+    "DedicatedFeatureBatchTopKCrossCoder",
 )
 CODE_NORMALIZATIONS = {1: "CROSSCODER", 2: "SAE", 3: "MIXED", 4: "NONE", 5: "DECOUPLED"}
 """dictionary_learning's `CodeNormalization` enum: `code_normalization_id` → name."""
