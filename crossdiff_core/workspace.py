@@ -162,13 +162,15 @@ class Workspace:
     _opened: dict = field(default_factory=dict)
     _indexes: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _pair_lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held while a pair loads (minutes), so that crosscoders and indexes can be looked up meanwhile."""
 
     def pair(self, key: PairKey) -> tuple[LoadedModel, LoadedModel]:
         """Return the loaded `(model_a, model_b)` for a key, loading them the first time.
 
         A key naming the layers the models were loaded at (their default middle layers, say) finds the same pair.
         """
-        with self._lock:
+        with self._pair_lock:
             key = self._aliases.get(key, key)
             if key not in self._pairs:
                 common = {
@@ -187,7 +189,7 @@ class Workspace:
 
     def resolve(self, key: PairKey) -> PairKey:
         """Return the key a pair was first loaded under (a key with explicit layers may alias it)."""
-        with self._lock:
+        with self._pair_lock:
             return self._aliases.get(key, key)
 
     def open(self, source: str) -> OpenedCrosscoder:
@@ -256,7 +258,7 @@ class TrainJob:
     out_dir: Path | None = None
     corpus: str = IndexConfig.corpus
     n_tokens: int = HarvestConfig.n_tokens
-    dict_size: int = CrossCoderConfig.dict_size
+    dict_size: int = 1024
     k: int = 16
     """Active latents per token: fewer than `CrossCoderConfig.k`, which suits the larger dictionaries of long runs."""
     exclusive_a: float = CrossCoderConfig.exclusive_a

@@ -42,10 +42,10 @@ def test_cli_defaults_are_the_config_defaults():
         train.seed,
         train.checkpoint_every,
         train.dead_after_tokens,
-        CrossCoderConfig(1, 1).sparsity,
+        CrossCoderConfig(1, 1, 1024).sparsity,
     )
     assert (args.quant, args.dtype) == (PAIR.quant, PAIR.dtype)
-    assert job.n_tokens == harvest.n_tokens and job.dict_size == CrossCoderConfig(1, 1).dict_size
+    assert job.n_tokens == harvest.n_tokens
     args = parser.parse_args(["index", "--crosscoder", "c"])
     index = IndexConfig()
     assert (args.windows, args.top_contexts) == (index.n_windows, index.top_contexts)

@@ -324,4 +324,4 @@ def test_cli_dead_after_tokens_reaches_the_train_config(monkeypatch, tmp_path):
         with pytest.raises(Stop):
             cmd_train(args)
         assert seen[-1].dead_after_tokens == expected
-    assert seen[0].dead_after() == auto_dead_after_tokens(300, 1024)
+    assert seen[0].dead_after() == auto_dead_after_tokens(args.steps, args.batch_size)

@@ -28,7 +28,7 @@ class CrossCoderConfig:
     d_b: int
     """Width of model B's activations at the read layer; may differ from `d_a`."""
 
-    dict_size: int = 1024
+    dict_size: int
     """Total number of latents F over all three blocks."""
 
     exclusive_a: float | int = 0.05
