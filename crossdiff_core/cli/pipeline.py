@@ -222,7 +222,7 @@ def cmd_info(args) -> int:
     elif path.is_dir() and not (path / "config.json").is_file():
         raise CrossDiffError(f"{path} is neither an activation store nor a crosscoder folder")
     else:
-        opened = _open_crosscoder(args.path)
+        opened = open_source(args.path)
         summary = crosscoder_summary(opened.folder, opened.crosscoder)
         if opened.repo_id:
             summary["path"] = opened.repo_id
@@ -239,14 +239,9 @@ def cmd_info(args) -> int:
     return 0
 
 
-def _open_crosscoder(spec: str) -> OpenedCrosscoder:
-    """Return the crosscoder a `--crosscoder` argument names (a local folder or a Hub repo id)."""
-    return open_source(spec)
-
-
 def _load_crosscoder_and_pair(args):
     """Return `(opened crosscoder, (model_a, model_b))` for `--crosscoder`: the models it records unless overridden."""
-    opened = _open_crosscoder(args.crosscoder)
+    opened = open_source(args.crosscoder)
     return opened, _pair_for(args, opened)
 
 
@@ -359,7 +354,7 @@ def cmd_index(args) -> int:
     from crossdiff_core.analysis import explain_latents
     from crossdiff_core.models import load_model
 
-    opened = _open_crosscoder(args.crosscoder)
+    opened = open_source(args.crosscoder)
     _writable_folder(opened, "the feature index")  # before minutes of model loading
     index = _build_index(args, opened, _pair_for(args, opened))
     if args.explain_with:
@@ -421,7 +416,7 @@ def cmd_report(args) -> int:
     """Write the screening report of a crosscoder from its feature index."""
     from crossdiff_core.analysis import has_index, load_index, write_report
 
-    opened = _open_crosscoder(args.crosscoder)
+    opened = open_source(args.crosscoder)
     if args.build_index and not has_index(opened.folder):
         _writable_folder(opened, "the feature index")
         index = _build_index(args, opened, _pair_for(args, opened))

@@ -258,20 +258,7 @@ def test_without_a_crosscoder_the_landing_view_explains_what_to_do(workspace, tm
         config = client.view_api(return_format="dict", print_info=False)
         assert "/train" in config["named_endpoints"]
         q = crossdiff_app.QUICK_TRAIN
-        settings = [
-            q[name]
-            for name in (
-                "corpus",
-                "n_tokens",
-                "dict_size",
-                "k",
-                "exclusive_a",
-                "exclusive_b",
-                "steps",
-                "batch_size",
-                "index_windows",
-            )
-        ]
+        settings = [q[name] for name in crossdiff_app.TRAIN_FORM]
         estimate = client.predict(*settings, "", api_name="/estimate_training")
         assert "Rough time" in estimate and "SmolLM2" in estimate
     finally:
