@@ -113,10 +113,13 @@ def threads(n_threads: int | None):
         torch.set_num_threads(before)
 
 
-def _timed(fn) -> tuple[float, object]:
-    """Return (seconds, result) of one call of `fn`."""
+def _timed(fn, device: str = "cpu") -> tuple[float, object]:
+    """Return (seconds, result) of one call of `fn` (waiting for a GPU's queued work on both ends)."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
+    sync()
     start = time.perf_counter()
     result = fn()
+    sync()
     return time.perf_counter() - start, result
 
 
@@ -257,9 +260,10 @@ class DenseReferenceStep:
         n_latents = dfc.dict_size
         self.k, self.k_aux = dfc.config.k, k_aux
         self.auxk_weight = auxk_coeff * (dfc.config.d_a + dfc.config.d_b)
-        self.mask_a_F = torch.zeros(n_latents, dtype=torch.bool)
+        device = dfc.W_enc_a.device
+        self.mask_a_F = torch.zeros(n_latents, dtype=torch.bool, device=device)
         self.mask_a_F[dfc.slice_a] = True
-        self.mask_b_F = torch.zeros(n_latents, dtype=torch.bool)
+        self.mask_b_F = torch.zeros(n_latents, dtype=torch.bool, device=device)
         self.mask_b_F[dfc.slice_b] = True
         self.shared_F = self.mask_a_F & self.mask_b_F
         with torch.no_grad():
@@ -281,7 +285,9 @@ class DenseReferenceStep:
         with torch.no_grad():
             dec_norm_F = self.W_dec_a.norm(dim=1) + self.W_dec_b.norm(dim=1)
             top = torch.topk((act_BF * dec_norm_F).flatten(), self.k * batch)
-            keep_BF = torch.zeros(act_BF.numel(), dtype=torch.bool).index_fill_(0, top.indices[top.values > 0], True)
+            keep_BF = torch.zeros(act_BF.numel(), dtype=torch.bool, device=act_BF.device).index_fill_(
+                0, top.indices[top.values > 0], True
+            )
         f_BF = act_BF * keep_BF.view_as(act_BF)
         err_a_BD = f_BF @ self.W_dec_a + self.b_dec_a - x_a_BD
         err_b_BD = f_BF @ self.W_dec_b + self.b_dec_b - x_b_BD
@@ -366,7 +372,7 @@ def synthetic_batches(
 
 
 def bench_train_size(
-    dict_size: int, steps: int, d_a: int = 576, d_b: int = 640, batch: int = 1024, k: int = 32
+    dict_size: int, steps: int, d_a: int = 576, d_b: int = 640, batch: int = 1024, k: int = 32, device: str = "cpu"
 ) -> dict:
     """Return step-time ratios (reference / DFC, encoder matmul / DFC) and losses after `steps` lock-step steps."""
     from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
@@ -375,28 +381,29 @@ def bench_train_size(
     torch.manual_seed(0)
     train_config = TrainConfig(batch_size=batch, dead_after_tokens=8 * batch, seed=0)
     config = CrossCoderConfig(d_a=d_a, d_b=d_b, dict_size=dict_size, k=k, scale_a=1.0, scale_b=1.0)
-    dfc = CrossCoder(config, seed=0).train()
+    dfc = CrossCoder(config, seed=0).to(device).train()
     lr = 2e-4 / (dict_size / 2**14) ** 0.5
     k_aux = train_config.k_aux or max(d_a, d_b) // 2
     reference = DenseReferenceStep(dfc, lr, k_aux, train_config.auxk_coeff)
     ours = DfcStep(dfc, train_config, lr)
-    pool = synthetic_batches(d_a, d_b, batch, 16)
-    since_fired = {"ref": torch.zeros(dict_size, dtype=torch.long), "dfc": torch.zeros(dict_size, dtype=torch.long)}
+    pool = [(x_a.to(device), x_b.to(device)) for x_a, x_b in synthetic_batches(d_a, d_b, batch, 16)]
+    since_fired = {name: torch.zeros(dict_size, dtype=torch.long, device=device) for name in ("ref", "dfc")}
     times: dict[str, list[float]] = {"ref": [], "dfc": [], "encoder": []}
     losses = {"ref": [], "dfc": []}
-    out_a, out_b = torch.empty(batch, dfc.W_enc_a.shape[0]), torch.empty(batch, dfc.W_enc_b.shape[0])
+    out_a = torch.empty(batch, dfc.W_enc_a.shape[0], device=device)
+    out_b = torch.empty(batch, dfc.W_enc_b.shape[0], device=device)
     for step in range(steps):
         x_a, x_b = pool[step % len(pool)]
         for name, runner in (("ref", reference), ("dfc", ours)):
             dead_F = since_fired[name] >= train_config.dead_after_tokens
-            seconds, (loss, fired_F) = _timed(lambda: runner.step(x_a, x_b, dead_F))  # noqa: B023
+            seconds, (loss, fired_F) = _timed(lambda: runner.step(x_a, x_b, dead_F), device)  # noqa: B023
             since_fired[name] += batch
             since_fired[name][fired_F] = 0
             times[name].append(seconds)
             losses[name].append(loss)
         with torch.no_grad():
             times["encoder"].append(_timed(lambda: (torch.mm(x_a, dfc.W_enc_a.T, out=out_a),  # noqa: B023
-                                                    torch.mm(x_b, dfc.W_enc_b.T, out=out_b)))[0])  # fmt: skip  # noqa: B023
+                                                    torch.mm(x_b, dfc.W_enc_b.T, out=out_b)), device)[0])  # fmt: skip  # noqa: B023
     warm = min(3, steps - 1)
     ref_s, dfc_s, enc_s = (statistics.median(times[n][warm:]) for n in ("ref", "dfc", "encoder"))
     tail = max(1, min(10, steps // 5))

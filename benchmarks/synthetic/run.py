@@ -163,7 +163,7 @@ QUICK = dataclasses.replace(
 )
 
 
-def run_one(bench: Benchmark, variant: Variant, seed: int, table: str = "main") -> dict:
+def run_one(bench: Benchmark, variant: Variant, seed: int, table: str = "main", device: str = "cpu") -> dict:
     """Train `variant` on the seed-`seed` synthetic pair and return its scores (and latent data for the figure)."""
     torch.set_num_threads(1)
     pair = SyntheticPair(dataclasses.replace(bench.data, seed=seed, **dict(variant.data)))
@@ -172,13 +172,13 @@ def run_one(bench: Benchmark, variant: Variant, seed: int, table: str = "main") 
         exclusive_b=variant.exclusive, sparsity=variant.sparsity, k=bench.k, l1_coeff=bench.l1_coeff,
     )  # fmt: skip
     train_config = TrainConfig(
-        steps=bench.steps, batch_size=bench.batch_size, lr=bench.lr, seed=seed, device="cpu",
+        steps=bench.steps, batch_size=bench.batch_size, lr=bench.lr, seed=seed, device=device,
         dead_after_tokens=bench.dead_after_tokens, checkpoint_every=bench.steps, log_every=bench.steps,
         **dict(variant.ablation),
     )  # fmt: skip
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out_dir:
-        crosscoder = train(config, train_config, pair, out_dir).crosscoder
+        crosscoder = train(config, train_config, pair, out_dir).crosscoder.cpu()
     seconds = time.perf_counter() - start
     x_a_ND, x_b_ND = pair.held_out(bench.held_out_tokens)
     reconstruction, alive_F = reconstruction_report(crosscoder, x_a_ND, x_b_ND)
