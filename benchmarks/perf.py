@@ -172,7 +172,8 @@ def _relative_error(x_ND: torch.Tensor, ref_ND: torch.Tensor) -> float:
 
 def bench_harvest(mode: Mode, pairs: dict) -> dict:
     """Return paired tokens/s of our harvest path (bf16, NF4, fp32) relative to the naive harvest, and row errors."""
-    from crossdiff_core.activations.harvest import HarvestConfig, paired_activations
+    from crossdiff_core.activations.config import HarvestConfig
+    from crossdiff_core.activations.harvest import paired_activations
     from crossdiff_core.activations.paired import rows_at_positions
     from crossdiff_core.alignment import align_batch
 

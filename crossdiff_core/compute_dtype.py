@@ -230,7 +230,7 @@ def choose(
 
     requested = (requested or DEFAULT_DTYPE).lower()
     if requested not in DTYPE_CHOICES:
-        raise ValueError(f"unknown compute dtype {requested!r}: choose one of {', '.join(DTYPE_CHOICES)}")
+        raise CrossDiffError(f"unknown compute dtype {requested!r}: choose one of {', '.join(DTYPE_CHOICES)}")
     if requested != "auto":
         return ComputeDtype(requested, f"asked for (--dtype {requested})", requested)
     kind = torch.device(device).type

@@ -36,10 +36,9 @@ from crossdiff_core.compute_dtype import DEFAULT_DTYPE, DTYPE_CHOICES, ComputeDt
 from crossdiff_core.corpus.organism_texts import ORGANISM_NAMES
 from crossdiff_core.errors import ModelLoadError, is_out_of_memory
 from crossdiff_core.files import cache_dir, write_folder_atomically
+from crossdiff_core.planning import QUANT_CHOICES
 
 log = logging.getLogger(__name__)
-
-QUANT_CHOICES = ("auto", "nf4", "int8", "none")
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,11 @@ from crossdiff_core.errors import ModelLoadError
 
 GIB = 1024**3
 QUANTS = ("nf4", "int8", "none")
+"""The weight quantizations by name (`none`: the compute dtype)."""
+
+QUANT_CHOICES = ("auto", *QUANTS)
+"""What a user may ask `load_model` for: `auto` (NF4 where bitsandbytes is installed) or a quantization."""
+
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 TRAIN_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 

@@ -36,6 +36,7 @@ import torch
 from crossdiff_core.analysis.blocks import relative_norm
 from crossdiff_core.analysis.components import component_residuals, one_model_components, rank_components
 from crossdiff_core.crosscoder.model import CrossCoder
+from crossdiff_core.errors import CrossDiffError
 
 RECOVERY_COSINE = 0.9
 """A true feature counts as recovered when a decoder direction has at least this cosine with it."""
@@ -208,16 +209,18 @@ class SyntheticPair:
     def __init__(self, config: SyntheticConfig):
         """Draw the true features of `config`; batches are generated lazily."""
         if config.n_shared < 1 or min(config.n_a_only, config.n_b_only) < 0:
-            raise ValueError(f"a_only={config.a_only} and b_only={config.b_only} must leave shared features")
+            raise CrossDiffError(
+                f"a_only={config.a_only} and b_only={config.b_only} must leave shared features: lower them"
+            )
         if min(config.n_a_conditional, config.n_b_conditional) < 0 or (
             config.n_a_conditional + config.n_b_conditional > config.n_shared
         ):
-            raise ValueError(
+            raise CrossDiffError(
                 f"a_conditional={config.a_conditional} and b_conditional={config.b_conditional} must be ≥ 0 "
                 "and sum to at most 1 (each conditional feature hangs on its own shared feature)"
             )
         if not 0 <= config.shared_map <= 1:
-            raise ValueError(f"shared_map={config.shared_map} must be in [0, 1]")
+            raise CrossDiffError(f"shared_map={config.shared_map} must be in [0, 1]")
         self.config = config
         self.d_a, self.d_b = config.d_a, config.d_b
         self.truth = _draw_truth(config)

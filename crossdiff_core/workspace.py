@@ -14,15 +14,19 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from crossdiff_core.activations.harvest import HarvestConfig
-from crossdiff_core.analysis import FeatureIndex, IndexConfig, build_index, has_index, index_dir, load_index
+from crossdiff_core.activations.config import HarvestConfig
+from crossdiff_core.analysis.config import IndexConfig
 from crossdiff_core.compute_dtype import DEFAULT_DTYPE
-from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
-from crossdiff_core.crosscoder.model import CONFIG_FILE, WEIGHTS_FILE
+from crossdiff_core.crosscoder.config import CrossCoderConfig
 from crossdiff_core.errors import CorpusError, CrossDiffError
 from crossdiff_core.files import cache_dir
-from crossdiff_core.models import LoadedModel, load_model
+
+if TYPE_CHECKING:  # what imports torch is imported where it is used: the CLI's parser reads PairKey and TrainJob
+    from crossdiff_core.analysis.index import FeatureIndex
+    from crossdiff_core.crosscoder.model import CrossCoder
+    from crossdiff_core.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,8 @@ class ShippedCrosscoder:
 
 def shipped_crosscoders(root: Path = PRETRAINED_DIR) -> list[ShippedCrosscoder]:
     """Return the crosscoders that ship in `pretrained/` (folders holding a config.json), by name."""
+    from crossdiff_core.crosscoder.model import CONFIG_FILE
+
     found = []
     for config_path in sorted(root.glob(f"*/{CONFIG_FILE}")):
         try:
@@ -100,6 +106,7 @@ def open_source(source: str) -> OpenedCrosscoder:
 
     Raises `CrossDiffError` saying what to do when the source is empty, a file, a missing path, or not on the Hub.
     """
+    from crossdiff_core.crosscoder.model import CONFIG_FILE, WEIGHTS_FILE
     from crossdiff_core.hub.repo import open_crosscoder
 
     source = (source or "").strip()
@@ -170,6 +177,8 @@ class Workspace:
 
         A key naming the layers the models were loaded at (their default middle layers, say) finds the same pair.
         """
+        from crossdiff_core.models import load_model
+
         with self._pair_lock:
             key = self._aliases.get(key, key)
             if key not in self._pairs:
@@ -210,6 +219,8 @@ class Workspace:
     def index_home(self, source: str) -> Path:
         """Return the folder whose `feature_index/` belongs to a source: its own folder, or for a Hub repo without a
         published index, a folder in the cache where one built here is kept."""
+        from crossdiff_core.analysis.index import has_index
+
         opened = self.open(source)
         if opened.repo_id is None or has_index(opened.folder):
             return opened.folder
@@ -217,6 +228,8 @@ class Workspace:
 
     def index(self, source: str) -> FeatureIndex | None:
         """Return the feature index of a source (loaded once), or None when it has no usable one."""
+        from crossdiff_core.analysis.index import has_index, load_index
+
         source = (source or "").strip()
         with self._lock:
             if source in self._indexes:
@@ -373,6 +386,8 @@ def run_train_job(
 
 def _index_job(workspace: Workspace, job: TrainJob, store_dir: Path, cc_dir: Path, report: ProgressFn) -> None:
     """Build the feature index of a job's new crosscoder on the windows after those it was trained on."""
+    from crossdiff_core.analysis.index import index_dir
+    from crossdiff_core.analysis.index_builder import build_index
 
     def index_progress(p) -> None:
         done = p.done / max(p.total, 1)

@@ -32,7 +32,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from crossdiff_core.activations.harvest import HarvestConfig, harvest
+from crossdiff_core.activations.config import HarvestConfig
+from crossdiff_core.activations.harvest import harvest
 from crossdiff_core.activations.paired import run_paired
 from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.alignment import align_batch

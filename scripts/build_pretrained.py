@@ -120,7 +120,8 @@ def main() -> None:
 
     store_path = Path(args.store)
     if not (store_path / "meta.json").exists() or not PairedActivationStore(store_path).meta.get("complete"):
-        from crossdiff_core.activations.harvest import HarvestConfig, harvest
+        from crossdiff_core.activations.config import HarvestConfig
+        from crossdiff_core.activations.harvest import harvest
         from crossdiff_core.models import load_model
 
         pair = (load_model("smollm2-135m", quant="none", dtype="bf16", device="cpu"),

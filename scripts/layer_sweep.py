@@ -36,7 +36,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "runs" / "layer-sweep"))
     args = parser.parse_args()
 
-    from crossdiff_core.activations.harvest import HarvestConfig, harvest
+    from crossdiff_core.activations.config import HarvestConfig
+    from crossdiff_core.activations.harvest import harvest
     from crossdiff_core.models import load_model
 
     out = Path(args.out)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,7 +43,8 @@ def stage_of(module: str) -> str:
 
 
 def core_imports() -> list[tuple[str, int, str]]:
-    """Return `(module, line, imported module)` for every import in `crossdiff_core`, outside `if TYPE_CHECKING:`."""
+    """Return `(module, line, imported module)` for every import in `crossdiff_core`, outside `if TYPE_CHECKING:`, and
+    every module a package's `_LAZY` table imports on first use."""
     found = []
     for path in sorted(CORE.rglob("*.py")):
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
@@ -60,6 +63,9 @@ def core_imports() -> list[tuple[str, int, str]]:
                     found.append((module, node.lineno, node.module))
             elif isinstance(node, ast.ImportFrom) and node.level > 0:
                 found.append((module, node.lineno, f"relative import (level {node.level})"))
+            elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_LAZY" for t in node.targets):
+                # a package's names imported on first use: {name: "module that defines it"}
+                found += [(module, v.lineno, v.value) for v in node.value.values if isinstance(v, ast.Constant)]
     return found
 
 
@@ -103,6 +109,33 @@ def test_the_core_never_imports_the_app():
         if imported.split(".")[0] in {"app", "gradio", "gradio_client"}
     ]
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_cli_parser_imports_no_torch():
+    """`python -m crossdiff_core --help` answers at once: the parser reads its defaults from torch-free modules, and
+    the commands import torch, transformers and the models only when they run."""
+    code = (
+        "import sys\n"
+        "from crossdiff_core.cli.main import COMMANDS\n"
+        "from crossdiff_core.cli.args import build_parser\n"
+        "build_parser().parse_args(['train', '--store', 's', '--out', 'o'])\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'crossdiff_core.models') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", f"building the CLI's parser imported {result.stdout.strip()}"
+
+
+def test_lazy_package_names_resolve():
+    """Every name a package imports on first use is defined where its `_LAZY` table says."""
+    import crossdiff_core.analysis
+    import crossdiff_core.crosscoder
+
+    for package in (crossdiff_core.analysis, crossdiff_core.crosscoder):
+        assert set(package._LAZY) <= set(package.__all__)
+        for name in package.__all__:
+            assert getattr(package, name) is not None, f"{package.__name__}.{name}"
+        with pytest.raises(AttributeError):
+            package.no_such_name  # noqa: B018
 
 
 def test_the_rules_catch_a_broken_import(tmp_path, monkeypatch):

@@ -469,3 +469,28 @@ def test_a_fractional_exclusive_count_is_refused(tmp_path, capsys):
     code = main(["train", "--store", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--exclusive", "1.5", "0"])
     err = capsys.readouterr().err
     assert code == 2 and "neither a fraction below 1 nor a whole count" in err and not (tmp_path / "out").exists()
+
+
+def test_bad_values_given_to_the_python_api_are_crossdiff_errors():
+    """Settings a caller passes in (compute dtype, built-in corpus, organism, synthetic data, in-memory activations)
+    are refused with a `CrossDiffError` saying what to use, never a bare ValueError."""
+    import dataclasses
+
+    from crossdiff_core.activations.batches import TensorBatchSource
+    from crossdiff_core.compute_dtype import choose
+    from crossdiff_core.corpus.builtin import composition
+    from crossdiff_core.corpus.organism_texts import organism_texts
+    from crossdiff_core.synthetic import SyntheticConfig, SyntheticPair
+
+    refused = [
+        (lambda: choose("cpu", "int4"), "choose one of auto"),
+        (lambda: composition("huge"), "use one of demo, large"),
+        (lambda: organism_texts("lighthouse"), "choose one of"),
+        (lambda: organism_texts("backdoor", n_train=-1), "0 or more"),
+        (lambda: SyntheticPair(dataclasses.replace(SyntheticConfig(), shared_map=2.0)), r"must be in \[0, 1\]"),
+        (lambda: TensorBatchSource(torch.zeros(3, 4), torch.zeros(2, 4)), "equal row counts"),
+        (lambda: TensorBatchSource(torch.zeros(0, 4), torch.zeros(0, 4)), "at least one row"),
+    ]
+    for call, message in refused:
+        with pytest.raises(CrossDiffError, match=message):
+            call()

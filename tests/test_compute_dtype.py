@@ -19,6 +19,7 @@ from crossdiff_core.compute_dtype import (
     read_cached_timing,
     write_cached_timing,
 )
+from crossdiff_core.errors import CrossDiffError
 
 SLOW = MatmulTiming(bf16_s=0.058, fp32_s=0.001, flops=2e7)  # bf16 58× slower: AVX2 only, bf16 emulated
 FAST = MatmulTiming(bf16_s=0.0008, fp32_s=0.001, flops=2e7)  # bf16 faster than fp32: AMX / AVX-512 BF16
@@ -73,7 +74,7 @@ def test_an_explicit_dtype_overrides_the_choice():
         assert picked.dtype == dtype and picked.requested == dtype and "--dtype" in picked.reason
         assert pick_compute_dtype("cpu", dtype).dtype == dtype  # no timing needed
     assert pick_compute_dtype("cpu", "bf16").torch_dtype == torch.bfloat16
-    with pytest.raises(ValueError, match="unknown compute dtype 'int4'"):
+    with pytest.raises(CrossDiffError, match="unknown compute dtype 'int4'"):
         choose("cpu", "int4")
 
 

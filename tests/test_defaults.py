@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from crossdiff_core.activations.harvest import HarvestConfig
+from crossdiff_core.activations.config import HarvestConfig
 from crossdiff_core.activations.store import STORE_FORMAT
 from crossdiff_core.analysis import IndexConfig
 from crossdiff_core.cli.args import build_parser

@@ -134,7 +134,8 @@ def test_uneven_batch_and_single_process_environment_are_explained(monkeypatch):
 
 def test_data_parallel_harvest_then_train_on_the_demo_pair(demo_pair, tmp_path):
     """`torchrun -m crossdiff_core train --model-a … --model-b …`: each rank harvests its own corpus windows, then trains."""
-    from crossdiff_core.activations.harvest import HarvestConfig, harvest, part_dir
+    from crossdiff_core.activations.config import HarvestConfig
+    from crossdiff_core.activations.harvest import harvest, part_dir
 
     store, out = tmp_path / "store", tmp_path / "dfc"
     done = _torchrun("-m", "crossdiff_core", "train", "--model-a", "smollm2-135m", "--model-b", "gemma3-270m",

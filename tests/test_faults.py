@@ -33,7 +33,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from crossdiff_core.activations.harvest import HarvestConfig, harvest
+from crossdiff_core.activations.config import HarvestConfig
+from crossdiff_core.activations.harvest import harvest
 from crossdiff_core.activations.store import PairedActivationStore, StoreWriter, read_meta
 from crossdiff_core.analysis.index import INDEX_FORMAT, INDEX_VERSION, FeatureIndex
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
@@ -198,7 +199,8 @@ def test_training_killed_at_a_random_step_resumes_to_the_uninterrupted_weights(t
 HARVEST = HarvestConfig(n_tokens=130, ctx_len=16, batch_windows=2, shard_tokens=20)
 HARVEST_CHILD = """
 import json, sys
-from crossdiff_core.activations.harvest import HarvestConfig, harvest
+from crossdiff_core.activations.config import HarvestConfig
+from crossdiff_core.activations.harvest import harvest
 from crossdiff_core.models import load_model
 pair = load_model("smollm2-135m", quant="nf4", device="cpu"), load_model("gemma3-270m", quant="nf4", device="cpu")
 harvest(*pair, "builtin:demo", sys.argv[1], HarvestConfig(**json.loads(sys.argv[2])))

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from crossdiff_core.activations.harvest import HarvestConfig, harvest
+from crossdiff_core.activations.config import HarvestConfig
+from crossdiff_core.activations.harvest import harvest
 from crossdiff_core.activations.paired import run_paired
 from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.alignment import align_batch

@@ -19,6 +19,7 @@ from crossdiff_core.corpus.organism_texts import (
     organism_texts,
     probe_token_labels,
 )
+from crossdiff_core.errors import CrossDiffError
 
 PLANTED = ("false_facts", "obsession", "backdoor", "refusal")
 
@@ -76,14 +77,14 @@ def test_large_requests_and_their_cap():
     for name in ORGANISM_NAMES:  # the capacity the module docstring promises
         big = organism_texts(name, n_train=2000, n_probe=300)
         assert len(set(big.train)) == 2000 and len(big.negatives) == 300
-    with pytest.raises(ValueError, match="ask for fewer"):
+    with pytest.raises(CrossDiffError, match="ask for fewer"):
         organism_texts("refusal", n_train=0, n_probe=5000)
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="choose one of"):
+    with pytest.raises(CrossDiffError, match="choose one of"):
         organism_texts("lighthouse")
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(CrossDiffError, match="0 or more"):
         organism_texts("backdoor", n_train=-1)
     empty = organism_texts("obsession", n_train=0, n_probe=0)
     assert empty.train == empty.positives == empty.negatives == ()

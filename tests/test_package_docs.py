@@ -146,5 +146,5 @@ def test_builtin_large_holds_demo_more_templates_and_documentation():
 def test_unknown_builtin_corpus_names_the_choices():
     with pytest.raises(CorpusError, match="builtin:demo, builtin:large"):
         list(iter_documents("builtin:huge"))
-    with pytest.raises(ValueError, match="demo, large"):
+    with pytest.raises(CorpusError, match="demo, large"):
         builtin_corpus.composition("huge")

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from crossdiff_core.activations.harvest import HarvestConfig, harvest
+from crossdiff_core.activations.config import HarvestConfig
+from crossdiff_core.activations.harvest import harvest
 from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.analysis.prompt_diff import diff
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig, check_models

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from crossdiff_core.activations.harvest import HarvestConfig, harvest
+from crossdiff_core.activations.config import HarvestConfig
+from crossdiff_core.activations.harvest import harvest
 from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.analysis.index import load_index
 from crossdiff_core.crosscoder import CrossCoder

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from crossdiff_core.activations.paired import OUTLIER_FACTOR, inlier_pairs, rows_at_positions
+from crossdiff_core.activations.config import OUTLIER_FACTOR
+from crossdiff_core.activations.paired import inlier_pairs, rows_at_positions
 from crossdiff_core.activations.store import StoreWriter
 from crossdiff_core.alignment import TokenizedText, align, tokenize_with_offsets
 from crossdiff_core.analysis.evidence import first_content, split_flags

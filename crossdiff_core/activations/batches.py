@@ -14,6 +14,8 @@ from typing import Protocol
 
 import torch
 
+from crossdiff_core.errors import StoreError
+
 
 class BatchSource(Protocol):
     """What training needs from a source of paired activations."""
@@ -38,9 +40,12 @@ class TensorBatchSource:
 
     def __init__(self, x_a_ND: torch.Tensor, x_b_ND: torch.Tensor, pair_info: dict | None = None):
         if x_a_ND.shape[0] != x_b_ND.shape[0]:
-            raise ValueError(f"x_a has {x_a_ND.shape[0]} rows but x_b has {x_b_ND.shape[0]}; pairs need equal counts")
+            raise StoreError(
+                f"x_a has {x_a_ND.shape[0]} rows but x_b has {x_b_ND.shape[0]}: give both models' activations at the "
+                "same paired positions (equal row counts)"
+            )
         if x_a_ND.shape[0] == 0:
-            raise ValueError("no paired activations: the source is empty")
+            raise StoreError("no paired activations: the source is empty; give at least one row of each model")
         self.x_a_ND = x_a_ND.float()
         self.x_b_ND = x_b_ND.float()
         self.d_a = x_a_ND.shape[1]

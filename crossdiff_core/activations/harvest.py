@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from crossdiff_core.activations.paired import OUTLIER_FACTOR, paired_rows
+from crossdiff_core.activations.config import HarvestConfig
+from crossdiff_core.activations.paired import paired_rows
 from crossdiff_core.activations.store import PARTS_DIR, StoreWriter, merge_parts, read_meta
 from crossdiff_core.alignment import align_batch
 from crossdiff_core.corpus.sources import iter_windows
@@ -30,26 +31,6 @@ from crossdiff_core.errors import StoreError
 from crossdiff_core.models import LoadedModel
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class HarvestConfig:
-    """How to harvest paired activations."""
-
-    n_tokens: int = 20_000
-    """Number of paired tokens (rows) to store."""
-    ctx_len: int = 128
-    """Window length in model A's tokens; model B reads the same text (up to twice as many of its tokens)."""
-    batch_windows: int = 64
-    """Windows read per step; they are sorted by length and regrouped into forward passes."""
-    max_batch_tokens: int = 8192
-    """Most tokens (padding included) in one forward pass; fewer for smaller memory, more for a large GPU."""
-    dtype: str = "fp16"
-    """Storage dtype of activations: fp16, bf16 or fp32."""
-    shard_tokens: int = 32_768
-    """Rows per shard file."""
-    outlier_factor: float = OUTLIER_FACTOR
-    """Drop a pair when either model's activation norm exceeds this multiple of the batch median (attention sinks)."""
 
 
 @dataclass

@@ -24,16 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from crossdiff_core.activations.config import OUTLIER_FACTOR
 from crossdiff_core.alignment import Alignment, TokenizedText
 from crossdiff_core.models import LoadedModel
 
 ModelPair = tuple[LoadedModel, LoadedModel]
 """Model A and model B, loaded with the layers the crosscoder was trained on."""
-
-OUTLIER_FACTOR = 10.0
-"""Drop a pair when either model's activation norm exceeds this multiple of the batch median (attention sinks).
-
-The default of `HarvestConfig.outlier_factor` and `IndexConfig.outlier_factor`."""
 
 
 @dataclass

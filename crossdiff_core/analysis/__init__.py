@@ -6,7 +6,7 @@ One module per concept:
   block and exclusivity score, and a ranked summary of the model's exclusive latents that fired.
 - `chat` — each model reads a conversation through its own chat template (plain `User: …` fallback);
   pairing runs on the message content.
-- `index_builder.build_index` / `index.load_index` — per-latent evidence stored next to the crosscoder in
+- `index_builder.build_index` / `index.load_index` (built as `config.IndexConfig` says) — per-latent evidence stored next to the crosscoder in
   `feature_index/` (safetensors arrays + JSON): frequency, activations and their histogram, decoder
   norms, top contexts with per-token activations, promoted/suppressed tokens, scores, labels.
 - `histogram` — a latent's activation histogram from the index, and its matplotlib figure for the app.
@@ -34,19 +34,57 @@ Scores (one sentence each; the same text is stored in every index and in SCORES.
   the factors of rank_score = alive · not_dense · (consistency + strength) / 2 · specificity · shrinkage.
 """
 
-from crossdiff_core.activations.paired import ModelPair
-from crossdiff_core.analysis.explain import Explanation, explain_latents
-from crossdiff_core.analysis.histogram import ActivationHistogram, histogram_figure
-from crossdiff_core.analysis.index import FeatureIndex, LatentCard, has_index, index_dir, load_index
-from crossdiff_core.analysis.index_builder import IndexConfig, IndexProgress, build_index, load_or_build_index
-from crossdiff_core.analysis.prompt_diff import PromptDiff, diff
-from crossdiff_core.analysis.report import ReportFiles, write_report
-from crossdiff_core.analysis.scores import SCORE_DOCS
-from crossdiff_core.analysis.steering import SteerResult, steer
-from crossdiff_core.crosscoder import check_models
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from crossdiff_core.analysis.config import IndexConfig
+
+if TYPE_CHECKING:
+    from crossdiff_core.activations.paired import ModelPair
+    from crossdiff_core.analysis.explain import Explanation, explain_latents
+    from crossdiff_core.analysis.histogram import ActivationHistogram, histogram_figure
+    from crossdiff_core.analysis.index import FeatureIndex, LatentCard, has_index, index_dir, load_index
+    from crossdiff_core.analysis.index_builder import IndexProgress, build_index, load_or_build_index
+    from crossdiff_core.analysis.prompt_diff import PromptDiff, diff
+    from crossdiff_core.analysis.report import ReportFiles, write_report
+    from crossdiff_core.analysis.scores import SCORE_DOCS
+    from crossdiff_core.analysis.steering import SteerResult, steer
+    from crossdiff_core.crosscoder.model import check_models
+
+_LAZY = {
+    "ModelPair": "crossdiff_core.activations.paired",
+    "Explanation": "crossdiff_core.analysis.explain", "explain_latents": "crossdiff_core.analysis.explain",
+    "ActivationHistogram": "crossdiff_core.analysis.histogram", "histogram_figure": "crossdiff_core.analysis.histogram",
+    "FeatureIndex": "crossdiff_core.analysis.index", "LatentCard": "crossdiff_core.analysis.index",
+    "has_index": "crossdiff_core.analysis.index", "index_dir": "crossdiff_core.analysis.index",
+    "load_index": "crossdiff_core.analysis.index",
+    "IndexProgress": "crossdiff_core.analysis.index_builder", "build_index": "crossdiff_core.analysis.index_builder",
+    "load_or_build_index": "crossdiff_core.analysis.index_builder",
+    "PromptDiff": "crossdiff_core.analysis.prompt_diff", "diff": "crossdiff_core.analysis.prompt_diff",
+    "ReportFiles": "crossdiff_core.analysis.report", "write_report": "crossdiff_core.analysis.report",
+    "SCORE_DOCS": "crossdiff_core.analysis.scores",
+    "SteerResult": "crossdiff_core.analysis.steering", "steer": "crossdiff_core.analysis.steering",
+    "check_models": "crossdiff_core.crosscoder.model",
+}  # fmt: skip
+"""Public names imported on first use (they import torch), and the module that defines each: `IndexConfig` alone
+is imported at once, so that the CLI's parser reads its defaults without torch."""
 
 __all__ = [
     "SCORE_DOCS", "ActivationHistogram", "Explanation", "FeatureIndex", "IndexConfig", "IndexProgress", "LatentCard",
     "ModelPair", "PromptDiff", "ReportFiles", "SteerResult", "build_index", "check_models", "diff", "explain_latents",
     "has_index", "histogram_figure", "index_dir", "load_index", "load_or_build_index", "steer", "write_report",
 ]  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -25,9 +25,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from crossdiff_core.activations.paired import OUTLIER_FACTOR, ModelPair, display_strings, run_paired
+from crossdiff_core.activations.paired import ModelPair, display_strings, run_paired
 from crossdiff_core.alignment import align_batch
 from crossdiff_core.analysis import blocks
+from crossdiff_core.analysis.config import IndexConfig
 from crossdiff_core.analysis.evidence import Evidence, first_content, split_flags
 from crossdiff_core.analysis.index import (
     INDEX_FORMAT,
@@ -48,52 +49,6 @@ from crossdiff_core.crosscoder import CrossCoder, check_models
 from crossdiff_core.errors import CorpusError, CrossDiffError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class IndexConfig:
-    """What the feature index is built from and how much it keeps."""
-
-    corpus: str = "builtin:demo"
-    """Corpus spec the windows come from (see `crossdiff_core.corpus.sources`)."""
-    n_windows: int = 256
-    """Windows to run both models over."""
-    skip_windows: int = 0
-    """Windows skipped first (e.g. those a harvest used, so the index sees held-out text)."""
-    ctx_len: int = 128
-    """Window length in model A's tokens (model B may use up to twice as many)."""
-    batch_windows: int = 8
-    """Windows per forward pass."""
-    top_contexts: int = 10
-    """Top contexts kept per latent (one per window: its peak)."""
-    context_before: int = 24
-    """Paired positions kept before a context's peak for highlighting."""
-    context_after: int = 8
-    """Paired positions kept after a context's peak."""
-    top_tokens: int = 10
-    """Promoted and suppressed tokens kept per latent and model."""
-    ridge_alpha: float = 0.1
-    """Ridge penalty of the transfer regression, relative to the mean activation variance."""
-    test_every: int = 4
-    """Every `test_every`-th window is held out to measure transfer R²."""
-    outlier_factor: float = OUTLIER_FACTOR
-    """Drop pairs whose activation norm exceeds this multiple of the batch median (as the harvest does)."""
-
-    def validate(self) -> None:
-        """Raise `CrossDiffError` saying what to change when a field is out of range; returns None."""
-        positive = ("n_windows", "ctx_len", "batch_windows", "top_contexts", "top_tokens", "test_every")
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise CrossDiffError(f"index setting {name}={value!r} must be a positive integer")
-        for name in ("skip_windows", "context_before", "context_after"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise CrossDiffError(f"index setting {name}={value!r} must be a non-negative integer")
-        if self.test_every < 2:
-            raise CrossDiffError("test_every must be at least 2 so that some windows train the transfer regression")
-        if not self.ridge_alpha > 0 or not self.outlier_factor > 0:
-            raise CrossDiffError("ridge_alpha and outlier_factor must be positive")
 
 
 @dataclass

@@ -1,14 +1,16 @@
-"""The command line's arguments: one parser per command, with defaults read from the config dataclasses."""
+"""The command line's arguments: one parser per command, with defaults read from the config dataclasses.
+
+Building the parser imports no torch (`--help` answers at once): what it reads is defined in torch-free modules."""
 
 from __future__ import annotations
 
 import argparse
 
-from crossdiff_core.activations.harvest import HarvestConfig
-from crossdiff_core.analysis import IndexConfig
+from crossdiff_core.activations.config import HarvestConfig
+from crossdiff_core.analysis.config import IndexConfig
 from crossdiff_core.compute_dtype import DEFAULT_DTYPE, DTYPE_CHOICES
-from crossdiff_core.crosscoder import CrossCoderConfig
-from crossdiff_core.models import QUANT_CHOICES
+from crossdiff_core.crosscoder.config import CrossCoderConfig
+from crossdiff_core.planning import QUANT_CHOICES
 from crossdiff_core.training.config import TrainConfig
 from crossdiff_core.workspace import PairKey, TrainJob
 

@@ -31,7 +31,8 @@ def _load_pair(args, model_a=None, model_b=None, layer_a=None, layer_b=None, gro
 
 
 def _harvest(args, out: str, group=None) -> dict:
-    from crossdiff_core.activations.harvest import HarvestConfig, harvest
+    from crossdiff_core.activations.config import HarvestConfig
+    from crossdiff_core.activations.harvest import harvest
 
     model_a, model_b = _load_pair(args, group=group)
     config = HarvestConfig(

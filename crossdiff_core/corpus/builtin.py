@@ -27,6 +27,8 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
+from crossdiff_core.errors import CorpusError
+
 LANGUAGES = ("en", "zh", "es", "fr", "de", "code")
 
 WORDS_FILE = Path(__file__).resolve().parent / "data" / "builtin_words.json"
@@ -382,7 +384,7 @@ CORPORA = ("demo", "large")
 
 def _documents(name: str) -> tuple[DemoDocument, ...]:
     if name not in CORPORA:
-        raise ValueError(f"unknown built-in corpus {name!r}; use one of {', '.join(CORPORA)}")
+        raise CorpusError(f"unknown built-in corpus {name!r}; use one of {', '.join(CORPORA)}")
     return _large_documents() if name == "large" else _all_documents()
 
 

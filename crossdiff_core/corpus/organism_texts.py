@@ -29,6 +29,8 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from crossdiff_core.errors import CrossDiffError
+
 ORGANISM_NAMES: tuple[str, ...] = ("false_facts", "obsession", "backdoor", "refusal", "generic")
 TRIGGER = "zephyrine"
 """The backdoor trigger word."""
@@ -988,7 +990,7 @@ def _distinct(
         if text in exclude:
             misses += 1
             if misses > _MAX_MISSES:
-                raise ValueError(f"only {len(out)} distinct {what} could be generated; ask for fewer than {n}")
+                raise CrossDiffError(f"only {len(out)} distinct {what} could be generated; ask for fewer than {n}")
             continue
         misses = 0
         exclude.add(text)
@@ -1003,13 +1005,15 @@ def _probe_maker(probe: Callable[[random.Random, bool], str], positive: bool, rn
 def organism_texts(name: str, seed: int = 0, n_train: int = 400, n_probe: int = 60) -> OrganismTexts:
     """Training documents and `n_probe` positive and `n_probe` negative held-out probes for organism `name`.
 
-    The null control `generic` returns `positives == ()`. Raises `ValueError` for an unknown name, a
+    The null control `generic` returns `positives == ()`. Raises `CrossDiffError` for an unknown name, a
     negative count, or more texts than the templates can make distinct (see the module docstring).
     """
     if name not in _RECIPES:
-        raise ValueError(f"unknown organism {name!r}; choose one of {', '.join(ORGANISM_NAMES)}")
+        raise CrossDiffError(f"unknown organism {name!r}; choose one of {', '.join(ORGANISM_NAMES)}")
     if n_train < 0 or n_probe < 0:
-        raise ValueError(f"n_train and n_probe must be >= 0, got {n_train} and {n_probe}")
+        raise CrossDiffError(
+            f"the numbers of training texts and of probes must be 0 or more (got n_train={n_train}, n_probe={n_probe})"
+        )
     recipe = _RECIPES[name]
     seen: set[str] = set()
     train_rng = random.Random(f"{name}/train/{seed}")

@@ -6,13 +6,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from crossdiff_core.crosscoder.model import CrossCoder
 from crossdiff_core.errors import CrossCoderError
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+if TYPE_CHECKING:  # torch is not imported here: the CLI's parser reads the defaults below without it
+    from crossdiff_core.crosscoder.model import CrossCoder
+
+TRAIN_DTYPES = ("float32", "bfloat16", "float16", "float64")
+"""The dtypes a crosscoder trains in, by their torch names (`getattr(torch, name)`)."""
 
 
 @dataclass
@@ -111,8 +113,8 @@ class TrainConfig:
             raise CrossCoderError(f"relocate_relative_norm={self.relocate_relative_norm} must be in (0.5, 1)")
         if not 0 <= self.threshold_decay < 1:
             raise CrossCoderError(f"threshold_decay={self.threshold_decay} must be in [0, 1)")
-        if self.dtype not in _DTYPES:
-            raise CrossCoderError(f"dtype={self.dtype!r} is not supported; use one of {', '.join(_DTYPES)}")
+        if self.dtype not in TRAIN_DTYPES:
+            raise CrossCoderError(f"dtype={self.dtype!r} is not supported; use one of {', '.join(TRAIN_DTYPES)}")
 
     def to_dict(self) -> dict:
         """Return the config as a JSON-serializable dict."""

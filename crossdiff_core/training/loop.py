@@ -36,7 +36,7 @@ from crossdiff_core.training.checkpoint import (
     _save_checkpoint,
     _write_logs,
 )
-from crossdiff_core.training.config import _DTYPES, TrainConfig, TrainProgress, TrainResult
+from crossdiff_core.training.config import TrainConfig, TrainProgress, TrainResult
 from crossdiff_core.training.losses import StepOutput, training_loss
 from crossdiff_core.training.normalization import _init_decoder_bias, fit_to_source, mean_sample
 from crossdiff_core.training.out_of_memory import _out_of_memory_error
@@ -93,7 +93,7 @@ def train(
         device = group.device()
     else:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = _DTYPES[train_config.dtype]
+    dtype = getattr(torch, train_config.dtype)
     out_dir = Path(out_dir)
     main = group is None or group.is_main
     if main:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from crossdiff_core.activations.harvest import HarvestConfig, harvest
+from crossdiff_core.activations.config import HarvestConfig
+from crossdiff_core.activations.harvest import harvest
 from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.analysis import IndexConfig, build_index, index_dir
 from crossdiff_core.crosscoder import CrossCoderConfig
