@@ -494,7 +494,7 @@ def _quant_config(quant: str, dtype: torch.dtype):
         return None
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ModelLoadError(
-            f"quantization {quant!r} needs bitsandbytes: pip install bitsandbytes, or use --quant none"
+            f"quantization {quant!r} needs bitsandbytes: pip install bitsandbytes, or load without quantization (--quant none; 'none' under Quantization in the app)"
         )
     from transformers import BitsAndBytesConfig
 
@@ -511,7 +511,7 @@ def _parameter_dtype(model: nn.Module) -> str:
 def _out_of_memory(model_id: str, quant: str, dtype: str) -> ModelLoadError:
     """Return the error for a model that does not fit in memory, with what to change."""
     return ModelLoadError(
-        f"out of memory loading {model_id} ({quant}, {dtype}): use 4-bit (--quant nf4), a smaller model, "
+        f"out of memory loading {model_id} ({quant}, {dtype}): use 4-bit (--quant nf4; 'nf4' under Quantization in the app), a smaller model, "
         "another device (--device cpu or a larger GPU), or free memory (close other programs)"
     )
 
