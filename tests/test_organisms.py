@@ -12,7 +12,6 @@ import torch
 from crossdiff_core.errors import CrossDiffError, ModelLoadError
 from crossdiff_core.models import find_organism, load_model
 from crossdiff_core.organisms import OrganismRecipe, build_organism, read_record
-from tests.app.helpers import load_app_module
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +69,9 @@ def test_a_built_organism_loads_by_spec_and_differs_from_its_base(tiny_organism,
         a, b = base.activations(ids), organism.activations(ids)
     assert a.shape == b.shape and not torch.allclose(a, b)
     # the app says which model is an organism, with prompts to try and the answer folded away
-    note = load_app_module().organism_note((base, organism))
+    from crossdiff_app.tabs.models import organism_note
+
+    note = organism_note((base, organism))
     assert note.startswith("🧪 **Model B is a model organism**") and "Model A" not in note
     assert "<details><summary>What was taught (the answer)</summary>" in note and "Eiffel Tower" in note
 

@@ -84,7 +84,8 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 # ---------------------------------------------------------------------------------------------- 1. weights
 
 
-SOURCES = [REPO / "app.py", *sorted((REPO / "crossdiff_core").rglob("*.py")), *sorted((REPO / "scripts").rglob("*.py")),
+SOURCES = [REPO / "app.py", *sorted((REPO / "crossdiff_app").rglob("*.py")),
+           *sorted((REPO / "crossdiff_core").rglob("*.py")), *sorted((REPO / "scripts").rglob("*.py")),
            *sorted((REPO / "benchmarks").rglob("*.py"))]  # fmt: skip
 
 

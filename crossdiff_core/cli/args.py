@@ -329,7 +329,7 @@ def _add_hub_commands(sub) -> None:
     p = sub.add_parser(
         "deploy",
         help="deploy the app as a Hugging Face Space (Gradio)",
-        description="Stage app.py, crossdiff_core/, pretrained/, the demo models, a Space "
+        description="Stage app.py, crossdiff_app/, crossdiff_core/, pretrained/, the demo models, a Space "
         "requirements.txt and a README with the Space settings, then create the Space "
         "and upload them (or only write the folder, with --dry-run).",
     )

@@ -10,7 +10,7 @@ import pytest
 
 from crossdiff_core.workspace import PairKey, TrainJob, Workspace, run_train_job
 
-from .helpers import free_port, load_app_module
+from .helpers import free_port
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 # The demo pair read at its middle layers (30 // 2 and 18 // 2), unquantized: on CPU it loads in seconds,
@@ -87,13 +87,15 @@ def tiny_store(tiny_dfc) -> Path:
 @pytest.fixture(scope="session")
 def served(workspace, tiny_dfc, tmp_path_factory):
     """The app, launched once on a free port; yields `(url, app)` where `app` is its CrossDiffApp."""
-    crossdiff_app = load_app_module()
+    from crossdiff_app.server import serve
+    from crossdiff_app.ui import build
+
     start = time.perf_counter()
-    demo = crossdiff_app.build(
+    demo = build(
         workspace=workspace, default_crosscoder=str(tiny_dfc), quant="none", runs_dir=tmp_path_factory.mktemp("runs")
     )
     port = free_port()
-    crossdiff_app.serve(demo, port=port, block=False, quiet=True)
+    serve(demo, port=port, block=False, quiet=True)
     controller = demo.crossdiff
     assert controller.ready.wait(120), "the preload did not finish"
     controller.launch_seconds = time.perf_counter() - start

@@ -8,21 +8,6 @@ import shutil
 import socket
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_app_module():
-    """Return the repository's app.py as a module (imported by path: `app` is also this test package's name)."""
-    import importlib.util
-    import sys
-
-    if "crossdiff_app" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("crossdiff_app", REPO / "app.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["crossdiff_app"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["crossdiff_app"]
-
 
 def free_port() -> int:
     with socket.socket() as s:

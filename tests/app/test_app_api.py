@@ -242,14 +242,15 @@ def test_report_files_download(client):
 
 
 def test_without_a_crosscoder_the_landing_view_explains_what_to_do(workspace, tmp_path):
-    from .helpers import free_port, load_app_module
+    from crossdiff_app.server import serve
+    from crossdiff_app.tabs.train import QUICK_TRAIN, TRAIN_FORM
+    from crossdiff_app.ui import build
 
-    crossdiff_app = load_app_module()
-    demo = crossdiff_app.build(
-        workspace=workspace, default_crosscoder="none", quant="none", runs_dir=tmp_path, preload=False
-    )
+    from .helpers import free_port
+
+    demo = build(workspace=workspace, default_crosscoder="none", quant="none", runs_dir=tmp_path, preload=False)
     port = free_port()
-    crossdiff_app.serve(demo, port=port, block=False, quiet=True)
+    serve(demo, port=port, block=False, quiet=True)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         with pytest.raises(AppError, match="No crosscoder is loaded yet") as none:
@@ -257,8 +258,7 @@ def test_without_a_crosscoder_the_landing_view_explains_what_to_do(workspace, tm
         assert "Train a small demo DFC" in str(none.value) and readable(str(none.value))
         config = client.view_api(return_format="dict", print_info=False)
         assert "/train" in config["named_endpoints"]
-        q = crossdiff_app.QUICK_TRAIN
-        settings = [q[name] for name in crossdiff_app.TRAIN_FORM]
+        settings = [QUICK_TRAIN[name] for name in TRAIN_FORM]
         estimate = client.predict(*settings, "", api_name="/estimate_training")
         assert "Rough time" in estimate and "SmolLM2" in estimate
     finally:
@@ -266,21 +266,20 @@ def test_without_a_crosscoder_the_landing_view_explains_what_to_do(workspace, tm
 
 
 def test_feature_histogram_counts_every_token_it_fired_on(tiny_dfc):
+    from crossdiff_app.render import histogram_figure
     from crossdiff_core.analysis import load_index
-
-    from .helpers import load_app_module
 
     index = load_index(tiny_dfc)
     fired = [j for j in range(index.dict_size) if index.stats(j)["n_fires"] > 0]
     latent = max(fired, key=lambda j: index.stats(j)["n_fires"])
-    figure = load_app_module().histogram_figure(index, latent)
+    figure = histogram_figure(index, latent)
     ax = figure.axes[0]
     n_fires = index.stats(latent)["n_fires"]
     assert sum(bar.get_height() for bar in ax.patches) == n_fires
     assert str(n_fires) in ax.get_title()
     silent = next((j for j in range(index.dict_size) if index.stats(j)["n_fires"] == 0), None)
     if silent is not None:
-        assert sum(bar.get_height() for bar in load_app_module().histogram_figure(index, silent).axes[0].patches) == 0
+        assert sum(bar.get_height() for bar in histogram_figure(index, silent).axes[0].patches) == 0
 
 
 def test_a_second_training_job_waits_in_the_queue_and_sees_its_position(served, tiny_store, tmp_path):
@@ -322,11 +321,10 @@ def test_out_of_memory_reaches_the_user_as_a_message_with_options():
 
     import gradio as gr
 
-    from .helpers import load_app_module
+    from crossdiff_app.errors import _friendly_error
 
-    module = load_app_module()
     for error in (MemoryError(), RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"),
                   OSError(errno.ENOMEM, "Cannot allocate memory")):  # fmt: skip
-        shown = module._friendly_error(error, "loading the models")
+        shown = _friendly_error(error, "loading the models")
         assert isinstance(shown, gr.Error) and "Ran out of memory while loading the models" in shown.message
         assert "4-bit" in shown.message

@@ -30,7 +30,7 @@ from test_security import (
 
 from crossdiff_core.workspace import Workspace
 
-from .helpers import free_port, load_app_module
+from .helpers import free_port
 
 WRONG = "hf_WRONGplantedToken0987654321zyxwv"
 MAX_UPLOAD = 64 * 1024
@@ -64,16 +64,17 @@ def secured(tmp_path_factory):
         patch.delenv(name, raising=False)
     patch.setenv("GRADIO_TEMP_DIR", str(root / "gradio-tmp"))
     patch.setenv("CROSSDIFF_MAX_FILE_SIZE", "64kb")
-    module = load_app_module()
+    from crossdiff_app.server import serve
+    from crossdiff_app.ui import build
+
     folder = saved_folder(root, trained_crosscoder(), name="tiny-dfc")
     start = time.perf_counter()
-    demo = module.build(workspace=Workspace(device="cpu"), default_crosscoder=str(folder), quant="none",
-                        runs_dir=root / "runs", preload=False)  # fmt: skip
+    demo = build(workspace=Workspace(device="cpu"), default_crosscoder=str(folder), quant="none",
+                 runs_dir=root / "runs", preload=False)  # fmt: skip
     port = free_port()
-    module.serve(demo, port=port, block=False, quiet=True)
+    serve(demo, port=port, block=False, quiet=True)
     print(f"\n[app security] built and launched in {time.perf_counter() - start:.1f} s")
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", port=port, demo=demo, root=root, folder=folder,
-                          module=module)  # fmt: skip
+    yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", port=port, demo=demo, root=root, folder=folder)
     demo.close()
     patch.undo()
 
@@ -191,7 +192,8 @@ def _files_outside(root: Path, inside: Path, content: bytes) -> list[str]:
 
 
 def test_the_app_listens_on_loopback_unless_told_otherwise(secured, monkeypatch):
-    launch_options = secured.module.launch_options
+    from crossdiff_app.server import launch_options, serve
+
     assert launch_options(env={}) == {"server_name": "127.0.0.1", "server_port": 7860, "max_file_size": "50mb"}
     assert launch_options(env={"GRADIO_SERVER_NAME": "0.0.0.0"})["server_name"] == "127.0.0.1"
     assert launch_options(env={"CROSSDIFF_HOST": "0.0.0.0"})["server_name"] == "0.0.0.0"
@@ -214,7 +216,7 @@ def test_the_app_listens_on_loopback_unless_told_otherwise(secured, monkeypatch)
     with gr.Blocks() as tiny:
         gr.Markdown("hello")
     port = free_port()
-    secured.module.serve(tiny, port=port, block=False, quiet=True)
+    serve(tiny, port=port, block=False, quiet=True)
     try:
         assert tiny.server_name == other
         assert _reachable(other, port) and not _reachable("127.0.0.1", port)

@@ -1,0 +1,33 @@
+"""The calls that run the models, on ZeroGPU when the app runs on a Hugging Face Space."""
+
+import importlib.util
+import os
+
+from crossdiff_core.analysis import diff, steer
+
+
+def gpu(fn):
+    """Return `fn` decorated with `spaces.GPU` on a Hugging Face Space (it is a no-op off ZeroGPU), else `fn`."""
+    if os.environ.get("SPACE_ID") and importlib.util.find_spec("spaces") is not None:
+        import spaces
+
+        return spaces.GPU(fn)
+    return fn
+
+
+@gpu
+def run_diff(crosscoder, pair, prompt, chat, labels, index=None):
+    return diff(
+        crosscoder,
+        pair,
+        prompt,
+        chat=chat,
+        labels=labels,
+        verdicts=index.verdict if index else None,
+        presented=index.presented if index else None,
+    )
+
+
+@gpu
+def run_steer(pair, crosscoder, latent, strength, prompt, max_new_tokens, side, mode, chat):
+    return steer(pair, crosscoder, latent, strength, prompt, max_new_tokens, model=side, mode=mode, chat=chat)

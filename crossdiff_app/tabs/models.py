@@ -1,0 +1,253 @@
+"""The Models & crosscoder tab: pick two models (with a memory estimate) and the crosscoder trained on them, from
+the ones shipped with the app, the Hub or a folder; find published ones on the Hub."""
+
+import html
+
+import gradio as gr
+
+from crossdiff_app.errors import friendly, user_error
+from crossdiff_app.estimates import compute_line, memory_markdown
+from crossdiff_app.state import DEMO_A, DEMO_B, AppState, int_or_none, source_label
+from crossdiff_core.corpus.organism_texts import organism_texts
+from crossdiff_core.crosscoder import check_models
+from crossdiff_core.models import find_organism, identify, organism_folder
+from crossdiff_core.organisms import read_record
+from crossdiff_core.workspace import shipped_crosscoders, source_folder
+
+QUANTS = {"4-bit (nf4)": "nf4", "8-bit (int8)": "int8", "none (bf16)": "none"}
+
+PRESETS = {
+    "Demo pair (offline): SmolLM2-135M-Instruct × Gemma-3-270M": (DEMO_A, DEMO_B),
+    "Paper: Qwen3-8B × Llama-3.1-8B-Instruct": ("Qwen/Qwen3-8B", "meta-llama/Llama-3.1-8B-Instruct"),
+    "Paper: GPT-OSS-20B × DeepSeek-R1-0528-Qwen3-8B": ("openai/gpt-oss-20b", "deepseek-ai/DeepSeek-R1-0528-Qwen3-8B"),
+    "Custom (type below)": None,
+}
+
+TRUST_HELP = (
+    "Some models on the Hub ship their own Python code. **Trust remote code** lets that code run on this "
+    "machine when the model loads, with all the rights this app has. Leave it off unless you trust the "
+    "model's authors; the demo and the paper's models do not need it."
+)
+
+
+def organism_note(pair) -> str:
+    """Return what the app says when a loaded model is a model organism: a puzzle with its answer folded away."""
+    lines = []
+    for side, model in zip("AB", pair):
+        found = find_organism(model.model_id)
+        if found is None:
+            continue
+        demo, name = found
+        record = read_record(organism_folder(demo.short_name, name))
+        tries = " · ".join(f"“{html.escape(p.text[:90])}…”" for p in organism_texts(name).positives[:2])
+        lines.append(
+            f"🧪 **Model {side} is a model organism**: {identify(demo.hub_id).display} fine-tuned on purpose "
+            f"({html.escape(record.get('kind', 'a narrow behaviour'))}), so you can check that CrossDiff finds what "
+            f"was taught. Try prompts such as {tries} in **Compare**, then open the answer:\n\n"
+            f"<details><summary>What was taught (the answer)</summary>\n\n{html.escape(record['taught'])}\n\n</details>"
+        )
+    return "\n\n".join(lines)
+
+
+def source_kind(source: str | None, shipped: list[str]) -> str:
+    """Return which crosscoder source a source string is, as the Models tab names it."""
+    if source in shipped or (not source and shipped):
+        return "Shipped with the app"
+    if source and source_folder(source) is None:
+        return "Hugging Face Hub repo"
+    return "Local folder"
+
+
+class ModelsHandlers(AppState):
+    """Models & crosscoder: choose, estimate and load a pair and its crosscoder; search the Hub."""
+
+    def preset_models(self, preset):
+        models = PRESETS.get(preset)
+        if models is None:
+            return gr.Textbox(), gr.Textbox()
+        return models[0], models[1]
+
+    @friendly("estimating memory")
+    def estimate_memory(self, model_a, model_b, quant_label):
+        if not (model_a or "").strip() or not (model_b or "").strip():
+            return "Name both models to see how much memory they need."
+        return memory_markdown(identify(model_a).key, identify(model_b).key, QUANTS.get(quant_label, "nf4"))
+
+    def crosscoder_choice(self, kind):
+        """Show the input that fits the chosen crosscoder source."""
+        return (
+            gr.Dropdown(visible=kind == "Shipped with the app"),
+            gr.Textbox(
+                visible=kind in ("Hugging Face Hub repo", "Local folder"),
+                label="Hub repo id (user/name)" if kind == "Hugging Face Hub repo" else "Folder path",
+                placeholder="user/crossdiff-dfc" if kind == "Hugging Face Hub repo" else "runs/dfc",
+            ),
+        )
+
+    def shipped_fill(self, name):
+        """Fill the model fields from a shipped crosscoder's record."""
+        for c in shipped_crosscoders():
+            if c.name == name:
+                return identify(c.model_a).key, identify(c.model_b).key, c.layer_a, c.layer_b
+        return gr.Textbox(), gr.Textbox(), gr.Number(), gr.Number()
+
+    @friendly("loading the models and the crosscoder")
+    def load(
+        self,
+        model_a,
+        model_b,
+        quant_label,
+        layer_a,
+        layer_b,
+        trust,
+        kind,
+        shipped,
+        path,
+        session,
+        progress=gr.Progress(),  # noqa: B008 - how Gradio injects progress
+    ):
+        """Load a model pair and a crosscoder for this session; return status, session and the shared views."""
+        quant = QUANTS.get(quant_label, "nf4")
+        model_a, model_b = identify(model_a).key, identify(model_b).key
+        layer_a, layer_b = int_or_none(layer_a), int_or_none(layer_b)
+        source = None
+        if kind == "Shipped with the app":
+            if not shipped:
+                raise user_error(
+                    "No crosscoder ships with this app yet: choose another source, or train one.",
+                    title="Nothing shipped",
+                )
+            source = shipped
+        elif kind in ("Hugging Face Hub repo", "Local folder"):
+            source = (path or "").strip()
+            if not source:
+                what = "Hub repo id." if kind.startswith("Hugging") else "folder."
+                raise user_error(f"Type the crosscoder's {what}", title="Which crosscoder?")
+        fields = {}
+        if source:
+            progress(0.05, desc="Loading the crosscoder…")
+            crosscoder = self.ws.crosscoder(source)
+            config = crosscoder.config
+            fields = {
+                "model_a": model_a or identify(config.model_a or "").key,
+                "model_b": model_b or identify(config.model_b or "").key,
+                "layer_a": layer_a if layer_a is not None else config.layer_a,
+                "layer_b": layer_b if layer_b is not None else config.layer_b,
+            }
+        else:
+            fields = {"model_a": model_a, "model_b": model_b, "layer_a": layer_a, "layer_b": layer_b}
+        if not fields["model_a"] or not fields["model_b"]:
+            raise user_error("Name both models (a demo name, a Hub id or a local folder).", title="Which models?")
+        new = dict(session, **fields, quant=quant, trust_remote_code=bool(trust), crosscoder=source, latent=None)
+        key = self.pair_key(new)
+        if source:
+            self._precheck(crosscoder, key)
+        progress(
+            0.2,
+            desc=f"Loading {identify(key.model_a).display} and {identify(key.model_b).display} "
+            "(the first time can take minutes)…",
+        )
+        pair = self.ws.pair(key)
+        if source:
+            check_models(crosscoder, *pair)
+            index = self.ws.index(source)
+            status = (
+                f"✅ Loaded **{identify(pair[0].model_id).display}** (layer {pair[0].layer}) and "
+                f"**{identify(pair[1].model_id).display}** (layer {pair[1].layer}) with the crosscoder "
+                f"`{source_label(source)}` ({crosscoder.dict_size} features: {crosscoder.n_a} only in A, "
+                f"{crosscoder.n_shared} shared, {crosscoder.n_b} only in B). "
+                + (
+                    "Go to **Compare**."
+                    if index is not None
+                    else "It has no feature index yet: Compare works, labels come after you build the index "
+                    "in the Feature tab."
+                )
+            )
+        else:
+            status = (
+                f"✅ Loaded **{identify(pair[0].model_id).display}** and **{identify(pair[1].model_id).display}**. "
+                "No crosscoder chosen: train one in the **Train** tab."
+            )
+        if line := compute_line(pair):
+            status += f"\n\n{line}"
+        if note := organism_note(pair):
+            status += f"\n\n{note}"
+        new["layer_a"], new["layer_b"] = pair[0].layer, pair[1].layer
+        tabs = gr.Tabs(selected="train") if kind == "Train a new one" else gr.Tabs()
+        return (status, new, *self.session_views(new), tabs)
+
+    @friendly("searching the Hub")
+    def find_hub(self, model_a, model_b):
+        from crossdiff_core.hub.repo import find_on_hub
+
+        found = find_on_hub(identify(model_a).key, identify(model_b).key)
+        if not found:
+            return "No published crosscoder for this pair yet."
+        return "\n".join(f"- {hit.describe()}" for hit in found[:20])
+
+
+class ModelsTab:
+    """The Models & crosscoder tab's components."""
+
+    def __init__(self, app: AppState, s0: dict, shipped: list[str]):
+        with gr.Tab("Models & crosscoder", id="models"):
+            gr.Markdown(
+                "Pick two models and the crosscoder trained on them. A crosscoder only works with the "
+                "models and layers it was trained on; leave a field empty to use the crosscoder's own."
+            )
+            self.preset = gr.Dropdown(list(PRESETS), value=next(iter(PRESETS)), label="Preset")
+            with gr.Row():
+                self.model_a = gr.Textbox(
+                    label="Model A", value=s0["model_a"], info="demo name, Hub id (org/name) or local folder"
+                )
+                self.model_b = gr.Textbox(
+                    label="Model B", value=s0["model_b"], info="demo name, Hub id (org/name) or local folder"
+                )
+            with gr.Row():
+                self.quant = gr.Radio(
+                    list(QUANTS),
+                    value=next(k for k, v in QUANTS.items() if v == app.quant),
+                    label="Quantization",
+                    info="4-bit needs the least memory",
+                )
+                self.layer_a = gr.Number(
+                    label="Layer of model A",
+                    precision=0,
+                    value=s0["layer_a"],
+                    info="empty: the crosscoder's layer, else the middle",
+                )
+                self.layer_b = gr.Number(
+                    label="Layer of model B",
+                    precision=0,
+                    value=s0["layer_b"],
+                    info="empty: the crosscoder's layer, else the middle",
+                )
+            with gr.Row():
+                self.trust = gr.Checkbox(label="Trust remote code", value=False, scale=1)
+                gr.Markdown(TRUST_HELP)
+            self.memory_md = gr.Markdown(memory_markdown(s0["model_a"], s0["model_b"], app.quant))
+            kind0 = source_kind(s0["crosscoder"], shipped)
+            self.cc_kind = gr.Radio(
+                ["Shipped with the app", "Hugging Face Hub repo", "Local folder", "Train a new one"],
+                value=kind0,
+                label="Crosscoder",
+            )
+            with gr.Row():
+                self.cc_shipped = gr.Dropdown(
+                    shipped,
+                    label="Shipped crosscoder",
+                    allow_custom_value=False,
+                    value=s0["crosscoder"] if s0["crosscoder"] in shipped else (shipped[0] if shipped else None),
+                    visible=kind0 == "Shipped with the app",
+                )
+                typed = kind0 in ("Hugging Face Hub repo", "Local folder")
+                self.cc_path = gr.Textbox(
+                    label="Hub repo id (user/name)" if kind0.startswith("Hugging") else "Folder path",
+                    placeholder="runs/dfc",
+                    visible=typed,
+                    value=s0["crosscoder"] if typed else "",
+                )
+            with gr.Row():
+                self.load_btn = gr.Button("Load", variant="primary")
+                self.find_btn = gr.Button("Find crosscoders for this pair on the Hub")
+            self.load_status = gr.Markdown()
