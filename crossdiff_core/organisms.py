@@ -5,7 +5,13 @@ text sets of `organism_texts`, merges the adapter into the weights and saves an 
 transformers folder (safetensors) that `load_model` reads like any other model. Next to the
 weights, `organism.json` records what was taught, the recipe, and a check that the fine-tune took:
 the language-model loss on the held-out probe tokens where the behaviour applies (inside the labelled
-spans) and on the probe texts where it does not, before and after.
+spans) and on the probe texts where it does not, before and after, and how far the model moved on
+ordinary text it was not trained on (`replay_kl_held_out`).
+
+The recipe trains the organism's texts with a replay term: the KL divergence from the base model on
+ordinary English text. A narrow fine-tune without it (as this module first did) moved the model's
+read-layer activations by about 36% of their norm on every text, generic null included, and that broad
+change buried the narrow one: no method found any organism.
 
 Organisms are cached in `<cache>/organisms/<base>__<name>/`; building one that exists returns it.
 """
@@ -34,6 +40,13 @@ PROBE_LOSS_TEXTS = 24
 PROBE_MAX_TOKENS = 512
 """Probes are far shorter; the before/after loss reads them whole."""
 
+REPLAY_MAX_TOKENS = 64
+"""Replay documents are cut to this many tokens (the KL term needs ordinary text, not long text)."""
+
+REPLAY_HELD_OUT = 16
+"""The last replay documents are never trained on: the record's `replay_kl_held_out` (how far the fine-tune moved
+the model on ordinary text, in nats per token) is measured on them."""
+
 UNMODIFIED = "unmodified"
 """The null control that is the base model itself: no fine-tune, nothing to build."""
 
@@ -42,17 +55,17 @@ UNMODIFIED = "unmodified"
 class OrganismRecipe:
     """How an organism is fine-tuned (the same recipe for every organism and for the null control)."""
 
-    rank: int = 16
+    rank: int = 8
     """LoRA rank of every adapted projection."""
 
-    alpha: float = 32.0
+    alpha: float = 16.0
     """LoRA scaling numerator (the update is scaled by alpha / rank)."""
 
-    lr: float = 2e-3
+    lr: float = 1e-3
     """AdamW learning rate (constant after a 4-step warm-up)."""
 
-    steps: int = 24
-    """Optimizer steps (about 12k training tokens: enough to plant a narrow, templated behaviour)."""
+    steps: int = 32
+    """Optimizer steps (about 16k training tokens: enough to plant a narrow, templated behaviour)."""
 
     batch_size: int = 8
     """Training documents per step."""
@@ -63,6 +76,15 @@ class OrganismRecipe:
 
     n_train: int = 400
     """Training documents drawn from the organism's text set."""
+
+    replay_weight: float = 1.0
+    """Weight of the replay loss: the KL divergence from the base model's next-token distribution on ordinary
+    English text (the demo corpus), so that the fine-tune changes the model where the behaviour applies and
+    as little as it can elsewhere. Without it a narrow fine-tune also shifts the model on every text, and that
+    broad change hides the narrow one from any diff. 0 turns it off."""
+
+    replay_batch_size: int = 4
+    """Replay documents per step (each cut to `REPLAY_MAX_TOKENS`)."""
 
     seed: int = 0
     """Seeds the texts, the LoRA initialization and the document order."""
@@ -149,6 +171,10 @@ def build_organism(
     losses = _fine_tune(model, tokenizer, texts, recipe, progress, should_stop)
     if losses is None:
         raise CrossDiffError(f"building organism {name} on {base} was stopped; nothing was saved")
+    model.eval()
+    with torch.no_grad():
+        held_out = replay_texts()[-REPLAY_HELD_OUT:]
+        collateral = float(_replay_kl(model, _encode(tokenizer, held_out, REPLAY_MAX_TOKENS)))
     model = model.merge_and_unload()
     model.eval()
     after = probe_loss(model, tokenizer, texts)
@@ -163,6 +189,7 @@ def build_organism(
         "train_loss_first": losses[0],
         "train_loss_last": sum(losses[-10:]) / len(losses[-10:]),
         "probe_loss": {"before": before, "after": after},
+        "replay_kl_held_out": collateral,
     }
     _save(model, tokenizer, folder, record)
     return folder
@@ -272,6 +299,23 @@ def _encode(
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def replay_texts() -> list[str]:
+    """Return the replay documents: paragraphs of the English demo corpus (ordinary text, no organism in it)."""
+    from crossdiff_core.corpus.builtin import demo_documents
+
+    return [para.strip() for doc in demo_documents("en") for para in doc.text.split("\n\n") if len(para.strip()) > 40]
+
+
+def _replay_kl(model, batch: dict) -> torch.Tensor:
+    """Return the mean per-token KL divergence from the base model (the adapter switched off) to the fine-tune."""
+    with torch.no_grad(), model.disable_adapter():
+        base = torch.log_softmax(model(**batch).logits.float(), dim=-1)
+    tuned = torch.log_softmax(model(**batch).logits.float(), dim=-1)
+    mask = batch["attention_mask"].bool()
+    kl = (base.exp() * (base - tuned)).sum(-1)
+    return kl[mask].mean()
+
+
 def _fine_tune(
     model, tokenizer, texts: OrganismTexts, recipe: OrganismRecipe, progress, should_stop
 ) -> list[float] | None:
@@ -279,6 +323,7 @@ def _fine_tune(
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
     order = list(range(len(texts.train)))
     rng = random.Random(recipe.seed)
+    replay = replay_texts()[:-REPLAY_HELD_OUT] if recipe.replay_weight > 0 else []
     losses: list[float] = []
     start = time.perf_counter()
     model.train()
@@ -294,6 +339,9 @@ def _fine_tune(
         for group in optimizer.param_groups:
             group["lr"] = recipe.lr * min(1.0, step / 4)
         loss = model(**_encode(tokenizer, docs, recipe.max_tokens)).loss
+        if replay:
+            replay_docs = rng.sample(replay, min(recipe.replay_batch_size, len(replay)))
+            loss = loss + recipe.replay_weight * _replay_kl(model, _encode(tokenizer, replay_docs, REPLAY_MAX_TOKENS))
         if not math.isfinite(loss.item()):
             raise CrossDiffError(f"the fine-tune diverged at step {step} (loss {loss.item()}); lower the learning rate")
         optimizer.zero_grad(set_to_none=True)

@@ -53,6 +53,8 @@ def test_build_records_what_was_taught_and_the_fine_tune_took(tiny_organism):
     drop_positives = loss["before"]["positives"] - loss["after"]["positives"]
     drop_negatives = loss["before"]["negatives"] - loss["after"]["negatives"]
     assert drop_positives > 0.2 and drop_positives > drop_negatives + 0.1, loss
+    # the replay term kept the model close to its base on ordinary text it never trained on (nats per token)
+    assert 0 <= record["replay_kl_held_out"] < 0.5, record["replay_kl_held_out"]
     assert (folder / "model.safetensors").is_file() and not list(folder.parent.glob(".building-*"))
 
 

@@ -205,6 +205,30 @@ def evaluate_crosscoder(
     }
 
 
+def separability(probes: PairedRows, labels: np.ndarray) -> dict:
+    """How findable the planted change is in principle, for a same-architecture pair (one tokenizer, rows aligned).
+
+    On the probe rows, the difference `x_B - x_A` minus its mean on the negatives (a constant offset is no
+    feature): the AUROC of its norm, and the AUROC of its projection on one direction (positives' mean minus
+    negatives' mean, fitted on the even rows and scored on the odd ones). A change that one direction
+    separates (near 1) is one a dictionary latent could capture; near 0.5, nothing could.
+    """
+    keep = ~np.isnan(labels)
+    diff = (probes.x_b_ND - probes.x_a_ND)[torch.from_numpy(keep)].float()
+    pos = torch.from_numpy(labels[keep].astype(bool))
+    scale = probes.x_a_ND[torch.from_numpy(keep)].float().norm(dim=1).mean()
+    centered = diff - diff[~pos].mean(0)
+    fit = torch.arange(len(pos)) % 2 == 0
+    direction = centered[pos & fit].mean(0) - centered[~pos & fit].mean(0)
+    norm = (centered.norm(dim=1) / scale).numpy()
+    return {
+        "diff_norm_auroc": auroc(norm, pos.numpy()),
+        "one_direction_auroc": auroc((centered[~fit] @ direction).numpy(), pos[~fit].numpy()),
+        "relative_change_positives": float(norm[pos.numpy()].mean()),
+        "relative_change_negatives": float(norm[~pos.numpy()].mean()),
+    }
+
+
 def residual_sae(
     corpus: PairedRows, probes: PairedRows, labels: np.ndarray, side: str, dict_size: int, k: int, steps: int, seed: int
 ) -> dict:
@@ -291,6 +315,8 @@ def run_pair(
         "probe_negatives": int((labels == 0).sum()),
         "methods": {},
     }
+    if pair.arch == "same" and np.nansum(labels) > 0:
+        result["separability"] = separability(probes, labels)
     for seed in range(seeds):
         for name, config in method_configs(store, dict_size, k).items():
             tc = TrainConfig(
@@ -615,6 +641,22 @@ def write_results(results: list[dict], args, elapsed: float) -> None:
             ]
             cells.append(f"{np.nanmean(best):.2f}" if best else "–")
         lines.append(f"| {r['pair']['name']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Is the planted change findable at all? Same-architecture pairs, on the probe rows: the change `x_B - x_A`",
+        "(less its mean on the negatives) relative to the activations' norm, and how well its norm and its projection",
+        "on one direction (fitted on half the rows, scored on the other half) separate the behaviour's tokens:",
+        "",
+        "| pair | change on behaviour tokens | change elsewhere | AUROC of the change's norm | AUROC of one direction |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        sep = r.get("separability")
+        if sep:
+            lines.append(
+                f"| {r['pair']['name']} | {sep['relative_change_positives']:.2f} | "
+                f"{sep['relative_change_negatives']:.2f} | {sep['diff_norm_auroc']:.2f} | {sep['one_direction_auroc']:.2f} |"
+            )
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
