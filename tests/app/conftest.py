@@ -29,12 +29,12 @@ TINY_JOB = {
 
 
 @pytest.fixture(scope="session")
-def workspace():
-    """A Workspace holding the loaded demo pair."""
+def workspace(demo_pair_unquantized):
+    """A Workspace holding the loaded demo pair (the session's, loaded once for every test that needs it)."""
     ws = Workspace(device="cpu")
-    start = time.perf_counter()
-    ws.pair(KEY)
-    print(f"\n[app tests] demo pair loaded in {time.perf_counter() - start:.1f} s")
+    model_a, model_b = demo_pair_unquantized
+    assert (model_a.layer, model_b.layer, model_a.quant, model_b.quant) == (KEY.layer_a, KEY.layer_b, "none", "none")
+    ws._pairs[KEY] = demo_pair_unquantized
     return ws
 
 
