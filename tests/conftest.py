@@ -25,6 +25,18 @@ def demo_pair():
     return load_model("smollm2-135m", quant="nf4", device="cpu"), load_model("gemma3-270m", quant="nf4", device="cpu")
 
 
+@pytest.fixture(scope="session")
+def demo_pair_unquantized():
+    """Return the real demo pair unquantized (fp32 on CPU), read at their middle layers.
+
+    It loads in about half the time of `demo_pair` (NF4 quantizes every weight first), which matters most in the
+    subprocesses that load it again; the app tests' Workspace holds this pair too.
+    """
+    from crossdiff_core.models import load_model
+
+    return load_model("smollm2-135m", quant="none", device="cpu"), load_model("gemma3-270m", quant="none", device="cpu")
+
+
 @pytest.fixture(scope="module")
 def single_thread():
     """Run a module's small-tensor trainings on one thread: on a busy machine OpenMP contention slows them several times.

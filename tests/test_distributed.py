@@ -132,14 +132,14 @@ def test_uneven_batch_and_single_process_environment_are_explained(monkeypatch):
     assert Dist(rank=0, world=2, local_rank=0).is_main
 
 
-def test_data_parallel_harvest_then_train_on_the_demo_pair(demo_pair, tmp_path):
+def test_data_parallel_harvest_then_train_on_the_demo_pair(demo_pair_unquantized, tmp_path):
     """`torchrun -m crossdiff_core train --model-a … --model-b …`: each rank harvests its own corpus windows, then trains."""
     from crossdiff_core.activations.config import HarvestConfig
     from crossdiff_core.activations.harvest import harvest, part_dir
 
     store, out = tmp_path / "store", tmp_path / "dfc"
     done = _torchrun("-m", "crossdiff_core", "train", "--model-a", "smollm2-135m", "--model-b", "gemma3-270m",
-                     "--quant", "nf4", "--tokens", "1000", "--ctx-len", "32", "--batch-windows", "8",
+                     "--quant", "none", "--tokens", "1000", "--ctx-len", "32", "--batch-windows", "8",
                      "--store", str(store), "--out", str(out), "--dict-size", "128", "--k", "4",
                      "--steps", "4", "--batch-size", "128", timeout=600)  # fmt: skip
     assert done.stderr.count("stored 1000 paired tokens") == 1 and (out / "model.safetensors").is_file()
@@ -152,7 +152,7 @@ def test_data_parallel_harvest_then_train_on_the_demo_pair(demo_pair, tmp_path):
     for rank in range(2):  # rank r trains on exactly what rank r harvested
         assert [s.file for s in merged.for_rank(rank, 2).shards] == [s.file for s in parts[rank].shards]
     # Rank 1 stored the odd corpus windows: the same rows a single process stores from them.
-    expected = harvest(*demo_pair, "builtin:demo", tmp_path / "odd",
+    expected = harvest(*demo_pair_unquantized, "builtin:demo", tmp_path / "odd",
                        HarvestConfig(n_tokens=500, ctx_len=32, batch_windows=8), windows_of=(1, 2))  # fmt: skip
     assert expected["windows_done"] == parts[1].meta["windows_done"]
     x_a, x_b = parts[1].load_shard(0)

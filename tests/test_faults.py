@@ -3,7 +3,7 @@
 | fault | outcome asserted here |
 |---|---|
 | training SIGKILLed at seeded random steps | the same call resumes from the last complete checkpoint; no half-written checkpoint is ever read or left behind; final weights equal an uninterrupted run's |
-| harvest SIGKILLed midway (real demo pair, 4-bit, CPU) | the same call completes the store: row counts, `windows_done`, shard sizes and checksums as an uninterrupted harvest, same rows |
+| harvest SIGKILLed midway (real demo pair, unquantized, CPU) | the same call completes the store: row counts, `windows_done`, shard sizes and checksums as an uninterrupted harvest, same rows |
 | damaged store shard, checkpoint, crosscoder or feature-index file | the loader raises a `CrossDiffError` that names the file and says what to do; nothing damaged is used |
 | disk full (RLIMIT_FSIZE) while writing a checkpoint, a store shard, meta.json, a crosscoder or a feature index | `DiskFullError` saying the disk is full and what to do; what was there before stays intact and loadable; no temporary file is left |
 | out of memory in a training step (RLIMIT_AS, CLI), building a huge crosscoder, or loading a model | one line naming a smaller batch / dictionary size (CLI flag and app field), CPU and 4-bit; a model load names 4-bit, a smaller model, another device |
@@ -202,7 +202,7 @@ import json, sys
 from crossdiff_core.activations.config import HarvestConfig
 from crossdiff_core.activations.harvest import harvest
 from crossdiff_core.models import load_model
-pair = load_model("smollm2-135m", quant="nf4", device="cpu"), load_model("gemma3-270m", quant="nf4", device="cpu")
+pair = load_model("smollm2-135m", quant="none", device="cpu"), load_model("gemma3-270m", quant="none", device="cpu")
 harvest(*pair, "builtin:demo", sys.argv[1], HarvestConfig(**json.loads(sys.argv[2])))
 """
 
@@ -214,7 +214,7 @@ def _listed_shards(path: Path) -> int:
         return 0
 
 
-def test_harvest_killed_midway_resumes_to_the_uninterrupted_store(demo_pair, tmp_path):
+def test_harvest_killed_midway_resumes_to_the_uninterrupted_store(demo_pair_unquantized, tmp_path):
     """SIGKILL lands after a seeded random number of shards plus a random delay (possibly inside a shard or
     meta.json write). The same call then completes the store: as many rows, windows and shards (of the same
     sizes) as an uninterrupted harvest, every shard matches the SHA-256 recorded in meta.json, the rows equal the
@@ -236,8 +236,8 @@ def test_harvest_killed_midway_resumes_to_the_uninterrupted_store(demo_pair, tmp
     partial = read_meta(killed)
     assert not partial["complete"] and 0 < partial["counts"]["rows"] < HARVEST.n_tokens, "the kill missed the harvest"
 
-    harvest(*demo_pair, "builtin:demo", killed, HARVEST)
-    harvest(*demo_pair, "builtin:demo", uninterrupted, HARVEST)
+    harvest(*demo_pair_unquantized, "builtin:demo", killed, HARVEST)
+    harvest(*demo_pair_unquantized, "builtin:demo", uninterrupted, HARVEST)
     resumed, reference = PairedActivationStore(killed, verify=True), PairedActivationStore(uninterrupted)
     assert resumed.meta["complete"] and len(resumed) == len(reference) == HARVEST.n_tokens
     assert resumed.meta["windows_done"] == reference.meta["windows_done"]

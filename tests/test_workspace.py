@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from crossdiff_core.crosscoder import CrossCoder
@@ -18,16 +20,33 @@ def workspace(demo_pair):
     return ws
 
 
+@pytest.fixture(scope="module")
+def sentences(tmp_path_factory) -> str:
+    """A corpus file of one-sentence documents, from builtin:demo's English template documents.
+
+    A job reads its corpus 64 windows at a time: windows of one sentence (about 16 tokens) rather than a whole
+    document (about 110) keep its harvest a few thousand tokens long.
+    """
+    from crossdiff_core.corpus.builtin import demo_documents
+
+    texts = [d.text for d in demo_documents("en") if d.source.startswith("en_")]
+    found = [s.strip() for text in texts for s in re.split(r"(?<=[.!?])\s+", text) if len(s.strip()) > 20]
+    path = tmp_path_factory.mktemp("corpus") / "sentences.txt"
+    path.write_text("\n\n".join(found[:300]))
+    return str(path)
+
+
 def test_pairs_are_loaded_once_and_shared(workspace, demo_pair):
     assert workspace.pair(DEMO) is workspace.pair(DEMO)
     assert workspace.pair(DEMO)[0] is demo_pair[0]
 
 
-def test_train_job_reports_phases_cancels_and_resumes(workspace, tmp_path):
+def test_train_job_reports_phases_cancels_and_resumes(workspace, sentences, tmp_path):
     job = TrainJob(
         pair=DEMO,
         out_dir=tmp_path / "job",
-        n_tokens=1500,
+        corpus=sentences,
+        n_tokens=1000,
         dict_size=128,
         k=8,
         steps=40,

@@ -29,12 +29,12 @@ TINY_JOB = {
 
 
 @pytest.fixture(scope="session")
-def workspace():
-    """A Workspace holding the loaded demo pair."""
+def workspace(demo_pair_unquantized):
+    """A Workspace holding the loaded demo pair (the session's, loaded once for every test that needs it)."""
     ws = Workspace(device="cpu")
-    start = time.perf_counter()
-    ws.pair(KEY)
-    print(f"\n[app tests] demo pair loaded in {time.perf_counter() - start:.1f} s")
+    model_a, model_b = demo_pair_unquantized
+    assert (model_a.layer, model_b.layer, model_a.quant, model_b.quant) == (KEY.layer_a, KEY.layer_b, "none", "none")
+    ws._pairs[KEY] = demo_pair_unquantized
     return ws
 
 
@@ -48,16 +48,22 @@ def tiny_dfc(workspace, tmp_path_factory) -> Path:
     """
     import torch
 
+    from crossdiff_core.activations.config import HarvestConfig
+    from crossdiff_core.activations.harvest import harvest
     from crossdiff_core.activations.store import read_meta
     from crossdiff_core.analysis import IndexConfig, build_index, index_dir
     from crossdiff_core.crosscoder import CrossCoder
 
     start = time.perf_counter()
     job_dir = tmp_path_factory.mktemp("tiny-job")
+    job = TrainJob(pair=KEY, out_dir=job_dir, **TINY_JOB)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices on a shared machine: one thread is faster (as in the server's workers)
     try:
-        folder = run_train_job(workspace, TrainJob(pair=KEY, out_dir=job_dir, **TINY_JOB))
+        # The job would read corpus windows 64 at a time (HarvestConfig's batch), three times the ~20 windows that
+        # its 1000 tokens take; the same store harvested 24 windows at a time is complete when the job finds it.
+        harvest(*workspace.pair(KEY), job.corpus, job_dir / "store", HarvestConfig(job.n_tokens, batch_windows=24))
+        folder = run_train_job(workspace, job)
         assert folder is not None
         cc = CrossCoder.from_pretrained(str(folder))
         with torch.no_grad():
