@@ -1,11 +1,12 @@
-"""The organism benchmark's check of whether a planted change is findable at all (`separability`)."""
+"""The organism benchmark's checks of whether a planted change is findable at all (`separability`) and was
+learned somewhere in the dictionary (`best_anywhere`)."""
 
 from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from benchmarks.organisms.run import separability
+from benchmarks.organisms.run import best_anywhere, separability
 
 
 def _rows(change_on_behaviour: float, change_everywhere: float, seed: int = 0):
@@ -25,3 +26,30 @@ def test_a_planted_direction_is_separable_and_a_broad_change_is_not():
     broad = separability(*_rows(change_on_behaviour=0.0, change_everywhere=0.5))
     assert 0.4 < broad["one_direction_auroc"] < 0.6 and 0.4 < broad["diff_norm_auroc"] < 0.6, broad
     assert abs(broad["relative_change_positives"] - broad["relative_change_negatives"]) < 0.05, broad
+
+
+def _dictionary(separating: int, n_latents: int = 8):
+    """Latents 0-1 A-exclusive, 6-7 B-exclusive; `separating` fires on the positives only, the rest at random."""
+    rng = np.random.default_rng(0)
+    positives = np.r_[np.ones(40, bool), np.zeros(160, bool)]
+    f_NF = rng.random((200, n_latents)) * (rng.random((200, n_latents)) < 0.3)
+    f_NF[:, separating] = np.where(positives, 1.0 + rng.random(200), 0.0)
+    arrays = {
+        "exclusive_a": np.r_[np.ones(2), np.zeros(n_latents - 2)].astype(bool),
+        "exclusive_b": np.r_[np.zeros(n_latents - 2), np.ones(2)].astype(bool),
+        "rank_score": np.arange(n_latents, dtype=float),
+        "n_fires": np.full(n_latents, 50),
+    }
+    return arrays, f_NF, positives
+
+
+def test_best_anywhere_names_the_block_and_whether_the_ranking_presents_it():
+    arrays, f_NF, positives = _dictionary(separating=3)
+    shared = best_anywhere(arrays, f_NF, positives, "b", with_components=False)
+    assert shared["latent"] == 3 and shared["block"] == "shared" and shared["auroc"] == 1.0, shared
+    assert shared["presented_rank"] is None, shared  # exclusives only: a shared latent is never presented
+    arrays, f_NF, positives = _dictionary(separating=6)
+    exclusive = best_anywhere(arrays, f_NF, positives, "b", with_components=False)
+    assert exclusive["block"] == "b-exclusive" and exclusive["presented_rank"] == 2, exclusive  # 7 outranks 6
+    nothing = best_anywhere(arrays, np.zeros_like(f_NF), positives, "b", with_components=False)
+    assert nothing["latent"] is None and np.isnan(nothing["auroc"]), nothing

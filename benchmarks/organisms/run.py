@@ -202,7 +202,25 @@ def evaluate_crosscoder(
         "features": features,
         "split_base_rate": measured["split_base_rate"],
         "component_typical": measured["component_typical"],
+        "anywhere": best_anywhere(arrays, f_NF[keep], labels[keep].astype(bool), side, with_components),
     }
+
+
+def best_anywhere(arrays: dict, f_NF: np.ndarray, positives: np.ndarray, side: str, with_components: bool) -> dict:
+    """Return the latent of the whole dictionary that best separates the probes, its block and presented rank.
+
+    Tells a dictionary that never learned the planted change (best AUROC near 0.5) from a ranking that
+    did not surface it (a high AUROC at a rank beyond `TOP`, or in a block not presented).
+    """
+    fired = np.flatnonzero((f_NF > 0).any(0))
+    scores = [auroc(f_NF[:, j], positives) for j in fired]
+    if not scores or np.all(np.isnan(scores)):
+        return {"auroc": float("nan"), "latent": None, "block": None, "presented_rank": None}
+    j = int(fired[int(np.nanargmax(scores))])
+    block = "a-exclusive" if arrays["exclusive_a"][j] else "b-exclusive" if arrays["exclusive_b"][j] else "shared"
+    presented = presented_latents(arrays, side, None, with_components=with_components)
+    rank = presented.index(j) + 1 if j in presented else None
+    return {"auroc": float(np.nanmax(scores)), "latent": j, "block": block, "presented_rank": rank}
 
 
 def separability(probes: PairedRows, labels: np.ndarray) -> dict:
@@ -335,6 +353,7 @@ def run_pair(
                 evaluated = evaluate_crosscoder(trained.crosscoder, measured, labels, pair.side, with_components)
                 entry = {
                     "features": evaluated["features"],
+                    "anywhere": evaluated["anywhere"],
                     "split_base_rate": evaluated["split_base_rate"],
                     "component_typical": evaluated["component_typical"],
                     "fvu": [trained.metrics.get("fvu_a"), trained.metrics.get("fvu_b")],
@@ -640,6 +659,29 @@ def write_results(results: list[dict], args, elapsed: float) -> None:
                 for e in entries
             ]
             cells.append(f"{np.nanmean(best):.2f}" if best else "–")
+        lines.append(f"| {r['pair']['name']} | " + " | ".join(cells) + " |")
+    learned = [m for m in table if any("anywhere" in e for r in results for e in r["methods"].get(m, []))]
+    lines += [
+        "",
+        "Learned but not surfaced? The latent of the whole dictionary that best separates the probes: its AUROC,",
+        "its block, and its rank among the features presented for the organism's model (– when not presented;",
+        "first seed):",
+        "",
+        "| pair | " + " | ".join(learned) + " |",
+        "|---|" + "---|" * len(learned),
+    ]
+    for r in results:
+        if r["pair"]["organism"] in NULLS:
+            continue
+        cells = []
+        for method in learned:
+            entries = [e for e in r["methods"].get(method, []) if "anywhere" in e]
+            if not entries:
+                cells.append("–")
+                continue
+            best = entries[0]["anywhere"]
+            rank = "–" if best["presented_rank"] is None else str(best["presented_rank"])
+            cells.append(f"{best['auroc']:.2f} {best['block']} #{rank}")
         lines.append(f"| {r['pair']['name']} | " + " | ".join(cells) + " |")
     lines += [
         "",
