@@ -109,7 +109,7 @@ class StoreWriter:
             if json.dumps(self.meta.get(key), sort_keys=True) != json.dumps(value, sort_keys=True):
                 raise StoreError(
                     f"{self.out_dir} already holds a store from a different harvest ({key} differs: "
-                    f"{self.meta.get(key)!r} vs {value!r}); choose a new --out folder or delete this one"
+                    f"{self.meta.get(key)!r} vs {value!r}); choose a new folder (--out on the command line, 'Job folder' in the app) or delete this one"
                 )
         self.meta["target_tokens"] = header.get("target_tokens", self.meta.get("target_tokens"))
         self.meta["complete"] = self.n_rows >= self.meta["target_tokens"] and self.meta["complete"]
@@ -394,7 +394,8 @@ class PairedActivationStore:
         if sum(train_rows) < batch_size:
             raise StoreError(
                 f"{self.path} has {sum(train_rows)} training rows, fewer than one batch of {batch_size}; "
-                "harvest more tokens or lower --batch-size"
+                "harvest more tokens ('Token budget' in the app's Train tab) or lower the batch size (--batch-size; "
+                "'Batch size' in the app)"
             )
         # A group must hold a batch whatever the order, or an epoch could yield none and the loop never end:
         # widen the groups until their smallest possible first group (the smallest shards) holds one.

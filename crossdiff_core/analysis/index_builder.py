@@ -121,7 +121,8 @@ def build_index(
     if not texts:
         raise CorpusError(
             f"corpus {config.corpus!r} has no windows left after skipping {config.skip_windows}; "
-            "lower --skip-windows or use a larger corpus"
+            "skip fewer windows (--skip-windows on the command line, IndexConfig.skip_windows in Python) or use a "
+            "larger corpus"
         )
     evidence = Evidence(crosscoder, config.top_contexts, config.test_every, config.ridge_alpha)
     windows: list[dict] = []
