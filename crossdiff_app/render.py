@@ -146,7 +146,7 @@ def _block_words(block: str, index) -> str:
 
 def _transfer_words(r2: float) -> str:
     if not math.isfinite(r2):
-        return "not measured (it never fired on the held-out text)"
+        return "not measured (it did not fire often enough on the texts the index set aside for this test)"
     if r2 < 0.2:
         return "the other model's activations barely predict it: good sign that it is really exclusive"
     if r2 < 0.5:
@@ -180,7 +180,10 @@ def card_markdown(card, index) -> str:
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
     lines += ["", f"<table class='cd-facts'>{rows}</table>"]
     if s["n_fires"] == 0:
-        lines.append("\n*It never fired on the text the feature index read, so there is little evidence about it.*")
+        lines.append(
+            "\n*It did not fire on the texts the feature index read, so there is little evidence about it "
+            "(it can still fire on other text, such as your prompt).*"
+        )
     return "\n".join(lines)
 
 
@@ -202,7 +205,7 @@ def _inline(text: str) -> str:
 def contexts_html(card, index) -> str:
     """Return a feature's top contexts as each model cut them, the feature's activation shading each token."""
     if not card.contexts:
-        return "<div class='cd-empty'>No contexts: this feature never fired on the text the index read.</div>"
+        return "<div class='cd-empty'>No contexts: this feature did not fire on the texts the feature index read.</div>"
     names = {side: identify(index.meta["models"][side]["model_id"]).display for side in ("a", "b")}
     parts = [
         (

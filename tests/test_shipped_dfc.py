@@ -60,3 +60,20 @@ def test_shipped_dfc_reconstructs_fresh_activations_of_the_demo_pair(demo_pair, 
     assert report.fvu_a < 0.35 and report.fvu_b < 0.35, report
     assert report.l0 <= 64
     assert alive_F.float().mean() > 0.2  # many latents take part, not a handful
+
+
+def test_shipped_index_says_where_a_latent_was_not_seen_and_reads_labels_of_older_builds(tmp_path):
+    """A latent that did not fire on the index's texts can fire on a prompt: no label calls it dead or never fired."""
+    import shutil
+
+    from crossdiff_core.analysis.labels import UNSEEN_LABEL
+
+    index = load_index(SHIPPED)
+    silent = [j for j in range(index.dict_size) if index.stats(j)["n_fires"] == 0]
+    assert silent and all(index.labels[j] == UNSEEN_LABEL for j in silent)
+    assert not any(label.startswith("dead") or "never fired" in label for label in index.labels)
+    older = shutil.copytree(SHIPPED / "feature_index", tmp_path / "feature_index")
+    labels = json.loads((older / "labels.json").read_text())
+    labels["labels"][silent[0]] = "dead: never fired on the index corpus"  # what builds before wrote
+    (older / "labels.json").write_text(json.dumps(labels))
+    assert load_index(tmp_path).labels[silent[0]] == UNSEEN_LABEL

@@ -40,8 +40,8 @@ class ActivationHistogram:
 def histogram_figure(histogram: ActivationHistogram, title: str | None = None):
     """Return a matplotlib `Figure` with one bar per bin of `histogram` (activation on x, tokens on y).
 
-    A latent that never fired gets empty bars and a note. The figure is built without pyplot, so it is safe
-    to create from any thread and needs no `close`.
+    A latent that did not fire on the index's texts gets empty bars and a note saying so. The figure is built
+    without pyplot, so it is safe to create from any thread and needs no `close`.
     """
     from matplotlib.figure import Figure
 
@@ -58,7 +58,7 @@ def histogram_figure(histogram: ActivationHistogram, title: str | None = None):
         linewidth=0.5,
     )
     if histogram.total == 0:
-        ax.text(0.5, 0.5, "never fired on the index corpus", transform=ax.transAxes, ha="center", va="center")
+        ax.text(0.5, 0.5, "did not fire on the texts the index read", transform=ax.transAxes, ha="center", va="center")
     ax.set(
         xlabel="activation",
         ylabel="tokens",

@@ -46,6 +46,7 @@ from safetensors.numpy import load_file, save_file
 from crossdiff_core.analysis import blocks
 from crossdiff_core.analysis.contexts import Context, build_context
 from crossdiff_core.analysis.histogram import ActivationHistogram
+from crossdiff_core.analysis.labels import current_label
 from crossdiff_core.analysis.presented import component_cutoff, presented_latents, shift_cutoff
 from crossdiff_core.analysis.scores import SCORE_DOCS, rank_order
 from crossdiff_core.analysis.serialize import json_ready
@@ -172,7 +173,7 @@ class FeatureIndex:
             )
         try:
             explanations = {int(k): v for k, v in labels_file.get("explanations", {}).items()}
-            labels = [str(label) for label in labels_file["labels"]]
+            labels = [current_label(str(label)) for label in labels_file["labels"]]
             dict_size = int(meta["dict_size"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise _damaged(path / "labels.json", f"incomplete: {exc!r}") from exc

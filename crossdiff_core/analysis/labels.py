@@ -2,7 +2,9 @@
 
 `heuristic_label` writes labels such as `fires on: Paris, Lyon, France · promotes: ' French'`: the words
 at the latent's strongest contexts (most frequent first) and the readable tokens its decoder direction
-promotes. Dead latents say so. A chat model can add a one-line explanation on top (see `explain`).
+promotes. A latent that did not fire on the index's texts gets `UNSEEN_LABEL`: it says where it was not seen,
+not that it never fires, since it may fire on other text (a prompt in the app). A chat model can add a one-line
+explanation on top (see `explain`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ PROMOTED_TOKENS = 2
 """Tokens listed after `promotes:`."""
 MAX_WORD_CHARS = 16
 """A word longer than this is shown as the token alone."""
+
+UNSEEN_LABEL = "no label: it did not fire on the texts the feature index read"
+"""The label of a latent that did not fire on the index's texts (it can still fire on other text)."""
+LEGACY_LABELS = {"dead: never fired on the index corpus": UNSEEN_LABEL}
+"""Labels written by older index builds → the words used now (`current_label`; `FeatureIndex.load` applies it)."""
 
 _WORD = re.compile(r"\w+")
 _CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
@@ -49,7 +56,7 @@ def readable(token: str) -> bool:
 def heuristic_label(peak_words: Sequence[str], promoted: Sequence[str], n_fires: int) -> str:
     """Return a short label from the words at the latent's top contexts and the tokens it promotes."""
     if n_fires == 0:
-        return "dead: never fired on the index corpus"
+        return UNSEEN_LABEL
     counts = Counter(w for w in peak_words if w.strip())
     words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], peak_words.index(kv[0])))][:FIRE_WORDS]
     parts = []
@@ -59,6 +66,11 @@ def heuristic_label(peak_words: Sequence[str], promoted: Sequence[str], n_fires:
     if tokens:
         parts.append("promotes: " + ", ".join(tokens))
     return " · ".join(parts) if parts else f"fires on {n_fires} tokens"
+
+
+def current_label(label: str) -> str:
+    """Return a stored label in today's words: a label an older build wrote (`LEGACY_LABELS`) is replaced."""
+    return LEGACY_LABELS.get(label, label)
 
 
 def _visible(word: str) -> str:

@@ -303,7 +303,11 @@ def _histograms(index: FeatureIndex, out: Path) -> list[Path]:
                 label=f"{name} ({int((block == code).sum())})",
             )
     dead = int((freq == 0).sum())
-    ax.set(xlabel="log10 firing frequency", ylabel="latents", title=f"Firing frequency ({dead} latents never fired)")
+    ax.set(
+        xlabel="log10 firing frequency",
+        ylabel="latents",
+        title=f"Firing frequency on the index's texts ({dead} latents did not fire)",
+    )
     ax.legend(fontsize=8)
     paths.append(_save(fig, out / "frequency.png", plt))
 

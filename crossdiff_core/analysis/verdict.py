@@ -2,7 +2,8 @@
 
 The classes, checked in this order (the first that applies is the verdict):
 
-- `rare`: too rare to tell: it fired on too few tokens or in too few texts to judge;
+- `rare`: too rare to tell: it fired on too few tokens or in too few texts to judge (of the texts the index
+  read: a latent that did not fire there may still fire on a prompt);
 - `tokenizer`: likely a tokenizer effect: most of its activation sits on text the two tokenizers cut
   differently (one model reads a word as several tokens, the other as one), far above how often that
   happens overall;
@@ -112,10 +113,16 @@ def judge(
     fires = int(arrays["n_fires"][latent])
     contexts = int(arrays["n_contexts"][latent])
     if fires < t.min_fires or contexts < t.min_contexts:
+        needed = f"at least {t.min_fires} tokens in {t.min_contexts} texts are needed"
+        if fires == 0:
+            return _verdict(
+                "rare",
+                f"it did not fire on the texts the feature index read, so there is nothing to judge it by ({needed})",
+            )
         return _verdict(
             "rare",
-            f"it fired on only {fires} tokens in {contexts} texts, too few to judge "
-            f"(at least {t.min_fires} tokens in {t.min_contexts} texts are needed)",
+            f"on the texts the feature index read it fired on only {fires} tokens in {contexts} texts, "
+            f"too few to judge ({needed})",
         )
     share = _value(arrays, "split_share", latent)
     if share is not None and share >= t.tokenizer_share and share >= t.tokenizer_excess * max(split_base_rate, 1e-9):

@@ -11,6 +11,7 @@ import torch
 from crossdiff_core.analysis import FeatureIndex, build_index, has_index, index_dir, load_index, load_or_build_index
 from crossdiff_core.analysis.blocks import BLOCK_CODES
 from crossdiff_core.analysis.index import INDEX_VERSION
+from crossdiff_core.analysis.labels import UNSEEN_LABEL
 from crossdiff_core.analysis.presented import component_cutoff
 from crossdiff_core.analysis.scores import MIN_CONTEXTS, SCORE_DOCS
 from crossdiff_core.analysis.verdict import VERDICTS
@@ -33,7 +34,7 @@ def test_real_index_holds_every_score_context_and_token(real_index, real_dfc, re
     assert np.isfinite(index.arrays["transfer_r2"][alive]).any()
     for latent in alive[:5]:
         card = index.card(int(latent), 2)
-        assert card.contexts and card.label and not card.label.startswith("dead")
+        assert card.contexts and card.label and card.label != UNSEEN_LABEL
         top = card.contexts[0]
         assert top.activation == pytest.approx(card.stats["max_activation"], rel=1e-5)
         peaks_a = [t for t in top.tokens_a if t.peak]

@@ -40,4 +40,4 @@ def test_histogram_figure_of_a_dead_latent_has_empty_bars_and_a_note():
     histogram = ActivationHistogram.from_index(np.zeros(HISTOGRAM_BINS, dtype=np.int32), 0.0)
     fig = histogram_figure(histogram)
     assert len(fig.axes[0].patches) == HISTOGRAM_BINS and histogram.total == 0
-    assert any("never fired" in text.get_text() for text in fig.axes[0].texts)
+    assert any("did not fire on the texts the index read" in text.get_text() for text in fig.axes[0].texts)

@@ -53,7 +53,10 @@ def test_each_verdict_with_its_numbers_in_the_reason():
 
     rare = judge(CASES, 3, BASE_RATE)  # rare is checked first: its high split share and R² do not matter
     assert rare.code == "rare" and "5 tokens in 2 texts" in rare.reason
-    assert f"{DEFAULT_THRESHOLDS.min_fires} tokens" in rare.reason
+    assert f"{DEFAULT_THRESHOLDS.min_fires} tokens" in rare.reason and "texts the feature index read" in rare.reason
+    silent = judge(evidence(n_fires=[0], n_contexts=[0]), 0, BASE_RATE)  # it may still fire on a prompt
+    assert silent.code == "rare" and "did not fire on the texts the feature index read" in silent.reason
+    assert "never" not in silent.reason and "only 0" not in silent.reason
 
     unstable = judge(CASES, 0, BASE_RATE, seed_cosine=0.3)
     assert unstable.code == "unstable" and "0.30" in unstable.reason

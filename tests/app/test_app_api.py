@@ -8,6 +8,8 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from crossdiff_core.analysis.labels import UNSEEN_LABEL
+
 from .helpers import copy_crosscoder, token_texts, value_of
 
 PROMPT = "The Great Wall of China was built over many centuries. 中国的历史很长。 def f(x): return x"
@@ -37,6 +39,9 @@ def test_launch_preloads_and_compare_shows_both_models(client, served):
     tiny = served[1].ws.crosscoder(served[1].default_crosscoder)
     assert all(tiny.block_of(j) == "A-exclusive" for j in hit_ids(table_a))
     assert all(tiny.block_of(j) == "B-exclusive" for j in hit_ids(table_b))
+    index = served[1].ws.index(served[1].default_crosscoder)
+    for row in table_a["data"] + table_b["data"]:  # fired here, though maybe not on the index's texts
+        assert "never fired" not in row[0] and (index.stats(int(row[-1]))["n_fires"] > 0 or row[0] == UNSEEN_LABEL)
     started = time.perf_counter()
     client.predict("The Great Wall of China", "Chat message", api_name="/compare")
     print(f"[app] warm compare (chat) {time.perf_counter() - started:.2f} s")
@@ -67,6 +72,27 @@ def test_open_feature_shows_its_evidence(client, served):
         promoted = " ".join(token for token, _ in index.tokens(latent, "b", "promote")).lower()
         assert label_word.lower() in label.lower() or label_word.lower() in promoted, (latent, label)
     assert len(found["data"]) <= len(browse["data"])
+
+
+def test_features_that_did_not_fire_on_the_index_texts_are_not_called_dead_when_they_fire(client, tiny_dfc, tmp_path):
+    """A feature the index never saw fire can fire on a prompt: an index written by an older build (its labels
+    say "dead: never fired") shows it with words that say where it was not seen."""
+    import json
+
+    folder = copy_crosscoder(tiny_dfc, tmp_path / "older-labels")
+    path = folder / "feature_index" / "labels.json"
+    labels = json.loads(path.read_text())
+    labels["labels"] = ["dead: never fired on the index corpus"] * len(labels["labels"])
+    path.write_text(json.dumps(labels))
+    status, *_ = client.predict(
+        "smollm2-135m", "gemma3-270m", "none (bf16)", None, None, False, "Local folder", None, str(folder),
+        api_name="/load",
+    )  # fmt: skip
+    assert status.startswith("✅")
+    _, _, _, table_a, table_b = client.predict(PROMPT, "Plain text", api_name="/compare")
+    rows = table_a["data"] + table_b["data"]
+    assert rows and all(row[0] == UNSEEN_LABEL for row in rows)
+    assert "never" not in UNSEEN_LABEL and "dead" not in UNSEEN_LABEL
 
 
 def test_steer_returns_baseline_and_steered_text(client, served):
