@@ -53,6 +53,14 @@ def r2_text(r2: float) -> str:
     return "below 0" if r2 < 0 else f"{r2:.2f}"
 
 
+_MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]|#~"})
+
+
+def markdown_text(text: str) -> str:
+    """Return any text (a user's search, a label word) safe to put in Markdown: shown as typed, never as markup."""
+    return html.escape(text, quote=False).translate(_MARKDOWN_SPECIAL)
+
+
 def _token_text(text: str) -> str:
     return html.escape(text).replace("\n", "↵\n")
 

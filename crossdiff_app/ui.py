@@ -183,7 +183,7 @@ def build(
             [feature_tab.browse_side.change, feature_tab.search.change, feature_tab.tab.select, session.change],
             app.browse,
             [feature_tab.browse_side, feature_tab.search, session],
-            feature_tab.browser,
+            [feature_tab.browser, feature_tab.browse_note],
             api_name="browse",
             trigger_mode="always_last",
         )
@@ -320,7 +320,7 @@ def build(
         demo.load(
             app.browse,
             [feature_tab.browse_side, feature_tab.search, session],
-            feature_tab.browser,
+            [feature_tab.browser, feature_tab.browse_note],
             api_visibility="private",
         )
     if preload:

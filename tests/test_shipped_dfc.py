@@ -77,3 +77,15 @@ def test_shipped_index_says_where_a_latent_was_not_seen_and_reads_labels_of_olde
     labels["labels"][silent[0]] = "dead: never fired on the index corpus"  # what builds before wrote
     (older / "labels.json").write_text(json.dumps(labels))
     assert load_index(tmp_path).labels[silent[0]] == UNSEEN_LABEL
+
+
+def test_shipped_index_search_finds_labels_and_promoted_tokens():
+    index = load_index(SHIPPED)
+    for side in ("a", "b"):
+        assert index.search(side, "") == index.ranked(side)
+        hints = index.search_hints(side)
+        assert len(hints) == 3 and all(index.search(side, hint) for hint in hints)
+        for latent in index.search(side, "SCORE"):  # case is ignored
+            promoted = " ".join(token for token, _ in index.tokens(latent, side, "promote"))
+            assert "score" in (index.labels[latent] + promoted).lower()
+        assert index.search(side, "no such word anywhere") == []

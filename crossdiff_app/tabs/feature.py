@@ -7,10 +7,21 @@ import gradio as gr
 import pandas as pd
 
 from crossdiff_app.errors import friendly, user_error
-from crossdiff_app.render import card_markdown, contexts_html, histogram_figure, r2_text, token_effects_html
+from crossdiff_app.render import (
+    card_markdown,
+    contexts_html,
+    histogram_figure,
+    markdown_text,
+    r2_text,
+    token_effects_html,
+)
 from crossdiff_app.state import NO_CROSSCODER, AppState, Loaded, int_or_none
 from crossdiff_core.analysis import IndexConfig, build_index, index_dir
 from crossdiff_core.models import identify
+
+SEARCH_EXAMPLES = ("score", "book", "猫")
+"""The searches the search box offers: each finds features of both models in the shipped crosscoder's index."""
+BROWSE_COLUMNS = ["ID", "Feature", "Rank score", "Fires on", "Transfer R²"]
 
 
 class FeatureHandlers(AppState):
@@ -75,26 +86,37 @@ class FeatureHandlers(AppState):
 
     @friendly("listing the features")
     def browse(self, side, query, session):
-        """Return one model's exclusive features, best first, filtered by a label or token search."""
+        """Return one model's exclusive features, best first, filtered by a label or token search, and a note
+        that says why the list is empty when it is (no crosscoder, no index, nothing matches)."""
         source = session.get("crosscoder")
-        columns = ["ID", "Feature", "Rank score", "Fires on", "Transfer R²"]
+        empty = pd.DataFrame([], columns=BROWSE_COLUMNS)
         if not source:
-            return pd.DataFrame([], columns=columns)
+            return empty, "*No crosscoder is loaded yet, so there are no features to list.*"
         index = self.ws.index(source)
         if index is None:
-            return pd.DataFrame([], columns=columns)
+            return empty, (
+                "*This crosscoder has no feature index yet, so its features have no labels to list or search: "
+                "click **Build the feature index** above.*"
+            )
         side = "a" if side.startswith("Model A") else "b"
-        needle = (query or "").strip().lower()
+        query = (query or "").strip()
         rows = []
-        for latent in index.ranked(side):
-            label = index.labels[latent]
-            if needle:
-                tokens = " ".join(t for t, _ in index.tokens(latent, side, "promote")).lower()
-                if needle not in label.lower() and needle not in tokens:
-                    continue
+        for latent in index.search(side, query):
             s = index.stats(latent)
-            rows.append([latent, label, round(s["rank_score"], 3), f"{s['frequency']:.2%}", r2_text(s["transfer_r2"])])
-        return pd.DataFrame(rows, columns=columns)
+            rows.append(
+                [
+                    latent,
+                    index.labels[latent],
+                    round(s["rank_score"], 3),
+                    f"{s['frequency']:.2%}",
+                    r2_text(s["transfer_r2"]),
+                ]
+            )
+        if rows:
+            return pd.DataFrame(rows, columns=BROWSE_COLUMNS), ""
+        if not query:
+            return empty, f"*This crosscoder has no feature that only model {side.upper()} has.*"
+        return empty, no_match_note(index, side, query, session)
 
     @friendly("building the feature index")
     def build_feature_index(self, windows, session, progress=gr.Progress()):  # noqa: B008 - how Gradio injects progress
@@ -115,6 +137,22 @@ class FeatureHandlers(AppState):
 
         with self.model_lock:
             build_index(loaded.crosscoder, loaded.pair, config, out_dir=index_dir(home), progress=report)
+
+
+def no_match_note(index, side: str, query: str, session: dict) -> str:
+    """Return the note shown when a search finds no feature: what was searched, and words that do find some."""
+    model = identify(session["model_b" if side == "b" else "model_a"]).display
+    other = "A" if side == "b" else "B"
+    note = (
+        f"**No matches for “{markdown_text(query)}”.** None of the features that only model {side.upper()} "
+        f"({markdown_text(model)}) has mentions it in its label or in the words it makes the model more likely to say."
+    )
+    hints = index.search_hints(side)
+    if hints:
+        note += " Try " + ", ".join(f"**{markdown_text(hint)}**" for hint in hints) + f", or model {other}."
+    else:
+        note += f" Try another word, or model {other}."
+    return note
 
 
 def side_choices(session: dict, current: str | None):
@@ -161,10 +199,14 @@ class FeatureTab:
                         scale=2,
                     )
                     self.search = gr.Textbox(
-                        label="Search by label or token", placeholder="e.g. China, def, sorry", scale=3
+                        label="Search by label or token",
+                        placeholder="e.g. " + ", ".join(SEARCH_EXAMPLES),
+                        scale=3,
+                        elem_id="feature-search",
                     )
+                self.browse_note = gr.Markdown(elem_id="browse-note")
                 self.browser = gr.Dataframe(
-                    pd.DataFrame([], columns=["ID", "Feature", "Rank score", "Fires on", "Transfer R²"]),
+                    pd.DataFrame([], columns=BROWSE_COLUMNS),
                     interactive=False,
                     wrap=True,
                     max_height=420,

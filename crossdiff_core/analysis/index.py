@@ -46,7 +46,7 @@ from safetensors.numpy import load_file, save_file
 from crossdiff_core.analysis import blocks
 from crossdiff_core.analysis.contexts import Context, build_context
 from crossdiff_core.analysis.histogram import ActivationHistogram
-from crossdiff_core.analysis.labels import current_label
+from crossdiff_core.analysis.labels import current_label, fired_words
 from crossdiff_core.analysis.presented import component_cutoff, presented_latents, shift_cutoff
 from crossdiff_core.analysis.scores import SCORE_DOCS, rank_order
 from crossdiff_core.analysis.serialize import json_ready
@@ -288,6 +288,30 @@ class FeatureIndex:
         """Return model `side`'s exclusive latents, best `rank_score` first, never-fired ones last (at most `top`)."""
         order = rank_order(self.arrays["rank_score"], self.arrays["n_fires"], self.exclusive(side))
         return [int(j) for j in order[:top]]
+
+    def search(self, side: str, query: str) -> list[int]:
+        """Return model `side`'s exclusive latents (in `ranked` order) whose label, explanation or promoted tokens
+        contain `query` (ignoring case); every one for an empty query."""
+        side, needle = blocks.check_side(side), query.strip().lower()
+        found = []
+        for latent in self.ranked(side):
+            explanation = (self.explanations.get(latent) or {}).get("text", "")
+            promoted = " ".join(token for token, _ in self.tokens(latent, side, "promote"))
+            if not needle or any(needle in text.lower() for text in (self.labels[latent], explanation, promoted)):
+                found.append(latent)
+        return found
+
+    def search_hints(self, side: str, n: int = 3) -> list[str]:
+        """Return up to `n` words that `search` finds for model `side`: the first word (with a letter or digit) that
+        the labels of its best exclusive latents list after `fires on:`, best latent first, each word once."""
+        hints: list[str] = []
+        for latent in self.ranked(side):
+            word = next((w for w in fired_words(self.labels[latent]) if any(c.isalnum() for c in w)), None)
+            if word is not None and word not in hints:
+                hints.append(word)
+                if len(hints) == n:
+                    break
+        return hints
 
     def stats(self, latent: int) -> dict[str, float]:
         """Return every per-latent score of a latent as plain numbers (NaN where not measurable or not stored)."""

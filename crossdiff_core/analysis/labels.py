@@ -73,6 +73,13 @@ def current_label(label: str) -> str:
     return LEGACY_LABELS.get(label, label)
 
 
+def fired_words(label: str) -> list[str]:
+    """Return the words a heuristic label lists after `fires on:` (none for another kind of label)."""
+    if not label.startswith("fires on: "):
+        return []
+    return [w for w in label.removeprefix("fires on: ").split(" · ")[0].split(", ") if w]
+
+
 def _visible(word: str) -> str:
     """Return a word with whitespace-only words shown as visible symbols."""
     return word if word.strip() else show_token(word)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossdiff_core.analysis.labels import UNSEEN_LABEL, current_label, heuristic_label, word_at
+from crossdiff_core.analysis.labels import UNSEEN_LABEL, current_label, fired_words, heuristic_label, word_at
 from crossdiff_core.analysis.scores import SCORE_DOCS, rank_order, ranking_scores
 
 
@@ -78,5 +78,6 @@ def test_heuristic_label_lists_frequent_words_and_readable_promoted_tokens():
     assert heuristic_label([], [], 0) == UNSEEN_LABEL and "never" not in UNSEEN_LABEL and "dead" not in UNSEEN_LABEL
     assert current_label("dead: never fired on the index corpus") == UNSEEN_LABEL  # written by older builds
     assert current_label(label) == label
+    assert fired_words(label) == ["Paris", "Lyon", "France"] and fired_words(UNSEEN_LABEL) == []
     assert word_at("the capital of France.", 15, 18) == "France"
     assert word_at("中国的历史", 0, 2) == "中国"  # CJK runs are whole clauses: the token is shown

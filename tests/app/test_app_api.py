@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -63,15 +64,38 @@ def test_open_feature_shows_its_evidence(client, served):
     assert "Where it fires most" in contexts and "SmolLM2" in contexts and "gemma" in contexts
     assert "more likely" in effects and "less likely" in effects
     assert plot is not None and number == latent
-    browse = client.predict("Model B · gemma-3-270m", "", api_name="/browse")
-    assert browse["headers"][0] == "ID" and browse["data"]
+    browse, note = client.predict("Model B · gemma-3-270m", "", api_name="/browse")
+    assert browse["headers"][0] == "ID" and browse["data"] and not note
     label_word = browse["data"][0][1].split()[0].strip("'\"")
-    found = client.predict("Model B · gemma-3-270m", label_word, api_name="/browse")
-    assert browse["data"][0][0] in [row[0] for row in found["data"]]
+    found, note = client.predict("Model B · gemma-3-270m", label_word, api_name="/browse")
+    assert browse["data"][0][0] in [row[0] for row in found["data"]] and not note
     for latent, label, *_ in found["data"]:  # each hit matches by its label or by a token it promotes
         promoted = " ".join(token for token, _ in index.tokens(latent, "b", "promote")).lower()
         assert label_word.lower() in label.lower() or label_word.lower() in promoted, (latent, label)
     assert len(found["data"]) <= len(browse["data"])
+
+
+def test_search_without_a_match_says_so_and_offers_words_that_match(client, served):
+    app = served[1]
+    index = app.ws.index(app.default_crosscoder)
+    table, note = client.predict("Model A · SmolLM2-135M-Instruct", "qqzx no such word", api_name="/browse")
+    assert table["data"] == [] and "No matches" in note and "qqzx no such word" in note
+    hints = [hint.replace("\\", "") for hint in re.findall(r"\*\*(.+?)\*\*", note.split("Try", 1)[1])]
+    assert hints and hints == index.search_hints("a")
+    for hint in hints:  # every word offered finds something
+        found, note = client.predict("Model A · SmolLM2-135M-Instruct", hint, api_name="/browse")
+        assert found["data"] and not note
+
+
+def test_the_offered_searches_find_features_of_both_models_in_the_shipped_crosscoder():
+    from crossdiff_app.tabs.feature import SEARCH_EXAMPLES
+    from crossdiff_core.analysis import load_index
+    from crossdiff_core.workspace import shipped_crosscoders
+
+    for shipped in shipped_crosscoders():
+        index = load_index(shipped.path)
+        for word in SEARCH_EXAMPLES:
+            assert index.search("a", word) and index.search("b", word), (shipped.name, word)
 
 
 def test_features_that_did_not_fire_on_the_index_texts_are_not_called_dead_when_they_fire(client, tiny_dfc, tmp_path):
