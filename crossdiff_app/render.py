@@ -211,24 +211,34 @@ def _inline(text: str) -> str:
 
 
 def contexts_html(card, index) -> str:
-    """Return a feature's top contexts as each model cut them, the feature's activation shading each token."""
+    """Return a feature's top contexts as each model cut them, the feature's activation shading the tokens of the
+    models it belongs to (`card.models`). The activation is one number per place both models read (the crosscoder
+    reads them together), so an exclusive feature's value also sits on the other model's tokens: those stay plain."""
     if not card.contexts:
         return "<div class='cd-empty'>No contexts: this feature did not fire on the texts the feature index read.</div>"
     names = {side: identify(index.meta["models"][side]["model_id"]).display for side in ("a", "b")}
+    how = "each model's own tokens"
+    if len(card.models) == 1:
+        own, other = card.models[0], "b" if card.models[0] == "a" else "a"
+        how = (
+            f"only model {own.upper()} ({names[own]}) has this feature, so only its tokens are shaded; "
+            f"model {other.upper()}'s tokens are shown plain, to compare"
+        )
     parts = [
         (
             "<div class='cd-title'>Where it fires most <span class='cd-sub'>darker = stronger; outlined = its "
-            "peak; each model's own tokens</span></div>"
+            f"peak; {html.escape(how)}</span></div>"
         )
     ]
     for context in card.contexts:
         rows = []
         for side, tokens in (("a", context.tokens_a), ("b", context.tokens_b)):
             r, g, b = SIDE_RGB[side]
+            shaded = side in card.models
             peak = max((t.activation or 0.0 for t in tokens), default=0.0) or 1.0
             spans = []
             for t in tokens:
-                if t.activation and t.activation > 0:
+                if shaded and t.activation and t.activation > 0:
                     alpha = 0.1 + 0.8 * min(1.0, t.activation / peak)
                     css = " class='cd-peak'" if t.peak else ""
                     spans.append(
@@ -238,7 +248,9 @@ def contexts_html(card, index) -> str:
                 else:
                     spans.append(_inline(t.text))
             who = f"<span class='cd-who' style='color: rgb({r},{g},{b})'>{side.upper()}</span>"
-            rows.append(f"<div class='cd-row' title='{html.escape(names[side])}'>{who}{''.join(spans)}</div>")
+            rows.append(
+                f"<div class='cd-row' data-side='{side}' title='{html.escape(names[side])}'>{who}{''.join(spans)}</div>"
+            )
         parts.append(
             f"<div class='cd-context'><div class='cd-sub'>peak activation {context.activation:.3g}</div>"
             f"{''.join(rows)}</div>"

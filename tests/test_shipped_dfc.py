@@ -79,7 +79,7 @@ def test_shipped_index_says_where_a_latent_was_not_seen_and_reads_labels_of_olde
     assert load_index(tmp_path).labels[silent[0]] == UNSEEN_LABEL
 
 
-def test_shipped_index_search_finds_labels_and_promoted_tokens():
+def test_shipped_index_search_finds_labels_and_promoted_tokens_and_knows_each_latents_models():
     index = load_index(SHIPPED)
     for side in ("a", "b"):
         assert index.search(side, "") == index.ranked(side)
@@ -89,3 +89,6 @@ def test_shipped_index_search_finds_labels_and_promoted_tokens():
             promoted = " ".join(token for token, _ in index.tokens(latent, side, "promote"))
             assert "score" in (index.labels[latent] + promoted).lower()
         assert index.search(side, "no such word anywhere") == []
+        assert all(index.models_of(latent) == (side,) for latent in index.ranked(side))
+    shared = next(j for j in range(index.dict_size) if index.block(j) == "shared")
+    assert index.models_of(shared) == ("a", "b") and index.card(shared).models == ("a", "b")

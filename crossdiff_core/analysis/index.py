@@ -81,6 +81,8 @@ class LatentCard:
     """How strongly it fires: its activations on the index corpus in bins up to its max activation."""
     verdict: Verdict | None = None
     """Its verdict when it is presented as specific to one model (`FeatureIndex.verdict`), else None."""
+    models: tuple[str, ...] = blocks.SIDES
+    """The models ("a"/"b") it belongs to (`FeatureIndex.models_of`): one for an exclusive latent, both if shared."""
 
     def to_dict(self) -> dict:
         """Return the card as a JSON-serializable dict (NaN scores become None)."""
@@ -313,6 +315,13 @@ class FeatureIndex:
                     break
         return hints
 
+    def models_of(self, latent: int) -> tuple[str, ...]:
+        """Return the models ("a"/"b") a latent belongs to: its own model for an exclusive latent (by block, or by
+        relative decoder norm for a standard crosscoder), both models for a shared one."""
+        latent = self.check_latent(latent)
+        own = tuple(side for side in blocks.SIDES if self.arrays[f"exclusive_{side}"][latent])
+        return own if len(own) == 1 else blocks.SIDES
+
     def stats(self, latent: int) -> dict[str, float]:
         """Return every per-latent score of a latent as plain numbers (NaN where not measurable or not stored)."""
         latent = self.check_latent(latent)
@@ -432,6 +441,7 @@ class FeatureIndex:
             contexts=self.contexts(latent, n_contexts),
             histogram=self.histogram(latent),
             verdict=self.verdict(latent),
+            models=self.models_of(latent),
         )
 
     def set_explanation(self, latent: int, text: str, model: str) -> None:

@@ -75,6 +75,33 @@ def test_open_feature_shows_its_evidence(client, served):
     assert len(found["data"]) <= len(browse["data"])
 
 
+def context_rows(contexts: str) -> dict[str, list[str]]:
+    """Return the rows of a feature's contexts (its page's "Where it fires most"), per model."""
+    rows = {"a": [], "b": []}
+    for side, row in re.findall(r"<div class='cd-row' data-side='([ab])'[^>]*>(.*?)</div>", contexts, flags=re.DOTALL):
+        rows[side].append(row)
+    return rows
+
+
+def test_a_feature_shades_only_the_tokens_of_the_models_that_have_it(client, served):
+    app = served[1]
+    index = app.ws.index(app.default_crosscoder)
+    fired = [j for j in range(index.dict_size) if index.stats(j)["n_fires"] > 0]
+    exclusive_a = next(j for j in index.ranked("a") if j in fired)
+    exclusive_b = next(j for j in index.ranked("b") if j in fired)
+    shared = next(j for j in fired if index.block(j) == "shared")
+    for latent, shaded in ((exclusive_a, {"a"}), (exclusive_b, {"b"}), (shared, {"a", "b"})):
+        _, contexts, *_ = client.predict(latent, api_name="/open_feature")
+        rows = context_rows(contexts)
+        assert rows["a"] and len(rows["a"]) == len(rows["b"]), latent
+        for side in ("a", "b"):
+            with_shade = ["background" in row for row in rows[side]]
+            assert any(with_shade) if side in shaded else not any(with_shade), (latent, side)
+        if len(shaded) == 1:  # the page says why the other model's tokens are plain
+            own = shaded.pop().upper()
+            assert f"only model {own}" in contexts and "shown plain" in contexts
+
+
 def test_search_without_a_match_says_so_and_offers_words_that_match(client, served):
     app = served[1]
     index = app.ws.index(app.default_crosscoder)
