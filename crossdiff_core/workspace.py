@@ -22,6 +22,7 @@ from crossdiff_core.compute_dtype import DEFAULT_DTYPE
 from crossdiff_core.crosscoder.config import CrossCoderConfig
 from crossdiff_core.errors import CorpusError, CrossDiffError
 from crossdiff_core.files import cache_dir
+from crossdiff_core.training.config import TrainConfig
 
 if TYPE_CHECKING:  # what imports torch is imported where it is used: the CLI's parser reads PairKey and TrainJob
     from crossdiff_core.analysis.index import FeatureIndex
@@ -281,9 +282,11 @@ class TrainJob:
     batch_size: int = 512
     index_windows: int = 64
     """Corpus windows the feature index reads after training (0: no index); a first look, fewer than `IndexConfig`'s."""
-    auxk_exclusive: bool = True
-    """Let auxk revive exclusive latents (see `TrainConfig.auxk_exclusive`): a job this short gives
-    relocation nothing to move, so without it the exclusive blocks would stay dead."""
+    auxk_exclusive: bool = TrainConfig.auxk_exclusive
+    """Let auxk revive exclusive latents (see `TrainConfig.auxk_exclusive`). Off, as in the CLI: on the organism
+    benchmark (benchmarks/organisms/RESULTS.md) reviving them found no planted behaviour the defaults missed and
+    called 6 features of an unmodified pair "likely real" (none without it); exclusive latents that stay dead
+    are shown as what they are."""
     dead_after_tokens: int | None = None
     """Tokens without firing after which a latent is dead (`TrainConfig.dead_after_tokens`); None = automatic."""
 
@@ -330,7 +333,6 @@ def run_train_job(
     """
     from crossdiff_core.activations.harvest import harvest
     from crossdiff_core.activations.store import PairedActivationStore
-    from crossdiff_core.training.config import TrainConfig
     from crossdiff_core.training.loop import train
 
     if job.out_dir is None:

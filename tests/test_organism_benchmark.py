@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from benchmarks.organisms.run import best_anywhere, separability
+from benchmarks.organisms.run import best_anywhere, residual_sae, separability
 
 
 def _rows(change_on_behaviour: float, change_everywhere: float, seed: int = 0):
@@ -53,3 +53,25 @@ def test_best_anywhere_names_the_block_and_whether_the_ranking_presents_it():
     assert exclusive["block"] == "b-exclusive" and exclusive["presented_rank"] == 2, exclusive  # 7 outranks 6
     nothing = best_anywhere(arrays, np.zeros_like(f_NF), positives, "b", with_components=False)
     assert nothing["latent"] is None and np.isnan(nothing["auroc"]), nothing
+
+
+def test_the_difference_dictionary_finds_a_direction_added_where_a_rare_property_holds():
+    """A fine-tune adds one direction to B on the 3% of tokens where A's first coordinate is high (a property A
+    holds linearly): a sparse dictionary on `x_B - x_A` finds it in one latent; shuffled rows of B break it."""
+    gen = torch.Generator().manual_seed(0)
+    x_a = torch.randn(4000, 16, generator=gen)
+    has = x_a[:, 0] > 1.9
+    x_b = x_a + 0.05 * torch.randn(4000, 16, generator=gen)
+    x_b[has] += 3.0 * torch.nn.functional.normalize(torch.randn(16, generator=gen), dim=0)
+    probe_a = torch.randn(600, 16, generator=gen)
+    probe_has = probe_a[:, 0] > 1.9
+    probe_b = probe_a.clone()
+    probe_b[probe_has] += x_b[has][0] - x_a[has][0]
+    corpus = SimpleNamespace(x_a_ND=x_a, x_b_ND=x_b)
+    probes = SimpleNamespace(x_a_ND=probe_a, x_b_ND=probe_b)
+    labels = probe_has.numpy().astype(float)
+    found = residual_sae(corpus, probes, labels, "b", 32, 2, 300, 0, same_basis=True)
+    assert max(f["auroc"] for f in found["features"]) > 0.9, found
+    shuffled = SimpleNamespace(x_a_ND=x_a, x_b_ND=x_b[torch.randperm(4000, generator=gen)])
+    broken = residual_sae(shuffled, probes, labels, "b", 32, 2, 300, 0, same_basis=True)
+    assert max(f["auroc"] for f in broken["features"]) < 0.8, broken

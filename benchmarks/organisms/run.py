@@ -248,15 +248,31 @@ def separability(probes: PairedRows, labels: np.ndarray) -> dict:
 
 
 def residual_sae(
-    corpus: PairedRows, probes: PairedRows, labels: np.ndarray, side: str, dict_size: int, k: int, steps: int, seed: int
+    corpus: PairedRows,
+    probes: PairedRows,
+    labels: np.ndarray,
+    side: str,
+    dict_size: int,
+    k: int,
+    steps: int,
+    seed: int,
+    same_basis: bool = False,
 ) -> dict:
-    """The non-crosscoder baseline: a TopK sparse dictionary on the part of one model the other cannot predict."""
+    """The non-crosscoder baselines: a TopK sparse dictionary on the part of one model the other cannot predict.
+
+    With `same_basis` (a model and its fine-tune) the prediction is the other model's activation itself, so the
+    dictionary reads the centred difference `x_B - x_A` (a difference dictionary); otherwise it is a ridge map
+    fitted on the corpus, which also learns any change that the other model's activations predict linearly.
+    """
     torch.manual_seed(seed)
     src, tgt = (corpus.x_a_ND, corpus.x_b_ND) if side == "b" else (corpus.x_b_ND, corpus.x_a_ND)
     mu_s, mu_t = src.mean(0), tgt.mean(0)
     xs, xt = src - mu_s, tgt - mu_t
-    ridge = 1e-2 * xs.pow(2).sum(1).mean()
-    W = torch.linalg.solve(xs.T @ xs + ridge * torch.eye(xs.shape[1]), xs.T @ xt)
+    if same_basis:
+        W = torch.eye(xs.shape[1])
+    else:
+        ridge = 1e-2 * xs.pow(2).sum(1).mean()
+        W = torch.linalg.solve(xs.T @ xs + ridge * torch.eye(xs.shape[1]), xs.T @ xt)
     scale = (xt - xs @ W).pow(2).sum(1).mean().sqrt()
 
     def residual(x_src, x_tgt):
@@ -362,6 +378,9 @@ def run_pair(
                 result["methods"].setdefault(label, []).append(entry)
         sae = residual_sae(corpus, probes, labels, pair.side, dict_size // 10, k // 2, steps, seed)
         result["methods"].setdefault("residual-sae", []).append(sae)
+        if pair.arch == "same":
+            sae = residual_sae(corpus, probes, labels, pair.side, dict_size // 10, k // 2, steps, seed, same_basis=True)
+            result["methods"].setdefault("difference-sae", []).append(sae)
     return result
 
 
@@ -628,6 +647,7 @@ def write_results(results: list[dict], args, elapsed: float) -> None:
         (
             f"`python -m benchmarks.organisms.run --seeds {args.seeds} --steps {args.steps}` · {meta['machine']} · "
             f"{meta['date']} · {elapsed / 60:.0f} min"
+            + (" (the pairs rerun with --append; the others are kept from the run before)" if args.append else "")
         ),
         "",
         (
