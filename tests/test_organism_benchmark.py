@@ -28,6 +28,17 @@ def test_a_planted_direction_is_separable_and_a_broad_change_is_not():
     assert abs(broad["relative_change_positives"] - broad["relative_change_negatives"]) < 0.05, broad
 
 
+def test_the_corpus_check_finds_the_planted_direction_among_the_corpus_principal_directions():
+    probes, labels = _rows(change_on_behaviour=2.0, change_everywhere=0.2)
+    corpus, _ = _rows(change_on_behaviour=2.0, change_everywhere=0.2, seed=1)  # a quarter of its rows carry it
+    planted = separability(probes, labels, corpus, n_components=5)
+    assert planted["corpus_component_auroc"] > 0.9 and planted["corpus_component_cosine"] > 0.9, planted
+    assert 0.1 < planted["corpus_share_carrying"] < 0.25, planted  # about half of the 150 planted rows of 600
+    quiet, _ = _rows(change_on_behaviour=0.0, change_everywhere=0.2, seed=1)  # the corpus never shows it
+    unseen = separability(probes, labels, quiet, n_components=5)
+    assert unseen["corpus_component_cosine"] < 0.7 and unseen["corpus_share_carrying"] < 0.02, unseen
+
+
 def _dictionary(separating: int, n_latents: int = 8):
     """Latents 0-1 A-exclusive, 6-7 B-exclusive; `separating` fires on the positives only, the rest at random."""
     rng = np.random.default_rng(0)

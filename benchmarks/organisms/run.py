@@ -223,13 +223,20 @@ def best_anywhere(arrays: dict, f_NF: np.ndarray, positives: np.ndarray, side: s
     return {"auroc": float(np.nanmax(scores)), "latent": j, "block": block, "presented_rank": rank}
 
 
-def separability(probes: PairedRows, labels: np.ndarray) -> dict:
+def separability(
+    probes: PairedRows, labels: np.ndarray, corpus: PairedRows | None = None, n_components: int = 20
+) -> dict:
     """How findable the planted change is in principle, for a same-architecture pair (one tokenizer, rows aligned).
 
     On the probe rows, the difference `x_B - x_A` minus its mean on the negatives (a constant offset is no
     feature): the AUROC of its norm, and the AUROC of its projection on one direction (positives' mean minus
     negatives' mean, fitted on the even rows and scored on the odd ones). A change that one direction
     separates (near 1) is one a dictionary latent could capture; near 0.5, nothing could.
+
+    With `corpus`, also how prominent that change is in the training data: of the first `n_components`
+    principal directions of the corpus difference (centred), the one that best separates the probe tokens, its
+    rank, AUROC and cosine with the probes' direction, and the share of corpus tokens whose projection on the
+    probes' direction exceeds the median of the behaviour's tokens.
     """
     keep = ~np.isnan(labels)
     diff = (probes.x_b_ND - probes.x_a_ND)[torch.from_numpy(keep)].float()
@@ -239,12 +246,30 @@ def separability(probes: PairedRows, labels: np.ndarray) -> dict:
     fit = torch.arange(len(pos)) % 2 == 0
     direction = centered[pos & fit].mean(0) - centered[~pos & fit].mean(0)
     norm = (centered.norm(dim=1) / scale).numpy()
-    return {
+    out = {
         "diff_norm_auroc": auroc(norm, pos.numpy()),
         "one_direction_auroc": auroc((centered[~fit] @ direction).numpy(), pos[~fit].numpy()),
         "relative_change_positives": float(norm[pos.numpy()].mean()),
         "relative_change_negatives": float(norm[~pos.numpy()].mean()),
     }
+    if corpus is not None:
+        corpus_diff = (corpus.x_b_ND - corpus.x_a_ND).float()
+        mean = corpus_diff.mean(0)
+        corpus_diff -= mean
+        probe_diff = diff - mean
+        unit = direction / direction.norm()
+        torch.manual_seed(0)
+        _, _, V = torch.pca_lowrank(corpus_diff, q=n_components, center=False)
+        scores = [max(auroc(p, pos.numpy()), auroc(-p, pos.numpy())) for p in (probe_diff @ V).T.numpy()]
+        best = int(np.argmax(scores))
+        along = (probe_diff @ unit).numpy()
+        out |= {
+            "corpus_component_rank": best + 1,
+            "corpus_component_auroc": float(scores[best]),
+            "corpus_component_cosine": float((V[:, best] @ unit).abs()),
+            "corpus_share_carrying": float(((corpus_diff @ unit).numpy() > np.median(along[pos.numpy()])).mean()),
+        }
+    return out
 
 
 def residual_sae(
@@ -350,7 +375,7 @@ def run_pair(
         "methods": {},
     }
     if pair.arch == "same" and np.nansum(labels) > 0:
-        result["separability"] = separability(probes, labels)
+        result["separability"] = separability(probes, labels, corpus)
     for seed in range(seeds):
         for name, config in method_configs(store, dict_size, k).items():
             tc = TrainConfig(
@@ -710,15 +735,27 @@ def write_results(results: list[dict], args, elapsed: float) -> None:
         "(less its mean on the negatives) relative to the activations' norm, and how well its norm and its projection",
         "on one direction (fitted on half the rows, scored on the other half) separate the behaviour's tokens:",
         "",
-        "| pair | change on behaviour tokens | change elsewhere | AUROC of the change's norm | AUROC of one direction |",
-        "|---|---|---|---|---|",
+        "Then how prominent it is in the corpus the crosscoders train on: of the first 20 principal directions of the",
+        "corpus difference, the one that best separates the behaviour's tokens (its rank, AUROC and cosine with that",
+        "one direction), and the share of corpus tokens carrying the change as strongly as the behaviour's median token:",
+        "",
+        "| pair | change on behaviour tokens | change elsewhere | AUROC of the change's norm | AUROC of one direction "
+        "| corpus: best principal direction (rank, AUROC, cosine) | corpus tokens carrying it |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         sep = r.get("separability")
         if sep:
+            corpus_cells = (
+                f"#{sep['corpus_component_rank']}, {sep['corpus_component_auroc']:.2f}, "
+                f"{sep['corpus_component_cosine']:.2f} | {sep['corpus_share_carrying']:.1%}"
+                if "corpus_component_rank" in sep
+                else "– | –"
+            )
             lines.append(
                 f"| {r['pair']['name']} | {sep['relative_change_positives']:.2f} | "
-                f"{sep['relative_change_negatives']:.2f} | {sep['diff_norm_auroc']:.2f} | {sep['one_direction_auroc']:.2f} |"
+                f"{sep['relative_change_negatives']:.2f} | {sep['diff_norm_auroc']:.2f} | "
+                f"{sep['one_direction_auroc']:.2f} | {corpus_cells} |"
             )
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
