@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from benchmarks.organisms.run import best_anywhere, residual_sae, separability
+from benchmarks.organisms.run import best_anywhere, found_in_pieces, precision_coverage, residual_sae, separability
 
 
 def _rows(change_on_behaviour: float, change_everywhere: float, seed: int = 0):
@@ -86,3 +86,14 @@ def test_the_difference_dictionary_finds_a_direction_added_where_a_rare_property
     shuffled = SimpleNamespace(x_a_ND=x_a, x_b_ND=x_b[torch.randperm(4000, generator=gen)])
     broken = residual_sae(shuffled, probes, labels, "b", 32, 2, 300, 0, same_basis=True)
     assert max(f["auroc"] for f in broken["features"]) < 0.8, broken
+
+
+def test_a_precise_feature_covering_part_of_the_behaviour_is_a_piece_and_a_broad_one_is_not():
+    positives = np.r_[np.ones(100, bool), np.zeros(300, bool)]
+    on_a_third = np.r_[np.ones(34), np.zeros(66), np.zeros(300)]  # a third of the behaviour, nothing else
+    broad = np.r_[np.ones(100), np.ones(300)]  # everywhere
+    rare = np.r_[np.ones(5), np.zeros(95), np.zeros(300)]  # precise but covers 5%
+    piece = precision_coverage(on_a_third, positives)
+    assert piece == {"precision": 1.0, "coverage": 0.34}, piece
+    assert found_in_pieces([precision_coverage(broad, positives), piece])
+    assert not found_in_pieces([precision_coverage(x, positives) for x in (broad, rare, np.zeros(400))])

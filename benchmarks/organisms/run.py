@@ -14,6 +14,9 @@ organism's model are ranked, and
 - presented: a method's exclusive latents, and (its "+components" variant) shared latents presented
   through their one-model part: the context shift for same-architecture pairs (a model and its
   fine-tune share a basis), the decoder component for cross-architecture pairs;
+- found in pieces (reported beside recall, not instead of it): one of the top features is precise on the
+  behaviour (`PIECE_PRECISION` of the probe tokens it fires on are the behaviour's) and covers `PIECE_COVERAGE`
+  of it; on the null pairs the top features are scored so on the backdoor's probes (`NULL_PROBES`);
 - false positives: on the null pairs (a fine-tune on generic text, and the unmodified model), the
   number of top features whose verdict is "likely a real difference";
 - stability: the share of top features matched (decoder cosine >= 0.7) by another seed's crosscoder.
@@ -59,9 +62,17 @@ from crossdiff_core.training.loop import train
 HERE = Path(__file__).resolve().parent
 TOP = 10
 AUROC_FOUND = 0.9
+PIECE_PRECISION = 0.8
+PIECE_COVERAGE = 0.1
+"""A top feature is a *piece* of the behaviour when at least `PIECE_PRECISION` of the probe tokens it fires on are
+the behaviour's and it fires on at least `PIECE_COVERAGE` of them (a dictionary may split one behaviour, such as a
+phrase, over several precise features, none of which reaches `AUROC_FOUND` alone)."""
 SEED_MATCH = 0.7
 ORGANISMS = tuple(name for name in ORGANISM_NAMES if name != "generic")
 NULLS = ("generic", UNMODIFIED)
+NULL_PROBES = "backdoor"
+"""The probes a null pair's top features are scored on: a piece of a behaviour no model of the pair was taught
+is a false positive of the pieces criterion."""
 CALIBRATION = ("backdoor", "false_facts")
 """Organisms the verdict thresholds are chosen on; the others are held out."""
 
@@ -191,6 +202,7 @@ def evaluate_crosscoder(
         row = decoder[j - own.start].detach().float() if own.start <= j < own.stop else None
         features.append({
             "latent": j, "component": fraction, "shift": shift, "auroc": auroc(f_NF[keep, j], labels[keep].astype(bool)),
+            **precision_coverage(f_NF[keep, j], labels[keep].astype(bool)),
             "n_fires": int(arrays["n_fires"][j]), "n_contexts": int(arrays["n_contexts"][j]),
             "transfer_r2": float(arrays["transfer_r2"][j]),
             "transfer_r2_from_a": float(arrays["transfer_r2_from_a"][j]),
@@ -203,6 +215,16 @@ def evaluate_crosscoder(
         "split_base_rate": measured["split_base_rate"],
         "component_typical": measured["component_typical"],
         "anywhere": best_anywhere(arrays, f_NF[keep], labels[keep].astype(bool), side, with_components),
+    }
+
+
+def precision_coverage(activations: np.ndarray, positives: np.ndarray) -> dict:
+    """Return the share of the probe tokens a feature fires on that are the behaviour's (NaN when it never fires),
+    and the share of the behaviour's tokens it fires on (NaN without any)."""
+    fires = activations > 0
+    return {
+        "precision": float(positives[fires].mean()) if fires.any() else float("nan"),
+        "coverage": float(fires[positives].mean()) if positives.any() else float("nan"),
     }
 
 
@@ -340,6 +362,7 @@ def residual_sae(
             {
                 "latent": int(j),
                 "auroc": auroc(f_probe[keep, j], labels[keep].astype(bool)),
+                **precision_coverage(f_probe[keep, j], labels[keep].astype(bool)),
                 "n_fires": int((f_corpus[:, j] > 0).sum()),
             }
             for j in top
@@ -414,6 +437,15 @@ def found(features: list[dict]) -> bool:
     return any(f["auroc"] >= AUROC_FOUND for f in features if not np.isnan(f["auroc"]))
 
 
+def found_in_pieces(features: list[dict]) -> bool:
+    """Return True when one of the top features is a piece of the behaviour (`PIECE_PRECISION`, `PIECE_COVERAGE`)."""
+    return any(
+        f.get("precision", 0) >= PIECE_PRECISION and f.get("coverage", 0) >= PIECE_COVERAGE
+        for f in features
+        if not np.isnan(f.get("precision", np.nan))
+    )
+
+
 def verdict_counts(features: list[dict], thresholds: VerdictThresholds, split_base_rate: float) -> list[str]:
     """Return the verdict code of each top feature under `thresholds`."""
     codes = []
@@ -470,10 +502,13 @@ def summarize(results: list[dict], thresholds: VerdictThresholds) -> dict:
     for method in methods:
         row = {
             "cross_found": 0,
+            "cross_pieces": 0,
+            "same_pieces": 0,
             "cross_total": 0,
             "same_found": 0,
             "same_total": 0,
             "null_likely_real": [],
+            "null_pieces": [],
             "stability": [],
             "found_real": 0,
             "found_real_held_out": 0,
@@ -486,12 +521,14 @@ def summarize(results: list[dict], thresholds: VerdictThresholds) -> dict:
             for entry in entries:
                 feats = entry["features"]
                 if pair["organism"] in NULLS:
+                    row["null_pieces"].append(found_in_pieces(feats))
                     if "split_base_rate" in entry:
                         codes = verdict_counts(feats, thresholds, entry["split_base_rate"])
                         row["null_likely_real"].append(codes.count("real"))
                     continue
                 hit = found(feats)
                 row[f"{pair['arch']}_found"] += hit / len(entries)
+                row[f"{pair['arch']}_pieces"] += found_in_pieces(feats) / len(entries)
                 row[f"{pair['arch']}_total"] += 1 / len(entries)
                 if "split_base_rate" in entry:
                     codes = verdict_counts(feats, thresholds, entry["split_base_rate"])
@@ -552,7 +589,7 @@ def main(argv: list[str] | None = None) -> None:
     probe_acts = all_activations(names, [p.text for p in probe_list], out, "probes")
     results = []
     for pair in pairs:
-        organism = "generic" if pair.organism == UNMODIFIED else pair.organism
+        organism = NULL_PROBES if pair.organism in NULLS else pair.organism
         mine = probes[organism][0] + probes[organism][1]
         t0 = time.perf_counter()
         result = run_pair(
@@ -641,6 +678,8 @@ def write_results(results: list[dict], args, elapsed: float) -> None:
         "same_arch_organisms_found": row.get("same_found"),
         "null_likely_real_max": row.get("null_likely_real_max"),
         "standard_crosscoder_cross_arch_found": std.get("cross_found"),
+        "cross_arch_organisms_found_in_pieces": row.get("cross_pieces"),
+        "standard_crosscoder_cross_arch_found_in_pieces": std.get("cross_pieces"),
         "seed_stability": row.get("stability"),
     }
     for r in results:
@@ -677,16 +716,20 @@ def write_results(results: list[dict], args, elapsed: float) -> None:
         "",
         (
             "| method | cross-arch found | same-arch found | found and called real (held-out organisms) "
-            "| null: most 'likely real' | seed stability |"
+            "| null: most 'likely real' | found in pieces: cross-arch, same-arch | null pairs with a piece "
+            "| seed stability |"
         ),
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for method, r in table.items():
         stab = "–" if r["stability"] is None else f"{r['stability']:.0%}"
         nul = "–" if r["null_likely_real_max"] is None else str(r["null_likely_real_max"])
+        pieces = f"{r['cross_pieces']:.1f} / {r['cross_total']:.0f}, {r['same_pieces']:.1f} / {r['same_total']:.0f}"
+        null_pieces = f"{sum(r['null_pieces'])} / {len(r['null_pieces'])}" if r["null_pieces"] else "–"
         lines.append(
             f"| {method} | {r['cross_found']:.1f} / {r['cross_total']:.0f} | {r['same_found']:.1f} / "
-            f"{r['same_total']:.0f} | {r['found_real']:.1f} ({r['found_real_held_out']:.1f}) | {nul} | {stab} |"
+            f"{r['same_total']:.0f} | {r['found_real']:.1f} ({r['found_real_held_out']:.1f}) | {nul} | {pieces} "
+            f"| {null_pieces} | {stab} |"
         )
     lines += [
         "",
