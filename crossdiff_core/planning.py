@@ -256,7 +256,8 @@ class MemoryEstimate:
         if self.quant != "nf4":
             need = _model_phases(self._with(quant="nf4"))
             steps.append(
-                f"load both models in 4-bit (--quant nf4; 'nf4' under Quantization in the app): they then need {_gib(need)}{_verdict(need, available)}."
+                f"load both models in 4-bit (--quant nf4; 'nf4' under Quantization in the app): they then need "
+                f"{_gib(need)}{_verdict(need, available)}."
             )
             current = min(current, need)
         quant = "nf4" if self.quant != "nf4" else self.quant
@@ -294,11 +295,13 @@ class MemoryEstimate:
         batch, size = max(64, self.batch_size // 4), max(1024, cc.dict_size // 4)
         need = self._with(batch_size=batch).phases["train"]
         steps.append(
-            f"train with a smaller batch size ({batch}; --batch-size, or 'Batch size' in the app's Train tab): training then needs {_gib(need)}{_verdict(need, available)}."
+            f"train with a smaller batch size ({batch}; --batch-size, or 'Batch size' in the app's Train tab): "
+            f"training then needs {_gib(need)}{_verdict(need, available)}."
         )
         need = self._with(dict_size=size).phases["train"]
         steps.append(
-            f"or a smaller dictionary ({size}; --dict-size, or 'Dictionary size' in the app): training then needs {_gib(need)}{_verdict(need, available)}."
+            f"or a smaller dictionary ({size}; --dict-size, or 'Dictionary size' in the app): training then needs "
+            f"{_gib(need)}{_verdict(need, available)}."
         )
         return steps
 

@@ -109,7 +109,8 @@ class StoreWriter:
             if json.dumps(self.meta.get(key), sort_keys=True) != json.dumps(value, sort_keys=True):
                 raise StoreError(
                     f"{self.out_dir} already holds a store from a different harvest ({key} differs: "
-                    f"{self.meta.get(key)!r} vs {value!r}); choose a new folder (--out on the command line, 'Job folder' in the app) or delete this one"
+                    f"{self.meta.get(key)!r} vs {value!r}); choose a new folder (--out on the command line, "
+                    "'Job folder' in the app) or delete this one"
                 )
         self.meta["target_tokens"] = header.get("target_tokens", self.meta.get("target_tokens"))
         self.meta["complete"] = self.n_rows >= self.meta["target_tokens"] and self.meta["complete"]
