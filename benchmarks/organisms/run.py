@@ -439,10 +439,8 @@ def found(features: list[dict]) -> bool:
 
 def found_in_pieces(features: list[dict]) -> bool:
     """Return True when one of the top features is a piece of the behaviour (`PIECE_PRECISION`, `PIECE_COVERAGE`)."""
-    return any(
-        f.get("precision", 0) >= PIECE_PRECISION and f.get("coverage", 0) >= PIECE_COVERAGE
-        for f in features
-        if not np.isnan(f.get("precision", np.nan))
+    return any(  # NaN (never fired, no behaviour tokens, or results written before these were kept) is no piece
+        f.get("precision", np.nan) >= PIECE_PRECISION and f.get("coverage", np.nan) >= PIECE_COVERAGE for f in features
     )
 
 
@@ -666,6 +664,11 @@ def calibrate(results: list[dict], method: str) -> tuple[VerdictThresholds, dict
     return best, scores
 
 
+def _pair_header(methods) -> list[str]:
+    """Return the header lines of a Markdown table with a row per pair and a column per method."""
+    return ["| pair | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+
+
 def write_results(results: list[dict], args, elapsed: float) -> None:
     """Write results.json (without decoder rows) and RESULTS.md."""
     thresholds, grid = calibrate(results, "dfc+components")
@@ -735,8 +738,7 @@ def write_results(results: list[dict], args, elapsed: float) -> None:
         "",
         "Per pair (best AUROC among the top features, mean over seeds):",
         "",
-        "| pair | " + " | ".join(table) + " |",
-        "|---|" + "---|" * len(table),
+        *_pair_header(table),
     ]
     for r in results:
         cells = []
@@ -756,8 +758,7 @@ def write_results(results: list[dict], args, elapsed: float) -> None:
         "first seed). In the shared block a high AUROC may only mean the probe texts differ on the surface (both",
         "models read the backdoor's phrase in capitals); in an exclusive block it is the planted change itself:",
         "",
-        "| pair | " + " | ".join(learned) + " |",
-        "|---|" + "---|" * len(learned),
+        *_pair_header(learned),
     ]
     for r in results:
         if r["pair"]["organism"] in NULLS:
