@@ -71,3 +71,16 @@ def tiny_pair(demo_tokenizers):
         layer_types=["sliding_attention", "full_attention"],
     )).eval()  # fmt: skip
     return load_model((model_a, tok_a), layer=1), load_model((model_b, tok_b), layer=1)
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """Start the Hub stand-in (`hub_stand_in.FakeHub`) and point huggingface_hub at it (online, empty cache, no token)."""
+    from hub_stand_in import TOKEN, FakeHub, point_hub
+
+    fake = FakeHub(TOKEN)
+    fake.thread.start()
+    point_hub(monkeypatch, tmp_path, fake.url)
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()

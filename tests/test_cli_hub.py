@@ -1,6 +1,6 @@
 """CLI commands that talk to the Hub (`push`, `find`, `info`/`diff`/`report` on a Hub repo id) and `import-dl`.
 
-They run in-process through `cli.main` against the Hub stand-in of `test_hub.py` (a real HTTP server on
+They run in-process through `cli.main` against the Hub stand-in of `hub_stand_in.py` (a real HTTP server on
 127.0.0.1 that huggingface_hub talks to through `HF_ENDPOINT`). The token comes from the environment as
 a user would set it, and no output, log or error may contain it.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_stand_in import GEMMA, SMOL, TOKEN, assert_same, offline, saved_folder, trained_crosscoder
 from safetensors.torch import save_file
-from test_hub import GEMMA, SMOL, TOKEN, assert_same, hub, offline, saved_folder, trained_crosscoder  # noqa: F401
 from test_import_dictionary_learning import N_A, N_B, F, Variant, ref_encode, source_for
 
 from crossdiff_core import cli

@@ -1,7 +1,7 @@
 """Tests for `python -m crossdiff_core deploy`: the staged Space folder, and the upload to a Hub stand-in.
 
 The dry run stages the real checkout (app, library, shipped crosscoder, demo model packages from this
-environment). The upload goes to `test_hub.FakeHub`, extended here with what huggingface_hub 2.4 calls
+environment). The upload goes to `hub_stand_in.FakeHub`, extended here with what huggingface_hub 2.4 calls
 for a Space: the same endpoints under `/api/spaces/`, file deletions in a commit, and the hardware request.
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hub_stand_in import TOKEN, FakeHub, Request, error_response, json_response, offline, point_at
 from huggingface_hub import constants as hub_constants
 from packaging.requirements import Requirement
-from test_hub import TOKEN, FakeHub, Request, _error, _json, offline, point_at
 
 from crossdiff_core import cli
 from crossdiff_core.errors import CrossDiffError
@@ -186,11 +186,11 @@ class SpaceHub(FakeHub):
             self.requests.append(request)
             flavor = request.json()["flavor"]
             if not self.authorized(request):
-                return _error(401, None, "Invalid credentials in Authorization header")
+                return error_response(401, None, "Invalid credentials in Authorization header")
             if flavor in self.refuse_hardware:
-                return _error(402, None, "Payment required: add a payment method to use this hardware")
+                return error_response(402, None, "Payment required: add a payment method to use this hardware")
             self.hardware[match["repo"]] = flavor
-            return _json({"stage": "BUILDING", "hardware": {"current": None, "requested": flavor}})
+            return json_response({"stage": "BUILDING", "hardware": {"current": None, "requested": flavor}})
         if request.path.startswith("/api/spaces/"):
             request = dataclasses.replace(request, path="/api/models/" + request.path.removeprefix("/api/spaces/"))
         return super().handle(request)

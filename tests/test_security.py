@@ -8,7 +8,7 @@
    writes a marker when imported) is refused with a message naming `--trust-remote-code`; with the flag, the
    code does run (so the refusal is what protects).
 3. Hub tokens never reach output, logs, errors or files: the CLI runs `push`, `find`, `info`, `import-dl` and
-   `deploy` with a planted token against the Hub stand-in of `test_hub.py`, a Hub that echoes the
+   `deploy` with a planted token against the Hub stand-in of `hub_stand_in.py`, a Hub that echoes the
    Authorization header in its errors, an unreachable endpoint, with a malformed token and with a stored login.
 4. A Hub file path cannot climb out of the repo (`owner/name/../../x.pt`).
 
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_stand_in import FakeHub, Request, error_response, point_hub, saved_folder, trained_crosscoder
 from huggingface_hub import constants as hub_constants
-from test_hub import FakeHub, Request, _error, point_hub, saved_folder, trained_crosscoder
 from test_import_dictionary_learning import _batchtopk
 
 from crossdiff_core import cli
@@ -319,7 +319,7 @@ def test_with_trust_remote_code_the_code_does_run(tmp_path):
 
 @pytest.fixture
 def planted_hub(tmp_path, monkeypatch):
-    """The Hub stand-in of test_hub.py, accepting the planted token."""
+    """The Hub stand-in of hub_stand_in.py, accepting the planted token."""
     fake = FakeHub(PLANTED)
     fake.thread.start()
     point_hub(monkeypatch, tmp_path, fake.url)
@@ -333,7 +333,9 @@ class EchoingHub(FakeHub):
 
     def handle(self, request: Request):
         self.requests.append(request)
-        return _error(400, None, f"bad request for {request.path}; you sent Authorization: {request.authorization}")
+        return error_response(
+            400, None, f"bad request for {request.path}; you sent Authorization: {request.authorization}"
+        )
 
 
 def _closed_port() -> int:

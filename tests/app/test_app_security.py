@@ -2,7 +2,7 @@
 
 The app is built and launched once for the module, without models (no preload): what is tested here is the
 server and the events that do not need a model. It runs with `CROSSDIFF_MAX_FILE_SIZE=64kb` and its own
-`GRADIO_TEMP_DIR`, and talks to the Hub stand-in of `tests/test_hub.py` through `HF_ENDPOINT` (in this process).
+`GRADIO_TEMP_DIR`, and talks to the Hub stand-in of `tests/hub_stand_in.py` through `HF_ENDPOINT` (in this process).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import httpx
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-from test_hub import FakeHub, point_hub, saved_folder, trained_crosscoder
+from hub_stand_in import FakeHub, point_hub, saved_folder, trained_crosscoder
 from test_security import (
     MALFORMED,
     PLANTED,
