@@ -1,5 +1,5 @@
 """The organism benchmark's checks of whether a planted change is findable at all (`separability`) and was
-learned somewhere in the dictionary (`best_anywhere`)."""
+learned somewhere in the dictionary (`best_anywhere`), and its cross-architecture reading (`transfer_shift`)."""
 
 from types import SimpleNamespace
 
@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from benchmarks.organisms.run import best_anywhere, found_in_pieces, precision_coverage, residual_sae, separability
+from benchmarks.organisms.transfer_shift import transfer_shift
 
 
 def _rows(change_on_behaviour: float, change_everywhere: float, seed: int = 0):
@@ -97,3 +98,24 @@ def test_a_precise_feature_covering_part_of_the_behaviour_is_a_piece_and_a_broad
     assert piece == {"precision": 1.0, "coverage": 0.34}, piece
     assert found_in_pieces([precision_coverage(broad, positives), piece])
     assert not found_in_pieces([precision_coverage(x, positives) for x in (broad, rare, np.zeros(400))])
+
+
+def _two_architectures(plant: float, seed: int = 0):
+    """Many sparse concepts in superposition, read by model B through a linear change of model A's basis;
+    B also adds a direction wherever concept 3 is present."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.rand(6000, 200, generator=gen).lt(0.03) * torch.rand(6000, 200, generator=gen).add(0.5)
+    x_a = z @ torch.randn(200, 24, generator=gen) + 0.05 * torch.randn(6000, 24, generator=gen)
+    x_b = x_a @ torch.randn(24, 20, generator=gen) + 0.05 * torch.randn(6000, 20, generator=gen)
+    x_b[z[:, 3] > 0] += plant * torch.nn.functional.normalize(torch.randn(20, generator=gen), dim=0) * x_b.std()
+    return z, x_a, x_b
+
+
+def test_the_transfer_shift_singles_out_the_latent_whose_rows_carry_a_change_only_one_model_makes():
+    latents = np.arange(200)
+    z, x_a, x_b = _two_architectures(plant=1.0)
+    shift = transfer_shift(z, x_a, x_b, latents)
+    assert int(np.argmax(shift)) == 3 and shift[3] > 10 * np.median(shift), shift
+    z, x_a, x_b = _two_architectures(plant=0.0)
+    quiet = transfer_shift(z, x_a, x_b, latents)
+    assert quiet[3] < 3 * np.median(quiet), quiet
