@@ -7,6 +7,7 @@ a user would set it, and no output, log or error may contain it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -244,7 +245,7 @@ def test_import_dl_writes_a_crosscoder_folder_with_the_same_outputs(tmp_path, ca
     code, _, err = run(capsys, "import-dl", str(path), str(out), "--model-a", "org/base", "--model-b", "org/chat",
                        "--layer", "13", "--layer-b", "14")  # fmt: skip
     assert code == 0, err
-    assert f"{N_A} A-exclusive, {F - N_A - N_B} shared, {N_B} B-exclusive latents (batchtopk)" in err
+    assert f"{N_A} A-exclusive, {F - N_A - N_B} shared, {N_B} B-exclusive latents (batchtopk; relative-variance" in err
     cc = CrossCoder.from_pretrained(str(out))
     recorded = (cc.config.model_a, cc.config.model_b, cc.config.layer_a, cc.config.layer_b)
     assert recorded == ("org/base", "org/chat", 13, 14)
@@ -255,6 +256,22 @@ def test_import_dl_writes_a_crosscoder_folder_with_the_same_outputs(tmp_path, ca
 
     code, info, _ = run(capsys, "info", str(out), "--json")
     assert code == 0 and json.loads(info)["n_exclusive_a"] == N_A
+
+    # provenance: the source file and its sha256, the latent mapping, a card that says how to map ids
+    assert "source B-exclusive latent i is CrossDiff latent i + 39, source shared latent i is i - 3" in err
+    record = json.loads((out / "import.json").read_text())
+    assert record["file"] == str(path) and record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    blocks = (record["n_exclusive_a"], record["n_exclusive_b"])
+    assert blocks == (N_A, N_B) and record["normalization"] == "relative-variance"
+    mapping = json.loads((out / "latent_mapping.json").read_text())
+    order = source_latent_order(N_A, N_B, F)
+    assert mapping["crossdiff_to_source"] == order
+    assert [order[j] for j in mapping["source_to_crossdiff"]] == list(range(F))
+    torch.testing.assert_close(f_BF[:, mapping["source_to_crossdiff"]], ref_encode(sd, x_BLD), atol=1e-4, rtol=1e-4)
+    card = (out / "README.md").read_text()
+    assert "[More Information Needed]" not in card and hashlib.sha256(path.read_bytes()).hexdigest() in card
+    assert f"| B-exclusive | {N_A} – {N_A + N_B - 1} | {F - N_B} – {F - 1} | `i + {F - N_A - N_B}` |" in card
+    assert "library_name: crossdiff" in card and "latent_mapping.json" in card
 
     code, _, err = run(capsys, "import-dl", str(path), str(out))
     assert code == 2 and "already exists and is not an empty folder" in last_line(err)
@@ -274,6 +291,14 @@ def test_import_dl_from_a_hub_repo_and_warnings_become_lines(hub, tmp_path, caps
     with torch.no_grad():
         f_BF = CrossCoder.from_pretrained(str(tmp_path / "from-hub")).encode(x_BLD[:, 0].float(), x_BLD[:, 1].float())
     torch.testing.assert_close(f_BF.double(), ref_encode(sd, x_BLD), atol=1e-4, rtol=1e-4)
+    record = json.loads((tmp_path / "from-hub" / "import.json").read_text())
+    assert record["hub_repo"] == "lab/dl-crosscoder" and record["normalization"] == "none"
+    assert record["sha256"] == hashlib.sha256(files["model.safetensors"]).hexdigest()
+    push_to_hub(tmp_path / "from-hub", "alice/imported", token=TOKEN)  # the provenance travels with it
+    pushed = hub.repos["alice/imported"].files
+    assert json.loads(pushed["import.json"]) == record and "latent_mapping.json" in pushed
+    card = pushed["README.md"].decode()
+    assert "## Imported from dictionary_learning" in card and "CrossDiff latent `i` is source latent `i`" in card
 
     no_code_norm = {key: value for key, value in sd.items() if key != "code_normalization_id"}
     save_file(no_code_norm, str(tmp_path / "ae.safetensors"))

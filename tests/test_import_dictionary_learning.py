@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from dl_reference import ReferenceCrossCoder, dfc_state_dict
 from huggingface_hub import constants as hub_constants
 from safetensors.torch import save_file
 
@@ -52,7 +53,11 @@ class Variant:
 
 
 def random_source(seed: int, variant: Variant) -> dict[str, torch.Tensor]:
-    """Return a state dict in the dictionary_learning layout with random, trained-looking values."""
+    """Return a state dict in the dictionary_learning layout with random, trained-looking values.
+
+    A normalized one has one global scale over both models, as dictionary_learning wrote it in late June
+    2025 (`normalized_source` below builds today's per-model scale).
+    """
     gen = torch.Generator().manual_seed(seed)
     enc = torch.randn(2, D, F, generator=gen) * 0.4
     dec = torch.randn(2, F, D, generator=gen) * 0.4
@@ -80,14 +85,14 @@ def random_source(seed: int, variant: Variant) -> dict[str, torch.Tensor]:
     return {key: value.to(variant.dtype) if value.is_floating_point() else value for key, value in sd.items()}
 
 
-def _global_scale(sd: dict) -> float | None:
-    """Return the reference's input scale g, None when it does not normalize."""
+def _global_scale(sd: dict) -> torch.Tensor | None:
+    """Return the reference's input scale g as [2, 1] (or [] for one scale over both models), None without normalizer."""
     mean, std = sd.get("activation_mean"), sd.get("activation_std")
     if mean is None or std is None or torch.isnan(mean).any() or torch.isnan(std).any():
         return None
     if "activation_global_scale" in sd:
-        return float(sd["activation_global_scale"])
-    return float(sd["target_rms"]) / math.sqrt(float((std.double() ** 2).sum()) + 1e-8)
+        return sd["activation_global_scale"].double()
+    return float(sd["target_rms"]) / torch.sqrt((std.double() ** 2).sum(dim=-1, keepdim=True) + 1e-8)
 
 
 def ref_scores(sd: dict, x_BLD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -337,7 +342,7 @@ def test_missing_code_normalization_is_assumed_crosscoder_with_a_warning(tmp_pat
                 {k: v for k, v in sd.items() if k not in ("target_rms", "activation_global_scale")}
                 | {"activation_mean": torch.zeros(2, D), "activation_std": torch.ones(2, D)}
             ),
-            "neither activation_global_scale nor target_rms",
+            r"normalizes its inputs per dimension \(\(x − mean\) / \(std \+ 1e-8\): it has activation_mean/std but no",
         ),
     ],
     ids=[
@@ -436,3 +441,118 @@ def test_crossdiff_folder_is_pointed_to_load_crosscoder(tmp_path):
     CrossCoder(CrossCoderConfig(d_a=4, d_b=4, dict_size=8, k=2), seed=0).save_pretrained(tmp_path)
     with pytest.raises(CrossCoderError, match="already a CrossDiff crosscoder; load it with crossdiff_core.hub.repo"):
         import_dictionary_learning(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- normalized, as dfc_learning writes them
+
+EXACT = 1e-5
+"""Largest absolute difference allowed between CrossDiff and the faithful float32 reference (`dl_reference`)."""
+
+
+def normalized_source(seed: int, keep_relative_variance: bool = True, batchtopk: bool = True, dfc: bool = True):
+    """Return (state dict, raw inputs [B, 2, d]) of a normalized crosscoder built as dfc_learning builds one.
+
+    The two models' activations differ in offset and spread (model B's are about 4 times wider), so one
+    scale per model matters: collapsing it to one number moves the latents.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    mean = torch.stack([torch.randn(D, generator=gen) * 2, torch.randn(D, generator=gen) * 2 - 4])
+    std = torch.stack([torch.rand(D, generator=gen) + 0.3, (torch.rand(D, generator=gen) + 0.3) * 4])
+    x_BLD = mean + torch.randn(BATCH, 2, D, generator=gen) * std
+    enc = torch.randn(2, D, F, generator=gen) * 0.4
+    dec = torch.randn(2, F, D, generator=gen) * 0.1  # reconstructions of about the inputs' size, as when trained
+    if dfc:  # what DedicatedFeatureCrossCoderEncoder/Decoder._initialize_masked_weights leave at zero
+        enc[0][:, N_A : N_A + N_B], enc[1][:, :N_A], dec[0][N_A : N_A + N_B], dec[1][:N_A] = 0, 0, 0, 0
+    sd = dfc_state_dict(
+        enc, torch.randn(F, generator=gen) * 0.2, dec, torch.randn(2, D, generator=gen) * 0.2,
+        activation_mean=mean, activation_std=std, keep_relative_variance=keep_relative_variance, target_rms=1.0,
+        k=K if batchtopk else None, partition=PARTITION["_partition_config"] if dfc else None,
+    )  # fmt: skip
+    if batchtopk:  # a threshold in a wide gap between scores, as `set_threshold` picks it
+        tensors = {key: v.double() for key, v in sd.items() if isinstance(v, torch.Tensor) and key != "threshold"}
+        ref = ReferenceCrossCoder(tensors, keep_relative_variance)
+        scores = (ref.encode(x_BLD.double()) * ref.get_code_normalization()).flatten()
+        values = scores[scores > 0].sort().values
+        window = values[len(values) // 2 - 20 : len(values) // 2 + 20]
+        gap = int((window[1:] - window[:-1]).argmax())
+        sd["threshold"] = torch.tensor(float(window[gap] + window[gap + 1]) / 2, dtype=torch.float32)
+    return sd, x_BLD
+
+
+def max_diffs(cc: CrossCoder, ref: ReferenceCrossCoder, x_BLD: torch.Tensor, order: list[int]) -> tuple[float, float]:
+    """Return the largest |difference| of the latents and of the reconstructions (both models), CrossDiff vs reference."""
+    with torch.no_grad():
+        f_BF = cc.encode(x_BLD[:, 0], x_BLD[:, 1])
+        x_hat_a, x_hat_b = cc.decode(f_BF)
+    f_ref_BF = ref.encode(x_BLD)
+    x_hat_ref_BLD = ref.decode(f_ref_BF)
+    assert torch.equal(f_BF > 0, f_ref_BF[:, order] > 0), "the same latents must be active"
+    latents = float((f_BF - f_ref_BF[:, order]).abs().max())
+    recon = float(max((x_hat_a - x_hat_ref_BLD[:, 0]).abs().max(), (x_hat_b - x_hat_ref_BLD[:, 1]).abs().max()))
+    return latents, recon
+
+
+@pytest.mark.parametrize("fmt", ["pt", "safetensors"])
+def test_per_model_global_scale_is_folded_exactly(tmp_path, fmt):
+    """dfc_learning's default: activation_global_scale [2], one scale per model (keep_relative_variance=True)."""
+    sd, x_BLD = normalized_source(11)
+    g = sd["activation_global_scale"]
+    assert g.shape == (2,) and float(g[0] / g[1]) > 3  # the two models are scaled very differently
+    if fmt == "pt":
+        torch.save(sd, tmp_path / "ae.pt")
+        path = tmp_path / "ae.pt"
+    else:
+        tensors = {key: value for key, value in sd.items() if isinstance(value, torch.Tensor)}
+        save_file(tensors, str(tmp_path / "model.safetensors"))
+        (tmp_path / "config.json").write_text(json.dumps(sd["_partition_config"] | {"k": K}))
+        path = tmp_path
+    cc = import_dictionary_learning(path)
+    assert (cc.config.scale_a, cc.config.scale_b) == tuple((g + 1e-8).tolist())  # what they divide by on decode
+    order = source_latent_order(N_A, N_B, F)
+    latents, recon = max_diffs(cc, ReferenceCrossCoder(sd), x_BLD, order)
+    assert 0 < int((cc.encode(x_BLD[:, 0], x_BLD[:, 1]) > 0).sum()) < BATCH * F
+    assert latents < EXACT and recon < EXACT, (latents, recon)
+
+    collapsed = ReferenceCrossCoder(sd | {"activation_global_scale": g.mean()})  # what a scalar scale would give
+    collapsed.sd["activation_global_scale"] = g.mean().expand(2)
+    off = float((collapsed.encode(x_BLD)[:, order] - ReferenceCrossCoder(sd).encode(x_BLD)[:, order]).abs().max())
+    assert off > 100 * EXACT  # the test would catch the collapsed scale
+
+
+def test_per_dimension_normalization_needs_to_be_named_and_is_exact_for_l1(tmp_path):
+    """keep_relative_variance=False stores ones as the global scale; the state dict does not record the flag."""
+    sd, x_BLD = normalized_source(14, keep_relative_variance=False, batchtopk=False)
+    assert torch.equal(sd["activation_global_scale"], torch.ones(2))
+    torch.save(sd, tmp_path / "ae.pt")
+    ambiguous = r"global_scale is 1 for both models although target_rms.*--normalization"
+    with pytest.raises(CrossCoderError, match=ambiguous):
+        import_dictionary_learning(tmp_path / "ae.pt")
+    order = source_latent_order(N_A, N_B, F)
+    cc = import_dictionary_learning(tmp_path / "ae.pt", normalization="per-dimension")
+    latents, recon = max_diffs(cc, ReferenceCrossCoder(sd, keep_relative_variance=False), x_BLD, order)
+    assert latents < EXACT and recon < EXACT, (latents, recon)
+    # what their from_pretrained evaluates (the class default keep_relative_variance=True, stored scale 1)
+    cc = import_dictionary_learning(tmp_path / "ae.pt", normalization="relative-variance")
+    latents, recon = max_diffs(cc, ReferenceCrossCoder(sd, keep_relative_variance=True), x_BLD, order)
+    assert latents < EXACT and recon < EXACT, (latents, recon)
+
+    relative, _ = normalized_source(14)  # a relative-variance checkpoint cannot be read per dimension
+    torch.save(relative, tmp_path / "relative.pt")
+    with pytest.raises(CrossCoderError, match="not the ones keep_relative_variance=False writes"):
+        import_dictionary_learning(tmp_path / "relative.pt", normalization="per-dimension")
+
+
+def test_per_dimension_batchtopk_is_refused_and_old_format_is_read_per_dimension(tmp_path):
+    sd, _ = normalized_source(13, keep_relative_variance=False)
+    torch.save(sd, tmp_path / "ae.pt")
+    with pytest.raises(CrossCoderError, match=r"normalizes its inputs per dimension .* cannot be imported exactly"):
+        import_dictionary_learning(tmp_path / "ae.pt", normalization="per-dimension")
+    # dictionary_learning of June 2025 (before target_rms): mean/std only, always per dimension
+    old, x_BLD = normalized_source(14, keep_relative_variance=False, batchtopk=False, dfc=False)
+    old = {key: value for key, value in old.items() if key not in ("target_rms", "activation_global_scale")}
+    torch.save(old, tmp_path / "old.pt")
+    cc = import_dictionary_learning(tmp_path / "old.pt")
+    # their June 2025 normalize was (x − mean) / (std + 1e-8): today's per-dimension branch, without the shape check
+    june = ReferenceCrossCoder(old | {"activation_global_scale": torch.ones(2)}, keep_relative_variance=False)
+    latents, recon = max_diffs(cc, june, x_BLD, list(range(F)))
+    assert latents < EXACT and recon < EXACT, (latents, recon)

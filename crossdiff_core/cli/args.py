@@ -280,6 +280,10 @@ def _add_token_arg(parser: argparse.ArgumentParser, purpose: str) -> None:
     )
 
 
+IMPORT_NORMALIZATIONS = ("auto", "relative-variance", "per-dimension")
+"""`import-dl --normalization` choices (`hub.importers.NORMALIZATION_CHOICES`, which imports torch)."""
+
+
 def _add_hub_commands(sub) -> None:
     """Add the commands that publish, find, import and deploy."""
     p = sub.add_parser(
@@ -307,7 +311,9 @@ def _add_hub_commands(sub) -> None:
         "import-dl",
         help="convert a dictionary_learning crosscoder into a CrossDiff crosscoder folder",
         description="Convert a crosscoder trained with dictionary_learning / crosscoder_learning / "
-        "dfc_learning (same outputs, latents reordered to CrossDiff's blocks) and save it.",
+        "dfc_learning (same outputs on raw activations, latents reordered to CrossDiff's blocks) and save it, "
+        "with import.json (source file and sha256), latent_mapping.json (source id <-> CrossDiff id) and a "
+        "model card saying how to map ids.",
     )
     p.add_argument(
         "source",
@@ -325,6 +331,14 @@ def _add_hub_commands(sub) -> None:
     p.add_argument("--layer", type=int, default=None, help="layer read in both models")
     p.add_argument("--layer-a", type=int, default=None, help="layer of model A (overrides --layer)")
     p.add_argument("--layer-b", type=int, default=None, help="layer of model B (overrides --layer)")
+    p.add_argument(
+        "--normalization",
+        choices=IMPORT_NORMALIZATIONS,
+        default=IMPORT_NORMALIZATIONS[0],
+        help="how the source normalized its inputs when it has activation_mean/std: auto (read from its "
+        "buffers; refused when they cannot tell), relative-variance (keep_relative_variance=True, the "
+        "default of dictionary_learning: one scale per model) or per-dimension (keep_relative_variance=False)",
+    )
 
     p = sub.add_parser(
         "deploy",

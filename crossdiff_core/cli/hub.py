@@ -93,8 +93,8 @@ def _dash(value) -> str:
 
 
 def cmd_import_dl(args) -> int:
-    """Convert a dictionary_learning crosscoder and save it as a CrossDiff crosscoder folder."""
-    from crossdiff_core.hub.importers import import_dictionary_learning
+    """Convert a dictionary_learning crosscoder and save it as a CrossDiff crosscoder folder, with its provenance."""
+    from crossdiff_core.hub.importers import import_with_provenance
 
     out = Path(args.out_dir).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -103,18 +103,28 @@ def cmd_import_dl(args) -> int:
     layer_b = args.layer_b if args.layer_b is not None else args.layer
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cc = import_dictionary_learning(
-            args.source, model_a=args.model_a, model_b=args.model_b, layer_a=layer_a, layer_b=layer_b
-        )
+        result = import_with_provenance(
+            args.source, model_a=args.model_a, model_b=args.model_b, layer_a=layer_a, layer_b=layer_b,
+            normalization=args.normalization,
+        )  # fmt: skip
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    cc.save_pretrained(out)
-    c = cc.config
+    result.save(out)
+    c = result.crosscoder.config
+    normalized = "" if result.normalization == "none" else f"; {result.normalization} normalization folded in"
     print(
         f"imported {args.source} into {out}: {c.n_exclusive_a} A-exclusive, {c.n_shared} shared, "
-        f"{c.n_exclusive_b} B-exclusive latents ({c.sparsity}); see it with `python -m crossdiff_core info {out}`",
+        f"{c.n_exclusive_b} B-exclusive latents ({c.sparsity}{normalized}); see it with "
+        f"`python -m crossdiff_core info {out}`",
         file=sys.stderr,
     )
+    if c.n_exclusive_a + c.n_exclusive_b:
+        print(
+            f"note: latents are reordered to [A-exclusive | shared | B-exclusive]: source B-exclusive latent i is "
+            f"CrossDiff latent i + {c.n_shared}, source shared latent i is i - {c.n_exclusive_b}; "
+            f"{out / 'latent_mapping.json'} maps every id",
+            file=sys.stderr,
+        )
     if not (c.model_a and c.model_b):
         print(
             "note: the models are not recorded; pass --model-a and --model-b (here, or to diff and index) so the "

@@ -56,9 +56,14 @@ FEATURE_INDEX_DIR = "feature_index"
 CARD_TEMPLATE = Path(__file__).resolve().parents[2] / ".huggingface" / "model_card_template.md"
 CARD_METADATA_KEY = "crossdiff"
 """Front-matter key of the card that records the model pair, layers and block sizes (read by `find_on_hub`)."""
+IMPORT_FILE = "import.json"
+"""Written by `import-dl`: the source file, its sha256, its config and how it was converted."""
+LATENT_MAPPING_FILE = "latent_mapping.json"
+"""Written by `import-dl`: source latent id ↔ CrossDiff latent id, both directions."""
 
 _LOAD_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
-_RESERVED_NAMES = frozenset({CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, FEATURE_INDEX_DIR})
+_IMPORT_FILES = (IMPORT_FILE, LATENT_MAPPING_FILE)
+_RESERVED_NAMES = frozenset({CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, FEATURE_INDEX_DIR, *_IMPORT_FILES})
 
 
 @dataclass(frozen=True)
@@ -118,8 +123,9 @@ def push_to_hub(
 ) -> str:
     """Upload a crosscoder (a `CrossCoder` or its saved folder) with a generated model card; return the repo URL.
 
-    From a folder, `config.json` and `model.safetensors` are uploaded, plus `feature_index/` when present;
-    `training.json` (if any) fills the card's training section. `extra_files` (files or folders) are
+    From a folder, `config.json` and `model.safetensors` are uploaded, plus `feature_index/` and the files
+    `import-dl` writes (`import.json`, `latent_mapping.json`) when present; `training.json` (if any) fills
+    the card's training section, `import.json` its import section. `extra_files` (files or folders) are
     uploaded next to them under their own names. The repo is created if needed (`private` only applies then).
     """
     require_online("pushing to the Hub")
@@ -129,7 +135,10 @@ def push_to_hub(
         config, training = _stage_crosscoder(crosscoder, staging)
         for extra in extra_files:
             _stage_extra(Path(extra), staging)
-        card = render_model_card(config, repo_id, training, has_feature_index=(staging / FEATURE_INDEX_DIR).is_dir())
+        card = render_model_card(
+            config, repo_id, training, has_feature_index=(staging / FEATURE_INDEX_DIR).is_dir(),
+            provenance=_read_json_object(staging / IMPORT_FILE),
+        )  # fmt: skip
         (staging / CARD_FILE).write_text(card, encoding="utf-8")
         api = HfApi(token=token, library_name=LIBRARY_NAME, library_version=__version__)
         try:
@@ -155,7 +164,10 @@ def _stage_crosscoder(
         _link_or_copy(folder / name, staging / name)
     if (folder / FEATURE_INDEX_DIR).is_dir():
         shutil.copytree(folder / FEATURE_INDEX_DIR, staging / FEATURE_INDEX_DIR)
-    return config, _read_training(folder / SUMMARY_FILE)
+    for name in _IMPORT_FILES:
+        if (folder / name).is_file():
+            _link_or_copy(folder / name, staging / name)
+    return config, _read_json_object(folder / SUMMARY_FILE)
 
 
 def _stage_extra(path: Path, staging: Path) -> None:
@@ -180,8 +192,8 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _read_training(path: Path) -> dict | None:
-    """Return the training summary in `path`, or None when there is none or it is unreadable."""
+def _read_json_object(path: Path) -> dict | None:
+    """Return the JSON object in `path` (a training summary, an import record), None when absent or unreadable."""
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -213,8 +225,18 @@ def card_metadata(config: CrossCoderConfig) -> dict:
     return data.to_dict()
 
 
-def render_model_card(config: CrossCoderConfig, repo_id: str, training: dict | None, has_feature_index: bool) -> str:
-    """Return the full model card (YAML front matter + the filled-in template) for a crosscoder."""
+def render_model_card(
+    config: CrossCoderConfig,
+    repo_id: str,
+    training: dict | None,
+    has_feature_index: bool,
+    provenance: dict | None = None,
+) -> str:
+    """Return the full model card (YAML front matter + the filled-in template) for a crosscoder.
+
+    `provenance` is the `import.json` record of a crosscoder converted by `import-dl`: the card then says
+    where it came from and how its latent ids map to the source's.
+    """
     try:
         template = string.Template(CARD_TEMPLATE.read_text(encoding="utf-8"))
     except OSError as error:
@@ -237,6 +259,8 @@ def render_model_card(config: CrossCoderConfig, repo_id: str, training: dict | N
             if has_feature_index else "No feature index was published with this crosscoder."
         ),
         "repo_id": repo_id,
+        "origin": _origin(provenance),
+        "provenance": _provenance_section(provenance),
     }  # fmt: skip
     try:
         body = template.substitute(values)
@@ -245,6 +269,7 @@ def render_model_card(config: CrossCoderConfig, repo_id: str, training: dict | N
             f"the model card template {CARD_TEMPLATE} uses an unknown or malformed field ({error}); "
             f"available fields: {', '.join(sorted(values))}"
         ) from error
+    body = re.sub(r"\n{3,}", "\n\n", body)  # an empty section leaves no gap
     front_matter = ModelCardData(**card_metadata(config)).to_yaml()
     return f"---\n{front_matter}\n---\n\n{body.strip()}\n"
 
@@ -267,6 +292,52 @@ def _config_table(config: CrossCoderConfig) -> str:
     ]
     lines = [_row(rows[0]), "|---|---|---|", *(_row(row) for row in rows[1:])]
     return "\n".join(lines) + f"\n\nSparsity: {sparsity}."
+
+
+def _origin(provenance: dict | None) -> str:
+    """Return how the card's first sentence says the crosscoder was made."""
+    if provenance is None:
+        return "trained with CrossDiff"
+    return "trained with dictionary_learning / dfc_learning (converted by CrossDiff's `import-dl`)"
+
+
+def _provenance_section(provenance: dict | None) -> str:
+    """Return the card's import section: the source file and its sha256, and how to map latent ids."""
+    if provenance is None:
+        return ""
+    n_a, n_b = int(provenance.get("n_exclusive_a") or 0), int(provenance.get("n_exclusive_b") or 0)
+    size = int(provenance.get("dict_size") or 0)
+    n_s = size - n_a - n_b
+    where = f"Hub repo `{provenance['hub_repo']}`, file " if provenance.get("hub_repo") else ""
+    lines = [
+        "## Imported from dictionary_learning",
+        "",
+        f"Converted from {where}`{provenance.get('file')}` (sha256 `{provenance.get('sha256')}`) by "
+        f"`python -m crossdiff_core import-dl`. Its input normalization ({provenance.get('normalization')}) is folded "
+        "into the weights, so encode and decode on raw activations give the source's outputs. "
+        f"`{IMPORT_FILE}` records the source and `{LATENT_MAPPING_FILE}` the latent ids.",
+        "",
+        "### Latent ids",
+        "",
+    ]
+    if n_a + n_b == 0:
+        lines.append("This is a standard crosscoder: CrossDiff latent `i` is source latent `i`.")
+        return "\n".join(lines)
+    lines += [
+        "dictionary_learning orders a DFC's latents `[A-exclusive | B-exclusive | shared]`, CrossDiff orders them "
+        f"`[A-exclusive | shared | B-exclusive]` (nA = {n_a}, nB = {n_b}, nS = {n_s}):",
+        "",
+        "| block | source ids | CrossDiff ids | CrossDiff id of source id `i` |",
+        "|---|---|---|---|",
+        f"| A-exclusive | 0 – {n_a - 1} | 0 – {n_a - 1} | `i` |" if n_a else "| A-exclusive | none | none | |",
+        f"| B-exclusive | {n_a} – {n_a + n_b - 1} | {size - n_b} – {size - 1} | `i + {n_s}` |"
+        if n_b
+        else "| B-exclusive | none | none | |",
+        f"| shared | {n_a + n_b} – {size - 1} | {n_a} – {size - n_b - 1} | `i − {n_b}` |",
+        "",
+        f"`{LATENT_MAPPING_FILE}` lists `source_to_crossdiff[i]` and `crossdiff_to_source[j]` for every latent.",
+    ]
+    return "\n".join(lines)
 
 
 def _training_section(training: dict | None) -> str:

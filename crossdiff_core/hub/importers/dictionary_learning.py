@@ -7,12 +7,20 @@ chat). They come as a `.pt` state dict or as PyTorchModelHubMixin files (`model.
 
     encoder.weight [2, d, F]   encoder.bias [F]   decoder.weight [2, F, d]   decoder.bias [2, d]
     k, threshold               (BatchTopK only)   code_normalization_id     (1 = CROSSCODER, ...)
-    activation_mean, activation_std [2, d], target_rms, activation_global_scale   (optional)
+    activation_mean, activation_std [2, d], target_rms [], activation_global_scale [2] or []   (optional)
 
-    x_n^m = (x^m − μ^m) · g                           only when mean and std are set (no NaN)
     f     = relu(Σ_m x_n^m W_enc^m + b_enc)
     f     = f · (f · Σ_m ‖d_j^m‖ > threshold)          BatchTopK at inference
-    x̂^m  = (f W_dec^m + b_dec^m) / (g + 1e-8) + μ^m
+    x̂^m  = denormalize(f W_dec^m + b_dec^m)
+
+Their `NormalizableMixin` normalizes only when mean and std are set (no NaN), in one of two modes:
+
+    relative variance (keep_relative_variance=True, the default; g^m = target_rms / sqrt(Σ_d σ^m² + 1e-8)
+    per model, stored as activation_global_scale [2]; a scalar [] in dictionary_learning of late June 2025)
+        x_n^m = (x^m − μ^m) · g^m                 denormalize(y^m) = y^m / (g^m + 1e-8) + μ^m
+    per dimension (keep_relative_variance=False, which stores ones as the global scale; and dictionary_learning
+    of June 2025 before target_rms existed, which stores neither buffer)
+        x_n^m = (x^m − μ^m) / (σ^m + 1e-8)        denormalize(y^m) = y^m · (σ^m + 1e-8) + μ^m
 
 Model A is layer 0 and model B layer 1. A DFC orders its latents `[A-exclusive | B-exclusive | shared]`
 and stores the forbidden weights as zeros; its partition comes from `_partition_config` or
@@ -20,10 +28,12 @@ and stores the forbidden weights as zeros; its partition comes from `_partition_
 
 The conversion is exact by construction: latents are permuted to CrossDiff's
 `[A-exclusive | shared | B-exclusive]` (see `source_latent_order`), the zero forbidden weights are
-dropped (after checking they are zero), and the mean/scale normalization is folded into the weights,
-biases and CrossDiff's per-model input scale (affine maps compose), leaving the decoder, and therefore
-the latent selection `f · (‖d_a‖ + ‖d_b‖) > threshold`, unchanged. Variants whose outputs CrossDiff
-cannot reproduce exactly are refused with a `CrossCoderError` that says why.
+dropped (after checking they are zero), and the relative-variance normalization is folded into the
+weights, biases and CrossDiff's per-model input scales (affine maps compose), leaving the decoder, and
+therefore the latent selection `f · (‖d_a‖ + ‖d_b‖) > threshold`, unchanged. The per-dimension
+normalization is folded into encoder and decoder (input scales 1); that changes the decoder norms, so it is
+exact for L1 crosscoders and refused for BatchTopK ones, whose selection reads those norms. Variants whose
+outputs CrossDiff cannot reproduce exactly are refused with a `CrossCoderError` that says why.
 """
 
 from __future__ import annotations
@@ -40,10 +50,18 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from crossdiff_core import __version__
 from crossdiff_core.crosscoder.config import CrossCoderConfig
 from crossdiff_core.crosscoder.model import CONFIG_FILE, WEIGHTS_FILE, CrossCoder
 from crossdiff_core.errors import CrossCoderError
-from crossdiff_core.hub.repo import download_repo_files
+from crossdiff_core.files import file_sha256, write_text_atomically
+from crossdiff_core.hub.repo import (
+    CARD_FILE,
+    IMPORT_FILE,
+    LATENT_MAPPING_FILE,
+    download_repo_files,
+    render_model_card,
+)
 
 PICKLE_SUFFIXES = (".pt", ".pth")
 CROSSCODER_CLASSES = (
@@ -58,7 +76,12 @@ CODE_NORMALIZATIONS = {1: "CROSSCODER", 2: "SAE", 3: "MIXED", 4: "NONE", 5: "DEC
 _CORE_KEYS = ("encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias")
 _COMPILED_PREFIX = "_orig_mod."  # state dicts saved from a torch.compile'd module
 _VARIANCE_EPS = 1e-8  # their global scale is target_rms / sqrt(Σσ² + 1e-8)
-_DENORMALIZE_EPS = 1e-8  # their decoder output is divided by (global scale + 1e-8)
+_DENORMALIZE_EPS = 1e-8  # their decoder output is divided by (global scale + 1e-8), or multiplied by (σ + 1e-8)
+NORMALIZATION_AUTO = "auto"
+NORMALIZATION_RELATIVE = "relative-variance"
+NORMALIZATION_PER_DIMENSION = "per-dimension"
+NORMALIZATION_CHOICES = (NORMALIZATION_AUTO, NORMALIZATION_RELATIVE, NORMALIZATION_PER_DIMENSION)
+"""How to read a source's input normalization: from its buffers (auto), or as keep_relative_variance=True / False."""
 
 
 @dataclass
@@ -73,6 +96,78 @@ class SourceCrosscoder:
 
     source: str
     """What the files are, for messages (a path or `Hub repo owner/name`)."""
+
+    file: Path | None = None
+    """The weights file read (in the huggingface_hub cache for a Hub source)."""
+
+    config_file: Path | None = None
+    """The `config.json` read next to it, None when there was none."""
+
+    hub_spec: str | None = None
+    """The Hub id it was downloaded from (`owner/name` or `owner/name/path/ae.pt`), None for a local source."""
+
+
+@dataclass
+class ImportResult:
+    """A converted crosscoder and what it was converted from (the files `import-dl` writes next to it)."""
+
+    crosscoder: CrossCoder
+    source: SourceCrosscoder
+    normalization: str
+    """The source normalization folded into the weights: "none", "relative-variance" or "per-dimension"."""
+
+    order: list[int]
+    """`order[i]` is the source id of CrossDiff latent `i` (see `source_latent_order`)."""
+
+    def provenance(self) -> dict:
+        """Return the JSON record of the import: source file and sha256, its config, partition, normalization."""
+        config = self.crosscoder.config
+        files = [("file", "sha256", self.source.file), ("config_file", "config_sha256", self.source.config_file)]
+        record = {"format": "dictionary_learning", "source": self.source.hub_spec or self.source.source}
+        for key, hash_key, path in files:
+            record[key] = None if path is None else str(path)
+            record[hash_key] = None if path is None else file_sha256(path)
+        record |= {
+            "hub_repo": self.source.hub_spec,
+            "source_latent_order": "[A-exclusive | B-exclusive | shared]",
+            "crossdiff_latent_order": "[A-exclusive | shared | B-exclusive]",
+            "dict_size": config.dict_size, "n_exclusive_a": config.n_exclusive_a,
+            "n_exclusive_b": config.n_exclusive_b, "n_shared": config.n_shared,
+            "normalization": self.normalization, "latent_mapping_file": LATENT_MAPPING_FILE,
+            "crossdiff_version": __version__,
+        }  # fmt: skip
+        return record
+
+    def latent_mapping(self) -> dict:
+        """Return the latent id mapping in both directions, with the block ranges."""
+        source_to_crossdiff = [0] * len(self.order)
+        for crossdiff_id, source_id in enumerate(self.order):
+            source_to_crossdiff[source_id] = crossdiff_id
+        n_a, n_b, size = self.crosscoder.n_a, self.crosscoder.n_b, self.crosscoder.dict_size
+        return {
+            "description": (
+                "source_to_crossdiff[i] is the CrossDiff id of source (dictionary_learning) latent i; "
+                "crossdiff_to_source[j] is the source id of CrossDiff latent j"
+            ),
+            "blocks": {  # [start, stop) in each numbering
+                "A-exclusive": {"source": [0, n_a], "crossdiff": [0, n_a]},
+                "B-exclusive": {"source": [n_a, n_a + n_b], "crossdiff": [size - n_b, size]},
+                "shared": {"source": [n_a + n_b, size], "crossdiff": [n_a, size - n_b]},
+            },
+            "source_to_crossdiff": source_to_crossdiff,
+            "crossdiff_to_source": list(self.order),
+        }
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write the crosscoder, `import.json`, `latent_mapping.json` and a model card into `out_dir`; return it."""
+        out = Path(out_dir)
+        self.crosscoder.save_pretrained(out)
+        provenance = self.provenance()
+        write_text_atomically(out / IMPORT_FILE, json.dumps(provenance, indent=2) + "\n")
+        write_text_atomically(out / LATENT_MAPPING_FILE, json.dumps(self.latent_mapping()) + "\n")
+        card = render_model_card(self.crosscoder.config, str(out), None, has_feature_index=False, provenance=provenance)
+        write_text_atomically(out / CARD_FILE, card)
+        return out
 
 
 @dataclass
@@ -90,6 +185,7 @@ def import_dictionary_learning(
     model_b: str | None = None,
     layer_a: int | None = None,
     layer_b: int | None = None,
+    normalization: str = NORMALIZATION_AUTO,
 ) -> CrossCoder:
     """Return a CrossDiff crosscoder with the same outputs as a dictionary_learning crosscoder.
 
@@ -97,10 +193,24 @@ def import_dictionary_learning(
     `model.safetensors` + `config.json` are downloaded) or a file in a Hub repo (`owner/name/path/ae.pt`);
     an existing local path wins over a Hub id. A `config.json` next to the weights supplies the metadata.
     The model ids and layers are recorded in the config (the source files do not hold them reliably).
-    CrossDiff latent `i` is source latent `source_latent_order(...)[i]`.
+    CrossDiff latent `i` is source latent `source_latent_order(...)[i]`. `normalization` says how the
+    source normalized its inputs (`NORMALIZATION_CHOICES`; "auto" reads it from the buffers and refuses
+    when they cannot tell). `import_with_provenance` also returns where it came from.
     """
+    return import_with_provenance(path_or_repo, model_a, model_b, layer_a, layer_b, normalization).crosscoder
+
+
+def import_with_provenance(
+    path_or_repo: str | os.PathLike,
+    model_a: str | None = None,
+    model_b: str | None = None,
+    layer_a: int | None = None,
+    layer_b: int | None = None,
+    normalization: str = NORMALIZATION_AUTO,
+) -> ImportResult:
+    """Return the converted crosscoder with its source, normalization and latent order (`ImportResult.save` writes them)."""
     source = read_source(path_or_repo)
-    return convert(source, model_a=model_a, model_b=model_b, layer_a=layer_a, layer_b=layer_b)
+    return convert_with_provenance(source, model_a, model_b, layer_a, layer_b, normalization)
 
 
 def source_latent_order(n_exclusive_a: int, n_exclusive_b: int, dict_size: int) -> list[int]:
@@ -115,16 +225,19 @@ def source_latent_order(n_exclusive_a: int, n_exclusive_b: int, dict_size: int) 
 def read_source(path_or_repo: str | os.PathLike) -> SourceCrosscoder:
     """Return the tensors and metadata of a dictionary_learning crosscoder (local file or folder, or Hub)."""
     path = Path(path_or_repo).expanduser()
+    hub_spec = None
     if not path.exists():
-        path = _download(str(path_or_repo))
+        path, hub_spec = _download(str(path_or_repo)), str(path_or_repo)
     if path.is_dir():
         path = _weights_in_folder(path)
-    metadata = _read_json(path.parent / CONFIG_FILE)
+    config_file = path.parent / CONFIG_FILE
+    metadata = _read_json(config_file)
+    files = {"file": path, "config_file": config_file if config_file.is_file() else None, "hub_spec": hub_spec}
     if path.suffix == ".safetensors":
-        return SourceCrosscoder(_load_safetensors(path), metadata, str(path))
+        return SourceCrosscoder(_load_safetensors(path), metadata, str(path), **files)
     if path.suffix in PICKLE_SUFFIXES:
         tensors, embedded = _load_pickle(path)
-        return SourceCrosscoder(tensors, {**metadata, **embedded}, str(path))
+        return SourceCrosscoder(tensors, {**metadata, **embedded}, str(path), **files)
     raise CrossCoderError(
         f"{path} is neither a .safetensors nor a .pt file; pass the crosscoder's weights file or its folder"
     )
@@ -239,8 +352,23 @@ def convert(
     model_b: str | None = None,
     layer_a: int | None = None,
     layer_b: int | None = None,
+    normalization: str = NORMALIZATION_AUTO,
 ) -> CrossCoder:
     """Return the CrossDiff crosscoder equivalent to `source`, or raise `CrossCoderError` for unsupported variants."""
+    return convert_with_provenance(source, model_a, model_b, layer_a, layer_b, normalization).crosscoder
+
+
+def convert_with_provenance(
+    source: SourceCrosscoder,
+    model_a: str | None = None,
+    model_b: str | None = None,
+    layer_a: int | None = None,
+    layer_b: int | None = None,
+    normalization: str = NORMALIZATION_AUTO,
+) -> ImportResult:
+    """Return `convert`'s crosscoder with the normalization folded in and the latent order."""
+    if normalization not in NORMALIZATION_CHOICES:
+        raise CrossCoderError(f"normalization={normalization!r} is not one of {', '.join(NORMALIZATION_CHOICES)}")
     tensors = {key.removeprefix(_COMPILED_PREFIX): value for key, value in source.tensors.items()}
     where = source.source
     _check_class(source.metadata, where)
@@ -252,35 +380,53 @@ def convert(
     n_a, n_b = _partition(source.metadata, dict_size, where)
     _check_forbidden_zero(W_enc_LDF, W_dec_LFD, n_a, n_b, where)
 
-    scale = 1.0
-    normalization = _normalization(tensors, d, where)
-    if normalization is not None:
-        # With G = g + 1e-8:  (x − μ)·g·W = (x·G)·(W·g/G) − g·μ·W  and  (f·W_dec + b)/G + μ = (f·W_dec + b + μ·G)/G.
-        mean_LD, g = normalization
-        scale = g + _DENORMALIZE_EPS
-        b_enc_F = b_enc_F - g * torch.einsum("ld,ldf->f", mean_LD, W_enc_LDF)
-        W_enc_LDF = W_enc_LDF * (g / scale)
-        b_dec_LD = b_dec_LD + mean_LD * scale
+    scale_L = torch.ones(2)
+    norm = _normalization(tensors, d, where, normalization)
+    if norm.mode == NORMALIZATION_RELATIVE:
+        # Per model, with G = g + 1e-8:  (x − μ)·g·W = (x·G)·(W·g/G) − g·μ·W  and  (f·W_dec + b)/G + μ = (f·W_dec + b + μ·G)/G.
+        # The decoder is unchanged, and with it the BatchTopK selection.
+        g_L = norm.factor_LD[:, 0]
+        scale_L = g_L + _DENORMALIZE_EPS  # in float32, as they compute it
+        b_enc_F = b_enc_F - torch.einsum("ld,ldf->f", norm.mean_LD * g_L[:, None], W_enc_LDF)
+        W_enc_LDF = W_enc_LDF * (g_L / scale_L)[:, None, None]
+        b_dec_LD = b_dec_LD + norm.mean_LD * scale_L[:, None]
+    elif norm.mode == NORMALIZATION_PER_DIMENSION:
+        if sparsity.kind == "batchtopk":
+            raise CrossCoderError(
+                f"{where} normalizes its inputs per dimension ((x − mean) / (std + 1e-8): {norm.why}) and selects "
+                "latents with BatchTopK on f·(‖d_a‖ + ‖d_b‖) in that normalized space. CrossDiff scales each model's "
+                "inputs by one number, so the per-dimension scale must go into its decoder, which changes those norms "
+                "and with them the active latents; it cannot be imported exactly. If it was in fact trained with "
+                "keep_relative_variance=True, pass --normalization relative-variance"
+            )
+        # (x − μ)/S·W = x·(W/S) − (μ/S)·W  and  (f·W_dec + b)·S + μ = f·(W_dec·S) + (b·S + μ), with S = σ + 1e-8.
+        S_LD = norm.factor_LD
+        b_enc_F = b_enc_F - torch.einsum("ld,ldf->f", norm.mean_LD / S_LD, W_enc_LDF)
+        W_enc_LDF = W_enc_LDF / S_LD[:, :, None]
+        W_dec_LFD = W_dec_LFD * S_LD[:, None, :]
+        b_dec_LD = b_dec_LD * S_LD + norm.mean_LD
 
-    order = torch.tensor(source_latent_order(n_a, n_b, dict_size))
+    order_list = source_latent_order(n_a, n_b, dict_size)
+    order = torch.tensor(order_list)
     n_shared = dict_size - n_a - n_b
     rows_a, rows_b = order[: n_a + n_shared], order[n_a:]
+    scale_a, scale_b = float(scale_L[0]), float(scale_L[1])
     config = CrossCoderConfig(
         d_a=d, d_b=d, dict_size=dict_size, exclusive_a=n_a, exclusive_b=n_b, sparsity=sparsity.kind,
         k=sparsity.k or min(CrossCoderConfig.k, dict_size),  # k is unused by an L1 crosscoder
-        scale_a=scale, scale_b=scale, model_a=model_a, model_b=model_b, layer_a=layer_a, layer_b=layer_b,
+        scale_a=scale_a, scale_b=scale_b, model_a=model_a, model_b=model_b, layer_a=layer_a, layer_b=layer_b,
     )  # fmt: skip
     state = {
         "W_enc_a": W_enc_LDF[0][:, rows_a].T, "W_enc_b": W_enc_LDF[1][:, rows_b].T, "b_enc": b_enc_F[order],
         "W_dec_a": W_dec_LFD[0][rows_a], "W_dec_b": W_dec_LFD[1][rows_b],
         "b_dec_a": b_dec_LD[0], "b_dec_b": b_dec_LD[1],
         **{name: torch.tensor(value, dtype=torch.float32)
-           for name, value in (("threshold", sparsity.threshold), ("scale_a", scale), ("scale_b", scale))},
+           for name, value in (("threshold", sparsity.threshold), ("scale_a", scale_a), ("scale_b", scale_b))},
     }  # fmt: skip
     with torch.device("meta"):  # no random init of weights that are replaced right away
         model = CrossCoder(config)
     model.load_state_dict({name: t.contiguous() for name, t in state.items()}, assign=True)
-    return model.eval()
+    return ImportResult(model.eval(), source, norm.mode, order_list)
 
 
 def _check_class(metadata: dict, where: str) -> None:
@@ -462,28 +608,102 @@ def _check_forbidden_zero(W_enc_LDF: torch.Tensor, W_dec_LFD: torch.Tensor, n_a:
         )
 
 
-def _normalization(tensors: dict[str, torch.Tensor], d: int, where: str) -> tuple[torch.Tensor, float] | None:
-    """Return (mean_LD, global scale g) when the source normalizes its inputs, None when it does not."""
+@dataclass
+class _Normalization:
+    """How the source normalizes its inputs."""
+
+    mode: str  # "none", NORMALIZATION_RELATIVE or NORMALIZATION_PER_DIMENSION
+    mean_LD: torch.Tensor | None = None
+    factor_LD: torch.Tensor | None = None
+    """Relative variance: the global scale g per model, broadcast to [2, d]. Per dimension: σ + 1e-8."""
+    why: str = ""
+    """What in the state dict (or the caller) chose the mode, for messages."""
+
+
+def _normalization(tensors: dict[str, torch.Tensor], d: int, where: str, requested: str) -> _Normalization:
+    """Return how the source normalizes its inputs (float32 tensors), following `requested` (see NORMALIZATION_CHOICES)."""
     mean, std = tensors.get("activation_mean"), tensors.get("activation_std")
     if mean is None or std is None or torch.isnan(mean).any() or torch.isnan(std).any():
-        return None  # their rule: normalization is off unless both buffers are set
+        return _Normalization("none")  # their rule: normalization is off unless both buffers are set
     if tuple(mean.shape) != (2, d) or tuple(std.shape) != (2, d):
         raise CrossCoderError(
             f"{where} has activation_mean {tuple(mean.shape)} / activation_std {tuple(std.shape)}; expected [2, {d}]"
         )
-    if "activation_global_scale" in tensors:
-        g = float(tensors["activation_global_scale"].item())
-    elif "target_rms" in tensors:
-        variance = float((std.to(torch.float64) ** 2).sum())
-        g = float(tensors["target_rms"].item()) / math.sqrt(variance + _VARIANCE_EPS)
-    else:
+    mean_LD, std_LD = mean.to(torch.float32), std.to(torch.float32)
+    if not (torch.isfinite(mean_LD).all() and torch.isfinite(std_LD).all()):
+        raise CrossCoderError(f"{where} has infinite activation_mean or activation_std; the checkpoint is broken")
+    stored = _stored_global_scale(tensors, where)
+    derived = _derived_global_scale(tensors, std_LD)
+    if requested == NORMALIZATION_AUTO:
+        requested, why = _detect_mode(stored, derived, where)
+    elif requested == NORMALIZATION_PER_DIMENSION and stored is not None and not bool((stored == 1).all()):
         raise CrossCoderError(
-            f"{where} has activation_mean/std but neither activation_global_scale nor target_rms; the scale it "
-            "normalizes with is unknown"
+            f"{where} stores activation_global_scale = {_fmt(stored)}, not the ones keep_relative_variance=False "
+            "writes: it normalizes by relative variance. Leave out --normalization per-dimension"
         )
-    if not (math.isfinite(g) and g > 0):
-        raise CrossCoderError(f"{where} normalizes with a global scale of {g}; it must be a positive finite number")
-    return mean.to(torch.float32), g
+    else:
+        why = f"as requested ({requested})"
+    if requested == NORMALIZATION_PER_DIMENSION:
+        if not bool((std_LD >= 0).all()):
+            raise CrossCoderError(f"{where} has a negative activation_std; the checkpoint is broken")
+        return _Normalization(NORMALIZATION_PER_DIMENSION, mean_LD, std_LD + _DENORMALIZE_EPS, why)
+    g_L = stored if stored is not None else derived
+    if g_L is None:
+        raise CrossCoderError(
+            f"{where} has activation_mean/std but neither activation_global_scale nor target_rms, so its "
+            "relative-variance scale is unknown; pass --normalization per-dimension if it normalizes per dimension"
+        )
+    if not bool((torch.isfinite(g_L) & (g_L > 0)).all()):
+        raise CrossCoderError(
+            f"{where} normalizes with a global scale of {_fmt(g_L)}; it must be positive and finite for both models"
+        )
+    return _Normalization(NORMALIZATION_RELATIVE, mean_LD, g_L[:, None].expand(2, d), why)
+
+
+def _stored_global_scale(tensors: dict[str, torch.Tensor], where: str) -> torch.Tensor | None:
+    """Return `activation_global_scale` as a float32 [2] tensor (a scalar applies to both models), None if absent."""
+    scale = tensors.get("activation_global_scale")
+    if scale is None:
+        return None
+    if scale.numel() == 1:  # dictionary_learning of late June 2025: one scale over both models
+        return scale.reshape(()).to(torch.float32).expand(2).clone()
+    if tuple(scale.shape) != (2,):
+        raise CrossCoderError(
+            f"{where} has activation_global_scale of shape {tuple(scale.shape)}; expected [2] (one per model) or []"
+        )
+    return scale.to(torch.float32)
+
+
+def _derived_global_scale(tensors: dict[str, torch.Tensor], std_LD: torch.Tensor) -> torch.Tensor | None:
+    """Return target_rms / sqrt(Σ_d σ² + 1e-8) per model, as their NormalizableMixin computes it; None without target_rms."""
+    if "target_rms" not in tensors or tensors["target_rms"].numel() != 1:
+        return None
+    return tensors["target_rms"].reshape(()).to(torch.float32) / torch.sqrt((std_LD**2).sum(dim=-1) + _VARIANCE_EPS)
+
+
+def _detect_mode(stored: torch.Tensor | None, derived: torch.Tensor | None, where: str) -> tuple[str, str]:
+    """Return (mode, why) read from the buffers, or raise `CrossCoderError` when they cannot tell."""
+    if stored is None and derived is None:
+        return NORMALIZATION_PER_DIMENSION, "it has activation_mean/std but no global scale or target_rms"
+    if stored is None:
+        return NORMALIZATION_RELATIVE, "its global scale is derived from target_rms and activation_std"
+    if not bool((stored == 1).all()):
+        return NORMALIZATION_RELATIVE, "its activation_global_scale is not 1"
+    if derived is not None and torch.allclose(derived, stored, rtol=1e-4, atol=0):
+        return NORMALIZATION_RELATIVE, "its activation_global_scale of 1 matches target_rms and activation_std"
+    implied = "" if derived is None else f" although target_rms and activation_std give {_fmt(derived)}"
+    raise CrossCoderError(
+        f"{where} normalizes with activation_mean/std, and its activation_global_scale is 1 for both models{implied}. "
+        "That is what keep_relative_variance=False (per-dimension normalization, (x − mean) / (std + 1e-8)) writes, "
+        "but the state dict does not record that flag. Pass --normalization per-dimension (Python: "
+        "normalization='per-dimension') if it was trained with keep_relative_variance=False, or --normalization "
+        "relative-variance to use the stored scale of 1, as dictionary_learning's own from_pretrained does"
+    )
+
+
+def _fmt(values: torch.Tensor) -> str:
+    """Return a short display of a few numbers."""
+    return "[" + ", ".join(f"{float(v):.6g}" for v in values.reshape(-1)) + "]"
 
 
 def _find_key(metadata: dict, key: str):
