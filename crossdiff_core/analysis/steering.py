@@ -166,9 +166,8 @@ def steer_readable(
     """Amplify the latent at the strongest of `steps` × `unit` whose text stays readable (see the module docstring).
 
     `unit` is the feature's largest activation on the index corpus (`FeatureIndex.stats(latent)["max_activation"]`).
-    All strengths and the unsteered text are generated in one batch. When none is readable, the weakest is kept
-    and the result's `coherent` is False. Sampling (`greedy=False`) draws each row of the batch separately, so it
-    does not reproduce `steer`'s sample at the same strength.
+    All strengths and the unsteered text are generated in one batch (sampled ones one by one, from the same seed).
+    When none is readable, the weakest is kept and the result's `coherent` is False.
     """
     if not (math.isfinite(unit) and unit > 0):
         raise CrossDiffError(
@@ -253,19 +252,20 @@ class _Steering:
         self.max_new_tokens, self.greedy, self.seed = max_new_tokens, greedy, seed
 
     def trials(self, mode: str, strengths: list[float], unit: float | None) -> list[StrengthTrial]:
-        """Generate the unsteered text and one steered text per strength in one batch; score them; return the trials."""
-        edit = _LatentEdit(self.crosscoder, self.latent, self.side, mode, [0.0, *strengths])
-        ids_BT = self.ids_1T.expand(len(strengths) + 1, -1)
-        handle = self.loaded.decoder_layers()[self.loaded.layer].register_forward_hook(edit.hook)
-        try:
-            new_ids = generate_ids(self.loaded, ids_BT, self.max_new_tokens, self.greedy, self.seed)
-        finally:
-            handle.remove()
+        """Generate the unsteered text and one steered text per strength (greedy: in one batch); score them."""
+        rows = [0.0, *strengths]
+        if self.greedy:
+            new_ids, before, after = self._generate(mode, rows)
+        else:  # sampled: each text on its own from the same seed, so that they differ by the steering alone
+            new_ids, before, after = [], [], []
+            for strength in rows:
+                ids, b, a = self._generate(mode, [strength])
+                new_ids, before, after = new_ids + ids, before + b, after + a
         perplexities = continuation_perplexities(self.loaded, self.ids_1T, new_ids)
         repeats = [longest_repeat(ids.tolist()) for ids in new_ids]
         texts = [self.loaded.tokenizer.decode(ids, skip_special_tokens=True) for ids in new_ids]
         self.baseline, self.baseline_perplexity, self.baseline_repeat = texts[0], perplexities[0], repeats[0]
-        self.before = edit.before[0]
+        self.before = before[0]
         out = []
         for row, strength in enumerate(strengths, start=1):
             ratio = perplexities[row] / perplexities[0] if perplexities[0] > 0 else float("nan")
@@ -279,10 +279,21 @@ class _Steering:
                     longest_repeat=repeats[row],
                     coherent=is_coherent(ratio, repeats[row], repeats[0]),
                     changed_words=changed_share(texts[0], texts[row]),
-                    activation_after=edit.after[row],
+                    activation_after=after[row],
                 )
             )
         return out
+
+    def _generate(self, mode: str, strengths: list[float]) -> tuple[list[torch.Tensor], list[float], list[float]]:
+        """Return the new ids of one batch, one row per strength, and each row's activation before and after."""
+        edit = _LatentEdit(self.crosscoder, self.latent, self.side, mode, strengths)
+        ids_BT = self.ids_1T.expand(len(strengths), -1)
+        handle = self.loaded.decoder_layers()[self.loaded.layer].register_forward_hook(edit.hook)
+        try:
+            new_ids = generate_ids(self.loaded, ids_BT, self.max_new_tokens, self.greedy, self.seed)
+        finally:
+            handle.remove()
+        return new_ids, edit.before, edit.after
 
     def result(self, mode: str, trial: StrengthTrial, chosen_by: str, trials: list[StrengthTrial]) -> SteerResult:
         """Return the request's result with `trial` as the steered text."""

@@ -129,3 +129,8 @@ def test_the_default_strength_keeps_the_shipped_features_readable(demo_pair):
     old = steer(demo_pair, crosscoder, latent, 5 * unit, "Tell me about", max_new_tokens=16)
     assert old.baseline == chosen.baseline  # the same unsteered text, batched or not
     assert chosen.steered_perplexity < old.steered_perplexity and not old.coherent
+
+
+def test_sampled_texts_differ_by_the_steering_alone(tiny_dfc, tiny_pair):
+    result = steer(tiny_pair, tiny_dfc.crosscoder, 0, 0.0, PROMPT, max_new_tokens=4, greedy=False, seed=3)
+    assert result.steered == result.baseline  # the same seed and no push: the same sample
