@@ -111,7 +111,7 @@ def test_the_readability_test_catches_repeats_and_surprise():
     assert not is_coherent(float("nan"), 1, 1)
 
 
-def test_the_default_strength_keeps_the_shipped_features_readable(demo_pair):
+def test_the_default_strength_keeps_the_shipped_features_readable(demo_pair_unquantized):
     """On the shipped DFC's top feature of model A, the rule's strength reads better than the former 5× default."""
     from crossdiff_core.analysis.index import load_index
     from crossdiff_core.crosscoder import CrossCoder
@@ -120,13 +120,13 @@ def test_the_default_strength_keeps_the_shipped_features_readable(demo_pair):
     index = load_index(SHIPPED, crosscoder)
     latent = index.ranked("a", 1)[0]
     unit = float(index.stats(latent)["max_activation"])
-    chosen = steer_readable(demo_pair, crosscoder, latent, unit, "Tell me about", max_new_tokens=16)
+    chosen = steer_readable(demo_pair_unquantized, crosscoder, latent, unit, "Tell me about", max_new_tokens=16)
     assert [t.multiple for t in chosen.trials] == pytest.approx(list(STRENGTH_STEPS))
     readable = [t for t in chosen.trials if t.coherent]
     assert readable and chosen.strength == readable[-1].strength and chosen.coherent  # the strongest readable one
     assert chosen.chosen_by == "readability rule" and chosen.changed_words > 0  # and it does change the text
     assert chosen.steered_perplexity <= MAX_PERPLEXITY_RATIO * chosen.baseline_perplexity
-    old = steer(demo_pair, crosscoder, latent, 5 * unit, "Tell me about", max_new_tokens=16)
+    old = steer(demo_pair_unquantized, crosscoder, latent, 5 * unit, "Tell me about", max_new_tokens=16)
     assert old.baseline == chosen.baseline  # the same unsteered text, batched or not
     assert chosen.steered_perplexity < old.steered_perplexity and not old.coherent
 

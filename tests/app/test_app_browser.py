@@ -57,7 +57,8 @@ def test_compare_then_open_a_feature_in_the_browser(page, served, artifacts):
     assert page.get_by_role("tab", name="Steer").get_attribute("aria-selected") == "true"
     assert page.get_by_label("Pick a readable strength for me").is_checked()
     page.get_by_role("button", name="Generate both").click()
-    page.get_by_text("How strongly the feature fires on the prompt").wait_for(timeout=90_000)
+    # the readable-strength pick writes five texts (unsteered and four strengths) of 24 tokens in one batch
+    page.get_by_text("How strongly the feature fires on the prompt").wait_for(timeout=240_000)
     page.locator("#steer-trials").get_by_text("Strengths tried").wait_for(timeout=10_000)
     before = page.locator("#steer-before").inner_text().strip()
     after = page.locator("#steer-after").inner_text().strip()
