@@ -181,7 +181,7 @@ class Session:
         if not self.latents:
             return
         latent = random.choice(self.latents)
-        note, baseline, steered = self.timed("steer", latent, *STEER, self.prompt, 4, False)
+        note, _, baseline, steered, _, _ = self.timed("steer", latent, *STEER, self.prompt, 4, False, False)
         if f"Feature {latent}" not in note or not baseline.strip() or not steered.strip():
             self.problems.append(f"session {self.index}: steering latent {latent} gave an empty or foreign answer")
 

@@ -3,7 +3,7 @@
 import importlib.util
 import os
 
-from crossdiff_core.analysis import diff, steer
+from crossdiff_core.analysis import diff, steer, steer_readable
 
 
 def gpu(fn):
@@ -29,5 +29,8 @@ def run_diff(crosscoder, pair, prompt, chat, labels, index=None):
 
 
 @gpu
-def run_steer(pair, crosscoder, latent, strength, prompt, max_new_tokens, side, mode, chat):
+def run_steer(pair, crosscoder, latent, strength, prompt, max_new_tokens, side, mode, chat, pick=False):
+    """Steer at `strength`, or (`pick`) at the strongest readable multiple of `strength` (the feature's max)."""
+    if pick:
+        return steer_readable(pair, crosscoder, latent, strength, prompt, max_new_tokens, model=side, chat=chat)
     return steer(pair, crosscoder, latent, strength, prompt, max_new_tokens, model=side, mode=mode, chat=chat)

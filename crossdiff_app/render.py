@@ -35,6 +35,10 @@ CSS = """
 .cd-chip.cd-down { background: rgba(220,38,38,.15); }
 .cd-empty { color: var(--body-text-color-subdued); font-style: italic; padding: 8px 2px; }
 .cd-banner { padding: 6px 12px; border-radius: 8px; background: var(--background-fill-secondary); }
+.cd-diff { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
+.cd-diff .cd-tokens { font-family: inherit; }
+.cd-ins { text-decoration: none; background: rgba(22,163,74,.25); border-radius: 3px; }
+.cd-del { text-decoration: line-through; background: rgba(220,38,38,.18); border-radius: 3px; }
 """
 
 SIDE_RGB = {"a": (37, 99, 235), "b": (219, 39, 119)}
@@ -315,3 +319,66 @@ def metrics_frame(history: list[dict], max_points: int = 400) -> pd.DataFrame:
             if key in m:
                 rows.append({"step": int(m["step"]), "unexplained variance": float(m[key]), "model": name})
     return pd.DataFrame(rows, columns=["step", "unexplained variance", "model"])
+
+
+def steer_diff_html(pieces: list[tuple[str, str]]) -> str:
+    """Return the unsteered and steered texts side by side, with the words the steering changed marked.
+
+    `pieces` is `crossdiff_core.analysis.steering.word_diff(unsteered, steered)`: words only in the unsteered text
+    are struck through on the left, words only in the steered text highlighted on the right.
+    """
+    left, right = [], []
+    for kind, text in pieces:
+        shown = html.escape(text)
+        if kind == "same":
+            left.append(shown)
+            right.append(shown)
+        elif kind == "removed":
+            left.append(f"<del class='cd-del' title='not in the steered text'>{shown}</del>")
+        else:
+            right.append(f"<ins class='cd-ins' title='new in the steered text'>{shown}</ins>")
+    changed = any(kind != "same" for kind, _ in pieces)
+    legend = (
+        "<div class='cd-legend'><span><span class='cd-ins'>highlighted</span>: words the steering brought in</span>"
+        "<span><span class='cd-del'>struck through</span>: words it took away</span></div>"
+        if changed
+        else "<div class='cd-legend'><span>No word changed.</span></div>"
+    )
+    empty = "<span class='cd-empty'>(nothing)</span>"
+    return (
+        f"{legend}<div class='cd-diff'>"
+        f"<div><div class='cd-title'>Without steering</div><div class='cd-tokens' id='steer-before'>"
+        f"{''.join(left) or empty}</div></div>"
+        f"<div><div class='cd-title'>With steering</div><div class='cd-tokens' id='steer-after'>"
+        f"{''.join(right) or empty}</div></div></div>"
+    )
+
+
+def readable_words(perplexity_ratio: float, coherent: bool) -> str:
+    """Return a plain verdict on a steered text's readability (see `crossdiff_core.analysis.steering.is_coherent`)."""
+    if not math.isfinite(perplexity_ratio):
+        return "can't tell"
+    surprise = f"{perplexity_ratio:.1f}× as surprising"
+    return f"✓ reads normally ({surprise})" if coherent else f"✗ garbled ({surprise})"
+
+
+def steer_trials_markdown(result) -> str:
+    """Return the strengths the readability rule tried as a Markdown table, the one it kept marked."""
+    if not result.trials:
+        return ""
+    rows = [
+        "**Strengths tried** (the app keeps the strongest one whose text still reads normally; “surprising” compares "
+        "how hard the text is for the unsteered model to predict with its own text):",
+        "",
+        "| strength | push | readable? | words changed | steered text |",
+        "|---|---|---|---|---|",
+    ]
+    for trial in result.trials:
+        kept = " ← kept" if trial.strength == result.strength else ""
+        text = markdown_text(" ".join(trial.steered.split()))
+        text = text if len(text) <= 90 else text[:89] + "…"
+        rows.append(
+            f"| {trial.strength:.3g}{kept} | {trial.multiple:g}× its strongest firing | "
+            f"{readable_words(trial.perplexity_ratio, trial.coherent)} | {trial.changed_words:.0%} | {text} |"
+        )
+    return "\n".join(rows)

@@ -6,13 +6,26 @@ import gradio as gr
 
 from crossdiff_app.errors import friendly, user_error
 from crossdiff_app.gpu import run_steer
-from crossdiff_app.render import fmt
+from crossdiff_app.render import fmt, readable_words, steer_diff_html, steer_trials_markdown
 from crossdiff_app.state import AppState, int_or_none
+from crossdiff_core.analysis.steering import STRENGTH_STEPS, word_diff
 from crossdiff_core.models import identify
 
 AMPLIFY, SUPPRESS = "Amplify (add the feature)", "Suppress (remove the feature)"
-STEER_FACTOR = 5
-"""Steering starts at this multiple of a feature's largest activation seen on the index corpus."""
+MANUAL_FACTOR = 1.5
+"""The slider starts at this multiple of a feature's largest activation on the index corpus (the middle of the
+readability rule's steps), for when "pick for me" is off."""
+STRENGTH_INFO = (
+    "How hard to push the feature into the model. The unit is the feature's own firing: its strongest firing on "
+    "the sample text is its “max” (shown above after you press Generate). Higher pushes harder; too high turns "
+    "the text into nonsense. For Suppress, 1 takes out exactly what the feature adds."
+)
+
+
+def _slider(strength: float) -> gr.Slider:
+    """Return the strength slider set to `strength`, its range four times that (at least 10)."""
+    top = max(10.0, round(strength * 4, 1))
+    return gr.Slider(value=round(strength, 3), maximum=top, step=round(top / 200, 3) or 0.01)
 
 
 class SteerHandlers(AppState):
@@ -30,22 +43,22 @@ class SteerHandlers(AppState):
             crosscoder = self.ws.crosscoder(source)
             index = self.ws.index(source)
             if index is not None and 0 <= latent < index.dict_size:
-                # its strongest firing is often too weak to change greedy text: start at several times it
-                strength = round(STEER_FACTOR * float(index.stats(latent)["max_activation"]), 2) or 4.0
+                strength = round(MANUAL_FACTOR * float(index.stats(latent)["max_activation"]), 2) or 4.0
                 label = f": {index.labels[latent]}"
             side = "Model B" if crosscoder.block_of(latent) == "B-exclusive" else "Model A"
         prompt = session.get("last_prompt") or "Tell me about"
-        top = max(10.0, round(strength * 4, 1))
-        slider = gr.Slider(value=strength, maximum=top, step=round(top / 200, 3) or 0.01)
+        slider = _slider(strength)
         note = (
-            f"Ready to steer **feature {latent}**{html.escape(label)}. The strength starts at {STEER_FACTOR}× the "
-            "largest activation seen for it; press **Generate both**."
+            f"Ready to steer **feature {latent}**{html.escape(label)}. Press **Generate both**: with "
+            "**Pick a readable strength for me** on, the app tries a few strengths and keeps the strongest one whose "
+            "text still reads normally."
         )
-        return latent, AMPLIFY, slider, side, prompt, note, gr.Tabs(selected="steer")
+        return latent, AMPLIFY, slider, side, prompt, note, True, gr.Tabs(selected="steer")
 
     @friendly("steering")
-    def steer(self, latent, mode, strength, side, prompt, max_new_tokens, chat, session, progress=gr.Progress()):  # noqa: B008 - how Gradio injects progress
-        """Return the note, the baseline generation and the steered generation side by side."""
+    def steer(self, latent, mode, strength, side, prompt, max_new_tokens, chat, auto, session, progress=gr.Progress()):  # noqa: B008 - how Gradio injects progress
+        """Return the note, the two texts with the changed words marked, each text, the strengths tried and the
+        strength used."""
         latent = int_or_none(latent)
         if latent is None:
             raise user_error("Choose a feature number to steer.", title="Which feature?")
@@ -61,32 +74,69 @@ class SteerHandlers(AppState):
         block = loaded.crosscoder.block_of(latent)
         side_key = None if block != "shared" else ("b" if side == "Model B" else "a")
         mode_key = "suppress" if mode == SUPPRESS else "amplify"
-        progress(0.3, desc="Generating twice: without and with the feature…")
+        unit = float(loaded.index.stats(latent)["max_activation"]) if loaded.index is not None else 0.0
+        pick = bool(auto) and mode_key == "amplify" and unit > 0
+        desc = (
+            f"Writing the text without the feature and with it at {len(STRENGTH_STEPS)} strengths…"
+            if pick
+            else "Generating twice: without and with the feature…"
+        )
+        progress(0.3, desc=desc)
         with self.model_lock:
             result = run_steer(
                 loaded.pair,
                 loaded.crosscoder,
                 latent,
-                float(strength),
+                unit if pick else float(strength),
                 prompt,
                 int(max_new_tokens),
                 side_key,
                 mode_key,
                 bool(chat),
+                pick,
             )
+        note = self._steer_note(result, loaded, unit, auto_asked=bool(auto), picked=pick)
+        diff_html = steer_diff_html(word_diff(result.baseline, result.steered))
+        used = abs(result.strength) if result.mode == "suppress" else result.strength
+        return note, diff_html, result.baseline, result.steered, steer_trials_markdown(result), _slider(used)
+
+    def _steer_note(self, result, loaded, unit: float, auto_asked: bool, picked: bool) -> str:
+        """Return the plain-words summary of a steering result."""
         names = self.names(loaded)
-        verb = "added" if result.mode == "amplify" else "removed"
-        note = (
-            f"**Feature {latent}: {names(latent)}** — {verb} in **{identify(result.model).display}** at strength "
-            f"{result.strength:g}. Its activation over the prompt went from {fmt(result.activation_before)} to "
-            f"{fmt(result.activation_after)}. *{result.note}.*"
-        )
-        if result.baseline == result.steered:
-            note += (
-                "\n\nThe two texts are the same: at this strength the feature does not change what the model "
-                "writes. Try a higher strength, or another prompt."
+        model = identify(result.model).display
+        if result.mode == "amplify":
+            push = f" ({result.strength / unit:.2g}× its strongest firing on the sample text)" if unit > 0 else ""
+            what = f"added to **{model}** at strength {result.strength:.3g}{push}"
+        else:
+            what = f"taken out of **{model}** ({abs(result.strength):g}× what it adds)"
+        lines = [
+            f"**Feature {result.latent}: {names(result.latent)}** — {what}. How strongly the feature fires on "
+            f"the prompt: {fmt(result.activation_before)} before, {fmt(result.activation_after)} after. "
+            f"*{result.note}.*"
+        ]
+        if picked:
+            lines.append(
+                f"The app tried {len(result.trials)} strengths and kept the strongest one whose text still reads "
+                "normally (the table below shows them all)."
+                if result.coherent
+                else "Even the weakest strength the app tried made the text hard to read, so that one is shown. "
+                "Turn off **Pick a readable strength for me** and try a lower strength."
             )
-        return note, result.baseline, result.steered
+        elif auto_asked and result.mode == "amplify":
+            lines.append(
+                "This feature never fired on the sample text, so the app can't pick a strength: the slider's is used."
+            )
+        if not picked and not result.coherent:
+            lines.append(
+                f"⚠️ The steered text looks garbled: {readable_words(result.steered_perplexity / result.baseline_perplexity, False)} "
+                "for the unsteered model as its own text. Try a lower strength."
+            )
+        if result.baseline == result.steered:
+            lines.append(
+                "The two texts are the same: at this strength the feature does not change what the model writes. "
+                "Try a higher strength, or another prompt."
+            )
+        return "\n\n".join(lines)
 
 
 class SteerTab:
@@ -102,15 +152,12 @@ class SteerTab:
             with gr.Row():
                 self.latent = gr.Number(label="Feature number", precision=0, value=None)
                 self.mode = gr.Radio([AMPLIFY, SUPPRESS], value=AMPLIFY, label="Direction")
-                self.strength = gr.Slider(
-                    0,
-                    50,
-                    value=4,
-                    step=0.5,
-                    label="Strength",
-                    info="Amplify: in units of the feature's activation (a few times "
-                    "its max is a good start). Suppress: 1 removes exactly its "
-                    "contribution.",
+                self.strength = gr.Slider(0, 50, value=4, step=0.5, label="Strength", info=STRENGTH_INFO)
+                self.auto = gr.Checkbox(
+                    label="Pick a readable strength for me",
+                    value=True,
+                    info="Tries a few strengths and keeps the strongest one whose text still reads normally "
+                    "(Amplify only). Turn off to use the slider.",
                 )
             with gr.Row():
                 self.side = gr.Radio(
@@ -124,6 +171,8 @@ class SteerTab:
             self.prompt = gr.Textbox(label="Prompt", lines=2, value="Tell me about")
             self.steer_btn = gr.Button("Generate both", variant="primary")
             self.note = gr.Markdown()
-            with gr.Row():
+            self.diff = gr.HTML(elem_id="steer-diff")
+            self.trials = gr.Markdown(elem_id="steer-trials")
+            with gr.Accordion("Plain text of both (to copy)", open=False), gr.Row():
                 self.baseline_out = gr.Textbox(label="Without steering", lines=6, interactive=False)
                 self.steered_out = gr.Textbox(label="With steering", lines=6, interactive=False)

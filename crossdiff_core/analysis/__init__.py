@@ -14,7 +14,8 @@ One module per concept:
   consistent contexts, low transfer, no shrinkage flag; latents that never fired rank last. `stats`
   computes transfer R² (ridge regression from the other model) and Latent Scaling (Minder et al. 2025).
 - `labels` / `explain` — short labels from evidence; optional one-line explanations by a chat model.
-- `steering.steer` — add or remove a latent's decoder direction in its model while it generates.
+- `steering.steer` — add or remove a latent's decoder direction in its model while it generates;
+  `steering.steer_readable` picks the strongest strength whose text stays readable.
 - `report.write_report` — HTML + Markdown screening report, PNG histograms, CSV of all latents.
 
 Scores (one sentence each; the same text is stored in every index and in SCORES.md):
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from crossdiff_core.analysis.prompt_diff import PromptDiff, diff
     from crossdiff_core.analysis.report import ReportFiles, write_report
     from crossdiff_core.analysis.scores import SCORE_DOCS
-    from crossdiff_core.analysis.steering import SteerResult, steer
+    from crossdiff_core.analysis.steering import SteerResult, steer, steer_readable
     from crossdiff_core.crosscoder.model import check_models
 
 _LAZY = {
@@ -66,6 +67,7 @@ _LAZY = {
     "ReportFiles": "crossdiff_core.analysis.report", "write_report": "crossdiff_core.analysis.report",
     "SCORE_DOCS": "crossdiff_core.analysis.scores",
     "SteerResult": "crossdiff_core.analysis.steering", "steer": "crossdiff_core.analysis.steering",
+    "steer_readable": "crossdiff_core.analysis.steering",
     "check_models": "crossdiff_core.crosscoder.model",
 }  # fmt: skip
 """Public names imported on first use (they import torch), and the module that defines each: `IndexConfig` alone
@@ -74,7 +76,8 @@ is imported at once, so that the CLI's parser reads its defaults without torch."
 __all__ = [
     "SCORE_DOCS", "ActivationHistogram", "Explanation", "FeatureIndex", "IndexConfig", "IndexProgress", "LatentCard",
     "ModelPair", "PromptDiff", "ReportFiles", "SteerResult", "build_index", "check_models", "diff", "explain_latents",
-    "has_index", "histogram_figure", "index_dir", "load_index", "load_or_build_index", "steer", "write_report",
+    "has_index", "histogram_figure", "index_dir", "load_index", "load_or_build_index", "steer", "steer_readable",
+    "write_report",
 ]  # fmt: skip
 
 

@@ -233,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--strength",
         type=float,
         default=None,
-        help="amount of decoder direction added, in activation units (negative: suppress); "
-        "default: the latent's max activation from the feature index",
+        help="amount of decoder direction added, in activation units (negative: suppress); default: the strongest "
+        "of a few multiples of the latent's max activation (from the feature index) whose text stays readable",
     )
     p.add_argument(
         "--suppress",

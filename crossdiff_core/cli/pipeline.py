@@ -380,35 +380,40 @@ def cmd_index(args) -> int:
 
 
 def cmd_steer(args) -> int:
-    """Generate from a latent's model with and without steering and print both."""
-    from crossdiff_core.analysis import has_index, load_index, steer
+    """Generate from a latent's model with and without steering and print both.
+
+    Without --strength (and without --suppress) the strength is the readability rule's (`steer_readable`): the
+    strongest of a few multiples of the latent's max activation from the feature index whose text stays readable.
+    """
+    from crossdiff_core.analysis import has_index, load_index, steer, steer_readable
 
     opened, pair = _load_crosscoder_and_pair(args)
     cc = opened.crosscoder
     strength = args.strength
+    options = {"model": args.model, "chat": args.chat, "greedy": not args.sample, "seed": args.seed}
     if args.suppress:
         strength = -abs(strength) if strength is not None else -1.0  # 1 × its contribution: exactly removed
-    elif strength is None:
+    if strength is None:
         if not has_index(opened.folder):
-            raise CrossDiffError("pass --strength (or build the feature index, whose max activation is the default)")
-        strength = float(load_index(opened.folder, cc).stats(args.latent)["max_activation"])
-    result = steer(
-        pair,
-        cc,
-        args.latent,
-        strength,
-        args.prompt,
-        args.max_new_tokens,
-        model=args.model,
-        chat=args.chat,
-        greedy=not args.sample,
-        seed=args.seed,
-    )
+            raise CrossDiffError("pass --strength (or build the feature index, whose max activation sets the default)")
+        unit = float(load_index(opened.folder, cc).stats(args.latent)["max_activation"])
+        result = steer_readable(pair, cc, args.latent, unit, args.prompt, args.max_new_tokens, **options)
+    else:
+        result = steer(pair, cc, args.latent, strength, args.prompt, args.max_new_tokens, **options)
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return 0
     print(result.note)
     print(f"activation on the prompt: {result.activation_before:.3f} -> {result.activation_after:.3f}")
+    for trial in result.trials:
+        kept = "  <- kept" if trial.strength == result.strength else ""
+        verdict = "readable" if trial.coherent else "garbled"
+        print(
+            f"tried strength {trial.strength:.3g} ({trial.multiple:g}x max): {verdict}, perplexity "
+            f"{trial.perplexity_ratio:.2f}x the baseline's, {trial.changed_words:.0%} of words changed{kept}"
+        )
+    if not result.coherent:
+        print("warning: the steered text is garbled (perplexity or repeats past the readability bound)")
     print(f"\nbaseline:\n{result.baseline}\n\n{result.mode} (strength {result.strength:g}):\n{result.steered}")
     return 0
 

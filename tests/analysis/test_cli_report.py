@@ -9,6 +9,7 @@ import pytest
 
 from crossdiff_core import cli
 from crossdiff_core.analysis import FeatureIndex, explain_latents, load_index
+from crossdiff_core.analysis.steering import STRENGTH_STEPS
 from crossdiff_core.analysis.verdict import VERDICTS
 
 
@@ -93,8 +94,14 @@ def test_index_then_report_then_steer(tiny_cli, tiny_folder, tiny_store, tmp_pat
         == 0
     )
     steered = json.loads(capsys.readouterr().out)
-    assert steered["strength"] == pytest.approx(index.stats(top_a)["max_activation"])  # default from the index
-    assert {"baseline", "steered", "note", "activation_before", "activation_after"} <= set(steered)
+    # the default strength is the readability rule's: the strongest readable multiple of the index's max activation
+    unit = index.stats(top_a)["max_activation"]
+    tried = [trial["strength"] for trial in steered["trials"]]
+    assert tried == pytest.approx([m * unit for m in STRENGTH_STEPS])
+    readable = [trial["strength"] for trial in steered["trials"] if trial["coherent"]]
+    assert steered["strength"] == pytest.approx(readable[-1] if readable else tried[0])
+    assert steered["chosen_by"] == "readability rule"
+    assert {"baseline", "steered", "note", "activation_before", "activation_after", "coherent"} <= set(steered)
     assert (
         cli.main(
             [

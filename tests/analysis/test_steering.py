@@ -1,13 +1,26 @@
-"""Steering: amplify and suppress a latent in its model, closed loop, shared latents, bad requests."""
+"""Steering: amplify and suppress a latent in its model, closed loop, shared latents, bad requests; the readability
+rule that picks the default strength, and the word diff of the two texts."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from crossdiff_core.analysis import diff, steer
+from crossdiff_core.analysis import diff, steer, steer_readable
+from crossdiff_core.analysis.steering import (
+    MAX_PERPLEXITY_RATIO,
+    MAX_REPEATS,
+    STRENGTH_STEPS,
+    changed_share,
+    is_coherent,
+    longest_repeat,
+    word_diff,
+)
 from crossdiff_core.errors import CrossCoderError, CrossDiffError
 
 PROMPT = "The history of the Roman Empire is long and"
+SHIPPED = Path(__file__).resolve().parents[2] / "pretrained" / "smollm2-135m__gemma3-270m"
 
 
 def _firing_latent(cc, pair, side):
@@ -72,3 +85,52 @@ def test_results_are_strict_json(tiny_dfc, tiny_pair):
     result = steer(tiny_pair, tiny_dfc.crosscoder, 0, 1.0, "Hi", max_new_tokens=1)  # one-token prompt: no loop check
     assert result.activation_before != result.activation_before  # NaN in Python ...
     assert json.loads(json.dumps(result.to_dict(), allow_nan=False))["activation_before"] is None  # ... None in JSON
+
+
+def test_word_diff_marks_the_changed_words():
+    pieces = word_diff("The cat sat on the mat.", "The dog sat on the red mat.")
+    assert ("removed", "cat") in pieces and ("added", "dog") in pieces
+    assert any(kind == "added" and "red" in text for kind, text in pieces)
+    assert "".join(text for kind, text in pieces if kind != "added") == "The cat sat on the mat."
+    assert "".join(text for kind, text in pieces if kind != "removed") == "The dog sat on the red mat."
+    chinese = word_diff("我爱北京。", "我爱上海。")  # no spaces: one character is one word
+    assert ("removed", "北京") in chinese and ("added", "上海") in chinese and chinese[0] == ("same", "我爱")
+    assert word_diff("same text", "same text") == [("same", "same text")]
+    assert changed_share("The cat sat.", "The dog sat.") == pytest.approx(1 / 4)  # The, dog, sat, "."
+    assert changed_share("a b", "a b") == 0.0 and changed_share("a", "") == 0.0
+
+
+def test_the_readability_test_catches_repeats_and_surprise():
+    assert longest_repeat([7, 5, 5, 5, 5, 1]) == 4  # "¿¿¿¿"
+    assert longest_repeat([1, 2, 1, 2, 1, 2, 1, 2, 9]) == 4  # "pher comm" four times
+    assert longest_repeat([3, 1, 2, 3, 1, 2, 3, 1, 2]) == 3 and longest_repeat([1, 2, 3, 4]) == 1
+    assert longest_repeat([]) == 0
+    assert is_coherent(MAX_PERPLEXITY_RATIO, 1, 1) and not is_coherent(MAX_PERPLEXITY_RATIO * 1.01, 1, 1)
+    assert not is_coherent(1.0, MAX_REPEATS, 1)  # stuck ...
+    assert is_coherent(1.0, MAX_REPEATS, MAX_REPEATS)  # ... unless the unsteered text loops as much
+    assert not is_coherent(float("nan"), 1, 1)
+
+
+def test_the_default_strength_keeps_the_shipped_features_readable(demo_pair_unquantized):
+    """On the shipped DFC's top feature of model A, the rule's strength reads better than the former 5× default."""
+    from crossdiff_core.analysis.index import load_index
+    from crossdiff_core.crosscoder import CrossCoder
+
+    crosscoder = CrossCoder.from_pretrained(SHIPPED)
+    index = load_index(SHIPPED, crosscoder)
+    latent = index.ranked("a", 1)[0]
+    unit = float(index.stats(latent)["max_activation"])
+    chosen = steer_readable(demo_pair_unquantized, crosscoder, latent, unit, "Tell me about", max_new_tokens=16)
+    assert [t.multiple for t in chosen.trials] == pytest.approx(list(STRENGTH_STEPS))
+    readable = [t for t in chosen.trials if t.coherent]
+    assert readable and chosen.strength == readable[-1].strength and chosen.coherent  # the strongest readable one
+    assert chosen.chosen_by == "readability rule" and chosen.changed_words > 0  # and it does change the text
+    assert chosen.steered_perplexity <= MAX_PERPLEXITY_RATIO * chosen.baseline_perplexity
+    old = steer(demo_pair_unquantized, crosscoder, latent, 5 * unit, "Tell me about", max_new_tokens=16)
+    assert old.baseline == chosen.baseline  # the same unsteered text, batched or not
+    assert chosen.steered_perplexity < old.steered_perplexity and not old.coherent
+
+
+def test_sampled_texts_differ_by_the_steering_alone(tiny_dfc, tiny_pair):
+    result = steer(tiny_pair, tiny_dfc.crosscoder, 0, 0.0, PROMPT, max_new_tokens=4, greedy=False, seed=3)
+    assert result.steered == result.baseline  # the same seed and no push: the same sample

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import time
 
@@ -10,6 +11,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from crossdiff_core.analysis.labels import UNSEEN_LABEL
+from crossdiff_core.analysis.steering import STRENGTH_STEPS, word_diff
 
 from .helpers import copy_crosscoder, token_texts, value_of
 
@@ -150,13 +152,39 @@ def test_steer_returns_baseline_and_steered_text(client, served):
     app = served[1]
     index = app.ws.index(app.default_crosscoder)
     latent = index.ranked("a", 1)[0]
-    note, baseline, steered = client.predict(
-        latent, "Amplify (add the feature)", 40.0, "Model A", "The capital of France is", 4, False, api_name="/steer"
-    )
-    assert f"Feature {latent}" in note and "SmolLM2" in note
-    assert baseline.strip() and steered.strip()
+    note, diff_html, baseline, steered, trials, used = client.predict(
+        latent, "Amplify (add the feature)", 40.0, "Model A", "The capital of France is", 4, False, False,
+        api_name="/steer",
+    )  # fmt: skip
+    assert f"Feature {latent}" in note and "SmolLM2" in note and "strength 40" in note
+    assert baseline.strip() and steered.strip() and baseline != steered
+    assert value_of(used) == 40.0 and trials == ""  # the slider's strength, nothing tried
+    pieces = word_diff(baseline, steered)
+    for kind, text in pieces:  # each word the steering brought in or took away is marked, on its side
+        if kind != "same":
+            tag = "ins" if kind == "added" else "del"
+            assert re.search(f"<{tag}[^>]*>{re.escape(html.escape(text))}</{tag}>", diff_html), (kind, text)
+    assert "<ins" in diff_html or "<del" in diff_html
     with pytest.raises(AppError, match="does not exist"):
-        client.predict(100_000, "Amplify (add the feature)", 4.0, "Model A", "Hi", 4, False, api_name="/steer")
+        client.predict(100_000, "Amplify (add the feature)", 4.0, "Model A", "Hi", 4, False, False, api_name="/steer")
+
+
+def test_steer_picks_a_readable_strength(client, served):
+    app = served[1]
+    index = app.ws.index(app.default_crosscoder)
+    latent = index.ranked("a", 1)[0]
+    unit = float(index.stats(latent)["max_activation"])
+    note, diff_html, baseline, steered, trials, used = client.predict(
+        latent, "Amplify (add the feature)", 0.5, "Model A", "The capital of France is", 4, False, True,
+        api_name="/steer",
+    )  # fmt: skip
+    tried = [round(m * unit, 3) for m in STRENGTH_STEPS]
+    assert value_of(used) in tried  # the slider moves to one of the tried strengths
+    assert "Strengths tried" in trials and trials.count("← kept") == 1 and trials.count("| ") > 4 * len(STRENGTH_STEPS)
+    assert "tried 4 strengths" in note or "Even the weakest strength" in note
+    assert "Without steering" in diff_html and "With steering" in diff_html
+    assert baseline.strip() and steered.strip()
+    assert word_diff(baseline, steered) and html.escape(steered.split()[0]) in diff_html
 
 
 def test_load_crosscoder_from_a_folder_and_compare_with_it(client, tiny_dfc, tmp_path):

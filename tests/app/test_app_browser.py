@@ -55,9 +55,16 @@ def test_compare_then_open_a_feature_in_the_browser(page, served, artifacts):
     page.get_by_role("button", name="Verify by steering →").click()
     page.get_by_text("Ready to steer").wait_for(timeout=30_000)
     assert page.get_by_role("tab", name="Steer").get_attribute("aria-selected") == "true"
+    assert page.get_by_label("Pick a readable strength for me").is_checked()
     page.get_by_role("button", name="Generate both").click()
-    page.get_by_text("Its activation over the prompt went from").wait_for(timeout=90_000)
-    assert page.get_by_label("Without steering").input_value().strip()
+    # the readable-strength pick writes five texts (unsteered and four strengths) of 24 tokens in one batch
+    page.get_by_text("How strongly the feature fires on the prompt").wait_for(timeout=240_000)
+    page.locator("#steer-trials").get_by_text("Strengths tried").wait_for(timeout=10_000)
+    before = page.locator("#steer-before").inner_text().strip()
+    after = page.locator("#steer-after").inner_text().strip()
+    assert before and after
+    marks = page.locator("#steer-diff ins, #steer-diff del").count()
+    assert (marks > 0) == (before != after), "the words the steering changed are marked, and only those"
     page.screenshot(path=str(artifacts / "steer.png"), full_page=True)
 
     for tab in ("Models & crosscoder", "Train", "Report"):
