@@ -90,6 +90,7 @@ def test_cancel_in_harvest_train_and_index_keeps_what_is_done_and_resumes(worksp
     finally:
         handle.remove()
     assert run.latency < WITHIN_S, f"the harvest took {run.latency:.1f} s to stop"
+    print(f"[cancel] harvest: stopped {run.latency:.2f} s after the cancel")
     last = run.phases[-1]
     assert last[0] == "harvest" and re.search(r"[\d,]+ / 1,200 paired tokens read · about \d+ (s|min) left", last[2])
     meta = read_meta(store)
@@ -104,6 +105,7 @@ def test_cancel_in_harvest_train_and_index_keeps_what_is_done_and_resumes(worksp
     run = Run(workspace, job, when=lambda phase, fraction, _: phase == "train" and fraction >= 20 / job.steps)
     assert run() is None
     assert run.latency < WITHIN_S, f"training took {run.latency:.1f} s to stop"
+    print(f"[cancel] train: stopped {run.latency:.2f} s after the cancel")
     assert run.phases[1][0] == "harvest" and run.phases[1][2].startswith(f"{kept:,} / 1,200"), "the harvest resumed"
     assert all(file_sha256(store / name) == sha for name, sha in shards.items()), "the kept shards are untouched"
     assert read_meta(store)["complete"]
@@ -118,6 +120,7 @@ def test_cancel_in_harvest_train_and_index_keeps_what_is_done_and_resumes(worksp
     finally:
         handle.remove()
     assert run.latency < WITHIN_S, f"the index took {run.latency:.1f} s to stop"
+    print(f"[cancel] index: stopped {run.latency:.2f} s after the cancel")
     assert run.metrics[0]["step"] > 20 and run.metrics[-1]["step"] == job.steps, "training resumed at its checkpoint"
     assert run.reports("index") == [0.0], "cancelled before the first batch of windows finished"
     assert (crosscoder / WEIGHTS_FILE).is_file() and not has_index(crosscoder)
@@ -135,6 +138,7 @@ def test_cancel_while_the_models_load_returns_at_once_and_they_finish_loading(se
     run = Run(fresh, job, when=lambda phase, *_: phase == "load")
     assert run() is None
     assert run.latency < WITHIN_S, f"the load took {run.latency:.1f} s to stop"
+    print(f"[cancel] load: stopped {run.latency:.2f} s after the cancel")
     assert not (job.out_dir / "store").exists()
     loading = [t for t in threading.enumerate() if t.name == "crossdiff-load-pair"]
     assert loading, "the models go on loading in the background"
