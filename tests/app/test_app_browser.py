@@ -69,7 +69,9 @@ def test_compare_then_open_a_feature_in_the_browser(page, served, artifacts):
         page.screenshot(path=str(artifacts / f"{tab.split()[0].lower()}.png"), full_page=True)
 
 
-def test_harvest_shows_its_count_and_time_left_and_cancel_stops_it_within_5_s(page, served, tmp_path, artifacts):
+def test_harvest_shows_its_count_and_time_left_and_cancel_stops_it_within_5_s(
+    page, served, sentences, tmp_path, artifacts
+):
     """Issue 16: the Train status shows tokens read of the total and the time left while it harvests, and Cancel
     during the harvest stops the job within 5 s, keeping the text read so far."""
     from crossdiff_core.activations.store import read_meta
@@ -77,6 +79,7 @@ def test_harvest_shows_its_count_and_time_left_and_cancel_stops_it_within_5_s(pa
     folder = tmp_path / "browser-job"
     page.goto(served[0], wait_until="load")
     page.get_by_role("tab", name="Train").click()
+    page.get_by_label("Text corpus").fill(sentences)  # short windows: the first batch, and the time left, come soon
     page.get_by_label("Token budget").fill("20000")  # far more than the test waits for: it stays in the harvest
     page.get_by_text("More settings").click()
     page.get_by_label("Job folder").fill(str(folder))
