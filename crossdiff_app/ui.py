@@ -279,8 +279,13 @@ def build(
             concurrency_id="models",
             show_progress_on=[models_tab.load_status],
         )
-        models_tab.find_btn.click(
-            app.find_hub, [models_tab.model_a, models_tab.model_b], models_tab.load_status, api_name="find_on_hub"
+        _long(
+            models_tab.find_btn,
+            app.find_hub,
+            [models_tab.model_a, models_tab.model_b],
+            models_tab.hub_results,
+            api_name="find_on_hub",
+            show_progress="minimal",
         )
 
         # Train

@@ -8,6 +8,10 @@ class CrossDiffError(Exception):
     """A user-facing error. The CLI prints its message as one line; the app shows it in a dialog."""
 
 
+class Cancelled(Exception):
+    """A job stopped because its user cancelled it; what it finished is kept, so running it again resumes."""
+
+
 class ModelLoadError(CrossDiffError):
     """A model or tokenizer could not be loaded (unknown id, bad file, unsupported architecture)."""
 

@@ -21,6 +21,7 @@ bf16 instructions, where bf16 runs tens of times slower); the `LoadedModel` reco
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -34,7 +35,7 @@ from torch import nn
 
 from crossdiff_core.compute_dtype import DEFAULT_DTYPE, DTYPE_CHOICES, ComputeDtype, dtype_name, pick_compute_dtype
 from crossdiff_core.corpus.organism_texts import ORGANISM_NAMES
-from crossdiff_core.errors import ModelLoadError, is_out_of_memory
+from crossdiff_core.errors import Cancelled, ModelLoadError, is_out_of_memory
 from crossdiff_core.files import cache_dir, write_folder_atomically
 from crossdiff_core.planning import QUANT_CHOICES
 
@@ -241,6 +242,29 @@ class LoadedModel:
         if not captured:
             raise ModelLoadError(f"{self.model_id}: block {self.layer} never ran; the model's forward skips its layers")
         return captured[0].float()
+
+
+@contextlib.contextmanager
+def cancellable(models, should_stop=None):
+    """While inside, a forward pass of any of `models` raises `Cancelled` before its next transformer block once
+    `should_stop()` returns True: a cancelled job stops within one block's time, not one batch's.
+
+    Hold the model lock while inside: the check is a hook on the shared models.
+    """
+    if should_stop is None:
+        yield
+        return
+
+    def check(_module, _inputs):
+        if should_stop():
+            raise Cancelled
+
+    handles = [block.register_forward_pre_hook(check) for model in models for block in model.decoder_layers()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class _StopForward(Exception):

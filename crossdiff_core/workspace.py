@@ -20,8 +20,8 @@ from crossdiff_core.activations.config import HarvestConfig
 from crossdiff_core.analysis.config import IndexConfig
 from crossdiff_core.compute_dtype import DEFAULT_DTYPE
 from crossdiff_core.crosscoder.config import CrossCoderConfig
-from crossdiff_core.errors import CorpusError, CrossDiffError
-from crossdiff_core.files import cache_dir
+from crossdiff_core.errors import Cancelled, CorpusError, CrossDiffError
+from crossdiff_core.files import cache_dir, write_text_atomically
 from crossdiff_core.training.config import TrainConfig
 
 if TYPE_CHECKING:  # what imports torch is imported where it is used: the CLI's parser reads PairKey and TrainJob
@@ -265,7 +265,8 @@ ProgressFn = Callable[[str, float, str], None]
 class TrainJob:
     """Everything a "train a new DFC" job needs, with the defaults the app and the CLI show; validates itself.
 
-    Folders are reused, so running a cancelled job again resumes it.
+    Folders are reused, so running a cancelled job again resumes it; a job folder records its job's settings
+    (`JOB_FILE`).
     """
 
     pair: PairKey
@@ -318,6 +319,71 @@ QUICK_JOB = {"n_tokens": 3000, "dict_size": 512, "k": 16, "steps": 200, "batch_s
 """The one-click demo job: the `TrainJob` defaults with these changed (about a minute on a laptop CPU)."""
 
 
+JOB_FILE = "job.json"
+"""The settings of the job a job folder holds, written when the job starts (`saved_job` reads them)."""
+JOB_HARVEST_WINDOWS = 16
+"""Corpus windows a job reads per harvest batch: fewer than `HarvestConfig.batch_windows`, so that the token count
+and the time left move every few seconds on a CPU."""
+CANCEL_POLL_S = 0.1
+"""How often a job waiting for its models to load asks whether it was cancelled."""
+
+
+def job_settings(job: TrainJob) -> dict:
+    """Return a job's settings as JSON-ready values (its folder left out): what a job folder records."""
+    settings = {f.name: getattr(job, f.name) for f in dataclasses.fields(job) if f.name != "out_dir"}
+    settings["pair"] = dataclasses.asdict(job.pair)
+    return settings
+
+
+def saved_job(folder: str | Path | None) -> TrainJob | None:
+    """Return the job a job folder holds (its settings, with that folder), or None when it holds none readable."""
+    if not folder:
+        return None
+    path = Path(folder).expanduser() / JOB_FILE
+    try:
+        settings = json.loads(path.read_text())
+        pair = PairKey(**settings.pop("pair"))
+        known = {f.name for f in dataclasses.fields(TrainJob)} - {"pair", "out_dir"}
+        return TrainJob(pair=pair, out_dir=Path(folder), **{k: v for k, v in settings.items() if k in known})
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, CrossDiffError) as error:
+        log.warning("%s is not readable (%s): treating the folder as a new job", path, error)
+        return None
+
+
+def settings_differences(saved: TrainJob, job: TrainJob) -> list[str]:
+    """Return `"name: A there, B now"` for each setting in which `job` differs from the `saved` one."""
+    there, now = job_settings(saved), job_settings(job)
+    found = []
+    for name, value in now.items():
+        if name == "pair":
+            found += [
+                f"{key}: {there[name].get(key)!r} there, {sub!r} now"
+                for key, sub in value.items()
+                if there[name].get(key) != sub
+            ]
+        elif there.get(name) != value:
+            found.append(f"{name}: {there.get(name)!r} there, {value!r} now")
+    return found
+
+
+def format_seconds(seconds: float) -> str:
+    """Return a duration in plain words: "40 s", "3 min", "1 h 5 min"."""
+    seconds = max(float(seconds), 0.0)
+    if seconds < 60:
+        return f"{max(round(seconds), 1)} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def harvest_message(p) -> str:
+    """Return the status line of a harvest's progress: tokens done of the total, and the time left."""
+    left = p.seconds_left
+    eta = "time left: measuring…" if left is None else f"about {format_seconds(left)} left"
+    return f"{p.tokens:,} / {p.target:,} paired tokens read · {eta}"
+
+
 def run_train_job(
     workspace: Workspace,
     job: TrainJob,
@@ -329,31 +395,55 @@ def run_train_job(
 
     Reports `(phase, fraction, message)` through `progress` for the phases load, harvest, train, index and done.
     The models run under `workspace.model_lock` (load, harvest, index), which is free while the crosscoder trains.
-    Running the same job again after a cancel or crash resumes the harvest and the training.
+
+    `should_stop()` is asked often in every phase (while the models load, before each transformer block of each
+    forward pass, after each training step), so a cancel takes effect within seconds and keeps what is done: models
+    still loading finish in the background and stay loaded, the harvest keeps the shards it wrote, training writes a
+    checkpoint, and a finished crosscoder stays when its feature index is cancelled. Running the same job again
+    resumes from there. The job folder records the job's settings (`JOB_FILE`); a folder holding a job with other
+    settings is refused (`saved_job` reads them, to continue it as it was).
     """
     from crossdiff_core.activations.harvest import harvest
     from crossdiff_core.activations.store import PairedActivationStore
+    from crossdiff_core.analysis.index import has_index
     from crossdiff_core.training.loop import train
 
     if job.out_dir is None:
-        raise CrossDiffError("the training job has no folder: give it an out_dir")
+        raise CrossDiffError("the training job has no folder: give it a job folder")
     report = progress or (lambda *_: None)
     stop = should_stop or (lambda: False)
-    store_dir, cc_dir = Path(job.out_dir) / "store", Path(job.out_dir) / "crosscoder"
+    out_dir = Path(job.out_dir)
+    store_dir, cc_dir = out_dir / "store", out_dir / "crosscoder"
+    saved = saved_job(out_dir)
+    if saved is not None and (differences := settings_differences(saved, job)):
+        raise CrossDiffError(
+            f"the job folder {out_dir} holds a job with other settings ({'; '.join(differences)}); continue it with "
+            "its own settings, or choose a new job folder"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if saved is None:
+        write_text_atomically(out_dir / JOB_FILE, json.dumps(job_settings(job), indent=1) + "\n")
     with workspace.model_lock:
         report("load", 0.0, "loading the two models")
-        model_a, model_b = workspace.pair(job.pair)
-        report("harvest", 0.0, "reading paired activations")
+        pair = _load_pair(workspace, job.pair, stop)
+        if pair is None:
+            return None
+        model_a, model_b = pair
+        kept = _stored_tokens(store_dir)
+        report(
+            "harvest", kept / job.n_tokens, f"{kept:,} / {job.n_tokens:,} paired tokens read · time left: measuring…"
+        )
+        harvest_config = HarvestConfig(n_tokens=job.n_tokens, batch_windows=JOB_HARVEST_WINDOWS)
         meta = harvest(
             model_a,
             model_b,
             job.corpus,
             store_dir,
-            HarvestConfig(n_tokens=job.n_tokens),
-            progress=lambda p: report("harvest", p.tokens / max(p.target, 1), f"{p.tokens}/{p.target} paired tokens"),
+            harvest_config,
+            progress=lambda p: report("harvest", p.tokens / max(p.target, 1), harvest_message(p)),
             should_stop=stop,
         )
-    if not meta.get("complete"):
+    if not meta.get("complete") or stop():
         return None
     batch_size = min(job.batch_size, max(32, meta["counts"]["rows"] // 4))
 
@@ -362,32 +452,86 @@ def run_train_job(
         if on_metrics is not None:
             on_metrics(dict(p.metrics, step=p.step))
 
-    train_config = TrainConfig(
-        steps=job.steps,
-        batch_size=batch_size,
-        auxk_exclusive=job.auxk_exclusive,
-        checkpoint_every=max(25, job.steps // 10),
-        dead_after_tokens=job.dead_after_tokens,
-    )
-    result = train(
-        job.crosscoder_config(model_a.d_model, model_b.d_model),
-        train_config,
-        PairedActivationStore(store_dir),
-        cc_dir,
-        progress=on_step,
-        should_stop=stop,
-    )
-    if result.steps_done < job.steps:
-        return None
-    workspace.forget(str(cc_dir))
-    if job.index_windows:
-        _index_job(workspace, job, store_dir, cc_dir, report)
+    if not _trained(cc_dir, job.steps):
+        train_config = TrainConfig(
+            steps=job.steps,
+            batch_size=batch_size,
+            auxk_exclusive=job.auxk_exclusive,
+            checkpoint_every=max(25, job.steps // 10),
+            dead_after_tokens=job.dead_after_tokens,
+        )
+        report("train", 0.0, f"step 0/{job.steps}")
+        result = train(
+            job.crosscoder_config(model_a.d_model, model_b.d_model),
+            train_config,
+            PairedActivationStore(store_dir),
+            cc_dir,
+            progress=on_step,
+            should_stop=stop,
+        )
+        if result.steps_done < job.steps:
+            return None
+        workspace.forget(str(cc_dir))
+    if job.index_windows and not has_index(cc_dir):
+        if stop():
+            return None
+        try:
+            _index_job(workspace, job, store_dir, cc_dir, report, stop)
+        except Cancelled:
+            return None
     report("done", 1.0, f"saved to {cc_dir}")
     return cc_dir
 
 
-def _index_job(workspace: Workspace, job: TrainJob, store_dir: Path, cc_dir: Path, report: ProgressFn) -> None:
-    """Build the feature index of a job's new crosscoder on the windows after those it was trained on."""
+def _load_pair(workspace: Workspace, key: PairKey, stop: Callable[[], bool]):
+    """Return the loaded pair of `key`, or None as soon as `stop()` says so (the models go on loading in the
+    background and stay in the workspace: a later job finds them loaded)."""
+    found: dict = {}
+
+    def load() -> None:
+        try:
+            found["pair"] = workspace.pair(key)
+        except BaseException as error:  # noqa: BLE001 - handed to the job's thread, or logged once it left
+            found["error"] = error
+
+    thread = threading.Thread(target=load, name="crossdiff-load-pair", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(CANCEL_POLL_S)
+        if thread.is_alive() and stop():
+            return None
+    if "error" in found:
+        raise found["error"]
+    return found["pair"]
+
+
+def _stored_tokens(store_dir: Path) -> int:
+    """Return the paired tokens a (possibly interrupted) store already holds; 0 when there is none."""
+    from crossdiff_core.activations.store import read_meta
+
+    try:
+        return int(read_meta(store_dir)["counts"]["rows"]) if store_dir.is_dir() else 0
+    except (CrossDiffError, KeyError, TypeError, ValueError):
+        return 0
+
+
+def _trained(cc_dir: Path, steps: int) -> bool:
+    """Return True when `cc_dir` holds a crosscoder whose training ran all `steps` (a job resumed after that)."""
+    from crossdiff_core.crosscoder.model import SUMMARY_FILE, WEIGHTS_FILE
+
+    try:
+        summary = json.loads((cc_dir / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    finished = summary.get("finished") is True and summary.get("steps_done") == steps
+    return finished and (cc_dir / WEIGHTS_FILE).is_file()
+
+
+def _index_job(
+    workspace: Workspace, job: TrainJob, store_dir: Path, cc_dir: Path, report: ProgressFn, stop: Callable[[], bool]
+) -> None:
+    """Build the feature index of a job's new crosscoder on the windows after those it was trained on; raise
+    `Cancelled` once `stop()` says so."""
     from crossdiff_core.analysis.index import index_dir
     from crossdiff_core.analysis.index_builder import build_index
 
@@ -399,12 +543,13 @@ def _index_job(workspace: Workspace, job: TrainJob, store_dir: Path, cc_dir: Pat
             report("index", 0.8 + 0.2 * done, "what each feature promotes")
 
     config = index_config(store_dir, corpus=job.corpus, n_windows=job.index_windows)
+    report("index", 0.0, f"reading text 0/{config.n_windows}")
     crosscoder = workspace.crosscoder(str(cc_dir))
     with workspace.model_lock:
         pair = workspace.pair(job.pair)
         try:
-            build_index(crosscoder, pair, config, out_dir=index_dir(cc_dir), progress=index_progress)
+            build_index(crosscoder, pair, config, out_dir=index_dir(cc_dir), progress=index_progress, should_stop=stop)
         except CorpusError:  # the corpus has no windows left after the harvest: index the ones it trained on
             config.skip_windows = 0
-            build_index(crosscoder, pair, config, out_dir=index_dir(cc_dir), progress=index_progress)
+            build_index(crosscoder, pair, config, out_dir=index_dir(cc_dir), progress=index_progress, should_stop=stop)
     workspace.forget_index(str(cc_dir))

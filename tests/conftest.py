@@ -84,3 +84,21 @@ def hub(tmp_path, monkeypatch):
     yield fake
     fake.server.shutdown()
     fake.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def sentences(tmp_path_factory) -> str:
+    """A corpus file of one-sentence documents, from builtin:demo's English template documents.
+
+    Windows of one sentence (about 16 tokens) rather than a whole document (about 110) keep a job's harvest batches
+    (`JOB_HARVEST_WINDOWS` windows each) a few hundred tokens long.
+    """
+    import re
+
+    from crossdiff_core.corpus.builtin import demo_documents
+
+    texts = [d.text for d in demo_documents("en") if d.source.startswith("en_")]
+    found = [s.strip() for text in texts for s in re.split(r"(?<=[.!?])\s+", text) if len(s.strip()) > 20]
+    path = tmp_path_factory.mktemp("corpus") / "sentences.txt"
+    path.write_text("\n\n".join(found[:300]))
+    return str(path)

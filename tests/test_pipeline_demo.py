@@ -167,8 +167,10 @@ def test_crosscoder_against_the_wrong_pair_is_refused(trained, demo_pair):
 
 def test_harvest_interrupted_resumes_to_the_same_rows(demo_pair, store_dir, tmp_path):
     config = HarvestConfig(n_tokens=N_TOKENS, ctx_len=96, batch_windows=8, shard_tokens=1500)
-    calls = []
-    harvest(*demo_pair, "builtin:demo", tmp_path / "s", config, should_stop=lambda: calls.append(1) or len(calls) >= 2)
+    batches = []  # stop once one batch of windows is stored: should_stop is asked before every block too
+    harvest(
+        *demo_pair, "builtin:demo", tmp_path / "s", config, progress=batches.append, should_stop=lambda: bool(batches)
+    )
     partial = json.loads((tmp_path / "s" / "meta.json").read_text())
     assert not partial["complete"] and 0 < partial["counts"]["rows"] < N_TOKENS
     harvest(*demo_pair, "builtin:demo", tmp_path / "s", config)

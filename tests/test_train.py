@@ -163,8 +163,11 @@ def test_truncated_checkpoint_raises_checkpoint_error(tmp_path, source):
     train(crosscoder_config(), train_config(), source, tmp_path, should_stop=stop_after(5))
     state = tmp_path / "checkpoint" / "state.safetensors"
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match=r"state\.safetensors is missing, corrupt or truncated.*resume=False"):
+    with pytest.raises(
+        CheckpointError, match=r"state\.safetensors is missing, corrupt or truncated.*start over"
+    ) as err:
         train(crosscoder_config(), train_config(), source, tmp_path)
+    assert "resume=False" not in str(err.value), "the advice names no Python argument: the app user has none"
     result = train(crosscoder_config(), train_config(), source, tmp_path, resume=False)
     assert result.resumed_from is None and result.steps_done == 60
 
@@ -178,8 +181,12 @@ def test_corrupt_checkpoint_json_raises_checkpoint_error(tmp_path, source):
 
 def test_checkpoint_of_another_run_is_refused(tmp_path, source):
     train(crosscoder_config(), train_config(), source, tmp_path, should_stop=stop_after(5))
-    with pytest.raises(CheckpointError, match=r"different training run \(k: checkpoint has 4, now 6\).*new out_dir"):
+    with pytest.raises(
+        CheckpointError, match=r"different training run \(k: checkpoint has 4, now 6\).*new folder"
+    ) as err:
         train(crosscoder_config(k=6), train_config(), source, tmp_path)
+    assert "--out on the command line" in str(err.value) and "'Job folder' in the app" in str(err.value)
+    assert "out_dir" not in str(err.value) and "resume=False" not in str(err.value)
     with pytest.raises(CheckpointError, match=r"lr: checkpoint has 0\.003, now 0\.001"):
         train(crosscoder_config(), train_config(lr=1e-3), source, tmp_path)
     resumed = train(crosscoder_config(), train_config(log_every=7), source, tmp_path)  # logging may change

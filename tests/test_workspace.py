@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from crossdiff_core.crosscoder import CrossCoder
@@ -18,22 +16,6 @@ def workspace(demo_pair):
     ws = Workspace(device="cpu")
     ws._pairs[DEMO] = demo_pair  # reuse the session's loaded pair instead of loading it twice
     return ws
-
-
-@pytest.fixture(scope="module")
-def sentences(tmp_path_factory) -> str:
-    """A corpus file of one-sentence documents, from builtin:demo's English template documents.
-
-    A job reads its corpus 64 windows at a time: windows of one sentence (about 16 tokens) rather than a whole
-    document (about 110) keep its harvest a few thousand tokens long.
-    """
-    from crossdiff_core.corpus.builtin import demo_documents
-
-    texts = [d.text for d in demo_documents("en") if d.source.startswith("en_")]
-    found = [s.strip() for text in texts for s in re.split(r"(?<=[.!?])\s+", text) if len(s.strip()) > 20]
-    path = tmp_path_factory.mktemp("corpus") / "sentences.txt"
-    path.write_text("\n\n".join(found[:300]))
-    return str(path)
 
 
 def test_pairs_are_loaded_once_and_shared(workspace, demo_pair):

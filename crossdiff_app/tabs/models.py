@@ -5,11 +5,12 @@ import html
 
 import gradio as gr
 
-from crossdiff_app.errors import friendly, user_error
+from crossdiff_app.errors import friendly, log, sentence, user_error
 from crossdiff_app.estimates import compute_line, memory_markdown
 from crossdiff_app.state import DEMO_A, DEMO_B, AppState, int_or_none, source_label
 from crossdiff_core.corpus.organism_texts import organism_texts
 from crossdiff_core.crosscoder import check_models
+from crossdiff_core.errors import CrossDiffError
 from crossdiff_core.models import find_organism, identify, organism_folder
 from crossdiff_core.organisms import read_record
 from crossdiff_core.workspace import shipped_crosscoders, source_folder
@@ -176,14 +177,26 @@ class ModelsHandlers(AppState):
         tabs = gr.Tabs(selected="train") if kind == "Train a new one" else gr.Tabs()
         return (status, new, *self.session_views(new), tabs)
 
-    @friendly("searching the Hub")
     def find_hub(self, model_a, model_b):
+        """Search the Hub for crosscoders of the pair: say at once that it is searching, then show what it found or
+        why it could not search (in the page, where it stays, not in a message that fades)."""
         from crossdiff_core.hub.repo import find_on_hub
 
-        found = find_on_hub(identify(model_a).key, identify(model_b).key)
+        pair = f"{identify(model_a).display} × {identify(model_b).display}"
+        yield f"🔎 Searching the Hugging Face Hub for crosscoders of **{pair}**…"
+        try:
+            found = find_on_hub(identify(model_a).key, identify(model_b).key)
+        except CrossDiffError as error:
+            yield f"⚠️ **Could not search the Hub.** {sentence(str(error))}"
+            return
+        except Exception as error:  # noqa: BLE001 - shown where the user looks, and logged
+            log.exception("Hub search failed")
+            yield f"⚠️ **Could not search the Hub** ({type(error).__name__}). Check the connection and try again."
+            return
         if not found:
-            return "No published crosscoder for this pair yet."
-        return "\n".join(f"- {hit.describe()}" for hit in found[:20])
+            yield f"No crosscoder for **{pair}** is published on the Hub yet."
+            return
+        yield f"Found {len(found)} for **{pair}**:\n\n" + "\n".join(f"- {hit.describe()}" for hit in found[:20])
 
 
 class ModelsTab:
@@ -251,3 +264,4 @@ class ModelsTab:
                 self.load_btn = gr.Button("Load", variant="primary")
                 self.find_btn = gr.Button("Find crosscoders for this pair on the Hub")
             self.load_status = gr.Markdown()
+            self.hub_results = gr.Markdown(elem_id="hub-results")

@@ -18,7 +18,14 @@ from crossdiff_app.render import metrics_frame
 from crossdiff_app.state import AppState
 from crossdiff_core.errors import CrossDiffError
 from crossdiff_core.models import identify
-from crossdiff_core.workspace import QUICK_JOB, TrainJob, run_train_job, source_folder
+from crossdiff_core.workspace import (
+    QUICK_JOB,
+    TrainJob,
+    job_settings,
+    run_train_job,
+    saved_job,
+    source_folder,
+)
 
 TRAIN_FORM = (
     "corpus",
@@ -34,6 +41,41 @@ TRAIN_FORM = (
 """The `TrainJob` settings the Train tab shows, in the order of its fields."""
 DEFAULT_TRAIN = {f.name: f.default for f in dataclasses.fields(TrainJob) if f.name in TRAIN_FORM}
 QUICK_TRAIN = {**DEFAULT_TRAIN, **QUICK_JOB}
+SETTING_WORDS = {
+    "corpus": "text corpus",
+    "n_tokens": "token budget",
+    "dict_size": "dictionary size",
+    "k": "k",
+    "exclusive_a": "share exclusive to A",
+    "exclusive_b": "share exclusive to B",
+    "steps": "training steps",
+    "batch_size": "batch size",
+    "index_windows": "feature index windows",
+    "dead_after_tokens": "dead after (tokens)",
+    "auxk_exclusive": "revive exclusive features",
+    "model_a": "model A",
+    "model_b": "model B",
+    "quant": "quantization",
+    "layer_a": "layer A",
+    "layer_b": "layer B",
+    "dtype": "compute type",
+    "trust_remote_code": "trust remote code",
+}
+"""The names the Train tab gives a job's settings."""
+PHASE_WORDS = {
+    "load": "loading the two models",
+    "harvest": "reading text with both models",
+    "train": "training",
+    "index": "building the feature index",
+}
+"""What the Train tab calls each phase of a job."""
+KEPT_WORDS = {
+    "load": "The models go on loading in the background and stay loaded for next time.",
+    "harvest": "The text read so far is kept.",
+    "train": "A checkpoint of the training so far is saved.",
+    "index": "The trained crosscoder is kept; its feature index is built when you start again.",
+}
+"""What a cancel keeps, per phase."""
 
 
 def _slug(text: str) -> str:
@@ -47,6 +89,34 @@ def _earlier_history(folder: Path) -> list[dict]:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except (OSError, ValueError):
         return []
+
+
+def _differences(saved: TrainJob, job: TrainJob) -> list[str]:
+    """Return "setting: X (form: Y)" for each setting of the form's `job` that differs from the `saved` job's."""
+    there, now = job_settings(saved), job_settings(job)
+    flat_there = {**{k: v for k, v in there.items() if k != "pair"}, **there["pair"]}
+    flat_now = {**{k: v for k, v in now.items() if k != "pair"}, **now["pair"]}
+    return [
+        f"{SETTING_WORDS.get(name, name)} {_shown(flat_there[name])} (the form says {_shown(value)})"
+        for name, value in flat_now.items()
+        if flat_there.get(name) != value and not (name.startswith("layer_") and None in (value, flat_there[name]))
+    ]
+
+
+def _shown(value) -> str:
+    return "automatic" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _resume_note(saved: TrainJob, job: TrainJob) -> str:
+    """Return what the Train tab says about continuing the earlier job of a typed job folder."""
+    differences = _differences(saved, job)
+    if not differences:
+        return "This job folder holds an earlier run of these settings: starting **continues** it."
+    return (
+        "This job folder holds an earlier job: starting **continues it with its own settings** ("
+        + "; ".join(differences)
+        + "). To train with the form's settings, clear the job folder field or type a new name."
+    )
 
 
 class TrainHandlers(AppState):
@@ -124,7 +194,12 @@ class TrainHandlers(AppState):
         job = self.train_job(session, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, dead_after)
         key = job.pair
         folder = self.resolve_job_folder(job_dir, job)
-        resume = " (it has earlier progress: starting will **resume** it)" if (folder / "store").exists() else ""
+        saved = saved_job(folder)
+        if saved is not None:
+            resume = f"\n\n{_resume_note(saved, job)}"
+            job, key = saved, saved.pair
+        else:
+            resume = " (it has earlier progress: starting will **resume** it)" if (folder / "store").exists() else ""
         text = train_estimate({name: getattr(job, name) for name in TRAIN_FORM}, key.model_a, key.model_b, key.quant)
         quant = QUANT_WORDS.get(key.quant, key.quant)
         return (
@@ -153,6 +228,9 @@ class TrainHandlers(AppState):
         """Harvest, train and index a DFC, yielding status and a live FVU plot; on success load it for this session."""
         job = self.train_job(session, corpus, n_tokens, dict_size, k, ex_a, ex_b, steps, batch, windows, dead_after)
         folder = job.out_dir = self.resolve_job_folder(job_dir, job)
+        saved = saved_job(folder)
+        note = _resume_note(saved, job) if saved is not None else ""
+        job = saved or job
         owner = getattr(request, "session_hash", None) or "anonymous"
         stop = threading.Event()
         self._stops[owner] = stop
@@ -189,28 +267,39 @@ class TrainHandlers(AppState):
             "index": (0.85, 1.0),
             "done": (1.0, 1.0),
         }
-        status_lines = [f"{'Resuming' if resumed else 'Starting'} the job in `{folder}`."]
-        current = {"phase": "load", "message": "loading the two models"}
+        status_lines = [f"{'Resuming' if resumed else 'Starting'} the job in `{folder}`.", *([note] if note else [])]
+        current = {"phase": "load", "message": "getting ready"}
         thread = threading.Thread(target=work, name="crossdiff-train", daemon=True)
         thread.start()
         yield self._train_view(status_lines, current, history, session)
         last_yield = time.perf_counter()
         try:
-            while True:
+            ended = False
+            while not ended:
                 try:
-                    item = updates.get(timeout=1.0)
+                    items = [updates.get(timeout=0.5)]
                 except queue.Empty:
-                    item = None
-                if item is not None and item[0] == "end":
-                    break
-                if item is not None and item[0] == "progress":
-                    _, phase, fraction, message = item
-                    current.update(phase=phase, message=message)
+                    items = []
+                while True:  # take everything that arrived: the view shows the job as it is now, never a backlog
+                    try:
+                        items.append(updates.get_nowait())
+                    except queue.Empty:
+                        break
+                latest = None
+                for item in items:
+                    if item[0] == "end":
+                        ended = True
+                    elif item[0] == "progress":
+                        latest = item
+                        current.update(phase=item[1], message=item[3])
+                    elif item[0] == "metrics":
+                        history.append(item[1])
+                if latest is not None:
+                    _, phase, fraction, message = latest
                     lo, hi = phase_weights.get(phase, (0.0, 1.0))
-                    progress(lo + (hi - lo) * min(max(fraction, 0.0), 1.0), desc=f"{phase}: {message}")
-                elif item is not None and item[0] == "metrics":
-                    history.append(item[1])
-                if time.perf_counter() - last_yield > 0.5 or item is None:
+                    desc = f"{PHASE_WORDS.get(phase, phase)}: {message}"
+                    progress(lo + (hi - lo) * min(max(fraction, 0.0), 1.0), desc=desc)
+                if not ended and (time.perf_counter() - last_yield > 0.5 or not items):
                     yield self._train_view(status_lines, current, history, session)
                     last_yield = time.perf_counter()
         finally:
@@ -221,8 +310,9 @@ class TrainHandlers(AppState):
             raise outcome["error"]
         if outcome.get("cancelled"):
             status_lines.append(
-                "⏸️ **Cancelled.** Everything done so far is saved: press **Start training** again "
-                "with the same settings to resume where it stopped."
+                f"⏸️ **Cancelled** while {PHASE_WORDS.get(current['phase'], 'starting')}. "
+                f"{KEPT_WORDS.get(current['phase'], '')} Press **Start training** again with the same settings (or "
+                f"type this job folder, `{folder}`) to resume where it stopped."
             )
             current.update(phase="cancelled", message="")
             yield self._train_view(status_lines, current, history, session)
@@ -239,7 +329,7 @@ class TrainHandlers(AppState):
     def _train_view(self, status_lines, current, history, session):
         status = list(status_lines)
         if current["phase"] not in ("done", "cancelled"):
-            status.append(f"**Now:** {current['phase']} — {current['message']}")
+            status.append(f"**Now:** {PHASE_WORDS.get(current['phase'], current['phase'])} — {current['message']}")
         if history:
             last = history[-1]
             status.append(
@@ -250,14 +340,15 @@ class TrainHandlers(AppState):
         return ("\n\n".join(status), plot, session, *self.session_views(session))
 
     def cancel(self, request: gr.Request):
-        """Ask this session's running training job to stop at its next step (it saves a checkpoint first)."""
+        """Ask this session's running training job to stop; it stops within seconds in every phase, keeping what is
+        done (see `run_train_job`)."""
         owner = getattr(request, "session_hash", None) or "anonymous"
         stop = self._stops.get(owner)
         if stop is None:
             gr.Info("No training job of yours is running.")
             return "No training job of yours is running."
         stop.set()
-        return "Stopping after the current step… (progress is saved; start again to resume)"
+        return "Stopping… (what is done is kept; start again to resume)"
 
     @friendly("pushing to the Hub")
     def push(self, repo_id, token, private, session):
@@ -331,7 +422,7 @@ class TrainTab:
             with gr.Row():
                 self.start_btn = gr.Button("Start training", variant="primary")
                 self.cancel_btn = gr.Button("Cancel", variant="stop")
-            self.train_status = gr.Markdown()
+            self.train_status = gr.Markdown(elem_id="train-status")
             self.loss_plot = gr.LinePlot(
                 metrics_frame([]),
                 x="step",

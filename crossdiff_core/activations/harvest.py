@@ -27,8 +27,8 @@ from crossdiff_core.activations.store import PARTS_DIR, StoreWriter, merge_parts
 from crossdiff_core.alignment import align_batch
 from crossdiff_core.corpus.sources import iter_windows
 from crossdiff_core.distributed import Dist
-from crossdiff_core.errors import StoreError
-from crossdiff_core.models import LoadedModel
+from crossdiff_core.errors import Cancelled, StoreError
+from crossdiff_core.models import LoadedModel, cancellable
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,16 @@ class HarvestProgress:
     coverage_a: float
     coverage_b: float
     elapsed_s: float
+    resumed_tokens: int = 0
+    """Tokens the store already held when this harvest started (a resumed one)."""
+
+    @property
+    def seconds_left(self) -> float | None:
+        """Return the estimated seconds until `target` at this harvest's pace so far, or None before any token."""
+        new = self.tokens - self.resumed_tokens
+        if new <= 0 or self.elapsed_s <= 0:
+            return None
+        return max(self.target - self.tokens, 0) * self.elapsed_s / new
 
 
 def paired_activations(
@@ -83,7 +93,9 @@ def harvest(
     """Harvest `config.n_tokens` paired activations into `out_dir` and return the store's metadata.
 
     Resumes an interrupted harvest of the same models, layers and corpus in `out_dir`. Raises
-    StoreError when the corpus yields no paired tokens.
+    StoreError when the corpus yields no paired tokens. `should_stop()` is asked before each batch of windows and
+    before each transformer block of the models' forward passes; once it returns True the batch under way is
+    dropped and the metadata of the incomplete store is returned (what earlier batches wrote stays; a rerun resumes).
 
     With a data-parallel `group` (under torchrun), rank r reads the corpus windows i ≡ r (mod world)
     into its own part, `out_dir/parts/rank-r-of-world/`, with its share of `n_tokens`; when every
@@ -119,49 +131,57 @@ def harvest(
 
         bar = tqdm(total=config.n_tokens, initial=min(done, config.n_tokens), unit="tok", desc="harvest")
     start = time.perf_counter()
+    resumed_tokens = min(done, config.n_tokens)
     counts_total = {"tokens_a": 0, "tokens_b": 0, "paired": 0}
     windows = iter_windows(corpus, model_a.tokenizer, config.ctx_len)
     if windows_of is not None:
         windows = itertools.islice(windows, windows_of[0], None, windows_of[1])
+    stop = should_stop or (lambda: False)
     batch: list[str] = []
     seen = 0
     exhausted = True
-    for text in windows:
-        seen += 1
-        if seen <= skip:
-            continue
-        batch.append(text)
-        if len(batch) < config.batch_windows:
-            continue
-        done = _harvest_batch(model_a, model_b, batch, config, writer, done, counts_total)
-        batch = []
+    try:
+        with cancellable((model_a, model_b), should_stop):
+            for text in windows:
+                seen += 1
+                if seen <= skip:
+                    continue
+                batch.append(text)
+                if len(batch) < config.batch_windows:
+                    continue
+                if stop():
+                    raise Cancelled
+                done = _harvest_batch(model_a, model_b, batch, config, writer, done, counts_total)
+                batch = []
+                if bar is not None:
+                    bar.n = min(done, config.n_tokens)
+                    bar.set_postfix(cov_a=f"{_cov(counts_total, 'a'):.2f}", cov_b=f"{_cov(counts_total, 'b'):.2f}")
+                    bar.refresh()
+                if progress is not None:
+                    progress(
+                        HarvestProgress(
+                            min(done, config.n_tokens),
+                            config.n_tokens,
+                            seen,
+                            _cov(counts_total, "a"),
+                            _cov(counts_total, "b"),
+                            time.perf_counter() - start,
+                            resumed_tokens,
+                        )
+                    )
+                if done >= config.n_tokens:
+                    exhausted = False
+                    break
+            if batch:
+                if stop():
+                    raise Cancelled
+                done = _harvest_batch(model_a, model_b, batch, config, writer, done, counts_total)
+    except Cancelled:  # the batch under way is dropped; the shards written so far stay, and a rerun resumes there
+        writer.flush()
+        return writer.meta
+    finally:
         if bar is not None:
-            bar.n = min(done, config.n_tokens)
-            bar.set_postfix(cov_a=f"{_cov(counts_total, 'a'):.2f}", cov_b=f"{_cov(counts_total, 'b'):.2f}")
-            bar.refresh()
-        if progress is not None:
-            progress(
-                HarvestProgress(
-                    min(done, config.n_tokens),
-                    config.n_tokens,
-                    seen,
-                    _cov(counts_total, "a"),
-                    _cov(counts_total, "b"),
-                    time.perf_counter() - start,
-                )
-            )
-        if done >= config.n_tokens:
-            exhausted = False
-            break
-        if should_stop is not None and should_stop():
-            writer.flush()
-            if bar is not None:
-                bar.close()
-            return writer.meta
-    if batch:
-        done = _harvest_batch(model_a, model_b, batch, config, writer, done, counts_total)
-    if bar is not None:
-        bar.close()
+            bar.close()
     if done == 0:
         writer.flush()
         raise StoreError(

@@ -46,7 +46,8 @@ from crossdiff_core.analysis.scores import SCORE_DOCS, ranking_scores
 from crossdiff_core.analysis.stats import ActivationStats
 from crossdiff_core.corpus.sources import iter_windows
 from crossdiff_core.crosscoder import CrossCoder, check_models
-from crossdiff_core.errors import CorpusError, CrossDiffError
+from crossdiff_core.errors import Cancelled, CorpusError, CrossDiffError
+from crossdiff_core.models import cancellable
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +103,22 @@ def build_index(
     out_dir=None,
     progress: Callable[[IndexProgress], None] | None = None,
     show_tqdm: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> FeatureIndex:
-    """Return the feature index of `crosscoder` on the windows of `config`, saved to `out_dir` when given."""
+    """Return the feature index of `crosscoder` on the windows of `config`, saved to `out_dir` when given.
+
+    `should_stop()` is asked before each batch of windows, before each transformer block of the models' forward
+    passes and between chunks of promoted tokens; once it returns True, `Cancelled` is raised and nothing is saved.
+    """
     from tqdm.auto import tqdm
+
+    stop = should_stop or (lambda: False)
+
+    def report(p: IndexProgress) -> None:
+        if stop():
+            raise Cancelled
+        if progress is not None:
+            progress(p)
 
     config = config or IndexConfig()
     config.validate()
@@ -129,37 +143,39 @@ def build_index(
     row_start: list[int] = []
     n_outliers = 0
     bar = tqdm(total=len(texts), desc="feature index", unit="window", disable=not show_tqdm)
-    for first in range(0, len(texts), config.batch_windows):
-        batch = texts[first : first + config.batch_windows]
-        aligned = align_batch(
-            model_a.tokenizer, model_b.tokenizer, batch, max_tokens=config.ctx_len, max_tokens_b=2 * config.ctx_len
-        )
-        runs = run_paired(model_a, model_b, aligned, config.outlier_factor)
-        window_ids, splits = [], []
-        for offset, ((tok_a, tok_b, _), run) in enumerate(zip(aligned, runs)):
-            row_start.append(evidence.stats.n_rows + sum(len(ids) for ids in window_ids))
-            windows.append({
-                "text": tok_a.text,
-                "a": _token_records(model_a.tokenizer, tok_a),
-                "b": _token_records(model_b.tokenizer, tok_b),
-                "pairs": [[int(p), int(q), int(e)] for p, q, e in zip(run.pos_a, run.pos_b, run.char_end)],
-            })  # fmt: skip
-            window_ids.append(torch.full((len(run.pos_a),), first + offset, dtype=torch.int64))
-            splits.append(
-                torch.as_tensor(split_flags(run.pos_a, run.pos_b, first_content(tok_a), first_content(tok_b)))
+    with cancellable(pair, should_stop):
+        for first in range(0, len(texts), config.batch_windows):
+            if stop():
+                raise Cancelled
+            batch = texts[first : first + config.batch_windows]
+            aligned = align_batch(
+                model_a.tokenizer, model_b.tokenizer, batch, max_tokens=config.ctx_len, max_tokens_b=2 * config.ctx_len
             )
-            n_outliers += run.n_outliers
-        window_N = torch.cat(window_ids)
-        if len(window_N):
-            evidence.add(
-                torch.cat([run.x_a_PD for run in runs]),
-                torch.cat([run.x_b_PD for run in runs]),
-                window_N,
-                torch.cat(splits),
-            )
-        bar.update(len(batch))
-        if progress is not None:
-            progress(IndexProgress("windows", len(windows), len(texts)))
+            runs = run_paired(model_a, model_b, aligned, config.outlier_factor)
+            window_ids, splits = [], []
+            for offset, ((tok_a, tok_b, _), run) in enumerate(zip(aligned, runs)):
+                row_start.append(evidence.stats.n_rows + sum(len(ids) for ids in window_ids))
+                windows.append({
+                    "text": tok_a.text,
+                    "a": _token_records(model_a.tokenizer, tok_a),
+                    "b": _token_records(model_b.tokenizer, tok_b),
+                    "pairs": [[int(p), int(q), int(e)] for p, q, e in zip(run.pos_a, run.pos_b, run.char_end)],
+                })  # fmt: skip
+                window_ids.append(torch.full((len(run.pos_a),), first + offset, dtype=torch.int64))
+                splits.append(
+                    torch.as_tensor(split_flags(run.pos_a, run.pos_b, first_content(tok_a), first_content(tok_b)))
+                )
+                n_outliers += run.n_outliers
+            window_N = torch.cat(window_ids)
+            if len(window_N):
+                evidence.add(
+                    torch.cat([run.x_a_PD for run in runs]),
+                    torch.cat([run.x_b_PD for run in runs]),
+                    window_N,
+                    torch.cat(splits),
+                )
+            bar.update(len(batch))
+            report(IndexProgress("windows", len(windows), len(texts)))
     bar.close()
     stats = evidence.stats
     if stats.n_rows == 0:
@@ -171,7 +187,7 @@ def build_index(
     arrays.update(_context_arrays(stats, row_start, windows, config))
     vocab = {}
     for side, model in (("a", model_a), ("b", model_b)):
-        token_arrays, vocab[side] = _token_arrays(crosscoder, model, side, config.top_tokens, progress)
+        token_arrays, vocab[side] = _token_arrays(crosscoder, model, side, config.top_tokens, report)
         arrays.update(token_arrays)
     arrays.update(ranking_scores(arrays, config.top_contexts))
     components, component_typical = component_arrays(crosscoder, arrays["n_fires"] > 0)

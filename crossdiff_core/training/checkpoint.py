@@ -32,6 +32,8 @@ METRICS_FILE = "metrics.jsonl"
 _PREVIOUS_CHECKPOINT_DIR = ".checkpoint-previous"
 _PARTIAL_CHECKPOINT_PREFIX = ".checkpoint-partial-"
 _CHECKPOINT_FORMAT = 1
+_START_OVER = "delete {folder} and train again to start over (the same command, or Start training in the app)"
+"""What to do about a damaged checkpoint, in words for the command line and the app alike."""
 # Train-config fields that may change between a run and its resumption.
 _RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "device")
 
@@ -116,7 +118,7 @@ def _load_checkpoint(checkpoint_dir: Path, model, optimizer, config, train_confi
         saved_config, saved_train = meta["crosscoder_config"], meta["train_config"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CheckpointError(
-            f"{meta_file} is missing or corrupt ({error}); delete {checkpoint_dir} to start over, or pass resume=False"
+            f"{meta_file} is missing or corrupt ({error}); {_START_OVER.format(folder=checkpoint_dir)}"
         ) from error
     if train_config.dead_after_tokens is None and saved_train.get("dead_after_tokens") == LEGACY_DEAD_AFTER_TOKENS:
         # Written before the automatic window, when 10M was the default: finish the run as it started.
@@ -128,8 +130,7 @@ def _load_checkpoint(checkpoint_dir: Path, model, optimizer, config, train_confi
         tensors = load_file(str(state_file))
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         raise CheckpointError(
-            f"{state_file} is missing, corrupt or truncated ({error}); delete {checkpoint_dir} to start over, "
-            "or pass resume=False"
+            f"{state_file} is missing, corrupt or truncated ({error}); {_START_OVER.format(folder=checkpoint_dir)}"
         ) from error
     try:
         state = {name: tensors.pop(f"model.{name}") for name in model.state_dict()}
@@ -149,7 +150,7 @@ def _load_checkpoint(checkpoint_dir: Path, model, optimizer, config, train_confi
     except (KeyError, RuntimeError, ValueError) as error:
         raise CheckpointError(
             f"{state_file} does not hold a complete training state for this crosscoder ({error}); "
-            f"delete {checkpoint_dir} to start over, or pass resume=False"
+            f"{_START_OVER.format(folder=checkpoint_dir)}"
         ) from error
     return _RunState(
         tokens_since_fired_F=tokens_since_fired_F, step=step, history=history, elapsed_s=float(meta.get("elapsed_s", 0))
@@ -170,8 +171,9 @@ def _check_same_run(checkpoint_dir: Path, saved_config: dict, config: dict, save
     ]
     if differences:
         raise CheckpointError(
-            f"{checkpoint_dir} was written by a different training run ({'; '.join(differences)}); "
-            "use a new out_dir, or pass resume=False to start over"
+            f"{checkpoint_dir} was written by a different training run ({'; '.join(differences)}); to continue it, "
+            "train with its settings; to start over, train into a new folder (--out on the command line, "
+            "'Job folder' in the app) or delete this one"
         )
 
 

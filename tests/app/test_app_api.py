@@ -313,10 +313,15 @@ def test_training_reports_progress_cancels_resumes_and_loads_into_compare(served
     assert any("**Now:** harvest" in o[0] or "**Now:** load" in o[0] for o in outputs)
     assert _plot_rows(value_of(first[1])), "the live FVU plot has points"
 
-    job = client.submit(*settings, api_name="/train")
+    # The same job folder typed with another step count: the job continues with the settings it was started with.
+    other = (*settings[:6], 500, *settings[7:])
+    estimate = client.predict(*other, api_name="/estimate_training")
+    assert "continues it with its own settings" in estimate and "training steps 400 (the form says 500)" in estimate
+    job = client.submit(*other, api_name="/train")
     final = job.result()
     statuses = [o[0] for o in job.outputs()]
-    assert statuses[0].startswith("Resuming")
+    assert statuses[0].startswith("Resuming") and "continues it with its own settings" in statuses[0]
+    assert not any("resume=False" in s or "out_dir" in s for s in statuses)
     assert any("**Now:** train" in s for s in statuses) and any("**Now:** index" in s for s in statuses)
     assert "Done" in final[0]
     steps = [point["step"] for point in _plot_rows(value_of(final[1]))]
@@ -336,6 +341,14 @@ def _plot_rows(plot: dict) -> list[dict]:
     if columns and data and isinstance(data[0], list):
         return [dict(zip(columns, row, strict=True)) for row in data]
     return data
+
+
+def test_hub_search_says_it_is_searching_and_its_offline_error_stays_in_the_page(client):
+    job = client.submit("smollm2-135m", "gemma3-270m", api_name="/find_on_hub")
+    job.result()  # the error is an answer shown in the page, not a failed request (a message that fades)
+    outputs = [value_of(o) for o in job.outputs()]
+    assert outputs[0].startswith("🔎 Searching the Hugging Face Hub") and "SmolLM2" in outputs[0]
+    assert "Could not search the Hub" in outputs[-1] and "HF_HUB_OFFLINE" in outputs[-1]
 
 
 def test_report_files_download(client):

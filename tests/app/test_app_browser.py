@@ -1,8 +1,11 @@
-"""A first-time user in a real browser (Debian's chromium driven by Playwright): type, compare, open a feature."""
+"""A first-time user in a real browser (Debian's chromium driven by Playwright): type, compare, open a feature; train
+and cancel; search the Hub."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import time
 
 import pytest
 
@@ -71,3 +74,44 @@ def test_compare_then_open_a_feature_in_the_browser(page, served, artifacts):
         page.get_by_role("tab", name=tab).click()
         page.wait_for_timeout(700)
         page.screenshot(path=str(artifacts / f"{tab.split()[0].lower()}.png"), full_page=True)
+
+
+def test_harvest_shows_its_count_and_time_left_and_cancel_stops_it_within_5_s(
+    page, served, sentences, tmp_path, artifacts
+):
+    """Issue 16: the Train status shows tokens read of the total and the time left while it harvests, and Cancel
+    during the harvest stops the job within 5 s, keeping the text read so far."""
+    from crossdiff_core.activations.store import read_meta
+
+    folder = tmp_path / "browser-job"
+    page.goto(served[0], wait_until="load")
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_label("Text corpus").fill(sentences)  # short windows: the first batch, and the time left, come soon
+    page.get_by_label("Token budget").fill("20000")  # far more than the test waits for: it stays in the harvest
+    page.get_by_text("More settings").click()
+    page.get_by_label("Job folder").fill(str(folder))
+    page.get_by_role("button", name="Start training").click()
+    status = page.locator("#train-status")
+    status.get_by_text(re.compile(r"[\d,]+ / 20,000 paired tokens read · about \d+ (s|min) left")).wait_for(
+        timeout=180_000
+    )
+    page.screenshot(path=str(artifacts / "train-harvest.png"), full_page=True)
+    clicked = time.perf_counter()
+    page.get_by_role("button", name="Cancel").click()
+    status.get_by_text("Cancelled").wait_for(timeout=30_000)
+    took = time.perf_counter() - clicked
+    assert took < 5, f"the job stopped {took:.1f} s after Cancel"
+    assert "while reading text with both models" in status.inner_text()
+    meta = read_meta(folder / "store")
+    assert not meta["complete"] and 0 < meta["counts"]["rows"] < 20_000, "the text read so far is kept"
+    page.screenshot(path=str(artifacts / "train-cancelled.png"), full_page=True)
+
+
+def test_hub_search_error_stays_visible(page, served):
+    page.goto(served[0], wait_until="load")
+    page.get_by_role("tab", name="Models & crosscoder").click()
+    page.get_by_role("button", name="Find crosscoders for this pair on the Hub").click()
+    results = page.locator("#hub-results")
+    results.get_by_text("Could not search the Hub").wait_for(timeout=30_000)
+    page.wait_for_timeout(6_000)  # longer than a message toast stays
+    assert results.get_by_text("Could not search the Hub").is_visible()
