@@ -525,9 +525,10 @@ def summarize(results: list[dict], thresholds: VerdictThresholds) -> dict:
                         row["null_likely_real"].append(codes.count("real"))
                     continue
                 hit = found(feats)
+                if entry is entries[0]:
+                    row[f"{pair['arch']}_total"] += 1
                 row[f"{pair['arch']}_found"] += hit / len(entries)
                 row[f"{pair['arch']}_pieces"] += found_in_pieces(feats) / len(entries)
-                row[f"{pair['arch']}_total"] += 1 / len(entries)
                 if "split_base_rate" in entry:
                     codes = verdict_counts(feats, thresholds, entry["split_base_rate"])
                     hit_real = any(f["auroc"] >= AUROC_FOUND and c == "real" for f, c in zip(feats, codes)) / len(
