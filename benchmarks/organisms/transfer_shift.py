@@ -118,6 +118,7 @@ def measure_pair(pair, acts, probe_acts, probes, offsets, out: Path) -> dict:
         "best_probe_latent_shift": float(shift[best]),
         "median_shift": float(np.nanmedian(shift)),
         "top10_shift_best_auroc": float(np.nanmax(scores[order[:10]])),
+        "top10_shifts": [float(shift[j]) for j in order[:10]],
     }
     if pair.organism not in organisms.NULLS:
         base = pair.b.split("+")[0] if pair.side == "b" else pair.a.split("+")[0]
@@ -134,12 +135,15 @@ def measure_pair(pair, acts, probe_acts, probes, offsets, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/organisms", help="the folder benchmarks.organisms.run wrote")
+    parser.add_argument("--pairs", nargs="*", help="only these pairs (e.g. cross/backdoor); the others are kept")
     args = parser.parse_args(argv)
     out = Path(args.out)
     pairs = [
         p
         for p in organisms.benchmark_pairs(other_organisms=("backdoor",))
-        if p.arch == "cross" and (out / "crosscoders" / p.name.replace("/", "_") / "dfc-0").is_dir()
+        if p.arch == "cross"
+        and (out / "crosscoders" / p.name.replace("/", "_") / "dfc-0").is_dir()
+        and (not args.pairs or p.name in args.pairs)
     ]
     probes = organisms.probe_sets()
     probe_list = [p for name in organisms.ORGANISM_NAMES for p in probes[name][0] + probes[name][1]]
@@ -157,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     for pair in pairs:
         results.append(measure_pair(pair, acts, probe_acts, probes, offsets, out))
         print(json.dumps(results[-1]), flush=True)
+    if args.pairs and RESULTS.exists():
+        kept = [r for r in json.loads(RESULTS.read_text())["pairs"] if r["pair"] not in args.pairs]
+        results = kept + results
     RESULTS.write_text(json.dumps({"ridge": RIDGE, "min_fires": MIN_FIRES, "pairs": results}, indent=1) + "\n")
 
 
