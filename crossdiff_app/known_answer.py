@@ -89,12 +89,12 @@ class KnownAnswer:
             if together:
                 lines += [
                     "",
-                    f"Together these features fire on {_pct(together['coverage'])} of the trigger's tokens, and "
-                    f"{_pct(together['precision'])} of the tokens they fire on are the trigger's.",
+                    f"Together these features fire on {_pct(together['coverage'])} of the tokens of the trigger and its phrase, and "
+                    f"{_pct(together['precision'])} of the tokens they fire on are those.",
                 ]
         lines += [
             "",
-            f"Best single feature: AUROC {_num(found.get('best_auroc'))} (1.0 would separate the trigger's tokens "
+            f"Best single feature: AUROC {_num(found.get('best_auroc'))} (1.0 would separate those tokens "
             "from all others perfectly; 0.5 is chance). Open a feature in **Feature** to read where else it fires.",
         ]
         return "\n".join(lines)
