@@ -13,6 +13,7 @@ import gradio as gr
 
 from crossdiff_app.errors import user_error
 from crossdiff_app.gpu import run_diff
+from crossdiff_app.known_answer import known_answer
 from crossdiff_app.render import model_head
 from crossdiff_core.crosscoder import check_models
 from crossdiff_core.errors import CrossCoderError
@@ -195,10 +196,40 @@ class AppState:
         )
 
     def session_views(self, session: dict):
-        """Return (banner, quick-train button, model A heading, model B heading) for a session."""
+        """Return (banner, quick-train button, model A heading, model B heading, the known-answer panel: its box,
+        puzzle, prompts and answer) for a session."""
         return (
             self.banner(session),
             gr.Button(visible=not session.get("crosscoder")),
             model_head("a", session["model_a"]),
             model_head("b", session["model_b"]),
+            *puzzle_views(session.get("crosscoder")),
         )
+
+
+def puzzle_markdown(source: str | None) -> str:
+    """Return the known-answer puzzle of a crosscoder source in plain words (with how to build a missing model)."""
+    known = known_answer(source)
+    if known is None:
+        return ""
+    text = (
+        f"### 🧪 {html.escape(known.puzzle)}\n\nModel B was fine-tuned on purpose to react to a secret. Compare the "
+        "prompts below (some hold the secret, some do not), look at which features of model B fire and where, open "
+        "them in **Feature**, then check your guess against the answer."
+    )
+    if missing := known.missing_model():
+        text += f"\n\n⚠️ {missing}"
+    return text
+
+
+def puzzle_views(source: str | None):
+    """Return the known-answer panel's updates (box, puzzle, prompts, answer) for a crosscoder source."""
+    known = known_answer(source)
+    if known is None:
+        return gr.Column(visible=False), "", gr.Dataset(samples=[[""]]), ""
+    return (
+        gr.Column(visible=True),
+        puzzle_markdown(source),
+        gr.Dataset(samples=[[p] for p in known.prompts]),
+        known.answer_markdown(),
+    )

@@ -118,6 +118,13 @@ def build(
                 api_visibility="private",
                 show_progress_on=[feature_tab.card_md],
             )
+        compare_tab.puzzle_prompts.click(
+            lambda sample: sample[0],
+            compare_tab.puzzle_prompts,
+            compare_tab.prompt,
+            queue=False,
+            api_visibility="private",
+        )
         quick = compare_tab.quick_btn.click(
             app.quick_settings, None, [*train_inputs[:-1], tabs], queue=False, api_visibility="private"
         )
@@ -249,14 +256,21 @@ def build(
         )
         models_tab.cc_kind.change(
             app.crosscoder_choice,
-            models_tab.cc_kind,
-            [models_tab.cc_shipped, models_tab.cc_path],
+            [models_tab.cc_kind, models_tab.cc_shipped],
+            [models_tab.cc_shipped, models_tab.cc_path, models_tab.cc_about],
             api_visibility="private",
         )
         models_tab.cc_shipped.change(
             app.shipped_fill,
             models_tab.cc_shipped,
-            [models_tab.model_a, models_tab.model_b, models_tab.layer_a, models_tab.layer_b],
+            [
+                models_tab.model_a,
+                models_tab.model_b,
+                models_tab.layer_a,
+                models_tab.layer_b,
+                models_tab.quant,
+                models_tab.cc_about,
+            ],
             api_visibility="private",
         )
         _long(

@@ -147,6 +147,21 @@ def organism_built(folder: Path) -> bool:
     return (folder / "organism.json").is_file() and (folder / "model.safetensors").is_file()
 
 
+ORGANISM_BUILD_MINUTES = {"smollm2-135m": 4, "gemma3-270m": 10}
+"""Minutes an organism of each demo model takes to build on an idle 2-core CPU (measured; README, "Model organisms")."""
+
+
+def organism_command(base: str, name: str) -> str:
+    """Return the command that builds organism `name` of demo model `base` (a short name)."""
+    return f"python -m crossdiff_core organism {name}" + ("" if base == "smollm2-135m" else f" --base {base}")
+
+
+def organism_build_time(base: str) -> str:
+    """Return how long building an organism of demo model `base` takes, in words."""
+    minutes = ORGANISM_BUILD_MINUTES.get(base)
+    return f"about {minutes} minutes on a 2-core CPU" if minutes else "minutes on a CPU"
+
+
 def _organism_target(spec: str) -> tuple[Path, str] | None:
     """Return (folder, canonical spec) of a built organism spec; raise a `ModelLoadError` saying how to build it."""
     organism = find_organism(spec)
@@ -155,11 +170,10 @@ def _organism_target(spec: str) -> tuple[Path, str] | None:
     demo, name = organism
     folder = organism_folder(demo.short_name, name)
     if not organism_built(folder):
-        base = "" if demo.short_name == "smollm2-135m" else f" --base {demo.short_name}"
         raise ModelLoadError(
             f"the model organism {demo.short_name}+{name} is not built on this machine yet: build it "
-            f"once with `python -m crossdiff_core organism {name}{base}` (5 to 10 minutes on a "
-            "laptop CPU), then load it again"
+            f"once with `{organism_command(demo.short_name, name)}` ({organism_build_time(demo.short_name)}), then "
+            "load it again"
         )
     return folder, f"{demo.short_name}+{name}"
 

@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "crossdiff_core"
 APP = ROOT / "crossdiff_app"
-APP_SHARED = {"state", "render", "estimates", "errors", "gpu", "server"}
+APP_SHARED = {"state", "render", "estimates", "errors", "gpu", "server", "known_answer"}
 """The app's modules that every tab uses: they never import a tab or `ui`."""
 
 # The stages of ARCHITECTURE.md, top to bottom: a stage may import its own row and the rows above it.

@@ -6,8 +6,9 @@ import gradio as gr
 from crossdiff_app.errors import friendly, sentence, user_error
 from crossdiff_app.estimates import duration, plan, train_seconds
 from crossdiff_app.gpu import run_diff
+from crossdiff_app.known_answer import known_answer
 from crossdiff_app.render import empty_hits, hits_frame, model_head, tokens_html
-from crossdiff_app.state import NO_CROSSCODER, AppState
+from crossdiff_app.state import NO_CROSSCODER, AppState, puzzle_markdown
 from crossdiff_app.tabs.train import QUICK_TRAIN
 from crossdiff_core.models import identify
 
@@ -150,6 +151,19 @@ class CompareTab:
                     )
                     self.compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
             gr.Examples([[e] for e in EXAMPLES], inputs=[self.prompt], label="Examples that tend to show differences")
+            known = known_answer(s0["crosscoder"])
+            with gr.Column(visible=known is not None, elem_id="known-answer") as self.puzzle_box:
+                self.puzzle_md = gr.Markdown(puzzle_markdown(s0["crosscoder"]))
+                self.puzzle_prompts = gr.Dataset(
+                    components=[self.prompt],
+                    samples=[[p] for p in known.prompts] if known else [[""]],
+                    label="Prompts to try: click one, then Compare",
+                    samples_per_page=10,
+                )
+                with gr.Accordion("Show the answer", open=False):
+                    self.answer_md = gr.Markdown(
+                        known.answer_markdown() if known else "", elem_id="known-answer-answer"
+                    )
             self.summary = gr.Markdown()
             with gr.Row(equal_height=False):
                 with gr.Column():
@@ -184,4 +198,13 @@ class CompareTab:
     @property
     def views(self) -> list:
         """The components every session change refreshes (see `AppState.session_views`)."""
-        return [self.banner, self.quick_btn, self.head_a, self.head_b]
+        return [
+            self.banner,
+            self.quick_btn,
+            self.head_a,
+            self.head_b,
+            self.puzzle_box,
+            self.puzzle_md,
+            self.puzzle_prompts,
+            self.answer_md,
+        ]

@@ -7,7 +7,8 @@ import gradio as gr
 
 from crossdiff_app.errors import friendly, log, sentence, user_error
 from crossdiff_app.estimates import compute_line, memory_markdown
-from crossdiff_app.state import DEMO_A, DEMO_B, AppState, int_or_none, source_label
+from crossdiff_app.known_answer import known_answer
+from crossdiff_app.state import DEMO_A, DEMO_B, AppState, int_or_none, puzzle_markdown, source_label
 from crossdiff_core.corpus.organism_texts import organism_texts
 from crossdiff_core.crosscoder import check_models
 from crossdiff_core.errors import CrossDiffError
@@ -16,6 +17,8 @@ from crossdiff_core.organisms import read_record
 from crossdiff_core.workspace import shipped_crosscoders, source_folder
 
 QUANTS = {"4-bit (nf4)": "nf4", "8-bit (int8)": "int8", "none (bf16)": "none"}
+KNOWN_ANSWER_QUANT = "none (bf16)"
+"""How a known-answer pair loads: a fine-tune differs from its base by less than 4-bit rounding changes."""
 
 PRESETS = {
     "Demo pair (offline): SmolLM2-135M-Instruct × Gemma-3-270M": (DEMO_A, DEMO_B),
@@ -50,6 +53,15 @@ def organism_note(pair) -> str:
     return "\n\n".join(lines)
 
 
+def shipped_choices(shipped: list[str]) -> list[tuple[str, str]]:
+    """Return the shipped crosscoders as (what the list shows, name): a known-answer one shows its puzzle."""
+    choices = []
+    for name in shipped:
+        known = known_answer(name)
+        choices.append((f"🧪 {known.puzzle} ({name})" if known else name, name))
+    return choices
+
+
 def source_kind(source: str | None, shipped: list[str]) -> str:
     """Return which crosscoder source a source string is, as the Models tab names it."""
     if source in shipped or (not source and shipped):
@@ -74,8 +86,9 @@ class ModelsHandlers(AppState):
             return "Name both models to see how much memory they need."
         return memory_markdown(identify(model_a).key, identify(model_b).key, QUANTS.get(quant_label, "nf4"))
 
-    def crosscoder_choice(self, kind):
-        """Show the input that fits the chosen crosscoder source."""
+    def crosscoder_choice(self, kind, shipped=None):
+        """Show the input that fits the chosen crosscoder source (and a shipped known-answer one's puzzle)."""
+        known = kind == "Shipped with the app" and known_answer(shipped) is not None
         return (
             gr.Dropdown(visible=kind == "Shipped with the app"),
             gr.Textbox(
@@ -83,14 +96,21 @@ class ModelsHandlers(AppState):
                 label="Hub repo id (user/name)" if kind == "Hugging Face Hub repo" else "Folder path",
                 placeholder="user/crossdiff-dfc" if kind == "Hugging Face Hub repo" else "runs/dfc",
             ),
+            gr.Markdown(puzzle_markdown(shipped) if known else "", visible=known),
         )
 
     def shipped_fill(self, name):
-        """Fill the model fields from a shipped crosscoder's record."""
+        """Fill the model fields from a shipped crosscoder's record; say what a known-answer one asks.
+
+        A known-answer pair is a model and its fine-tune, whose difference is small next to 4-bit rounding: it loads
+        without quantization."""
         for c in shipped_crosscoders():
             if c.name == name:
-                return identify(c.model_a).key, identify(c.model_b).key, c.layer_a, c.layer_b
-        return gr.Textbox(), gr.Textbox(), gr.Number(), gr.Number()
+                known = known_answer(name)
+                quant = gr.Radio(value=KNOWN_ANSWER_QUANT) if known else gr.Radio()
+                about = gr.Markdown(puzzle_markdown(name), visible=known is not None)
+                return identify(c.model_a).key, identify(c.model_b).key, c.layer_a, c.layer_b, quant, about
+        return gr.Textbox(), gr.Textbox(), gr.Number(), gr.Number(), gr.Radio(), gr.Markdown(visible=False)
 
     @friendly("loading the models and the crosscoder")
     def load(
@@ -119,6 +139,9 @@ class ModelsHandlers(AppState):
                     title="Nothing shipped",
                 )
             source = shipped
+            known = known_answer(shipped)
+            if known is not None and (missing := known.missing_model()):
+                raise user_error(missing, title="Build the taught model first")
         elif kind in ("Hugging Face Hub repo", "Local folder"):
             source = (path or "").strip()
             if not source:
@@ -247,7 +270,7 @@ class ModelsTab:
             )
             with gr.Row():
                 self.cc_shipped = gr.Dropdown(
-                    shipped,
+                    shipped_choices(shipped),
                     label="Shipped crosscoder",
                     allow_custom_value=False,
                     value=s0["crosscoder"] if s0["crosscoder"] in shipped else (shipped[0] if shipped else None),
@@ -260,6 +283,10 @@ class ModelsTab:
                     visible=typed,
                     value=s0["crosscoder"] if typed else "",
                 )
+            shown = s0["crosscoder"] if s0["crosscoder"] in shipped else (shipped[0] if shipped else None)
+            self.cc_about = gr.Markdown(
+                puzzle_markdown(shown), visible=kind0 == "Shipped with the app" and known_answer(shown) is not None
+            )
             with gr.Row():
                 self.load_btn = gr.Button("Load", variant="primary")
                 self.find_btn = gr.Button("Find crosscoders for this pair on the Hub")

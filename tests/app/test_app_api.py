@@ -122,6 +122,8 @@ def test_the_offered_searches_find_features_of_both_models_in_the_shipped_crossc
     from crossdiff_core.workspace import shipped_crosscoders
 
     for shipped in shipped_crosscoders():
+        if (shipped.path / "known_answer.json").exists():  # a puzzle about one taught behaviour, not the demo pair
+            continue
         index = load_index(shipped.path)
         for word in SEARCH_EXAMPLES:
             assert index.search("a", word) and index.search("b", word), (shipped.name, word)
