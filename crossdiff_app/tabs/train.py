@@ -291,7 +291,11 @@ class TrainHandlers(AppState):
                         ended = True
                     elif item[0] == "progress":
                         latest = item
+                        new_phase = item[1] != current["phase"]
                         current.update(phase=item[1], message=item[3])
+                        if new_phase and item[1] != "done":  # every phase shows, however short
+                            yield self._train_view(status_lines, current, history, session)
+                            last_yield = time.perf_counter()
                     elif item[0] == "metrics":
                         history.append(item[1])
                 if latest is not None:
