@@ -76,14 +76,10 @@ def tiny_pair(demo_tokenizers):
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
     """Start the Hub stand-in (`hub_stand_in.FakeHub`) and point huggingface_hub at it (online, empty cache, no token)."""
-    from hub_stand_in import TOKEN, FakeHub, point_hub
+    from hub_stand_in import TOKEN, FakeHub, serving
 
-    fake = FakeHub(TOKEN)
-    fake.thread.start()
-    point_hub(monkeypatch, tmp_path, fake.url)
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+    with serving(FakeHub(TOKEN), monkeypatch, tmp_path) as fake:
+        yield fake
 
 
 @pytest.fixture(scope="session")

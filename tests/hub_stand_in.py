@@ -13,6 +13,7 @@ fixture (tests/conftest.py) starts one per test.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -268,6 +269,18 @@ def point_hub(monkeypatch, tmp_path: Path, url: str) -> None:
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     monkeypatch.setattr(hub_constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     monkeypatch.setattr(hub_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+
+
+@contextlib.contextmanager
+def serving(hub: FakeHub, monkeypatch, tmp_path: Path):
+    """Serve `hub` and point huggingface_hub at it (`point_hub`) while inside; shut it down after."""
+    hub.thread.start()
+    point_hub(monkeypatch, tmp_path, hub.url)
+    try:
+        yield hub
+    finally:
+        hub.server.shutdown()
+        hub.server.server_close()
 
 
 def point_at(monkeypatch, url: str) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hub_stand_in import FakeHub, Request, error_response, point_hub, saved_folder, trained_crosscoder
+from hub_stand_in import FakeHub, Request, error_response, point_hub, saved_folder, serving, trained_crosscoder
 from huggingface_hub import constants as hub_constants
 from test_import_dictionary_learning import _batchtopk
 
@@ -320,12 +320,8 @@ def test_with_trust_remote_code_the_code_does_run(tmp_path):
 @pytest.fixture
 def planted_hub(tmp_path, monkeypatch):
     """The Hub stand-in of hub_stand_in.py, accepting the planted token."""
-    fake = FakeHub(PLANTED)
-    fake.thread.start()
-    point_hub(monkeypatch, tmp_path, fake.url)
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+    with serving(FakeHub(PLANTED), monkeypatch, tmp_path) as fake:
+        yield fake
 
 
 class EchoingHub(FakeHub):
