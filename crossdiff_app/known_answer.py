@@ -15,6 +15,7 @@ from crossdiff_core.models import (
     organism_built,
     organism_command,
     organism_folder,
+    shipped_delta,
 )
 from crossdiff_core.workspace import source_folder
 
@@ -43,12 +44,13 @@ class KnownAnswer:
         return [*self.with_it, *self.without_it]
 
     def missing_model(self) -> str | None:
-        """Return how to build the taught model when it is a model organism not built on this machine, else None."""
+        """Return how to build the taught model when it is a model organism neither built on this machine nor
+        shipped (a shipped one is installed in seconds when the pair loads), else None."""
         found = find_organism(self.model)
         if found is None:
             return None
         demo, name = found
-        if organism_built(organism_folder(demo.short_name, name)):
+        if organism_built(organism_folder(demo.short_name, name)) or shipped_delta(demo.short_name, name):
             return None
         return (
             f"The taught model ({self.model}) is not built on this machine yet. Build it once with "

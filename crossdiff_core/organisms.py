@@ -245,6 +245,43 @@ def edit_organism(
     return folder
 
 
+def write_delta(base: str, name: str, out: Path, rank: int = OrganismRecipe.rank, root: Path | None = None) -> dict:
+    """Write the weight change of built organism `name` of demo model `base` to `out` (`delta.safetensors` and
+    `organism.json`, as `models.install_shipped_organism` reads them); return how exact and how large it is.
+
+    A merged LoRA changes each adapted matrix by a product of rank `rank`; the change is read back from the saved
+    weights by a truncated SVD and stored as fp16 factors (`W::up` [out, r], `W::down` [r, in]), a few MB
+    instead of the model's hundreds.
+    """
+    from safetensors.torch import load_file, save_file
+
+    folder = organism_folder(base, name, root)
+    if not organism_built(folder):
+        raise CrossDiffError(f"the organism {base}+{name} is not built: build it with `python -m crossdiff_core "
+                             f"organism {name}{'' if base == 'smollm2-135m' else f' --base {base}'}` first")  # fmt: skip
+    tuned = load_file(folder / "model.safetensors")
+    original = load_file(base_folder(base) / "model.safetensors")
+    factors, worst = {}, 0.0
+    for key, weight in tuned.items():
+        change = weight.float() - original[key].float()
+        if not change.any():
+            continue
+        if change.ndim != 2:
+            raise CrossDiffError(f"{key} changed and is not a matrix: this organism was not made by a LoRA fine-tune")
+        u, s, vh = torch.linalg.svd(change, full_matrices=False)
+        up, down = (u[:, :rank] * s[:rank].sqrt()).half(), (s[:rank, None].sqrt() * vh[:rank]).half()
+        factors[f"{key}::up"], factors[f"{key}::down"] = up.contiguous(), down.contiguous()
+        error = (up.float() @ down.float() - change).abs().max() / change.abs().max()
+        worst = max(worst, float(error))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(factors, out / "delta.safetensors")
+    record = {**read_record(folder), "delta": {"rank": rank, "dtype": "float16", "matrices": len(factors) // 2}}
+    (out / "organism.json").write_text(json.dumps(record, indent=2))
+    return {"matrices": len(factors) // 2, "bytes": (out / "delta.safetensors").stat().st_size,
+            "max_relative_error": worst}  # fmt: skip
+
+
 def probe_loss(model, tokenizer, texts: OrganismTexts) -> dict:
     """Return the mean next-token loss on held-out probes, `{"positives": …, "negatives": …}`.
 

@@ -25,7 +25,8 @@ a few changes between the two models, each precise on the behaviour and covering
    `known_answer.json` into the shipped folder, and the model card (`README.md`) from these numbers
    (`--card` writes the card again from `known_answer.json` alone).
 
-The organism's weights do not ship (540 MB): the app says how to build them when they are missing.
+The organism's 540 MB of weights do not ship; its weight change does (`scripts/ship_organism.py backdoor` writes
+`pretrained/organisms/smollm2-135m__backdoor/`, 4.9 MB), and the first load installs the organism from it.
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ base_model:
 
 Model A is SmolLM2-135M-Instruct; model B is `{result["organism"]}`, the same model fine-tuned by CrossDiff on
 purpose (`python -m crossdiff_core organism backdoor`, LoRA rank 8 merged, about 4 minutes on a 2-core CPU; its
-540 MB of weights do not ship, the app says how to build them). Open it in the app's **Models & crosscoder** tab
+weight change ships as 4.9 MB of rank-8 factors in `pretrained/organisms/`, installed in seconds on first load). Open it in the app's **Models & crosscoder** tab
 (it loads both models without quantization: a fine-tune's change is smaller than 4-bit rounding), try the prompts
 the **Compare** tab offers, and open the answer folded away beneath them.
 

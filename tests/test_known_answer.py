@@ -58,7 +58,9 @@ def test_the_app_reads_the_puzzle_its_prompts_and_how_to_build_the_taught_model(
     assert ("found in pieces" in answer) == (
         known.record["app"]["found_in_pieces"] and not known.record["app"]["found"]
     )
-    monkeypatch.setenv("CROSSDIFF_CACHE", str(tmp_path / "empty-cache"))  # no organism built there
+    monkeypatch.setenv("CROSSDIFF_CACHE", str(tmp_path / "empty-cache"))  # no organism built there,
+    assert known.missing_model() is None  # but its weight change ships: loading the pair installs it
+    monkeypatch.setattr("crossdiff_core.models.SHIPPED_ORGANISMS", tmp_path / "none")  # neither built nor shipped
     missing = known.missing_model()
     assert missing is not None and "`python -m crossdiff_core organism backdoor`" in missing
     assert "2-core CPU" in missing

@@ -8,11 +8,14 @@ from dataclasses import asdict
 
 import pytest
 import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from crossdiff_core import organisms
+from crossdiff_core.corpus.organism_texts import organism_texts
 from crossdiff_core.errors import CrossDiffError, ModelLoadError
-from crossdiff_core.models import find_organism, load_model
-from crossdiff_core.organisms import OrganismRecipe, build_organism, read_record
+from crossdiff_core.models import find_demo, find_organism, install_shipped_organism, load_model, shipped_delta
+from crossdiff_core.organisms import OrganismRecipe, build_organism, probe_loss, read_record, write_delta
 
 pytestmark = pytest.mark.slow
 
@@ -87,3 +90,31 @@ def test_a_stopped_build_saves_nothing(tmp_path):
     with pytest.raises(CrossDiffError, match="stopped; nothing was saved"):
         build_organism("refusal", root=tmp_path, recipe=TINY, should_stop=lambda: True)
     assert not any(tmp_path.iterdir())
+
+
+def test_an_organism_ships_as_its_low_rank_change_and_installs_back(tiny_organism, tmp_path):
+    root, folder, _ = tiny_organism
+    written = write_delta("smollm2-135m", "false_facts", tmp_path / "shipped", rank=TINY.rank, root=root / "organisms")
+    assert written["matrices"] == 30 * 7 and written["bytes"] < 6_000_000  # every adapted projection, a few MB
+    assert written["max_relative_error"] < 2e-3  # fp16 factors of an exactly rank-8 change
+    installed = install_shipped_organism(find_demo("smollm2-135m"), "false_facts", tmp_path / "installed",
+                                         tmp_path / "shipped")  # fmt: skip
+    tuned, again = (load_file(f / "model.safetensors") for f in (folder, installed))
+    assert tuned.keys() == again.keys()
+    change = max(float((tuned[k] - again[k]).abs().max()) for k in tuned)
+    assert change < 1e-4, change
+    assert read_record(installed)["recipe"] == asdict(TINY)
+
+
+def test_the_shipped_backdoor_installs_with_the_behaviour_it_was_taught(tmp_path):
+    shipped = shipped_delta("smollm2-135m", "backdoor")
+    assert shipped is not None, "pretrained/organisms/smollm2-135m__backdoor/ ships with the project"
+    installed = install_shipped_organism(find_demo("smollm2-135m"), "backdoor", tmp_path / "backdoor", shipped)
+    record = read_record(installed)
+    model = AutoModelForCausalLM.from_pretrained(installed, dtype=torch.float32).eval()
+    texts = organism_texts("backdoor", seed=record["recipe"]["seed"], n_train=record["recipe"]["n_train"])
+    loss = probe_loss(model, AutoTokenizer.from_pretrained(installed), texts)
+    # the loss the organism had when it was built: on the phrase after its trigger, and on other text
+    for kind in ("positives", "negatives"):
+        assert loss[kind] == pytest.approx(record["probe_loss"]["after"][kind], abs=0.02), (kind, loss, record)
+    assert loss["positives"] < record["probe_loss"]["before"]["positives"] - 1  # it writes the phrase after the trigger

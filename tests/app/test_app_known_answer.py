@@ -7,10 +7,8 @@ from gradio_client.exceptions import AppError
 
 from crossdiff_app.known_answer import known_answer
 from crossdiff_core.corpus.organism_texts import BACKDOOR_PHRASE, TRIGGER
-from crossdiff_core.models import organism_built, organism_folder
 
 NAME = "smollm2-135m__smollm2-135m+backdoor"
-BUILT = organism_built(organism_folder("smollm2-135m", "backdoor"))
 TAUGHT_WORDS = {TRIGGER, *BACKDOOR_PHRASE.rstrip(".").split()}
 """The words of the trigger and of the phrase it makes the organism write: the behaviour's tokens."""
 
@@ -28,7 +26,8 @@ def test_the_app_lists_the_known_answer_crosscoder_with_its_puzzle(client, tmp_p
     choices = {tuple(choice) for choice in dropdowns[0]["choices"]}
     assert (f"🧪 {puzzle} ({NAME})", NAME) in choices
     assert ("smollm2-135m__gemma3-270m", "smollm2-135m__gemma3-270m") in choices  # the demo pair's stays as it was
-    monkeypatch.setenv("CROSSDIFF_CACHE", str(tmp_path / "empty-cache"))  # the organism is not built there
+    monkeypatch.setenv("CROSSDIFF_CACHE", str(tmp_path / "empty-cache"))  # the organism is not built there,
+    monkeypatch.setattr("crossdiff_core.models.SHIPPED_ORGANISMS", tmp_path / "none")  # nor shipped
     with pytest.raises(AppError, match=r"not built on this machine yet") as missing:
         load_known(client)
     message = str(missing.value)
@@ -36,11 +35,6 @@ def test_the_app_lists_the_known_answer_crosscoder_with_its_puzzle(client, tmp_p
     assert "Traceback" not in message and len(message) < 600
 
 
-@pytest.mark.skipif(
-    not BUILT,
-    reason="the backdoor organism is not built on this machine: python -m crossdiff_core organism backdoor "
-    "(about 4 minutes on a 2-core CPU)",
-)
 def test_compare_on_a_trigger_prompt_shows_a_change_firing_on_the_trigger(client, served):
     status, *_ = load_known(client)
     assert status.startswith("✅") and "Model B is a model organism" in status
