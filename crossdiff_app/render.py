@@ -5,6 +5,7 @@ import math
 
 import pandas as pd
 
+from crossdiff_core.analysis.lead import peak_word
 from crossdiff_core.models import identify
 
 CSS = """
@@ -103,19 +104,6 @@ def tokens_html(model_diff, side: str, names) -> str:
     return f"{legend}<div class='cd-tokens' data-side='{side}'>{''.join(spans)}</div>"
 
 
-def _word_around(text: str, start: int, end: int) -> str:
-    """Return the word (letters, digits, or one run of other characters) that contains the characters [start, end)."""
-    if not 0 <= start < end <= len(text):
-        return ""
-    lo, hi = start, end
-    while lo > 0 and text[lo - 1].isalnum() and text[start].isalnum():
-        lo -= 1
-    while hi < len(text) and text[hi].isalnum() and text[end - 1].isalnum():
-        hi += 1
-    word = text[lo:hi].strip()
-    return word if len(word) <= 30 else word[:29] + "…"
-
-
 HIT_COLUMNS = ["Feature", "Strength", "Strongest on", "Tokens", "Verdict", "ID"]
 """The Compare tables' columns; the feature ID stays last (a clicked row opens `row[-1]`)."""
 
@@ -124,10 +112,7 @@ def hits_frame(model_diff) -> pd.DataFrame:
     """Return the exclusive features that fired on a prompt as a table (label, strength, where, verdict, id)."""
     rows = []
     for hit in model_diff.exclusive:
-        where = ""
-        if 0 <= hit.peak_token < len(model_diff.tokens):
-            token = model_diff.tokens[hit.peak_token]
-            where = _word_around(model_diff.text, token.start, token.end) or token.text
+        where = peak_word(model_diff, hit)
         verdict = hit.verdict.label if hit.verdict is not None else "– (no feature index)"
         rows.append([hit.label, round(hit.activation, 2), where, hit.n_tokens, verdict, hit.latent])
     return pd.DataFrame(rows, columns=HIT_COLUMNS)

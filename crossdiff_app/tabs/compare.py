@@ -35,7 +35,8 @@ strongest first, each with a *verdict* from the evidence the feature index holds
 likely a tokenizer effect (it lives on words the two tokenizers cut differently), likely a copy of a shared
 feature (the other model predicts it), unstable across seeds, or too rare to tell. Click a row to open the
 feature, read why, see where else it fires and what it makes the model say. A verdict is a screening aid,
-not proof: use **Verify by steering**.
+not proof: use **Verify by steering**. The first lines above the two models sum this up in words: which
+model reads something here that the other lacks, on which word, and how far to trust it.
 """
 
 
@@ -70,18 +71,14 @@ class CompareHandlers(AppState):
         names = self.names(loaded)
         a, b = result.model_a, result.model_b
         summary = [
+            result.lead,
             (
                 f"**{identify(a.model).display}** read {len(a.tokens)} tokens and **{identify(b.model).display}** "
                 f"{len(b.tokens)}; at {result.paired} places both had read exactly the same text, and the "
                 f"crosscoder compared them there. Exclusive features that fired: **{len(a.exclusive)}** in "
                 f"model A, **{len(b.exclusive)}** in model B."
-            )
+            ),
         ]
-        if not a.exclusive and not b.exclusive:
-            summary.append(
-                "No exclusive feature fired on this prompt: as far as this crosscoder can tell, the two "
-                "models read it alike. Try another example, or a longer prompt."
-            )
         if loaded.index is None:
             summary.append(
                 "*This crosscoder has no feature index yet, so features have no labels: build it in the Feature tab.*"

@@ -33,6 +33,7 @@ from crossdiff_core.activations.paired import ModelPair, display_strings, run_pa
 from crossdiff_core.alignment import TokenizedText, align, tokenize_with_offsets
 from crossdiff_core.analysis.blocks import crosscoder_device, decoder_rows, exclusive_latents, model_slice
 from crossdiff_core.analysis.chat import check_messages, tokenize_chat
+from crossdiff_core.analysis.lead import lead
 from crossdiff_core.analysis.serialize import json_ready
 from crossdiff_core.analysis.verdict import Verdict
 from crossdiff_core.crosscoder import CrossCoder, check_models
@@ -132,6 +133,8 @@ class PromptDiff:
     char_ends: list[int]
     """Character offset (in `content`) where each paired position ends."""
     warnings: list[str] = field(default_factory=list)
+    lead: str = ""
+    """What the diff shows and how far to trust it, in plain words (Markdown; `analysis.lead`)."""
 
     def to_dict(self) -> dict:
         """Return the result as a JSON-serializable dict (keys as the field names)."""
@@ -226,7 +229,7 @@ def diff(
                 listed,
             )
         )
-    return PromptDiff(
+    result = PromptDiff(
         mode="text" if messages is None else "chat",
         content=tok_a.text,
         model_a=sides[0],
@@ -235,6 +238,8 @@ def diff(
         char_ends=[int(e) for e in char_end],
         warnings=warnings,
     )
+    result.lead = lead(result)
+    return result
 
 
 def _cap_characters(prompt, messages, max_chars: int, warnings: list[str]):

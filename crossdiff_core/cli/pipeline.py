@@ -314,6 +314,7 @@ def cmd_diff(args) -> int:
         return 0
     for message in result["warnings"]:
         print(f"warning: {message}", file=sys.stderr)
+    print(result["lead"].replace("**", "").replace("*", ""))
     for side in ("model_a", "model_b"):
         entry = result[side]
         print(

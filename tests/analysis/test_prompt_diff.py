@@ -79,9 +79,11 @@ def test_cli_diff_json_keeps_its_keys(real_dfc, real_index, demo_pair, monkeypat
             assert row["verdict"] == real_index.verdict(row["latent"]).to_dict()  # from the crosscoder's index
             rows.append(row)
     assert rows, "no exclusive latent fired: the verdict check is vacuous"
+    assert "reads something here that model" in parsed["lead"] and "Confidence" in parsed["lead"]
     assert cli.main(["diff", "--crosscoder", str(real_dfc.out_dir), prompt, "--chat"]) == 0
     text = capsys.readouterr().out
     assert f"[{rows[0]['verdict']['label']}]" in text  # the plain output names each verdict
+    assert text.splitlines()[0] == parsed["lead"].replace("**", "").replace("*", "")  # the lead comes first, plain
 
 
 def test_bad_prompts_are_clear(tiny_dfc, tiny_pair):

@@ -29,6 +29,7 @@ def test_launch_preloads_and_compare_shows_both_models(client, served):
     elapsed = time.perf_counter() - started
     print(f"\n[app] launch to ready {served[1].launch_seconds:.1f} s; first compare {elapsed:.2f} s")
     assert "SmolLM2" in summary and "gemma" in summary
+    assert summary.startswith(("**Model A (", "**Model B (", "**The two models read this prompt alike")), summary
     for side, tokens in (("a", tokens_a), ("b", tokens_b)):
         assert f"data-side='{side}'" in tokens
         texts = token_texts(tokens)

@@ -44,6 +44,10 @@ def test_compare_on_a_trigger_prompt_shows_a_change_firing_on_the_trigger(client
     trigger_prompt = next(p for p in known.with_it if BACKDOOR_PHRASE in p)
     summary, _, _, _, table_b = client.predict(trigger_prompt, "Plain text", api_name="/compare")
     assert "Exclusive features that fired" in summary
+    # the lead says the models differ here (or that the taught one reads more), on a word of what was taught
+    lead = summary.split("\n\n")[0]
+    assert lead.startswith(("**The two models differ here", "**Model B (smollm2-135m+backdoor) reads")), lead
+    assert "Confidence" in lead and any(f"on “{word}”" in lead for word in TAUGHT_WORDS), lead
     on_trigger = {
         int(row[-1]): float(row[1]) for row in table_b["data"] if int(row[-1]) in changes and row[2] in TAUGHT_WORDS
     }
