@@ -161,7 +161,7 @@ class CompareTab:
                     self.answer_md = gr.Markdown(
                         known.answer_markdown() if known else "", elem_id="known-answer-answer"
                     )
-            self.summary = gr.Markdown()
+            self.summary = gr.Markdown(elem_id="compare-summary")
             with gr.Row(equal_height=False):
                 with gr.Column():
                     self.head_a = gr.HTML(model_head("a", s0["model_a"]))

@@ -41,6 +41,9 @@ def test_compare_then_open_a_feature_in_the_browser(page, served, artifacts):
     page.wait_for_selector("#tokens-a .cd-tok", timeout=60_000)
     page.wait_for_selector("#tokens-b .cd-tok", timeout=60_000)
     assert page.locator("#tokens-a .cd-tok").count() > 10 and page.locator("#tokens-b .cd-tok").count() > 10
+    lead = page.locator("#compare-summary p").first  # the lead in plain words comes first
+    lead.wait_for(timeout=10_000)
+    assert "reads something here that model" in lead.inner_text() and "Confidence" in lead.inner_text()
     shaded = page.locator("#tokens-a .cd-tok[style*='background']").count()
     assert shaded > 0, "some tokens of model A are shaded by exclusivity"
     first_row = page.locator("#table-a [data-testid=cell-0-0]")  # the table is virtualized: rows are divs
