@@ -336,7 +336,7 @@ def build(
             report_tab.report_btn,
             app.report,
             [session],
-            [report_tab.report_md, report_tab.report_files],
+            [report_tab.report_md, report_tab.report_table, report_tab.report_images, report_tab.report_files],
             api_name="report",
             show_progress_on=[report_tab.report_md],
         )

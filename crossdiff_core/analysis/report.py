@@ -330,3 +330,47 @@ def _save(fig, path: Path, plt) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+PREVIEW_COLUMNS = {
+    "model": "Model",
+    "rank": "Rank",
+    "latent": "Feature",
+    "label": "Fires on · makes likelier",
+    "explanation": "Explanation",
+    "verdict": "Verdict",
+    "why": "Why",
+    "frequency": "How often it fires",
+    "max_activation": "Strongest activation",
+    "transfer_r2": "How well the other model predicts it (R², 0–1)",
+}
+"""The report preview's columns: field → the words shown (every one explained without the report's score names)."""
+
+
+def preview(index: FeatureIndex, top: int = 20) -> tuple[list[str], list[list]]:
+    """Return the report's table in plain words, `(column names, rows)`: each model's best features with their verdict,
+    why, and three scores. Columns that hold nothing for any row (e.g. no explanations yet) are left out."""
+    rows = []
+    for section in (_section(index, side, top, n_contexts=0) for side in ("a", "b")):
+        for entry in section.entries:
+            scores = entry.scores
+            rows.append({
+                "model": f"{section.side.upper()} ({section.model.rstrip('/').split('/')[-1]})",
+                "rank": entry.rank,
+                "latent": entry.latent,
+                "label": entry.label,
+                "explanation": entry.explanation,
+                "verdict": _verdict_words(entry) if entry.verdict else "",
+                "why": entry.verdict.reason if entry.verdict else "",
+                "frequency": _percent(scores["frequency"]),
+                "max_activation": _fmt(scores["max_activation"]),
+                "transfer_r2": "" if _fmt(scores["transfer_r2"]) == "–" else _fmt(scores["transfer_r2"]),
+            })  # fmt: skip
+    kept = [field for field in PREVIEW_COLUMNS if any(row[field] not in ("", None) for row in rows)]
+    return [PREVIEW_COLUMNS[field] for field in kept], [[row[field] for field in kept] for row in rows]
+
+
+def _percent(fraction: float) -> str:
+    if not math.isfinite(fraction):
+        return ""
+    return f"{fraction:.2%}" if fraction < 0.01 else f"{fraction:.1%}"

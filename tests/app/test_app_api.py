@@ -358,12 +358,18 @@ def test_hub_search_says_it_is_searching_and_its_offline_error_stays_in_the_page
     assert "Could not search the Hub" in outputs[-1] and "HF_HUB_OFFLINE" in outputs[-1]
 
 
-def test_report_files_download(client):
-    summary, files = client.predict(api_name="/report")
-    files = value_of(files)
+def test_report_previews_in_plain_words_and_its_files_download(client):
+    summary, table, images, files = (value_of(o) for o in client.predict(api_name="/report"))
     assert "Report for" in summary
     names = sorted(f.rsplit("/", 1)[-1] for f in files)
     assert {"report.html", "report.md", "latents.csv"} <= set(names)
+    headers, rows = table["headers"], table["data"]
+    assert rows and {"Model", "Feature", "Verdict", "Why", "How often it fires"} <= set(headers)
+    assert not {"rank_score", "nu_error", "transfer_r2", "frequency"} & set(headers)  # no raw score names
+    for column in range(len(headers)):  # no column left empty
+        assert any(str(row[column]).strip() not in ("", "–", "nan") for row in rows), headers[column]
+    assert {row[headers.index("Model")][0] for row in rows} == {"A", "B"}  # both models' best features
+    assert len(images) == sum(name.endswith(".png") for name in names)  # the histograms are shown too
 
 
 def test_without_a_crosscoder_the_landing_view_explains_what_to_do(workspace, tmp_path):
