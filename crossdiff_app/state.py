@@ -12,12 +12,13 @@ from pathlib import Path
 import gradio as gr
 
 from crossdiff_app.errors import user_error
+from crossdiff_app.estimates import duration
 from crossdiff_app.gpu import run_diff
 from crossdiff_app.known_answer import known_answer
 from crossdiff_app.render import model_head
 from crossdiff_core.crosscoder import check_models
 from crossdiff_core.errors import CrossCoderError
-from crossdiff_core.models import DEMO_MODELS, identify
+from crossdiff_core.models import DEMO_MODELS, conversion_seconds, identify
 from crossdiff_core.workspace import PairKey, Workspace, shipped_crosscoders, source_folder
 
 log = logging.getLogger("crossdiff.app")
@@ -79,8 +80,14 @@ class AppState:
         self._stops: dict[str, threading.Event] = {}
         self.ready = threading.Event()
         self.preload_seconds: float | None = None
+        self.preload_started: float | None = None
         self.default_crosscoder = self._pick_default(default_crosscoder)
         self.initial_session = self._initial_session()
+        self.converting: dict[str, float] = {  # what the preload converts first (name → estimated seconds)
+            identify(spec).display: seconds
+            for spec in (self.initial_session["model_a"], self.initial_session["model_b"])
+            if (seconds := conversion_seconds(spec)) is not None
+        }
 
     def _pick_default(self, given: str | None) -> str | None:
         """Return the crosscoder shown at start: the one given, else the shipped one for the demo pair; "none": none."""
@@ -165,9 +172,9 @@ class AppState:
 
     def preload(self) -> None:
         """Load the default pair, crosscoder and index and run one warm-up prompt (called in a background thread)."""
-        start = time.perf_counter()
+        start = self.preload_started = time.perf_counter()
+        session = dict(self.initial_session)
         try:
-            session = dict(self.initial_session)
             if session["crosscoder"]:
                 loaded = self.loaded(session)
                 with self.model_lock:
@@ -180,6 +187,27 @@ class AppState:
             self.preload_seconds = time.perf_counter() - start
             self.ready.set()
             log.info("preload finished in %.1f s", self.preload_seconds)
+
+    def preparing(self) -> str:
+        """Return what the page says while the models get ready at launch (Markdown; "" once they are)."""
+        if self.ready.is_set():
+            return ""
+        elapsed = (
+            "" if self.preload_started is None else f" ({time.perf_counter() - self.preload_started:.0f} s so far)"
+        )
+        if not self.converting:
+            return f"⏳ **Loading the models{elapsed}.** Compare answers as soon as they are ready."
+        names = " and ".join(f"**{name}**" for name in self.converting)
+        return (
+            f"⏳ **First launch: getting the models ready{elapsed}.** CrossDiff converts {names} once from the compressed "
+            f"files they ship in ({duration(sum(self.converting.values()))} on a 2-core CPU; later launches skip this), "
+            "then loads them. Compare answers as soon as they are ready; this note goes away by itself."
+        )
+
+    def preparing_view(self):
+        """Return the launch note's update and its timer's (which stops once the models are ready)."""
+        text = self.preparing()
+        return gr.Markdown(text, visible=bool(text)), gr.Timer(active=bool(text))
 
     # ---------------------------------------------------------------- views shared by several tabs
 

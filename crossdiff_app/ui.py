@@ -110,6 +110,9 @@ def build(
             concurrency_limit=1,
             show_progress_on=[compare_tab.summary],
         )
+        compare_tab.preparing_timer.tick(
+            app.preparing_view, None, [compare_tab.preparing, compare_tab.preparing_timer], api_visibility="private"
+        )
         for table in (compare_tab.table_a, compare_tab.table_b):
             table.select(
                 app.open_from_table,

@@ -533,6 +533,33 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
         raise _explain_load_failure(target, exc) from exc
 
 
+CONVERT_SECONDS_PER_MB = 0.41
+"""Seconds the first conversion of a GGUF file takes per MB of the file (measured on a 2-core CPU shared with other
+jobs: 40 s for SmolLM2-135M-Instruct's 98 MB, 105 s for Gemma-3-270M's 253 MB)."""
+
+
+def conversion_seconds(spec: str) -> float | None:
+    """Return about how long loading `spec` will first spend converting its GGUF file, or None when it has nothing to
+    convert (not a demo model or a .gguf file, or converted already). An organism's demo model counts as its own."""
+    organism = find_organism(spec)
+    demo = organism[0] if organism is not None else find_demo(spec)
+    gguf = demo.local_gguf() if demo is not None else Path(spec) if str(spec).endswith(".gguf") else None
+    if gguf is None or not gguf.is_file() or _converted(_converted_folder(gguf.resolve())):
+        return None
+    return gguf.stat().st_size / 1e6 * CONVERT_SECONDS_PER_MB
+
+
+def _converted_folder(gguf_path: Path) -> Path:
+    """Return the cache folder a GGUF file is converted into, keyed by its path, size and modification time."""
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    return cache_dir() / "converted" / f"{gguf_path.stem}-{key}"
+
+
+def _converted(folder: Path) -> bool:
+    return (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+
+
 def convert_gguf(gguf_path: Path) -> Path:
     """Return a safetensors folder holding the dequantized GGUF model and its tokenizer, converting once.
 
@@ -542,10 +569,8 @@ def convert_gguf(gguf_path: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_path = Path(gguf_path).resolve()
-    stat = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:12]
-    target = cache_dir() / "converted" / f"{gguf_path.stem}-{key}"
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+    target = _converted_folder(gguf_path)
+    if _converted(target):
         return target
     log.info("converting %s to safetensors (once) in %s", gguf_path.name, target)
 

@@ -62,7 +62,8 @@ class CompareHandlers(AppState):
         if not session.get("crosscoder"):
             raise user_error(NO_CROSSCODER, title="No crosscoder yet")
         if not self.ready.is_set():
-            progress(0.05, desc="Loading the models (first use only)…")
+            first = " (first launch: converting them once)" if self.converting else ""
+            progress(0.05, desc=f"Waiting for the models to be ready{first}…")
         loaded = self.loaded(session)
         progress(0.5, desc="Running both models…")
         labels = loaded.index.labels if loaded.index is not None else None
@@ -130,6 +131,8 @@ class CompareTab:
                 self.quick_btn = gr.Button(
                     quick_label(s0), variant="primary", scale=0, min_width=240, visible=not s0["crosscoder"]
                 )
+            self.preparing = gr.Markdown(app.preparing(), visible=bool(app.preparing()), elem_id="preparing")
+            self.preparing_timer = gr.Timer(2, active=not app.ready.is_set())
             with gr.Row():
                 self.prompt = gr.Textbox(
                     label="Prompt",
