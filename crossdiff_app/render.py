@@ -132,6 +132,10 @@ def model_head(side: str, model: str | None) -> str:
     )
 
 
+BLOCK_WORDS = {"A-exclusive": "only in model A", "shared": "shared by both models", "B-exclusive": "only in model B"}
+"""Where a feature lives, in words (the crosscoder's blocks)."""
+
+
 def _block_words(block: str, index) -> str:
     models = index.meta["models"]
     if block == "A-exclusive":
@@ -152,12 +156,12 @@ def _transfer_words(r2: float) -> str:
 
 
 def card_markdown(card, index) -> str:
-    """Return the header of a feature's page: label, block, frequency, decoder norms, transfer R² in plain words."""
+    """Return the header of a feature's page: label, which model has it, and its scores in plain words."""
     s = card.stats
     esc = html.escape
     lines = [
         f"## Feature {card.latent}: {esc(card.label)}",
-        f"**{esc(_block_words(card.block, index))}** · block `{card.block}`",
+        f"**{esc(_block_words(card.block, index))}**",
         "",
         verdict_line(card),
     ]
@@ -170,9 +174,12 @@ def card_markdown(card, index) -> str:
     facts = [
         ("How often it fires", f"{s['frequency']:.2%} of the tokens the index read ({s['n_fires']} of {n_rows})"),
         ("Strength when it fires", f"mean {fmt(s['mean_activation'])} · max {fmt(s['max_activation'])}"),
-        ("Decoder norm (how much it writes)", f"model A {fmt(s['dec_norm_a'])} · model B {fmt(s['dec_norm_b'])}"),
-        ("Transfer R²", f"{r2_text(s['transfer_r2'])}: {_transfer_words(s['transfer_r2'])}"),
-        ("Rank score (0–1)", f"{fmt(s.get('rank_score', float('nan')), 2)}: how promising a candidate it is"),
+        ("How much it writes into each model", f"model A {fmt(s['dec_norm_a'])} · model B {fmt(s['dec_norm_b'])}"),
+        (
+            "How well the other model predicts it (0–1)",
+            f"{r2_text(s['transfer_r2'])}: {_transfer_words(s['transfer_r2'])}",
+        ),
+        ("How promising a candidate (0–1)", f"{fmt(s.get('rank_score', float('nan')), 2)}"),
     ]
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
     lines += ["", f"<table class='cd-facts'>{rows}</table>"]

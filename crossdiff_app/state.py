@@ -15,7 +15,7 @@ from crossdiff_app.errors import user_error
 from crossdiff_app.estimates import duration
 from crossdiff_app.gpu import run_diff
 from crossdiff_app.known_answer import known_answer
-from crossdiff_app.render import model_head
+from crossdiff_app.render import BLOCK_WORDS, model_head
 from crossdiff_core.crosscoder import check_models
 from crossdiff_core.errors import CrossCoderError
 from crossdiff_core.models import DEMO_MODELS, conversion_seconds, identify
@@ -168,7 +168,7 @@ class AppState:
         if loaded.index is not None:
             return lambda j: loaded.index.labels[j]
         blocks = loaded.crosscoder.block_names()
-        return lambda j: f"{blocks[j]} feature {j}"
+        return lambda j: f"feature {j} ({BLOCK_WORDS[blocks[j]]})"
 
     def preload(self) -> None:
         """Load the default pair, crosscoder and index and run one warm-up prompt (called in a background thread)."""

@@ -8,6 +8,7 @@ import pandas as pd
 
 from crossdiff_app.errors import friendly, user_error
 from crossdiff_app.render import (
+    BLOCK_WORDS,
     card_markdown,
     contexts_html,
     histogram_figure,
@@ -21,7 +22,7 @@ from crossdiff_core.models import identify
 
 SEARCH_EXAMPLES = ("score", "book", "猫")
 """The searches the search box offers: each finds features of both models in the shipped crosscoder's index."""
-BROWSE_COLUMNS = ["ID", "Feature", "Rank score", "Fires on", "Transfer R²"]
+BROWSE_COLUMNS = ["ID", "Feature", "How promising (0–1)", "How often it fires", "Other model predicts it (0–1)"]
 
 
 class FeatureHandlers(AppState):
@@ -48,7 +49,7 @@ class FeatureHandlers(AppState):
         if index is None:
             block = crosscoder.block_of(latent)
             md = (
-                f"## Feature {latent}\nblock `{block}`\n\nThis crosscoder has no feature index yet, so there "
+                f"## Feature {latent}\n{BLOCK_WORDS[block]}\n\nThis crosscoder has no feature index yet, so there "
                 "are no contexts, labels or scores to show. Click **Build the feature index** below "
                 "(it reads some text with both models once and saves the result next to the crosscoder)."
             )

@@ -63,7 +63,7 @@ def test_open_feature_shows_its_evidence(client, served):
     assert f"## Feature {latent}:" in card and "only in model A" in card
     assert f"**Verdict: {verdict.label}** — " in card  # the verdict in words, with its reason
     assert verdict.reason.split(",")[0].replace("'", "&#x27;") in card
-    for words in ("How often it fires", "Decoder norm", "Transfer R²"):
+    for words in ("How often it fires", "How much it writes into each model", "How well the other model predicts it"):
         assert words in card
     assert "Where it fires most" in contexts and "SmolLM2" in contexts and "gemma" in contexts
     assert "more likely" in effects and "less likely" in effects
