@@ -347,6 +347,17 @@ def build(
         session.change(
             side_choices, [session, feature_tab.browse_side], feature_tab.browse_side, api_visibility="private"
         )
+        # Results on display belong to the crosscoder that made them: another crosscoder clears them.
+        shown = gr.State(s0.get("crosscoder"))
+        tabs_with_results = (compare_tab, feature_tab, steer_tab, report_tab)
+        results = [c for tab in tabs_with_results for c in tab.results]
+
+        def clear_stale(session, shown_crosscoder):
+            if session.get("crosscoder") == shown_crosscoder:
+                return [gr.skip() for _ in results] + [gr.skip()]
+            return [v for tab in tabs_with_results for v in tab.cleared()] + [session.get("crosscoder")]
+
+        session.change(clear_stale, [session, shown], [*results, shown], queue=False, api_visibility="private")
         demo.load(app.estimate_training, train_inputs, train_tab.estimate_md, api_visibility="private")
         demo.load(
             app.browse,

@@ -14,6 +14,8 @@ from crossdiff_core.models import identify
 
 PLAIN, CHAT = "Plain text", "Chat message"
 
+EMPTY_TOKENS = "<div class='cd-empty'>Click Compare to see model {side}'s tokens.</div>"
+
 EXAMPLES = [
     "The Tiananmen Square protests of 1989 ended when",
     "中华人民共和国成立于1949年，首都是北京。",
@@ -168,9 +170,7 @@ class CompareTab:
             with gr.Row(equal_height=False):
                 with gr.Column():
                     self.head_a = gr.HTML(model_head("a", s0["model_a"]))
-                    self.tokens_a = gr.HTML(
-                        "<div class='cd-empty'>Click Compare to see model A's tokens.</div>", elem_id="tokens-a"
-                    )
+                    self.tokens_a = gr.HTML(EMPTY_TOKENS.format(side="A"), elem_id="tokens-a")
                     self.table_a = gr.Dataframe(
                         empty_hits(),
                         label="Exclusive features of model A that fired — click a row",
@@ -181,9 +181,7 @@ class CompareTab:
                     )
                 with gr.Column():
                     self.head_b = gr.HTML(model_head("b", s0["model_b"]))
-                    self.tokens_b = gr.HTML(
-                        "<div class='cd-empty'>Click Compare to see model B's tokens.</div>", elem_id="tokens-b"
-                    )
+                    self.tokens_b = gr.HTML(EMPTY_TOKENS.format(side="B"), elem_id="tokens-b")
                     self.table_b = gr.Dataframe(
                         empty_hits(),
                         label="Exclusive features of model B that fired — click a row",
@@ -194,6 +192,15 @@ class CompareTab:
                     )
             with gr.Accordion("How to read this", open=True):
                 gr.Markdown(HOW_TO_READ)
+
+    @property
+    def results(self) -> list:
+        """What a Compare answer fills in, cleared when the crosscoder changes (see `cleared`)."""
+        return [self.summary, self.tokens_a, self.tokens_b, self.table_a, self.table_b]
+
+    @staticmethod
+    def cleared() -> list:
+        return ["", EMPTY_TOKENS.format(side="A"), EMPTY_TOKENS.format(side="B"), empty_hits(), empty_hits()]
 
     @property
     def views(self) -> list:

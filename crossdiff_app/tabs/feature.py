@@ -22,6 +22,8 @@ from crossdiff_core.models import identify
 
 SEARCH_EXAMPLES = ("score", "book", "猫")
 """The searches the search box offers: each finds features of both models in the shipped crosscoder's index."""
+NO_FEATURE_OPEN = "Open a feature from the Compare tables, or pick one from the list below."
+
 BROWSE_COLUMNS = ["ID", "Feature", "How promising (0–1)", "How often it fires", "Other model predicts it (0–1)"]
 
 
@@ -171,7 +173,7 @@ class FeatureTab:
                 self.latent = gr.Number(label="Feature number (the ID column)", precision=0, value=None, scale=2)
                 self.open_btn = gr.Button("Open", scale=1)
                 self.steer_this_btn = gr.Button("Verify by steering →", variant="primary", scale=1)
-            self.card_md = gr.Markdown("Open a feature from the Compare tables, or pick one from the list below.")
+            self.card_md = gr.Markdown(NO_FEATURE_OPEN)
             with gr.Row():
                 with gr.Column(scale=3):
                     self.contexts = gr.HTML(elem_id="feature-contexts")
@@ -213,3 +215,12 @@ class FeatureTab:
                     max_height=420,
                     label="Best candidates first — click a row to open it",
                 )
+
+    @property
+    def results(self) -> list:
+        """What opening a feature fills in, cleared when the crosscoder changes (see `cleared`)."""
+        return [self.latent, self.card_md, self.contexts, self.effects, self.histogram]
+
+    @staticmethod
+    def cleared() -> list:
+        return [None, NO_FEATURE_OPEN, "", "", None]

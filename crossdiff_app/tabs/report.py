@@ -75,3 +75,12 @@ class ReportTab:
             )
             self.report_images = gr.Gallery(label="Pictures", columns=2, height="auto", visible=False)
             self.report_files = gr.File(label="Report files", file_count="multiple", interactive=False, visible=False)
+
+    @property
+    def results(self) -> list:
+        """The report on display, cleared when the crosscoder changes (see `cleared`)."""
+        return [self.report_md, self.report_table, self.report_images, self.report_files]
+
+    @staticmethod
+    def cleared() -> list:
+        return ["", gr.Dataframe(visible=False), gr.Gallery(visible=False), gr.File(value=None, visible=False)]

@@ -176,3 +176,12 @@ class SteerTab:
             with gr.Accordion("Plain text of both (to copy)", open=False), gr.Row():
                 self.baseline_out = gr.Textbox(label="Without steering", lines=6, interactive=False)
                 self.steered_out = gr.Textbox(label="With steering", lines=6, interactive=False)
+
+    @property
+    def results(self) -> list:
+        """What steering fills in, cleared when the crosscoder changes (see `cleared`): its feature number too."""
+        return [self.latent, self.note, self.diff, self.trials, self.baseline_out, self.steered_out]
+
+    @staticmethod
+    def cleared() -> list:
+        return [None, "", "", "", "", ""]

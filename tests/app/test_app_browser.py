@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from .helpers import copy_crosscoder
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
     "--headless",
@@ -33,7 +35,7 @@ def page():
         browser.close()
 
 
-def test_compare_then_open_a_feature_in_the_browser(page, served, artifacts):
+def test_compare_then_open_a_feature_in_the_browser(page, served, artifacts, tiny_dfc, tmp_path):
     page.goto(served[0], wait_until="load")
     page.locator("#compare-btn").wait_for(timeout=60_000)
     page.get_by_label("Prompt").first.fill("The Tiananmen Square protests of 1989. 中国的历史很长。 def f(x): return x")
@@ -77,6 +79,20 @@ def test_compare_then_open_a_feature_in_the_browser(page, served, artifacts):
         page.get_by_role("tab", name=tab).click()
         page.wait_for_timeout(700)
         page.screenshot(path=str(artifacts / f"{tab.split()[0].lower()}.png"), full_page=True)
+
+    # another crosscoder: the results on display were made by the old one, so they go
+    other = copy_crosscoder(tiny_dfc, tmp_path / "another")
+    page.get_by_role("tab", name="Models & crosscoder").click()
+    page.get_by_label("Folder path").fill(str(other))
+    page.get_by_role("button", name="Load", exact=True).click()
+    page.get_by_text("another").first.wait_for(timeout=60_000)
+    page.get_by_role("tab", name="Compare").click()
+    page.get_by_text("Click Compare to see model A's tokens.").wait_for(timeout=10_000)
+    assert (
+        page.locator("#table-a [data-testid=cell-0-0]").count() == 0 and not page.locator("#compare-summary p").count()
+    )
+    page.get_by_role("tab", name="Steer").click()
+    assert page.locator("#steer-after").count() == 0  # the steered texts went too
 
 
 def test_harvest_shows_its_count_and_time_left_and_cancel_stops_it_within_5_s(
