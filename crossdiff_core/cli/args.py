@@ -285,7 +285,7 @@ IMPORT_NORMALIZATIONS = ("auto", "relative-variance", "per-dimension")
 
 
 def _add_hub_commands(sub) -> None:
-    """Add the commands that publish, find, import and deploy."""
+    """Add the commands that publish, find, import, export and deploy."""
     p = sub.add_parser(
         "push",
         help="publish a crosscoder folder on the Hub, with a model card",
@@ -339,6 +339,17 @@ def _add_hub_commands(sub) -> None:
         "buffers; refused when they cannot tell), relative-variance (keep_relative_variance=True, the "
         "default of dictionary_learning: one scale per model) or per-dimension (keep_relative_variance=False)",
     )
+
+    p = sub.add_parser(
+        "export-dl",
+        help="write a crosscoder as a dictionary_learning / dfc_learning checkpoint",
+        description="Write a CrossDiff crosscoder as the state dict dfc_learning's crosscoder classes load "
+        "(model_final.pt, same outputs on raw activations, input scales folded into their normalizer, latents "
+        "reordered to their [A-exclusive | B-exclusive | shared]), with config.json, export.json (source and "
+        "sha256) and latent_mapping.json. Both models must have the same width.",
+    )
+    p.add_argument("crosscoder", help=CROSSCODER_HELP)
+    p.add_argument("out_dir", help="folder to write (new or empty)")
 
     p = sub.add_parser(
         "deploy",
