@@ -5,6 +5,8 @@ Building the parser imports no torch (`--help` answers at once): what it reads i
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from crossdiff_core.activations.config import HarvestConfig
 from crossdiff_core.analysis.config import IndexConfig
@@ -78,7 +80,7 @@ def _add_harvest_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for all commands."""
     parser = argparse.ArgumentParser(
-        prog="python -m crossdiff_core",
+        prog="crossdiff" if Path(sys.argv[0]).name == "crossdiff" else "python -m crossdiff_core",  # as it was run
         description="CrossDiff: train Dedicated Feature Crosscoders on two LLMs and see what each has that the other lacks.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
