@@ -95,7 +95,7 @@ def export_dictionary_learning(crosscoder: str | os.PathLike, out_dir: str | os.
     exported = dictionary_learning_checkpoint(model, str(crosscoder))
     source = {
         "source": str(crosscoder),
-        "source_folder": str(folder),
+        "source_folder": str(folder.resolve()),
         "source_weights_sha256": file_sha256(folder / WEIGHTS_FILE),
         "source_config_sha256": file_sha256(folder / CONFIG_FILE),
     }
