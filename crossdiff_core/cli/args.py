@@ -5,6 +5,8 @@ Building the parser imports no torch (`--help` answers at once): what it reads i
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from crossdiff_core.activations.config import HarvestConfig
 from crossdiff_core.analysis.config import IndexConfig
@@ -78,7 +80,7 @@ def _add_harvest_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for all commands."""
     parser = argparse.ArgumentParser(
-        prog="python -m crossdiff_core",
+        prog="crossdiff" if Path(sys.argv[0]).name == "crossdiff" else "python -m crossdiff_core",  # as it was run
         description="CrossDiff: train Dedicated Feature Crosscoders on two LLMs and see what each has that the other lacks.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -285,7 +287,7 @@ IMPORT_NORMALIZATIONS = ("auto", "relative-variance", "per-dimension")
 
 
 def _add_hub_commands(sub) -> None:
-    """Add the commands that publish, find, import and deploy."""
+    """Add the commands that publish, find, import, export and deploy."""
     p = sub.add_parser(
         "push",
         help="publish a crosscoder folder on the Hub, with a model card",
@@ -339,6 +341,17 @@ def _add_hub_commands(sub) -> None:
         "buffers; refused when they cannot tell), relative-variance (keep_relative_variance=True, the "
         "default of dictionary_learning: one scale per model) or per-dimension (keep_relative_variance=False)",
     )
+
+    p = sub.add_parser(
+        "export-dl",
+        help="write a crosscoder as a dictionary_learning / dfc_learning checkpoint",
+        description="Write a CrossDiff crosscoder as the state dict dfc_learning's crosscoder classes load "
+        "(model_final.pt, same outputs on raw activations, input scales folded into their normalizer, latents "
+        "reordered to their [A-exclusive | B-exclusive | shared]), with config.json, export.json (source and "
+        "sha256) and latent_mapping.json. Both models must have the same width.",
+    )
+    p.add_argument("crosscoder", help=CROSSCODER_HELP)
+    p.add_argument("out_dir", help="folder to write (new or empty)")
 
     p = sub.add_parser(
         "deploy",

@@ -1,4 +1,4 @@
-"""The Hub commands: push, find, import-dl, deploy. Tokens are read from the environment, never printed."""
+"""The Hub commands: push, find, import-dl, export-dl, deploy. Tokens are read from the environment, never printed."""
 
 from __future__ import annotations
 
@@ -129,6 +129,30 @@ def cmd_import_dl(args) -> int:
         print(
             "note: the models are not recorded; pass --model-a and --model-b (here, or to diff and index) so the "
             "crosscoder can be run on prompts",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_export_dl(args) -> int:
+    """Write a crosscoder as a dictionary_learning checkpoint that dfc_learning's classes load."""
+    from crossdiff_core.hub.exporters.dictionary_learning import export_dictionary_learning
+
+    result = export_dictionary_learning(args.crosscoder, args.out_dir)
+    model = result.crosscoder
+    print(result.weights_file)
+    print(
+        f"exported {args.crosscoder} into {result.folder} as a {result.dict_class} ({model.n_a} A-exclusive, "
+        f"{model.n_shared} shared, {model.n_b} B-exclusive latents; {model.config.sparsity}"
+        f"{'' if result.normalization == 'none' else '; input scales as their activation_global_scale'}); load it "
+        f"with dictionary_learning.{result.dict_class}.from_pretrained('{result.weights_file}')",
+        file=sys.stderr,
+    )
+    if model.n_a + model.n_b:
+        print(
+            f"note: latents are reordered to their [A-exclusive | B-exclusive | shared]: CrossDiff shared latent i "
+            f"is their latent i + {model.n_b}, CrossDiff B-exclusive latent i is i - {model.n_shared}; "
+            f"{result.folder / 'latent_mapping.json'} maps every id",
             file=sys.stderr,
         )
     return 0

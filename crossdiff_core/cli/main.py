@@ -6,7 +6,7 @@ import logging
 import sys
 
 from crossdiff_core.cli.args import build_parser
-from crossdiff_core.cli.hub import cmd_deploy, cmd_find, cmd_import_dl, cmd_push
+from crossdiff_core.cli.hub import cmd_deploy, cmd_export_dl, cmd_find, cmd_import_dl, cmd_push
 from crossdiff_core.cli.pipeline import (
     cmd_build_corpus,
     cmd_diff,
@@ -32,7 +32,8 @@ COMMANDS = {
     "harvest": cmd_harvest, "train": cmd_train, "info": cmd_info, "diff": cmd_diff, "build-corpus": cmd_build_corpus,
     "organism": cmd_organism,
     "index": cmd_index, "steer": cmd_steer, "report": cmd_report,
-    "push": cmd_push, "find": cmd_find, "import-dl": cmd_import_dl, "deploy": cmd_deploy,
+    "push": cmd_push, "find": cmd_find, "import-dl": cmd_import_dl, "export-dl": cmd_export_dl,
+    "deploy": cmd_deploy,
 }  # fmt: skip
 
 

@@ -1,7 +1,7 @@
 """Deploy the CrossDiff app as a Hugging Face Space (Gradio SDK).
 
 `stage_space(folder)` writes what the Space runs: `app.py` and the app it launches (`crossdiff_app/`),
-`crossdiff_core/`, `pretrained/`, `.huggingface/` (the model-card template the app's "push to the Hub" uses), a Space `requirements.txt`
+`crossdiff_core/` (with the model-card template the app's "push to the Hub" uses), `pretrained/`, a Space `requirements.txt`
 and a `README.md` whose YAML front matter configures the Space. `deploy_space(space_id)` stages into a
 temporary folder, creates the Space if needed and uploads it.
 
@@ -39,7 +39,7 @@ from crossdiff_core.hub.repo import CARD_TAGS, LIBRARY_NAME, check_repo_id, chec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_FILE = "app.py"
-STAGED_DIRS = ("crossdiff_app", "crossdiff_core", "pretrained", ".huggingface")
+STAGED_DIRS = ("crossdiff_app", "crossdiff_core", "pretrained")
 """Folders of the checkout that the Space needs next to `app.py`."""
 
 REQUIREMENTS = "requirements.txt"

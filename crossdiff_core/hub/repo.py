@@ -3,7 +3,7 @@
 - `push_to_hub(crosscoder, repo_id)` uploads `config.json`, `model.safetensors`, any `feature_index/`
   folder and a generated model card (`README.md`) whose front matter says `library_name: crossdiff`,
   tags it `crosscoder`, `dfc`, `model-diffing`, names both models as `base_model` and records the pair
-  under a `crossdiff:` key. The card body is `.huggingface/model_card_template.md`, filled in.
+  under a `crossdiff:` key. The card body is `model_card_template.md` (next to this module), filled in.
 - `load_crosscoder(repo_id_or_path)` loads a local folder, or downloads only the files it needs from a
   Hub repo (honouring `HF_HUB_OFFLINE`: then only the local cache is used). `open_crosscoder` does the
   same and also returns the local folder, with the repo's `feature_index/` downloaded next to the weights
@@ -53,7 +53,7 @@ LIBRARY_NAME = "crossdiff"
 CARD_TAGS = ("crosscoder", "dfc", "model-diffing")
 CARD_FILE = "README.md"
 FEATURE_INDEX_DIR = "feature_index"
-CARD_TEMPLATE = Path(__file__).resolve().parents[2] / ".huggingface" / "model_card_template.md"
+CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
 CARD_METADATA_KEY = "crossdiff"
 """Front-matter key of the card that records the model pair, layers and block sizes (read by `find_on_hub`)."""
 IMPORT_FILE = "import.json"
@@ -241,8 +241,8 @@ def render_model_card(
         template = string.Template(CARD_TEMPLATE.read_text(encoding="utf-8"))
     except OSError as error:
         raise CrossCoderError(
-            f"the model card template {CARD_TEMPLATE} is missing ({error}); run from a CrossDiff checkout "
-            "that has the .huggingface/ folder"
+            f"the model card template {CARD_TEMPLATE} is missing ({error}): this CrossDiff installation is "
+            "incomplete; reinstall it (pip install .) or run from a checkout"
         ) from error
     is_dfc = config.n_exclusive_a + config.n_exclusive_b > 0
     values = {

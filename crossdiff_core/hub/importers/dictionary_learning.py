@@ -75,8 +75,10 @@ CODE_NORMALIZATIONS = {1: "CROSSCODER", 2: "SAE", 3: "MIXED", 4: "NONE", 5: "DEC
 
 _CORE_KEYS = ("encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias")
 _COMPILED_PREFIX = "_orig_mod."  # state dicts saved from a torch.compile'd module
-_VARIANCE_EPS = 1e-8  # their global scale is target_rms / sqrt(Σσ² + 1e-8)
-_DENORMALIZE_EPS = 1e-8  # their decoder output is divided by (global scale + 1e-8), or multiplied by (σ + 1e-8)
+VARIANCE_EPS = 1e-8
+"""Their global scale is target_rms / sqrt(Σσ² + 1e-8)."""
+DENORMALIZE_EPS = 1e-8
+"""Their decoder output is divided by (global scale + 1e-8), or multiplied by (σ + 1e-8)."""
 NORMALIZATION_AUTO = "auto"
 NORMALIZATION_RELATIVE = "relative-variance"
 NORMALIZATION_PER_DIMENSION = "per-dimension"
@@ -139,24 +141,8 @@ class ImportResult:
         return record
 
     def latent_mapping(self) -> dict:
-        """Return the latent id mapping in both directions, with the block ranges."""
-        source_to_crossdiff = [0] * len(self.order)
-        for crossdiff_id, source_id in enumerate(self.order):
-            source_to_crossdiff[source_id] = crossdiff_id
-        n_a, n_b, size = self.crosscoder.n_a, self.crosscoder.n_b, self.crosscoder.dict_size
-        return {
-            "description": (
-                "source_to_crossdiff[i] is the CrossDiff id of source (dictionary_learning) latent i; "
-                "crossdiff_to_source[j] is the source id of CrossDiff latent j"
-            ),
-            "blocks": {  # [start, stop) in each numbering
-                "A-exclusive": {"source": [0, n_a], "crossdiff": [0, n_a]},
-                "B-exclusive": {"source": [n_a, n_a + n_b], "crossdiff": [size - n_b, size]},
-                "shared": {"source": [n_a + n_b, size], "crossdiff": [n_a, size - n_b]},
-            },
-            "source_to_crossdiff": source_to_crossdiff,
-            "crossdiff_to_source": list(self.order),
-        }
+        """Return the latent id mapping in both directions, with the block ranges (see `latent_mapping`)."""
+        return latent_mapping(self.crosscoder.n_a, self.crosscoder.n_b, self.crosscoder.dict_size)
 
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write the crosscoder, `import.json`, `latent_mapping.json` and a model card into `out_dir`; return it."""
@@ -217,6 +203,28 @@ def source_latent_order(n_exclusive_a: int, n_exclusive_b: int, dict_size: int) 
     """Return, for each CrossDiff latent in order, the index of the same latent in the dictionary_learning file."""
     start_shared = n_exclusive_a + n_exclusive_b
     return [*range(n_exclusive_a), *range(start_shared, dict_size), *range(n_exclusive_a, start_shared)]
+
+
+def latent_mapping(n_exclusive_a: int, n_exclusive_b: int, dict_size: int) -> dict:
+    """Return the `latent_mapping.json` record: dictionary_learning ("source") ids <-> CrossDiff ids, and the blocks."""
+    order = source_latent_order(n_exclusive_a, n_exclusive_b, dict_size)
+    source_to_crossdiff = [0] * dict_size
+    for crossdiff_id, source_id in enumerate(order):
+        source_to_crossdiff[source_id] = crossdiff_id
+    n_a, n_b, size = n_exclusive_a, n_exclusive_b, dict_size
+    return {
+        "description": (
+            "source_to_crossdiff[i] is the CrossDiff id of source (dictionary_learning) latent i; "
+            "crossdiff_to_source[j] is the source id of CrossDiff latent j"
+        ),
+        "blocks": {  # [start, stop) in each numbering
+            "A-exclusive": {"source": [0, n_a], "crossdiff": [0, n_a]},
+            "B-exclusive": {"source": [n_a, n_a + n_b], "crossdiff": [size - n_b, size]},
+            "shared": {"source": [n_a + n_b, size], "crossdiff": [n_a, size - n_b]},
+        },
+        "source_to_crossdiff": source_to_crossdiff,
+        "crossdiff_to_source": order,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -386,7 +394,7 @@ def convert_with_provenance(
         # Per model, with G = g + 1e-8:  (x − μ)·g·W = (x·G)·(W·g/G) − g·μ·W  and  (f·W_dec + b)/G + μ = (f·W_dec + b + μ·G)/G.
         # The decoder is unchanged, and with it the BatchTopK selection.
         g_L = norm.factor_LD[:, 0]
-        scale_L = g_L + _DENORMALIZE_EPS  # in float32, as they compute it
+        scale_L = g_L + DENORMALIZE_EPS  # in float32, as they compute it
         b_enc_F = b_enc_F - torch.einsum("ld,ldf->f", norm.mean_LD * g_L[:, None], W_enc_LDF)
         W_enc_LDF = W_enc_LDF * (g_L / scale_L)[:, None, None]
         b_dec_LD = b_dec_LD + norm.mean_LD * scale_L[:, None]
@@ -646,7 +654,7 @@ def _normalization(tensors: dict[str, torch.Tensor], d: int, where: str, request
     if requested == NORMALIZATION_PER_DIMENSION:
         if not bool((std_LD >= 0).all()):
             raise CrossCoderError(f"{where} has a negative activation_std; the checkpoint is broken")
-        return _Normalization(NORMALIZATION_PER_DIMENSION, mean_LD, std_LD + _DENORMALIZE_EPS, why)
+        return _Normalization(NORMALIZATION_PER_DIMENSION, mean_LD, std_LD + DENORMALIZE_EPS, why)
     g_L = stored if stored is not None else derived
     if g_L is None:
         raise CrossCoderError(
@@ -678,7 +686,7 @@ def _derived_global_scale(tensors: dict[str, torch.Tensor], std_LD: torch.Tensor
     """Return target_rms / sqrt(Σ_d σ² + 1e-8) per model, as their NormalizableMixin computes it; None without target_rms."""
     if "target_rms" not in tensors or tensors["target_rms"].numel() != 1:
         return None
-    return tensors["target_rms"].reshape(()).to(torch.float32) / torch.sqrt((std_LD**2).sum(dim=-1) + _VARIANCE_EPS)
+    return tensors["target_rms"].reshape(()).to(torch.float32) / torch.sqrt((std_LD**2).sum(dim=-1) + VARIANCE_EPS)
 
 
 def _detect_mode(stored: torch.Tensor | None, derived: torch.Tensor | None, where: str) -> tuple[str, str]:
