@@ -49,8 +49,11 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
+from crossdiff_core.cpu_threads import WAIT_POLICY, sleep_when_idle
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sleep_when_idle()  # as the command line and the app run
 
 import torch
 
@@ -98,6 +101,7 @@ def machine() -> dict:
         "cpu": cpu_description(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get(WAIT_POLICY, "default"),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
