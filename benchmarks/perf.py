@@ -346,8 +346,11 @@ class DfcStep:
     """The DFC training step as `crossdiff_core.training.loop.train` runs it (sparse kernels, fused Adam, threshold)."""
 
     def __init__(self, dfc, train_config, lr: float):
+        from crossdiff_core.crosscoder.model import EncoderWorkspace
+
         self.model, self.train_config = dfc, train_config
         self.optimizer = torch.optim.Adam(dfc.parameters(), lr=lr, betas=train_config.betas, fused=True)
+        self.workspace = EncoderWorkspace()
         self.first = True
 
     def step(self, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor, dead_F: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -355,7 +358,7 @@ class DfcStep:
         from crossdiff_core.crosscoder.batchtopk import updated_threshold
         from crossdiff_core.training.losses import training_loss
 
-        out = training_loss(self.model, x_a_BD, x_b_BD, dead_F, self.train_config)
+        out = training_loss(self.model, x_a_BD, x_b_BD, dead_F, self.train_config, workspace=self.workspace)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.optimizer.step()
