@@ -543,7 +543,14 @@ def bench_vs_dfc_learning(
         "speedup_per_step": _ratio_stats([t / o for t, o in zip(times["dfc_learning"][warm:], times["crossdiff"][warm:])]),
         "loadavg": {"before": load_before, "after": os.getloadavg()},
         "dfc_learning": str(path),
+        "dfc_learning_commit": _git_commit(path),
     }  # fmt: skip
+
+
+def _git_commit(path: Path) -> str | None:
+    """Return the commit a git checkout at `path` is at (None when it is not one)."""
+    proc = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 # ---------------------------------------------------------------------------- diff latency
@@ -863,7 +870,7 @@ def print_table(results: dict, metrics: dict) -> None:
     if "train" in results:
         print("\ntraining step (fp32 CPU, batch 1024, k=32; DFC 5%/90%/5%):")
         for size, t in results["train"].items():
-            if "dict_size" not in t:
+            if size == "vs_dfc_learning":
                 continue
             print(
                 f"  F={size:<16} {t['speedup_vs_dense']:5.2f}× dense, {t['fraction_of_encoder_limit']:.2f} of "
