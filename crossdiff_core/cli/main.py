@@ -18,6 +18,7 @@ from crossdiff_core.cli.pipeline import (
     cmd_steer,
     cmd_train,
 )
+from crossdiff_core.cpu_threads import sleep_when_idle
 from crossdiff_core.errors import CrossDiffError, is_out_of_memory
 
 
@@ -39,6 +40,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
+    sleep_when_idle()  # before a command loads torch
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(message)s")
     for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "urllib3", "huggingface_hub", "filelock"):
