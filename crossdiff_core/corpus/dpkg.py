@@ -8,8 +8,9 @@ package reads as not installed.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cache
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 DPKG_DIR = Path("/var/lib/dpkg")
 DOC_DIR = Path("/usr/share/doc")
@@ -35,20 +36,29 @@ def version(package: str) -> str | None:
     return _installed_versions().get(package)
 
 
-def files(package: str, pattern: str | None = None) -> list[Path]:
+def files(package: str, pattern: str = "/**") -> list[Path]:
     """Return the regular files (not folders, not links) an installed package put on the machine, sorted.
 
-    Given an absolute glob `pattern` (where `*` stays within a folder), only the files whose path matches it.
+    Only those whose absolute path matches the glob `pattern` (all by default; see `_glob`).
     """
     info = DPKG_DIR / "info"
+    matches = _glob(pattern)
     paths = set()
     for listing in sorted(info.glob(f"{package}.list")) + sorted(info.glob(f"{package}:*.list")):
         for line in listing.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("/") and (pattern is None or PurePosixPath(line).match(pattern)):
+            if matches(line):
                 path = Path(line)
                 if path.is_file() and not path.is_symlink():
                     paths.add(path)
     return sorted(paths)
+
+
+def _glob(pattern: str) -> Callable[[str], re.Match | None]:
+    """Return a test of whole absolute paths against a glob: `**` for anything, `*` and `?` within a folder, `[...]`."""
+    pieces = re.split(r"(\*\*|\*|\?|\[[^\]]+\])", pattern)
+    translated = {"**": ".*", "*": "[^/]*", "?": "[^/]"}
+    regex = "".join(translated.get(p) or (p if p.startswith("[") else re.escape(p)) for p in pieces)
+    return re.compile(regex + r"\Z").match
 
 
 def licences(package: str) -> tuple[str, ...]:
