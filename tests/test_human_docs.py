@@ -275,6 +275,7 @@ def test_installed_packages_without_their_files_say_why():
         human_docs.documents(1000, (nowhere,))
 
 
-def test_the_sources_table_lists_every_package():
+def test_the_sources_table_lists_every_package_and_the_readme_links_it():
     table = (REPO / human_docs.SOURCES_TABLE).read_text(encoding="utf-8")
     assert all(f"| `{package}` |" in table for package in human_docs.PACKAGES)
+    assert human_docs.SOURCES_TABLE in (REPO / "README.md").read_text(encoding="utf-8")

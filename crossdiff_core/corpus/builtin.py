@@ -400,7 +400,7 @@ def large_documents(language: str | None = None) -> list[DemoDocument]:
     `builtin:demo` (all of it), `LARGE_TEMPLATE_ROUNDS` more rounds of its template sources, and the
     documentation of the installed Python packages and standard library (`package_docs`), and
     `builtin:human` when its Debian packages are installed, shuffled together. Millions of tokens,
-    for training a crosscoder offline; the first call reads the installed packages (about 40 s).
+    for training a crosscoder offline; the first call reads the installed packages (about 35 s).
     """
     return [d for d in _large_documents() if language is None or d.language == language]
 

@@ -14,9 +14,9 @@ Each file's text is cut at paragraph boundaries into documents of at most `DOC_C
 (a longer paragraph is cut at a space), and documents under `MIN_DOC_CHARS` are dropped (the last
 piece of a page joins the one before). A paragraph of `MIN_DEDUP_CHARS` or more already taken is
 not taken again (man pages repeat their boilerplate), nor is a document; paragraphs a translation
-left in English are dropped (`untranslated`). Each source (a package in one language) gives at most
-`char_cap` characters, from its files in a seeded random order. Every document records its package,
-language and the licences the package declares (`dpkg.licences`).
+left in English are dropped (`untranslated`). Each source (a package in one language) is read file by
+file, in a seeded random order, until `char_cap` characters are taken. Every document records its
+package, language and the licences the package declares (`dpkg.licences`).
 
 The text depends on the installed package versions (`package_versions()`); the result is cached per
 process.
@@ -164,7 +164,7 @@ def package_versions(sources: tuple[HumanSource, ...] = SOURCES) -> dict[str, st
 
 @lru_cache(maxsize=4)
 def documents(char_cap: int, sources: tuple[HumanSource, ...] = SOURCES) -> tuple[HumanDocument, ...]:
-    """Return the documents of `sources`, at most `char_cap` characters each, identical for the same installs.
+    """Return the documents of `sources`, about `char_cap` characters each, identical for the same installs.
 
     Raises `CorpusError` saying how to install the packages when none of them is installed, or when
     those installed have no text on the machine.
