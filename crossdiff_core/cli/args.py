@@ -11,6 +11,7 @@ from pathlib import Path
 from crossdiff_core.activations.config import HarvestConfig
 from crossdiff_core.analysis.config import IndexConfig
 from crossdiff_core.compute_dtype import DEFAULT_DTYPE, DTYPE_CHOICES
+from crossdiff_core.corpus.builtin import CORPORA
 from crossdiff_core.crosscoder.config import CrossCoderConfig
 from crossdiff_core.planning import QUANT_CHOICES
 from crossdiff_core.training.config import TrainConfig
@@ -57,7 +58,7 @@ def _add_harvest_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--corpus",
         default=TrainJob.corpus,
-        help=f"{TrainJob.corpus}, builtin:large, a .txt/.jsonl/.parquet file, or "
+        help=f"{TrainJob.corpus}, builtin:large, builtin:human, a .txt/.jsonl/.parquet file, or "
         "hf:<dataset>[:config][:split][:column] (default {TrainJob.corpus})",
     )
     group.add_argument(
@@ -159,10 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--composition-only", action="store_true", help="only print the composition table")
     p.add_argument(
         "--corpus",
-        choices=("demo", "large"),
+        choices=CORPORA,
         default="demo",
-        help="whose composition to print: builtin:demo (default) or builtin:large (reads the installed "
-        "packages' documentation, a few minutes)",
+        help="whose composition to print: builtin:demo (default), builtin:large (reads the installed "
+        "packages' documentation, a few minutes) or builtin:human (Debian's manuals)",
     )
 
     p = sub.add_parser(
