@@ -96,8 +96,10 @@ def test_old_explanations_load_unscored_and_scores_name_the_latent(real_index, t
 
 
 def test_explanations_are_scored_on_held_out_texts_recorded_and_resumed(
-    real_dfc, real_index, demo_pair, tmp_path, monkeypatch
+    real_dfc, real_index, demo_pair, tiny_pair, tmp_path, monkeypatch
 ):
+    """The silent crops are measured with the pair the index was built with; a tiny random model with SmolLM2's
+    tokenizer stands in for the explainer and the scorer (what they say does not matter here, only what is kept)."""
     index = FeatureIndex.load(shutil.copytree(real_index.path, tmp_path / "feature_index"))
     pool = measure_pool(index, real_dfc.crosscoder, demo_pair, n_windows=4)
     assert len(pool.windows) == len(pool.texts) == len(pool.peak_CF) >= 4 and all(pool.texts)
@@ -112,19 +114,20 @@ def test_explanations_are_scored_on_held_out_texts_recorded_and_resumed(
     assert held_out_texts(index, latent) and not seen & set(held_out_texts(index, latent))
 
     config = ExplainConfig(max_new_tokens=6, negatives=3, min_positives=1)
-    scorer = DetectionScorer(demo_pair[0])
+    explainer = tiny_pair[0]
+    scorer = DetectionScorer(explainer)
     latents = [j for j in index.ranked("a") if scoring_texts(index, pool, j, config)][:2]
     assert len(latents) == 2
-    scores = explain_and_score(index, demo_pair[0], scorer, pool, latents, config)
+    scores = explain_and_score(index, explainer, scorer, pool, latents, config)
     reloaded = FeatureIndex.load(index.path)
     assert list(scores) == latents and all(0 <= s <= 1 for s in scores.values())
     for latent in latents:
         entry = reloaded.explanations[latent]
-        assert entry["model"] == entry["scorer"] == demo_pair[0].model_id and entry["score"] == scores[latent]
+        assert entry["model"] == entry["scorer"] == explainer.model_id and entry["score"] == scores[latent]
     baseline = shuffled_baseline(index, scorer, pool, {j: index.explanations[j]["text"] for j in latents}, config)
     assert set(baseline) == set(latents) and all(0 <= s <= 1 for s in baseline.values())
 
     monkeypatch.setattr("crossdiff_core.analysis.explanation_scores.explain_latent", pytest.fail)
-    assert explain_and_score(index, demo_pair[0], scorer, pool, latents, config) == scores  # done: nothing redone
+    assert explain_and_score(index, explainer, scorer, pool, latents, config) == scores  # done: nothing redone
     with pytest.raises(Cancelled):
-        explain_and_score(index, demo_pair[0], scorer, pool, latents, config, should_stop=lambda: True)
+        explain_and_score(index, explainer, scorer, pool, latents, config, should_stop=lambda: True)
