@@ -365,6 +365,7 @@ def test_report_previews_in_plain_words_and_its_files_download(client):
     assert {"report.html", "report.md", "latents.csv"} <= set(names)
     headers, rows = table["headers"], table["data"]
     assert rows and {"Model", "Feature", "Verdict", "Why", "How often it fires"} <= set(headers)
+    assert any(h.startswith("What it is") for h in headers)  # its name: the explanation when clear, else its label
     assert not {"rank_score", "nu_error", "transfer_r2", "frequency"} & set(headers)  # no raw score names
     for column in range(len(headers)):  # no column left empty
         assert any(str(row[column]).strip() not in ("", "–", "nan") for row in rows), headers[column]
