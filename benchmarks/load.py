@@ -68,10 +68,11 @@ def rss_bytes(pid: int) -> tuple[int, int]:
 class Server:
     """`app.py` in a child process on 127.0.0.1, with its memory sampled every half second."""
 
-    def __init__(self, runs_dir: Path):
+    def __init__(self, runs_dir: Path, **env_changes: str):
         self.port = free_port()
         env = {**os.environ, "CROSSDIFF_HOST": "127.0.0.1", "CROSSDIFF_PORT": str(self.port),
-               "CROSSDIFF_RUNS": str(runs_dir), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}  # fmt: skip
+               "CROSSDIFF_RUNS": str(runs_dir), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+               **env_changes}  # fmt: skip
         self.log = open(runs_dir / "server.log", "w")  # noqa: SIM115 - the server writes to it until stop() closes it
         self.started = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, str(REPO / "app.py")], cwd=REPO, env=env, stdout=self.log,

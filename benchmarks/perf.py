@@ -14,6 +14,11 @@ same process (medians over rounds), so a busy machine slows both sides alike:
   `[d, F]` matrices with masks, dense encode, dense BatchTopK, dense decode, autograd, same auxk and
   Adam), and against the encoder-forward limit (the bare `x·W_enc` matmuls of both models);
   both steps start from the same weights and see the same batches, and their losses are compared;
+- **training step against dfc_learning**: tokens/s of the same DFC step against the trainer of
+  superkaiba/dfc_learning (`DedicatedFeatureBatchTopKCrossCoder` + `BatchTopKCrossCoderTrainer`,
+  their loss, gradient clipping and Adam) on the same batches, d = 576 for both models, F = 8192,
+  k = 32, batch 1024, fp32, 2 threads; it needs a checkout of theirs (`--dfc-learning PATH` or
+  `$DFC_LEARNING`) and einops, and is skipped with a message otherwise;
 - **diff latency**: `prompt_diff.diff` on a 64-token prompt against the two truncated forward passes;
 - **memory**: peak resident memory of loading the demo pair in NF4 (with the default compute dtype), bf16 and
   fp32 (each in a fresh subprocess), and of converting each demo GGUF file (in a fresh subprocess, into an empty
@@ -31,6 +36,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.machinery
+import importlib.util
 import json
 import os
 import platform
@@ -41,11 +48,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
+from crossdiff_core.cpu_threads import WAIT_POLICY, sleep_when_idle
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sleep_when_idle()  # as the command line and the app run
 
 import torch
 
@@ -75,15 +86,17 @@ class Mode:
     train_sizes: tuple[int, ...]
     size_steps: int
     """Timed steps at each other size."""
+    dfc_learning_steps: int
+    """Timed steps of each trainer in the comparison with dfc_learning's."""
     diff_rounds: int
     forward_tokens: int
     """Tokens of the forward pass whose memory the memory children measure."""
 
 
 QUICK = Mode("quick", harvest_windows=16, harvest_rounds=2, train_steps=20, train_sizes=(4096, 16384),
-             size_steps=6, diff_rounds=5, forward_tokens=4096)  # fmt: skip
+             size_steps=6, dfc_learning_steps=10, diff_rounds=5, forward_tokens=4096)  # fmt: skip
 FULL = Mode("full", harvest_windows=64, harvest_rounds=3, train_steps=200, train_sizes=(4096, 16384, 65536),
-            size_steps=10, diff_rounds=9, forward_tokens=8192)  # fmt: skip
+            size_steps=10, dfc_learning_steps=30, diff_rounds=9, forward_tokens=8192)  # fmt: skip
 
 
 def machine() -> dict:
@@ -98,6 +111,7 @@ def machine() -> dict:
         "cpu": cpu_description(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get(WAIT_POLICY, "default"),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
@@ -342,8 +356,11 @@ class DfcStep:
     """The DFC training step as `crossdiff_core.training.loop.train` runs it (sparse kernels, fused Adam, threshold)."""
 
     def __init__(self, dfc, train_config, lr: float):
+        from crossdiff_core.crosscoder.model import EncoderWorkspace
+
         self.model, self.train_config = dfc, train_config
         self.optimizer = torch.optim.Adam(dfc.parameters(), lr=lr, betas=train_config.betas, fused=True)
+        self.workspace = EncoderWorkspace()
         self.first = True
 
     def step(self, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor, dead_F: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -351,7 +368,7 @@ class DfcStep:
         from crossdiff_core.crosscoder.batchtopk import updated_threshold
         from crossdiff_core.training.losses import training_loss
 
-        out = training_loss(self.model, x_a_BD, x_b_BD, dead_F, self.train_config)
+        out = training_loss(self.model, x_a_BD, x_b_BD, dead_F, self.train_config, workspace=self.workspace)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.optimizer.step()
@@ -429,17 +446,121 @@ def bench_train_size(
         "loss_rel_diff_tail_mean": abs(statistics.mean(losses["dfc"][-tail:]) - statistics.mean(losses["ref"][-tail:]))
         / statistics.mean(losses["ref"][-tail:]),
         "auxk_active_from_step": train_config.dead_after_tokens // batch,
+        "loadavg": os.getloadavg(),
     }
 
 
-def bench_train(mode: Mode) -> dict:
-    """Return the training-step comparison at F=8192 (losses compared), at the other sizes, and on one thread."""
+def bench_train(mode: Mode, dfc_learning: Path | None) -> dict:
+    """Return the training-step comparison at F=8192 (losses compared), at the other sizes, on one thread, and
+    against dfc_learning's trainer (a checkout at `dfc_learning`)."""
     results = {"8192": bench_train_size(8192, mode.train_steps)}
     for size in mode.train_sizes:
         results[str(size)] = bench_train_size(size, mode.size_steps)
     with threads(1):
         results["8192_one_thread"] = bench_train_size(8192, mode.size_steps + 4)
+    results["vs_dfc_learning"] = bench_vs_dfc_learning(dfc_learning, mode.dfc_learning_steps)
     return results
+
+
+DFC_LEARNING_ENV = "DFC_LEARNING"
+"""Environment variable naming a checkout of superkaiba/dfc_learning (what `--dfc-learning` defaults to)."""
+
+DFC_LEARNING_STANDINS = {"nnsight": ("LanguageModel",), "zstandard": (), "datasets": ("load_dataset", "Dataset")}
+"""Modules dfc_learning's package imports to read data, which its trainer never uses, with the names it takes
+from them: each that is not installed is stood in by an empty module."""
+
+
+def import_dfc_learning(path: Path) -> tuple[type, type]:
+    """Return dfc_learning's `(DedicatedFeatureBatchTopKCrossCoder, BatchTopKCrossCoderTrainer)` from a checkout.
+
+    Raises ImportError when `path` holds no `dictionary_learning` package or something it needs (einops) is missing.
+    """
+    if not (path / "dictionary_learning" / "__init__.py").is_file():
+        raise ImportError(f"no dictionary_learning package in {path}")
+    for name, names in DFC_LEARNING_STANDINS.items():
+        if name not in sys.modules and importlib.util.find_spec(name) is None:
+            standin = types.ModuleType(name)
+            standin.__spec__ = importlib.machinery.ModuleSpec(name, loader=None)  # others look it up (datasets)
+            for attribute in names:
+                setattr(standin, attribute, type(attribute, (), {}))
+            sys.modules[name] = standin
+    sys.path.insert(0, str(path))
+    try:
+        from dictionary_learning.dictionary import DedicatedFeatureBatchTopKCrossCoder
+        from dictionary_learning.trainers.crosscoder import BatchTopKCrossCoderTrainer
+    finally:
+        sys.path.remove(str(path))
+    return DedicatedFeatureBatchTopKCrossCoder, BatchTopKCrossCoderTrainer
+
+
+def bench_vs_dfc_learning(
+    path: Path | None, steps: int, d: int = 576, dict_size: int = 8192, k: int = 32, batch: int = 1024,
+    n_threads: int = 2, warm: int = 3,
+) -> dict:  # fmt: skip
+    """Return tokens/s of a training step (forward, backward, optimizer) of ours and of dfc_learning's own trainer.
+
+    Both train a DFC with 5%/90%/5% blocks of `dict_size` latents on two models of width `d`, with the same
+    learning rate, on the same batches, timed alternately (which goes first alternates too). Theirs is
+    `BatchTopKCrossCoderTrainer.update` (their loss, auxk, gradient clipping, Adam, schedule); ours is `DfcStep`.
+    Both call a latent dead after 8 batches without firing (so both run auxk) and update the threshold every
+    step. Returns `{"skipped": why}` when their trainer cannot be imported from `path`.
+    """
+    from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
+    from crossdiff_core.training.config import TrainConfig
+
+    if path is None:
+        return {"skipped": f"no dfc_learning checkout: pass --dfc-learning PATH (or set ${DFC_LEARNING_ENV})"}
+    try:
+        dfc_class, trainer_class = import_dfc_learning(path)
+    except ImportError as error:
+        return {"skipped": f"dfc_learning's trainer is not importable from {path}: {error}"}
+    load_before = os.getloadavg()
+    lr = 2e-4 / (dict_size / 2**14) ** 0.5  # their default learning rate, and ours
+    train_config = TrainConfig(batch_size=batch, dead_after_tokens=8 * batch, seed=0)
+    with threads(n_threads):
+        config = CrossCoderConfig(d_a=d, d_b=d, dict_size=dict_size, k=k, scale_a=1.0, scale_b=1.0)
+        ours = DfcStep(CrossCoder(config, seed=0).train(), train_config, lr)
+        theirs = trainer_class(
+            steps=10 * (warm + steps) + 1000, activation_dim=d, dict_size=dict_size, k=k, layer=0, lm_name="benchmark",
+            dict_class=dfc_class, lr=lr, threshold_start_step=0, seed=0, device="cpu",
+            dict_class_kwargs={"model_a_exclusive_pct": 0.05, "model_b_exclusive_pct": 0.05},
+        )  # fmt: skip
+        theirs.dead_feature_threshold = train_config.dead_after_tokens
+        pool = synthetic_batches(d, d, batch, 8)
+        stacked = [torch.stack(pair, dim=1) for pair in pool]  # their layout: [batch, model, d]
+        since_fired_F = torch.zeros(dict_size, dtype=torch.long)
+        times: dict[str, list[float]] = {"dfc_learning": [], "crossdiff": []}
+        for step in range(warm + steps):
+            x_a, x_b = pool[step % len(pool)]
+            x_B2D = stacked[step % len(pool)].clone()  # their update normalizes its input in place
+            dead_F = since_fired_F >= train_config.dead_after_tokens
+            runs = [
+                ("dfc_learning", lambda: theirs.update(step, x_B2D)),  # noqa: B023
+                ("crossdiff", lambda: ours.step(x_a, x_b, dead_F)),  # noqa: B023
+            ]
+            for name, run in runs if step % 2 else runs[::-1]:
+                seconds, result = _timed(run)
+                times[name].append(seconds)
+                if name == "crossdiff":
+                    since_fired_F += batch
+                    since_fired_F[result[1]] = 0
+    theirs_s, ours_s = (statistics.median(times[name][warm:]) for name in ("dfc_learning", "crossdiff"))
+    return {
+        "d_model": d, "dict_size": dict_size, "k": k, "batch": batch, "threads": n_threads, "steps": steps,
+        "crossdiff_tokens_per_s": batch / ours_s,
+        "dfc_learning_tokens_per_s": batch / theirs_s,
+        "speedup": theirs_s / ours_s,
+        "speedup_per_step": _ratio_stats([t / o for t, o in zip(times["dfc_learning"][warm:], times["crossdiff"][warm:])]),
+        "loadavg": {"before": load_before, "after": os.getloadavg()},
+        "dfc_learning": str(path),
+        "dfc_learning_commit": _git_commit(path),
+    }  # fmt: skip
+
+
+def _git_commit(path: Path) -> str | None:
+    """Return the commit a git checkout at `path` is at (None when it is not one)."""
+    proc = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 # ---------------------------------------------------------------------------- diff latency
@@ -700,6 +821,17 @@ def headline(results: dict, stamp: dict) -> dict:
             f"|loss DFC − loss reference| / loss reference after {t['steps']} lock-step steps"
             f" ({one['steps']} on one thread)",
         )
+        vs = results["train"].get("vs_dfc_learning", {})
+        if "speedup" in vs:
+            put(
+                "train_speedup_vs_dfc_learning",
+                vs["speedup"],
+                None,
+                ">= 5",
+                f"tokens/s of a training step vs dfc_learning's DedicatedFeatureBatchTopKCrossCoder + "
+                f"BatchTopKCrossCoderTrainer: d={vs['d_model']} both models, F={vs['dict_size']}, k={vs['k']}, "
+                f"batch {vs['batch']}, fp32, {vs['threads']} threads; load average {vs['loadavg']['after'][0]:.1f}",
+            )
     if "diff" in results:
         d = results["diff"]["nf4"]
         put(
@@ -770,11 +902,24 @@ def print_table(results: dict, metrics: dict) -> None:
     if "train" in results:
         print("\ntraining step (fp32 CPU, batch 1024, k=32; DFC 5%/90%/5%):")
         for size, t in results["train"].items():
+            if size == "vs_dfc_learning":
+                continue
             print(
                 f"  F={size:<16} {t['speedup_vs_dense']:5.2f}× dense, {t['fraction_of_encoder_limit']:.2f} of "
                 f"encoder limit, {t['dfc_tokens_per_s']:6.0f} tok/s, loss diff {t['loss_rel_diff_final']:.1e} "
-                f"after {t['steps']} steps"
+                f"after {t['steps']} steps" + (f", load {t['loadavg'][0]:.1f}" if "loadavg" in t else "")
             )
+        vs = results["train"].get("vs_dfc_learning")
+        if vs is not None and "speedup" in vs:
+            spread = vs["speedup_per_step"]
+            print(
+                f"  vs dfc_learning's trainer (d={vs['d_model']}, F={vs['dict_size']}, k={vs['k']}, batch {vs['batch']}, "
+                f"{vs['threads']} threads, {vs['steps']} steps): {vs['speedup']:.2f}× (per step {spread['min']:.2f}–"
+                f"{spread['max']:.2f}×), {vs['crossdiff_tokens_per_s']:.0f} vs {vs['dfc_learning_tokens_per_s']:.0f} tok/s, "
+                f"load {vs['loadavg']['before'][0]:.1f} → {vs['loadavg']['after'][0]:.1f}"
+            )
+        elif vs is not None:
+            print(f"  vs dfc_learning's trainer: skipped ({vs['skipped']})")
     if "diff" in results:
         for name, d in results["diff"].items():
             print(f"\ndiff latency ratio, {name} models ({d['tokens_a']}/{d['tokens_b']} tokens): " + ", ".join(
@@ -840,6 +985,14 @@ def main(argv: list[str] | None = None) -> int:
         help="run only these sections (the others are kept from --out when it exists)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"where to write the JSON (default {RESULTS})")
+    parser.add_argument(
+        "--dfc-learning",
+        type=Path,
+        default=os.environ.get(DFC_LEARNING_ENV) or None,
+        metavar="PATH",
+        help=f"a checkout of superkaiba/dfc_learning to time its trainer against ours (default ${DFC_LEARNING_ENV}; "
+        "without it that row is skipped)",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -859,7 +1012,7 @@ def main(argv: list[str] | None = None) -> int:
     if "memory" in sections:
         results["memory"] = bench_memory(mode)
     if "train" in sections:
-        results["train"] = bench_train(mode)
+        results["train"] = bench_train(mode, args.dfc_learning)
     if "dtype" in sections:
         results["dtype"] = bench_dtype(mode)
     if "harvest" in sections or "diff" in sections:
@@ -869,9 +1022,8 @@ def main(argv: list[str] | None = None) -> int:
             results["harvest"] = bench_harvest(mode, pairs)
         if "diff" in sections:
             results["diff"] = bench_diff(mode, pairs)
-    earlier: dict = {}
-    if args.only and args.out.is_file():  # keep the other sections of an earlier run, with their own dates
-        earlier = json.loads(args.out.read_text())
+    earlier = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if args.only:  # keep the other sections of an earlier run, with their own dates
         kept = {
             k: v for k, v in earlier.get("details", {}).items() if k in ("memory", "train", "harvest", "diff", "dtype")
         }
@@ -880,6 +1032,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in metrics:
         if name.split("_")[0] not in sections and name in earlier:
             metrics[name] = earlier[name]
+    if "train_speedup_vs_dfc_learning" in earlier and "train_speedup_vs_dfc_learning" not in metrics:
+        metrics["train_speedup_vs_dfc_learning"] = earlier["train_speedup_vs_dfc_learning"]  # skipped this run
     results = {**metrics, "details": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -6,3 +6,7 @@ them; `state` holds what every tab shares (the workspace, each user's session, t
 into HTML, Markdown, tables and figures; `estimates` says what a pair or a training job needs in memory and time;
 `errors` shows every error as a readable message; `gpu` runs the models (on ZeroGPU on a Hugging Face Space).
 """
+
+from crossdiff_core.cpu_threads import sleep_when_idle
+
+sleep_when_idle()  # before a module of the app loads torch

@@ -25,6 +25,7 @@ def run_diff(crosscoder, pair, prompt, chat, labels, index=None):
         labels=labels,
         verdicts=index.verdict if index else None,
         presented=index.presented if index else None,
+        explanations=index.explanations if index else None,
     )
 
 

@@ -5,6 +5,7 @@ import math
 
 import pandas as pd
 
+from crossdiff_core.analysis.labels import CLEAR_EXPLANATION_SCORE, explanation_note
 from crossdiff_core.analysis.lead import peak_word
 from crossdiff_core.models import identify
 
@@ -109,13 +110,23 @@ HIT_COLUMNS = ["Feature", "Strength", "Strongest on", "Tokens", "Verdict", "ID"]
 
 
 def hits_frame(model_diff) -> pd.DataFrame:
-    """Return the exclusive features that fired on a prompt as a table (label, strength, where, verdict, id)."""
+    """Return the exclusive features that fired on a prompt as a table (name, strength, where, verdict, id): a feature
+    is named by its explanation only when that predicts well where it fires, else by its label, marked unclear when
+    its explanation scored low (`labels.feature_name`)."""
     rows = []
     for hit in model_diff.exclusive:
         where = peak_word(model_diff, hit)
         verdict = hit.verdict.label if hit.verdict is not None else "– (no feature index)"
-        rows.append([hit.label, round(hit.activation, 2), where, hit.n_tokens, verdict, hit.latent])
+        rows.append([hit.name, round(hit.activation, 2), where, hit.n_tokens, verdict, hit.latent])
     return pd.DataFrame(rows, columns=HIT_COLUMNS)
+
+
+NAMING_NOTE = (
+    "A feature is named by a chat model's explanation only when that explanation predicts well where the feature "
+    f"fires (a score of at least {CLEAR_EXPLANATION_SCORE:g}, where 0.5 is a coin toss and 1 perfect); otherwise by "
+    "the words it fires on, marked *unclear* when its explanation scored lower."
+)
+"""Shown under the Compare tables when the crosscoder's index holds explanations."""
 
 
 def empty_hits() -> pd.DataFrame:
@@ -156,20 +167,18 @@ def _transfer_words(r2: float) -> str:
 
 
 def card_markdown(card, index) -> str:
-    """Return the header of a feature's page: label, which model has it, and its scores in plain words."""
+    """Return the header of a feature's page: name, which model has it, its explanation with how well it predicts
+    where the feature fires, and its scores in plain words."""
     s = card.stats
     esc = html.escape
     lines = [
-        f"## Feature {card.latent}: {esc(card.label)}",
+        f"## Feature {card.latent}: {esc(card.name)}",
         f"**{esc(_block_words(card.block, index))}**",
         "",
         verdict_line(card),
     ]
     if card.explanation:
-        lines.append(
-            f"> {esc(card.explanation.get('text', ''))} *(explanation by "
-            f"{esc(card.explanation.get('model', 'a chat model'))})*"
-        )
+        lines += [f"> {esc(card.explanation.get('text', ''))}", ">", f"> *{esc(explanation_note(card.explanation))}*"]
     n_rows = index.meta.get("n_rows", 0)
     facts = [
         ("How often it fires", f"{s['frequency']:.2%} of the tokens the index read ({s['n_fires']} of {n_rows})"),

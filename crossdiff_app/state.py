@@ -164,9 +164,9 @@ class AppState:
         )
 
     def names(self, loaded: Loaded):
-        """Return a function latent id → label (index labels, else block and id)."""
+        """Return a function latent id → name (the index's `FeatureIndex.name`, else block and id)."""
         if loaded.index is not None:
-            return lambda j: loaded.index.labels[j]
+            return loaded.index.name
         blocks = loaded.crosscoder.block_names()
         return lambda j: f"feature {j} ({BLOCK_WORDS[blocks[j]]})"
 

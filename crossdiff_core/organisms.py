@@ -250,7 +250,7 @@ def write_delta(base: str, name: str, out: Path, rank: int = OrganismRecipe.rank
     `organism.json`, as `models.install_shipped_organism` reads them); return how exact and how large it is.
 
     A merged LoRA changes each adapted matrix by a product of rank `rank`; the change is read back from the saved
-    weights by a truncated SVD and stored as fp16 factors (`W::up` [out, r], `W::down` [r, in]), a few MB
+    weights by a randomized truncated SVD and stored as fp16 factors (`W::up` [out, r], `W::down` [r, in]), a few MB
     instead of the model's hundreds.
     """
     from safetensors.torch import load_file, save_file
@@ -268,8 +268,10 @@ def write_delta(base: str, name: str, out: Path, rank: int = OrganismRecipe.rank
             continue
         if change.ndim != 2:
             raise CrossDiffError(f"{key} changed and is not a matrix: this organism was not made by a LoRA fine-tune")
-        u, s, vh = torch.linalg.svd(change, full_matrices=False)
-        up, down = (u[:, :rank] * s[:rank].sqrt()).half(), (s[:rank, None].sqrt() * vh[:rank]).half()
+        with torch.random.fork_rng():  # a randomized SVD (exact for a change of rank `rank`), seeded: same factors
+            torch.manual_seed(0)
+            u, s, v = torch.svd_lowrank(change, q=rank + 2, niter=2)
+        up, down = (u[:, :rank] * s[:rank].sqrt()).half(), (s[:rank, None].sqrt() * v[:, :rank].T).half()
         factors[f"{key}::up"], factors[f"{key}::down"] = up.contiguous(), down.contiguous()
         error = (up.float() @ down.float() - change).abs().max() / change.abs().max()
         worst = max(worst, float(error))

@@ -163,7 +163,7 @@ class CrosscoderMemory:
     adam_bytes: int
     step_bytes: int
     """A training step's buffers: the dense `[batch, F]` pre-activations, scores and selection, auxk,
-    gradients being accumulated, and `TRAIN_WORKSPACE_BYTES`."""
+    gradients being accumulated, both encoders side by side (`[F, d_a + d_b]`), and `TRAIN_WORKSPACE_BYTES`."""
     store_bytes: int
     """Activation-store shards held in memory (two shards, plus the copy made when they are joined)."""
 
@@ -512,9 +512,10 @@ def crosscoder_memory(
     n_params = 2 * rows_a * d_a + 2 * rows_b * d_b + dict_size + d_a + d_b
     width = TRAIN_DTYPE_BYTES[train_dtype]
     dense = batch_size * dict_size * width
-    # pre-activations and scores, the selection mask, auxk's [B, n_dead] buffers, gradients being summed
+    # pre-activations and scores, the selection mask, auxk's [B, n_dead] buffers, gradients being summed,
+    # both encoders side by side for the encoder matmul (`EncoderWorkspace`)
     step = int(2 * dense + batch_size * dict_size + 4 * dead_fraction * dense)
-    step += n_params * width + TRAIN_WORKSPACE_BYTES
+    step += n_params * width + dict_size * (d_a + d_b) * width + TRAIN_WORKSPACE_BYTES
     store = 2 * GROUP_SHARDS * shard_tokens * (d_a + d_b) * store_dtype_bytes
     return CrosscoderMemory(
         dict_size=dict_size,

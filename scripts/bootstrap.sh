@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv/ in the repository root and install what CrossDiff needs (idempotent).
-#   scripts/bootstrap.sh app    runtime + demo models
-#   scripts/bootstrap.sh test   runtime + demo models + test tools (+ Debian's chromium for the browser test)
+#   scripts/bootstrap.sh app    runtime + demo models (+ Debian's manuals for builtin:human)
+#   scripts/bootstrap.sh test   the same + test tools (+ Debian's chromium for the browser test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${1:-app}"
@@ -21,4 +21,13 @@ fi
 if [ "$target" = test ] && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei) \
     >/dev/null 2>&1 || echo "bootstrap: could not install chromium; the browser test will be skipped" >&2
+fi
+# builtin:human reads Debian's manuals in five languages (crossdiff_core/corpus/human_docs.py lists the packages).
+# Installed when missing and we are root; without them builtin:human says how to install them.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  manuals="$(.venv/bin/python -c 'from crossdiff_core.corpus.human_docs import PACKAGES; print(*PACKAGES)')" || manuals=""
+  if [ -n "$manuals" ] && ! dpkg -s $manuals >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $manuals) \
+      >/dev/null 2>&1 || echo "bootstrap: could not install Debian's manuals; builtin:human will not be available" >&2
+  fi
 fi

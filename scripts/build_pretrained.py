@@ -3,7 +3,8 @@
     python scripts/build_pretrained.py [--store runs/store-large] [--tokens 5270000] [--sweep-only]
 
 1. Harvests `--tokens` paired tokens of the demo pair over `--corpus` (default `builtin:large`, the
-   demo corpus plus the installed packages' documentation) into `--store`, with bf16 models on the
+   demo corpus, the installed packages' documentation and Debian's manuals, `builtin:human`, when
+   installed; the shipped DFC predates them) into `--store`, with bf16 models on the
    CPU (about four times the speed of NF4 there); skipped when the store is complete, resumed when
    it was interrupted.
 2. Trains each configuration of `SWEEP` for `--sweep-steps` steps on the same store and seed, and

@@ -98,3 +98,23 @@ def sentences(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("corpus") / "sentences.txt"
     path.write_text("\n\n".join(found[:300]))
     return str(path)
+
+
+@pytest.fixture
+def small_human(monkeypatch):
+    """`builtin:human` with 10,000 characters per source instead of 1.5M (a second, not minutes); returns the module."""
+    from crossdiff_core.corpus import builtin as builtin_corpus
+
+    monkeypatch.setattr(builtin_corpus, "HUMAN_CHAR_CAP", 10_000)
+    builtin_corpus._human_documents.cache_clear()
+    yield builtin_corpus
+    builtin_corpus._human_documents.cache_clear()
+
+
+@pytest.fixture
+def small_large(monkeypatch, small_human):
+    """`builtin:large` with 20,000 characters of documentation per package instead of 2.5M and a small `builtin:human`."""
+    monkeypatch.setattr(small_human, "LARGE_DOCS_CHAR_CAP", 20_000)
+    small_human._large_documents.cache_clear()
+    yield small_human.large_documents()
+    small_human._large_documents.cache_clear()

@@ -18,7 +18,7 @@ APP_SHARED = {"state", "render", "estimates", "errors", "gpu", "server", "known_
 
 # The stages of ARCHITECTURE.md, top to bottom: a stage may import its own row and the rows above it.
 STAGES = [
-    {"errors", "files", "distributed", "__init__"},
+    {"errors", "files", "distributed", "cpu_threads", "__init__"},
     {"corpus"},
     {"compute_dtype", "allocator", "embedding_storage", "models", "planning"},
     {"alignment"},

@@ -10,6 +10,7 @@ import pytest
 from crossdiff_core.activations.config import HarvestConfig
 from crossdiff_core.activations.store import STORE_FORMAT
 from crossdiff_core.analysis import IndexConfig
+from crossdiff_core.analysis.config import ExplainConfig
 from crossdiff_core.cli.args import build_parser
 from crossdiff_core.crosscoder import CrossCoderConfig
 from crossdiff_core.errors import CrossDiffError
@@ -50,6 +51,9 @@ def test_cli_defaults_are_the_config_defaults():
     index = IndexConfig()
     assert (args.windows, args.top_contexts) == (index.n_windows, index.top_contexts)
     assert (args.corpus, args.skip_windows, args.ctx_len) == (None, None, None), "read from the store when given"
+    assert (args.explain_with, args.score_with, args.explain_top) == (None, None, ExplainConfig().top)
+    args = parser.parse_args(["explain", "--crosscoder", "c", "--explain-with", "smollm2-135m"])
+    assert args.explain_top == ExplainConfig().top
     assert f"(default {job.steps})" in parser._subparsers._group_actions[0].choices["train"].format_help()
 
 

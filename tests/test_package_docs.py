@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from crossdiff_core.corpus import builtin as builtin_corpus
-from crossdiff_core.corpus import package_docs
+from crossdiff_core.corpus import human_docs, package_docs
 from crossdiff_core.corpus.sources import describe, iter_documents
 from crossdiff_core.errors import CorpusError
 
@@ -120,15 +120,6 @@ def test_documents_are_capped_deduplicated_and_reproducible():
     assert "no_such_package_here" not in versions
 
 
-@pytest.fixture
-def small_large(monkeypatch):
-    """`builtin:large` with 20,000 characters of documentation per package instead of 2.5M (seconds, not minutes)."""
-    monkeypatch.setattr(builtin_corpus, "LARGE_DOCS_CHAR_CAP", 20_000)
-    builtin_corpus._large_documents.cache_clear()
-    yield builtin_corpus.large_documents()
-    builtin_corpus._large_documents.cache_clear()
-
-
 def test_builtin_large_holds_demo_more_templates_and_documentation(small_large):
     large = small_large
     demo = builtin_corpus.demo_documents()
@@ -152,6 +143,8 @@ def test_builtin_large_holds_demo_more_templates_and_documentation(small_large):
     assert "installed Python packages" in describe("builtin:large")
     comp = builtin_corpus.composition("large")
     assert sum(c["documents"] for c in comp.values()) == len(large)
+    # builtin:human is in the mix, each installed package of it as a source (tests/test_human_docs.py: without them)
+    assert {s for s in sources if s in human_docs.PACKAGES} == set(human_docs.package_versions())
 
 
 def test_unknown_builtin_corpus_names_the_choices():

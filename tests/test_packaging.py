@@ -35,7 +35,7 @@ OPTIONAL_IMPORTS = {
     "psutil": "read only where /proc/meminfo is missing, behind an ImportError",
 }
 """Modules crossdiff_core imports only where they are installed, and why they are not dependencies."""
-NOT_SHIPPED = {"crossdiff_core/analysis/SCORES.md"}
+NOT_SHIPPED = {"crossdiff_core/analysis/SCORES.md", "crossdiff_core/corpus/HUMAN_SOURCES.md"}
 """Files of crossdiff_core/ other than Python that the library never reads (documentation)."""
 
 

@@ -7,7 +7,7 @@ from crossdiff_app.errors import friendly, sentence, user_error
 from crossdiff_app.estimates import duration, plan, train_seconds
 from crossdiff_app.gpu import run_diff
 from crossdiff_app.known_answer import known_answer
-from crossdiff_app.render import empty_hits, hits_frame, model_head, tokens_html
+from crossdiff_app.render import NAMING_NOTE, empty_hits, hits_frame, model_head, tokens_html
 from crossdiff_app.state import NO_CROSSCODER, AppState, puzzle_markdown
 from crossdiff_app.tabs.train import QUICK_TRAIN
 from crossdiff_core.models import identify
@@ -82,6 +82,8 @@ class CompareHandlers(AppState):
                 f"model A, **{len(b.exclusive)}** in model B."
             ),
         ]
+        if loaded.index is not None and loaded.index.explanations:
+            summary.append(NAMING_NOTE)
         if loaded.index is None:
             summary.append(
                 "*This crosscoder has no feature index yet, so features have no labels: build it in the Feature tab.*"

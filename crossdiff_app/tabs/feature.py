@@ -109,7 +109,7 @@ class FeatureHandlers(AppState):
             rows.append(
                 [
                     latent,
-                    index.labels[latent],
+                    index.name(latent),
                     round(s["rank_score"], 3),
                     f"{s['frequency']:.2%}",
                     r2_text(s["transfer_r2"]),

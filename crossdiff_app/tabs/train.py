@@ -385,7 +385,8 @@ class TrainTab:
                 self.corpus = gr.Textbox(
                     value=DEFAULT_TRAIN["corpus"],
                     label="Text corpus",
-                    info="builtin:demo, builtin:large (millions of tokens), a .txt/.jsonl/.parquet file, or hf:dataset",
+                    info="builtin:demo, builtin:large (millions of tokens), builtin:human (Debian's manuals, written by "
+                    "people), a .txt/.jsonl/.parquet file, or hf:dataset",
                 )
                 self.n_tokens = gr.Number(
                     value=DEFAULT_TRAIN["n_tokens"],

@@ -14,6 +14,9 @@ One module per concept:
   consistent contexts, low transfer, no shrinkage flag; latents that never fired rank last. `stats`
   computes transfer R² (ridge regression from the other model) and Latent Scaling (Minder et al. 2025).
 - `labels` / `explain` — short labels from evidence; optional one-line explanations by a chat model.
+- `detection` / `heldout` / `explanation_scores` — how well an explanation predicts where its latent fires: a scorer
+  model judges, from the explanation alone, held-out texts where the latent fires and texts where it is silent
+  (AUROC, 0.5 chance); `explain_and_score` keeps both in the index, next to a shuffled-explanation baseline.
 - `steering.steer` — add or remove a latent's decoder direction in its model while it generates;
   `steering.steer_readable` picks the strongest strength whose text stays readable.
 - `report.write_report` — HTML + Markdown screening report, PNG histograms, CSV of all latents.

@@ -52,3 +52,28 @@ class IndexConfig:
             raise CrossDiffError("test_every must be at least 2 so that some windows train the transfer regression")
         if not self.ridge_alpha > 0 or not self.outlier_factor > 0:
             raise CrossDiffError("ridge_alpha and outlier_factor must be positive")
+
+
+@dataclass
+class ExplainConfig:
+    """How latents are explained by a chat model and how each explanation is scored (`explain`, `detection`)."""
+
+    top: int = 10
+    """Exclusive latents per model explained, best ranked first."""
+    max_new_tokens: int = 40
+    """Tokens the explainer may write."""
+    pool_windows: int = 32
+    """Index windows whose crops (one each) test explanations on text where their latent is silent."""
+    negatives: int = 10
+    """Silent crops shown to the scorer per latent, next to its held-out activating contexts."""
+    min_positives: int = 2
+    """Held-out activating contexts a latent needs for its explanation to be scored (fewer: NaN)."""
+    seed: int = 0
+    """Seed of the pool's windows and crops and of each latent's pick of silent crops."""
+
+    def validate(self) -> None:
+        """Raise `CrossDiffError` saying what to change when a field is out of range; returns None."""
+        for name in ("top", "max_new_tokens", "pool_windows", "negatives", "min_positives"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CrossDiffError(f"explain setting {name}={value!r} must be a positive integer")

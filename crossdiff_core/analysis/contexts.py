@@ -44,14 +44,21 @@ class Context:
         return "".join(f"[[{t.text}]]" if t.peak else t.text for t in tokens)
 
 
+def crop_span(pairs: list, start: int, width: int) -> tuple[int, int]:
+    """Return the characters `(lo, hi)` of a window's text that the paired positions `start .. start + width - 1`
+    cover (`pairs` as stored: `[pos_a, pos_b, char_end]`): from the end of the pair before to the end of the last."""
+    stop = min(start + width, len(pairs))
+    lo = pairs[start - 1][2] if start > 0 else 0
+    return lo, pairs[stop - 1][2] if stop > start else lo
+
+
 def build_context(
     window: dict, window_index: int, peak: int, start: int, acts_C: np.ndarray, activation: float
 ) -> Context:
     """Return the `Context` of a window record from the peak's paired index, the crop start and its activations."""
     pairs = window["pairs"]
     stop = min(start + len(acts_C), len(pairs))
-    lo = pairs[start - 1][2] if start > 0 else 0
-    hi = pairs[stop - 1][2] if stop > start else lo
+    lo, hi = crop_span(pairs, start, len(acts_C))
     views = []
     for side, column in (("a", 0), ("b", 1)):
         by_position = {pairs[i][column]: float(acts_C[i - start]) for i in range(start, stop)}

@@ -24,7 +24,8 @@ On disk (`<crosscoder>/feature_index/`, written atomically by `FeatureIndex.save
   the kept pairs `[pos_a, pos_b, char_end]`), read only when contexts are asked for;
 - `vocab.json`: the text of every token id the arrays mention, per model;
 - `labels.json`: one label per latent, plus optional explanations written by a chat model
-  (`{"latent": {"text", "model"}}`);
+  (`{"latent": {"text", "model", "score", "scorer"}}`: `score` is the explanation score of `detection`, how well the
+  explanation predicts where the latent fires, and `scorer` the model that judged it; both absent when unscored);
 - `checksums.json`: SHA-256 of the large files, checked where they are read.
 """
 
@@ -46,7 +47,7 @@ from safetensors.numpy import load_file, save_file
 from crossdiff_core.analysis import blocks
 from crossdiff_core.analysis.contexts import Context, build_context
 from crossdiff_core.analysis.histogram import ActivationHistogram
-from crossdiff_core.analysis.labels import current_label, fired_words
+from crossdiff_core.analysis.labels import current_label, explanation_parts, feature_name, fired_words
 from crossdiff_core.analysis.presented import component_cutoff, presented_latents, shift_cutoff
 from crossdiff_core.analysis.scores import SCORE_DOCS, rank_order
 from crossdiff_core.analysis.serialize import json_ready
@@ -69,8 +70,12 @@ class LatentCard:
     latent: int
     block: str
     label: str
+    name: str
+    """What to call it (`labels.feature_name`): its explanation when that scored clear, else its label."""
     explanation: dict | None
-    """`{"text", "model"}` written by a chat model, or None."""
+    """`{"text", "model"}` written by a chat model (with `"score"`, `"scorer"` once scored), or None."""
+    explanation_score: float
+    """How well its explanation predicts where it fires (0.5: chance, 1: perfect; see `detection`), NaN if unscored."""
     stats: dict[str, float]
     """Every per-latent score of the index (see `SCORE_DOCS`)."""
     promoted: dict[str, list[tuple[str, float]]]
@@ -434,7 +439,9 @@ class FeatureIndex:
             latent=latent,
             block=self.block(latent),
             label=self.labels[latent],
+            name=self.name(latent),
             explanation=self.explanations.get(latent),
+            explanation_score=self.explanation_score(latent),
             stats=self.stats(latent),
             promoted={s: self.tokens(latent, s, "promote") for s in sides},
             suppressed={s: self.tokens(latent, s, "suppress") for s in sides},
@@ -445,8 +452,24 @@ class FeatureIndex:
         )
 
     def set_explanation(self, latent: int, text: str, model: str) -> None:
-        """Record a chat model's one-line explanation of a latent (call `save_labels` to persist); returns None."""
+        """Record a chat model's one-line explanation of a latent, unscored (call `save_labels` to persist)."""
         self.explanations[self.check_latent(latent)] = {"text": text, "model": model}
+
+    def set_explanation_score(self, latent: int, score: float, scorer: str) -> None:
+        """Record the score of a latent's explanation and the model that judged it (call `save_labels` to persist)."""
+        latent = self.check_latent(latent)
+        if latent not in self.explanations:
+            raise CrossDiffError(f"latent {latent} has no explanation to score: explain it first")
+        self.explanations[latent].update(score=float(score), scorer=scorer)
+
+    def explanation_score(self, latent: int) -> float:
+        """Return how well a latent's explanation predicts where it fires (0.5: chance, 1: perfect); NaN if unscored."""
+        return explanation_parts(self.explanations.get(self.check_latent(latent)))[1]
+
+    def name(self, latent: int) -> str:
+        """Return what to call a latent: its explanation when it scored clear, else its label (`labels.feature_name`)."""
+        latent = self.check_latent(latent)
+        return feature_name(self.labels[latent], self.explanations.get(latent))
 
     def rows(self) -> list[dict]:
         """Return one flat dict per latent (id, block, label, explanation, verdict code and reason, every score):
@@ -461,6 +484,7 @@ class FeatureIndex:
                 "block": blocks_by_code[int(self.arrays["block"][latent])],
                 "label": self.labels[latent],
                 "explanation": explanation["text"] if explanation else "",
+                "explanation_score": explanation_parts(explanation)[1],
                 "verdict": verdict.code if verdict else "",
                 "verdict_reason": verdict.reason if verdict else "",
             }

@@ -4,11 +4,13 @@
 at the latent's strongest contexts (most frequent first) and the readable tokens its decoder direction
 promotes. A latent that did not fire on the index's texts gets `UNSEEN_LABEL`: it says where it was not seen,
 not that it never fires, since it may fire on other text (a prompt in the app). A chat model can add a one-line
-explanation on top (see `explain`).
+explanation on top (see `explain`), scored by how well it predicts where the latent fires (see `detection`);
+`feature_name` presents it as the latent's name only when that score reaches `CLEAR_EXPLANATION_SCORE`.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -24,6 +26,12 @@ UNSEEN_LABEL = "no label: it did not fire on the texts the feature index read"
 """The label of a latent that did not fire on the index's texts (it can still fire on other text)."""
 LEGACY_LABELS = {"dead: never fired on the index corpus": UNSEEN_LABEL}
 """Labels written by older index builds → the words used now (`current_label`; `FeatureIndex.load` applies it)."""
+
+CLEAR_EXPLANATION_SCORE = 0.65
+"""Explanation score (0.5: chance, 1: perfect) from which an explanation is presented as the latent's name; below it,
+or unscored, the name is the evidence label, marked "unclear" when the explanation was scored too low."""
+UNCLEAR = "unclear"
+"""The word shown instead of an explanation that predicts badly where its latent fires."""
 
 _WORD = re.compile(r"\w+")
 _CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
@@ -78,6 +86,46 @@ def fired_words(label: str) -> list[str]:
     if not label.startswith("fires on: "):
         return []
     return [w for w in label.removeprefix("fires on: ").split(" · ")[0].split(", ") if w]
+
+
+def explanation_parts(entry: dict | None) -> tuple[str, float]:
+    """Return `(text, score)` of a stored explanation (`FeatureIndex.explanations` entry): `("", NaN)` without one,
+    NaN as the score when it was not scored (an explanation written before scoring existed)."""
+    if not entry:
+        return "", float("nan")
+    score = entry.get("score")
+    return str(entry.get("text", "")), float(score) if isinstance(score, (int, float)) else float("nan")
+
+
+def explanation_clear(score: float) -> bool:
+    """Return True when an explanation score says the explanation predicts where its latent fires (NaN: False)."""
+    return score >= CLEAR_EXPLANATION_SCORE
+
+
+def feature_name(label: str, entry: dict | None) -> str:
+    """Return what to call a latent: its explanation when it scored `CLEAR_EXPLANATION_SCORE` or more, else its
+    evidence label, after `unclear · ` when an explanation was scored lower."""
+    text, score = explanation_parts(entry)
+    if text and explanation_clear(score):
+        return text
+    return f"{UNCLEAR} · {label}" if text and math.isfinite(score) else label
+
+
+def score_words(score: float) -> str:
+    """Return an explanation score in plain words: how well the explanation predicts where the feature fires."""
+    if not math.isfinite(score):
+        return "not scored yet: nobody checked whether it predicts where the feature fires"
+    verdict = "clear" if explanation_clear(score) else UNCLEAR
+    return (
+        f"{verdict}: it predicts where the feature fires with a score of {score:.2f} (0.5 is a coin toss, 1 is perfect)"
+    )
+
+
+def explanation_note(entry: dict) -> str:
+    """Return one plain sentence on a stored explanation: who wrote it, who judged it, and how well it predicts
+    where the feature fires."""
+    judged = f", judged by {entry['scorer']}" if entry.get("scorer") else ""
+    return f"Explanation by {entry.get('model') or 'a chat model'}{judged}: {score_words(explanation_parts(entry)[1])}."
 
 
 def _visible(word: str) -> str:

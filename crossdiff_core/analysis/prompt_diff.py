@@ -15,7 +15,8 @@ activations with the crosscoder and returns a `PromptDiff`:
   left and are marked `paired=False`; tokens before the first paired position show nothing;
 - per model, a summary of its exclusive latents that fired, strongest first, with labels and verdicts
   (`FeatureIndex.verdict`: likely real, tokenizer effect, copy, unstable, too rare) from the feature
-  index when one is given; with `presented` (e.g. `FeatureIndex.presented`), the shared latents
+  index when one is given, and with `explanations` (`FeatureIndex.explanations`) each one's explanation, its score
+  and the name to show (`labels.feature_name`: the explanation only when it scored clear); with `presented` (e.g. `FeatureIndex.presented`), the shared latents
   presented as specific to that model (a large one-model part, or a change between a model and its
   fine-tune) join the summary when they fire.
 """
@@ -23,7 +24,7 @@ activations with the crosscoder and returns a `PromptDiff`:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,7 @@ from crossdiff_core.activations.paired import ModelPair, display_strings, run_pa
 from crossdiff_core.alignment import TokenizedText, align, tokenize_with_offsets
 from crossdiff_core.analysis.blocks import crosscoder_device, decoder_rows, exclusive_latents, model_slice
 from crossdiff_core.analysis.chat import check_messages, tokenize_chat
+from crossdiff_core.analysis.labels import explanation_parts, feature_name
 from crossdiff_core.analysis.lead import lead
 from crossdiff_core.analysis.serialize import json_ready
 from crossdiff_core.analysis.verdict import Verdict
@@ -96,6 +98,12 @@ class ExclusiveHit:
     peak_token: int
     """Index (in this model's tokens) of the peak."""
     label: str
+    name: str
+    """What to call it (`labels.feature_name`): its explanation when that scored clear, else its label."""
+    explanation: str | None = None
+    """The one-line explanation a chat model wrote of it, or None."""
+    explanation_score: float = float("nan")
+    """How well that explanation predicts where it fires (0.5: chance, 1: perfect; see `detection`), NaN if unscored."""
     verdict: Verdict | None = None
     """Its verdict from the feature index (code, words, reason), or None without an index."""
 
@@ -154,12 +162,14 @@ def diff(
     max_tokens: int = MAX_PROMPT_TOKENS,
     verdicts: Callable[[int], Verdict | None] | None = None,
     presented: Callable[[str], Sequence[int]] | None = None,
+    explanations: Mapping[int, dict] | None = None,
 ) -> PromptDiff:
     """Return the `PromptDiff` of a prompt: per-token latents and exclusivity, and each model's exclusive latents.
 
     `prompt` is text, or a list of chat messages (then chat mode is implied); with `chat=True` a text
     prompt becomes one user message. `labels` (one per latent, e.g. `FeatureIndex.labels`) names the
-    latents; without it they are called "<block> latent <id>". `verdicts` (latent id → `Verdict`, e.g.
+    latents; without it they are called "<block> latent <id>". `explanations` (latent id → stored explanation, e.g.
+    `FeatureIndex.explanations`) adds each summarized latent's explanation and score. `verdicts` (latent id → `Verdict`, e.g.
     `FeatureIndex.verdict`) gives each exclusive latent that fired its verdict; `presented` (side → latent ids,
     e.g. `FeatureIndex.presented`) adds the shared latents presented for that side to the summary. Each model reads at most `max_tokens`
     tokens (also capped by its context length); a longer prompt is cut and a warning says so.
@@ -227,6 +237,7 @@ def diff(
                 coverage,
                 verdicts,
                 listed,
+                explanations or {},
             )
         )
     result = PromptDiff(
@@ -303,6 +314,7 @@ def _model_diff(
     coverage: float,
     verdicts: Callable[[int], Verdict | None] | None,
     listed_L: torch.Tensor,
+    explanations: Mapping[int, dict],
 ) -> ModelDiff:
     """Return one model's `ModelDiff` from the paired latent activations; `listed_L` are the latents summarized."""
     own = model_slice(crosscoder, side)
@@ -346,6 +358,7 @@ def _model_diff(
                 break
             latent = int(listed_L[j])
             fired = f_PL[:, j][f_PL[:, j] > 0]
+            text, score = explanation_parts(explanations.get(latent))
             hits.append(
                 ExclusiveHit(
                     latent,
@@ -354,6 +367,9 @@ def _model_diff(
                     int(fired_L[j]),
                     int(positions[arg_L[j]]),
                     names[latent],
+                    feature_name(names[latent], explanations.get(latent)),
+                    text or None,
+                    score,
                     verdicts(latent) if verdicts is not None else None,
                 )
             )

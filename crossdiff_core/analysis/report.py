@@ -3,7 +3,8 @@
 `write_report(index, out_dir)` reads only the feature index (no model is loaded). Per model it lists the
 top latents presented as specific to it that fired (`FeatureIndex.presented`: its exclusive latents by
 `rank_score`, plus shared latents with a large one-model part when the index has usable components), with
-their labels, verdicts, scores and example contexts (the active tokens highlighted); the summary counts
+their names (`labels.feature_name`), explanations with how well each predicts where its latent fires, verdicts,
+scores and example contexts (the active tokens highlighted); the summary counts
 each verdict per model. It draws histograms of firing frequency and decoder norms per block (matplotlib,
 Agg backend). `latents.csv` holds every latent with its verdict and every score (see SCORES.md).
 """
@@ -21,6 +22,7 @@ import numpy as np
 from crossdiff_core.analysis.blocks import BLOCK_CODES
 from crossdiff_core.analysis.contexts import Context, ContextToken
 from crossdiff_core.analysis.index import FeatureIndex
+from crossdiff_core.analysis.labels import explanation_note
 from crossdiff_core.analysis.scores import SCORE_DOCS
 from crossdiff_core.analysis.verdict import VERDICTS, Verdict
 
@@ -65,8 +67,11 @@ def write_report(index: FeatureIndex, out_dir, top: int = 20, n_contexts: int = 
 class _Entry:
     rank: int
     latent: int
-    label: str
+    name: str
+    """The explanation when it scored clear, else the label (`labels.feature_name`)."""
     explanation: str
+    explanation_note: str
+    """Who wrote and judged the explanation, and how well it predicts where the latent fires (empty without one)."""
     verdict: Verdict | None
     component: float | None
     """The one-model part of a shared latent (None for an exclusive latent)."""
@@ -100,8 +105,9 @@ def _section(index: FeatureIndex, side: str, top: int, n_contexts: int) -> _Sect
             _Entry(
                 rank,
                 latent,
-                card.label,
+                card.name,
                 (card.explanation or {}).get("text", ""),
+                explanation_note(card.explanation) if card.explanation else "",
                 card.verdict,
                 component[1] if component else None,
                 {name: card.stats[name] for name in TABLE_SCORES},
@@ -194,21 +200,23 @@ def _markdown(index: FeatureIndex, sections: list[_Section], images: list[Path])
     lines += [f"![{image.stem}]({image.name})" for image in images]
     for section in sections:
         lines += ["", f"## Model {section.side.upper()}: {section.model}", "", _section_intro(section) + ":", ""]
-        lines.append("| rank | latent | label | verdict | " + " | ".join(TABLE_SCORES) + " |")
+        lines.append("| rank | latent | name | verdict | " + " | ".join(TABLE_SCORES) + " |")
         lines.append("|" + "---|" * (4 + len(TABLE_SCORES)))
         for e in section.entries:
-            cells = [str(e.rank), str(e.latent), e.label.translate(_MARKDOWN_SPECIAL), _verdict_words(e)]
+            cells = [str(e.rank), str(e.latent), e.name.translate(_MARKDOWN_SPECIAL), _verdict_words(e)]
             lines.append("| " + " | ".join(cells + [_fmt(e.scores[s]) for s in TABLE_SCORES]) + " |")
         for e in section.entries:
             lines += [
                 "",
-                f"### Latent {e.latent}: {e.label.translate(_MARKDOWN_SPECIAL)}",
+                f"### Latent {e.latent}: {e.name.translate(_MARKDOWN_SPECIAL)}",
                 "",
                 _entry_note(e).translate(_MARKDOWN_SPECIAL),
                 "",
             ]
             if e.explanation:
-                lines.append(f"*{e.explanation.translate(_MARKDOWN_SPECIAL)}*")
+                lines.append(
+                    f"*{e.explanation.translate(_MARKDOWN_SPECIAL)}* ({e.explanation_note.translate(_MARKDOWN_SPECIAL)})"
+                )
             for context in e.contexts:
                 tokens = context.tokens_a if section.side == "a" else context.tokens_b
                 lines.append(f"> ({context.activation:.3g}) " + "".join(_md_token(t) for t in tokens))
@@ -242,23 +250,23 @@ def _html(index: FeatureIndex, sections: list[_Section], images: list[Path]) -> 
         parts.append(f"<h2>Model {section.side.upper()}: {esc(section.model)}</h2>")
         parts.append(f"<p>{esc(_section_intro(section))}.</p>")
         parts.append(
-            "<table><tr><th>rank</th><th>latent</th><th>label</th><th>verdict</th>"
+            "<table><tr><th>rank</th><th>latent</th><th>name</th><th>verdict</th>"
             + "".join(f"<th title='{esc(SCORE_DOCS[s])}'>{s}</th>" for s in TABLE_SCORES)
             + "</tr>"
         )
         for e in section.entries:
             parts.append(
-                f"<tr><td>{e.rank}</td><td><a href='#l{e.latent}'>{e.latent}</a></td><td>{esc(e.label)}</td>"
+                f"<tr><td>{e.rank}</td><td><a href='#l{e.latent}'>{e.latent}</a></td><td>{esc(e.name)}</td>"
                 f"<td title='{esc(e.verdict.reason if e.verdict else '')}'>{esc(_verdict_words(e))}</td>"
                 + "".join(f"<td>{_fmt(e.scores[s])}</td>" for s in TABLE_SCORES)
                 + "</tr>"
             )
         parts.append("</table>")
         for e in section.entries:
-            parts.append(f"<h3 id='l{e.latent}'>Latent {e.latent}: {esc(e.label)}</h3>")
+            parts.append(f"<h3 id='l{e.latent}'>Latent {e.latent}: {esc(e.name)}</h3>")
             parts.append(f"<p><b>{esc(_entry_note(e))}</b></p>")
             if e.explanation:
-                parts.append(f"<p class='note'>{esc(e.explanation)}</p>")
+                parts.append(f"<p class='note'><i>{esc(e.explanation)}</i> ({esc(e.explanation_note)})</p>")
             for context in e.contexts:
                 tokens = context.tokens_a if section.side == "a" else context.tokens_b
                 peak = max((t.activation or 0.0 for t in tokens), default=0.0) or 1.0

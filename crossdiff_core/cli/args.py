@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 from crossdiff_core.activations.config import HarvestConfig
-from crossdiff_core.analysis.config import IndexConfig
+from crossdiff_core.analysis.config import ExplainConfig, IndexConfig
 from crossdiff_core.compute_dtype import DEFAULT_DTYPE, DTYPE_CHOICES
+from crossdiff_core.corpus.builtin import CORPORA
 from crossdiff_core.crosscoder.config import CrossCoderConfig
 from crossdiff_core.planning import QUANT_CHOICES
 from crossdiff_core.training.config import TrainConfig
@@ -57,7 +58,7 @@ def _add_harvest_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--corpus",
         default=TrainJob.corpus,
-        help=f"{TrainJob.corpus}, builtin:large, a .txt/.jsonl/.parquet file, or "
+        help=f"{TrainJob.corpus}, builtin:large, builtin:human, a .txt/.jsonl/.parquet file, or "
         "hf:<dataset>[:config][:split][:column] (default {TrainJob.corpus})",
     )
     group.add_argument(
@@ -75,6 +76,25 @@ def _add_harvest_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--store-dtype", choices=["fp16", "bf16", "fp32"], default=h.dtype, help=f"dtype on disk (default {h.dtype})"
     )
+
+
+def _add_explain_args(parser: argparse.ArgumentParser, required: bool) -> None:
+    group = parser.add_argument_group("explanations")
+    e = ExplainConfig()
+    group.add_argument(
+        "--explain-with",
+        required=required,
+        default=None,
+        metavar="MODEL",
+        help="chat model that writes one-line explanations of the top latents (e.g. smollm2-135m or a Hub id)",
+    )
+    group.add_argument(
+        "--score-with",
+        default=None,
+        metavar="MODEL",
+        help="model that judges each explanation from its words alone (default: the --explain-with model)",
+    )
+    group.add_argument("--explain-top", type=int, default=e.top, help=f"latents per model to explain (default {e.top})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,10 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--composition-only", action="store_true", help="only print the composition table")
     p.add_argument(
         "--corpus",
-        choices=("demo", "large"),
+        choices=CORPORA,
         default="demo",
-        help="whose composition to print: builtin:demo (default) or builtin:large (reads the installed "
-        "packages' documentation, a few minutes)",
+        help="whose composition to print: builtin:demo (default), builtin:large (reads the installed "
+        "packages' documentation, a few minutes) or builtin:human (Debian's manuals)",
     )
 
     p = sub.add_parser(
@@ -214,13 +234,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--crosscoder", required=True, help="crosscoder folder (the index goes to its feature_index/)")
     _add_index_args(p)
-    p.add_argument(
-        "--explain-with",
-        default=None,
-        metavar="MODEL",
-        help="chat model that writes one-line explanations of the top latents (e.g. smollm2-135m or a Hub id)",
+    _add_explain_args(p, required=False)
+    _add_model_args(p, required=False)
+
+    p = sub.add_parser(
+        "explain",
+        help="have a chat model explain the top exclusive latents, and score each explanation",
+        description="Write a one-line explanation of each model's best exclusive latents with a chat model, and score "
+        "each: how well it predicts where the latent fires (a scorer model reads only the explanation and judges "
+        "held-out texts where the latent fires and texts where it is silent; 0.5 is chance, 1 perfect). Both go "
+        "into the feature index; an interrupted run resumes where it stopped.",
     )
-    p.add_argument("--explain-top", type=int, default=10, help="latents per model to explain (default 10)")
+    p.add_argument("--crosscoder", required=True, help="crosscoder folder with a feature index")
+    _add_explain_args(p, required=True)
     _add_model_args(p, required=False)
 
     p = sub.add_parser(

@@ -10,6 +10,7 @@ from crossdiff_core.cli.hub import cmd_deploy, cmd_export_dl, cmd_find, cmd_impo
 from crossdiff_core.cli.pipeline import (
     cmd_build_corpus,
     cmd_diff,
+    cmd_explain,
     cmd_harvest,
     cmd_index,
     cmd_info,
@@ -18,6 +19,7 @@ from crossdiff_core.cli.pipeline import (
     cmd_steer,
     cmd_train,
 )
+from crossdiff_core.cpu_threads import sleep_when_idle
 from crossdiff_core.errors import CrossDiffError, is_out_of_memory
 
 
@@ -31,7 +33,7 @@ def torch_oom() -> type:
 COMMANDS = {
     "harvest": cmd_harvest, "train": cmd_train, "info": cmd_info, "diff": cmd_diff, "build-corpus": cmd_build_corpus,
     "organism": cmd_organism,
-    "index": cmd_index, "steer": cmd_steer, "report": cmd_report,
+    "index": cmd_index, "explain": cmd_explain, "steer": cmd_steer, "report": cmd_report,
     "push": cmd_push, "find": cmd_find, "import-dl": cmd_import_dl, "export-dl": cmd_export_dl,
     "deploy": cmd_deploy,
 }  # fmt: skip
@@ -39,6 +41,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
+    sleep_when_idle()  # before a command loads torch
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(message)s")
     for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "urllib3", "huggingface_hub", "filelock"):

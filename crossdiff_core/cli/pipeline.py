@@ -1,9 +1,10 @@
-"""The pipeline commands: harvest, train, info, diff, index, steer, report, organism, build-corpus."""
+"""The pipeline commands: harvest, train, info, diff, index, explain, steer, report, organism, build-corpus."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -308,6 +309,7 @@ def cmd_diff(args) -> int:
         labels=index.labels if index is not None else None,
         verdicts=index.verdict if index is not None else None,
         presented=index.presented if index is not None else None,
+        explanations=index.explanations if index is not None else None,
     ).to_dict()
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
@@ -325,7 +327,7 @@ def cmd_diff(args) -> int:
             print("  (none)")
         for row in entry["exclusive"]:
             verdict = f"  [{row['verdict']['label']}]" if row.get("verdict") else ""
-            print(f"  {row['latent']:>6}  {row['activation']:8.3f}  {row['label']}{verdict}")
+            print(f"  {row['latent']:>6}  {row['activation']:8.3f}  {row['name']}{verdict}")
     return 0
 
 
@@ -351,24 +353,65 @@ def _build_index(args, opened: OpenedCrosscoder, pair):
     return build_index(opened.crosscoder, pair, config, out_dir=index_dir(folder), show_tqdm=True)
 
 
-def cmd_index(args) -> int:
-    """Build the feature index of a crosscoder, optionally with chat-model explanations."""
-    from crossdiff_core.analysis import explain_latents
+def _explain(args, index, crosscoder, pair) -> None:
+    """Explain and score the top exclusive latents of each model as the explanation options say, printing progress
+    and each score; the index keeps every latent done (an interrupted run resumes)."""
+    from tqdm.auto import tqdm
+
+    from crossdiff_core.analysis.config import ExplainConfig
+    from crossdiff_core.analysis.detection import DetectionScorer
+    from crossdiff_core.analysis.explanation_scores import explain_and_score
+    from crossdiff_core.analysis.heldout import measure_pool
+    from crossdiff_core.analysis.labels import explanation_clear
     from crossdiff_core.models import load_model
 
+    def load(name):
+        return load_model(
+            name, quant=args.quant, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code
+        )
+
+    config = ExplainConfig(top=args.explain_top)
+    config.validate()
+    explainer = load(args.explain_with)
+    scorer = DetectionScorer(explainer if args.score_with in (None, args.explain_with) else load(args.score_with))
+    log.info("reading %d index windows to find where each latent is silent", config.pool_windows)
+    pool = measure_pool(index, crosscoder, pair, config.pool_windows, config.seed)
+    latents = index.ranked("a", config.top) + index.ranked("b", config.top)
+    with tqdm(total=len(latents), desc="explaining and scoring", unit="latent") as bar:
+        scores = explain_and_score(
+            index, explainer, scorer, pool, latents, config, progress=lambda done, total: bar.update(done - bar.n)
+        )
+    scored = [score for score in scores.values() if math.isfinite(score)]
+    print(
+        f"{len(scores)} latents explained by {explainer.model_id}; {len(scored)} scored by {scorer.model_id} "
+        f"(how well the explanation predicts where the latent fires; 0.5 is chance, 1 perfect)"
+        + (f": mean {sum(scored) / len(scored):.2f}, {sum(map(explanation_clear, scored))} clear" if scored else ""),
+        file=sys.stderr,
+    )
+    for latent, score in scores.items():
+        shown = f"{score:.2f}" if math.isfinite(score) else "  – "
+        print(f"  {index.models_of(latent)[0].upper()} {latent:>6}  {shown}  {index.explanations[latent]['text']}")
+
+
+def cmd_explain(args) -> int:
+    """Explain and score the top exclusive latents of a crosscoder that has a feature index."""
+    from crossdiff_core.analysis import load_index
+
+    opened = open_source(args.crosscoder)
+    folder = _writable_folder(opened, "explanations")  # before minutes of model loading
+    index = load_index(folder, opened.crosscoder)
+    _explain(args, index, opened.crosscoder, _pair_for(args, opened))
+    return 0
+
+
+def cmd_index(args) -> int:
+    """Build the feature index of a crosscoder, optionally with scored chat-model explanations."""
     opened = open_source(args.crosscoder)
     _writable_folder(opened, "the feature index")  # before minutes of model loading
-    index = _build_index(args, opened, _pair_for(args, opened))
+    pair = _pair_for(args, opened)
+    index = _build_index(args, opened, pair)
     if args.explain_with:
-        explainer = load_model(
-            args.explain_with,
-            quant=args.quant,
-            dtype=args.dtype,
-            device=args.device,
-            trust_remote_code=args.trust_remote_code,
-        )
-        latents = index.ranked("a", args.explain_top) + index.ranked("b", args.explain_top)
-        explain_latents(index, explainer, latents)
+        _explain(args, index, opened.crosscoder, pair)
     print(
         f"feature index of {index.dict_size} latents written to {index.path} "
         f"({index.meta['n_rows']} paired tokens from {index.meta['n_windows']} windows)",

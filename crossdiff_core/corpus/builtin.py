@@ -11,15 +11,21 @@ Two kinds of documents, nothing copied from elsewhere:
   `python -m crossdiff_core build-corpus` (`demo_generation`) and shipped in
   `crossdiff_core/corpus/data/demo_generated.jsonl`.
 
-`builtin:large` (`large_documents`) adds two more rounds of the template sources and the documentation
-of the installed Python packages (`package_docs`): millions of tokens, for training offline.
+`builtin:human` (`human_documents`) is text written by people: Debian's man pages and manuals in
+English, Chinese, Spanish, French and German, read from the installed documentation packages
+(`human_docs`).
 
-`composition(name)` reports what is in either; `composition_table()` gives it as Markdown, in tokens.
+`builtin:large` (`large_documents`) adds two more rounds of the template sources, the documentation
+of the installed Python packages (`package_docs`) and `builtin:human` (left out, with a logged
+warning, when its packages are not installed): millions of tokens, for training offline.
+
+`composition(name)` reports what is in any of them; `composition_table()` gives it as Markdown, in tokens.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from crossdiff_core.errors import CorpusError
+
+log = logging.getLogger(__name__)
 
 LANGUAGES = ("en", "zh", "es", "fr", "de", "code")
 
@@ -342,11 +350,32 @@ LARGE_TEMPLATE_ROUNDS = 2
 """Extra rounds of every template source in `builtin:large` (fresh seeds: new combinations of the same sentences)."""
 LARGE_DOCS_CHAR_CAP = 2_500_000
 """Characters of documentation taken from each installed package for `builtin:large`."""
+HUMAN_CHAR_CAP = 1_500_000
+"""Characters taken from each source of `builtin:human` (a Debian package in one language), there and in `builtin:large`."""
+
+
+@lru_cache(maxsize=1)
+def _human_documents() -> tuple[DemoDocument, ...]:
+    """Return `builtin:human` in a fixed mixed order; raises `CorpusError` when none of its packages is installed."""
+    from crossdiff_core.corpus import human_docs
+
+    docs = [DemoDocument(d.package, d.language, d.text) for d in human_docs.documents(HUMAN_CHAR_CAP)]
+    random.Random("crossdiff-human/order").shuffle(docs)
+    return tuple(docs)
+
+
+def human_documents(language: str | None = None) -> list[DemoDocument]:
+    """Return the documents of `builtin:human` (all, or those of one language), identical for the same installs.
+
+    Their `source` is the Debian package they come from. Raises `CorpusError` saying how to install
+    the packages when none of them is installed.
+    """
+    return [d for d in _human_documents() if language is None or d.language == language]
 
 
 @lru_cache(maxsize=1)
 def _large_documents() -> tuple[DemoDocument, ...]:
-    """Return `builtin:large`: every demo document, more template rounds, and installed documentation, mixed."""
+    """Return `builtin:large`: every demo document, more template rounds, installed documentation and human text, mixed."""
     from crossdiff_core.corpus import package_docs
 
     docs = list(_all_documents())
@@ -357,6 +386,10 @@ def _large_documents() -> tuple[DemoDocument, ...]:
                         for _ in range(source.n_documents))  # fmt: skip
     docs.extend(DemoDocument(f"docs_{d.package}", "code", d.text)
                 for d in package_docs.documents(LARGE_DOCS_CHAR_CAP))  # fmt: skip
+    try:
+        docs.extend(_human_documents())
+    except CorpusError as exc:
+        log.warning("builtin:large is read without builtin:human, its human-written text: %s", exc)
     random.Random("crossdiff-large/order").shuffle(docs)
     return tuple(docs)
 
@@ -365,9 +398,9 @@ def large_documents(language: str | None = None) -> list[DemoDocument]:
     """Return the documents of `builtin:large` (all, or those of one of `LANGUAGES`), identical for the same installs.
 
     `builtin:demo` (all of it), `LARGE_TEMPLATE_ROUNDS` more rounds of its template sources, and the
-    documentation of the installed Python packages and standard library (`package_docs`), shuffled
-    together. Millions of tokens, for training a crosscoder offline; the first call reads the
-    installed packages (about 20 s).
+    documentation of the installed Python packages and standard library (`package_docs`), and
+    `builtin:human` when its Debian packages are installed, shuffled together. Millions of tokens,
+    for training a crosscoder offline; the first call reads the installed packages (about 35 s).
     """
     return [d for d in _large_documents() if language is None or d.language == language]
 
@@ -378,20 +411,24 @@ def demo_documents(language: str | None = None) -> list[DemoDocument]:
     return [d for d in docs if language is None or d.language == language]
 
 
-CORPORA = ("demo", "large")
-"""Names of the built-in corpora: `builtin:demo` and `builtin:large`."""
+CORPORA = ("demo", "large", "human")
+"""Names of the built-in corpora: `builtin:demo`, `builtin:large` and `builtin:human`."""
 
 
 def _documents(name: str) -> tuple[DemoDocument, ...]:
     if name not in CORPORA:
         raise CorpusError(f"unknown built-in corpus {name!r}; use one of {', '.join(CORPORA)}")
-    return _large_documents() if name == "large" else _all_documents()
+    return {"demo": _all_documents, "large": _large_documents, "human": _human_documents}[name]()
 
 
 def composition(name: str = "demo") -> dict[str, dict[str, int | str]]:
-    """Return, per source of `builtin:<name>` (demo or large), its language, number of documents and characters."""
+    """Return, per source of `builtin:<name>` (one of `CORPORA`), its language, number of documents and characters.
+
+    A source with documents in several languages (the Debian handbook) reads "mixed".
+    """
+    templates = [] if name == "human" else SOURCES
     out: dict[str, dict[str, int | str]] = {
-        s.name: {"language": s.language, "documents": 0, "chars": 0} for s in SOURCES
+        s.name: {"language": s.language, "documents": 0, "chars": 0} for s in templates
     }
     for doc in _documents(name):
         out.setdefault(doc.source, {"language": doc.language, "documents": 0, "chars": 0})
@@ -433,8 +470,7 @@ def composition_table(tokenizer_a, tokenizer_b, name: str = "demo") -> str:
     ]
     for source, row in sorted(by_source.items()):
         lines.append(f"| {source} | {row[0]} | {row[1]:,} | {row[2]:,} | {row[3]:,} |")
-    for language in LANGUAGES:
-        row = by_language.get(language, [0, 0, 0, 0])
+    for language, row in sorted(by_language.items(), key=lambda item: LANGUAGES.index(item[0])):
         lines.append(f"| **{language}** | {row[0]} | {row[1]:,} | {row[2]:,} | {row[3]:,} |")
     lines.append(f"| **all** | {total[0]} | {total[1]:,} | {total[2]:,} | {total[3]:,} |")
     code = by_language.get("code", [0, 0, 0, 0])
@@ -451,4 +487,13 @@ def composition_table(tokenizer_a, tokenizer_b, name: str = "demo") -> str:
         lines.append("")
         lines.append("Documentation read from: " + ", ".join(f"{package} {version}" for package, version
                                                              in package_versions().items()) + ".")  # fmt: skip
+    if name in ("large", "human"):
+        from crossdiff_core.corpus import human_docs
+
+        debian = human_docs.package_versions()
+        if debian:
+            lines.append("")
+            lines.append("Human-written text read from the Debian packages " + ", ".join(
+                f"{package} {version}" for package, version in debian.items()
+            ) + f" (their licences: `{human_docs.SOURCES_TABLE}`).")  # fmt: skip
     return "\n".join(lines)

@@ -15,8 +15,12 @@ Accepted specs (see `SPEC_FORMS`):
   - `.parquet`: the `text` column.
 - `builtin:demo`: a small generated corpus that works offline (`builtin_corpus`);
   `builtin:demo:<language>` keeps one language (`en`, `zh`, `es`, `fr`, `de` or `code`);
-- `builtin:large`: `builtin:demo` plus more of its template text and the documentation of the
-  installed Python packages, millions of tokens for training offline (`builtin_corpus.large_documents`);
+- `builtin:human`: text written by people, Debian's man pages and manuals in English, Chinese,
+  Spanish, French and German, read from the installed documentation packages
+  (`builtin_corpus.human_documents`); `builtin:human:<language>` keeps one language;
+- `builtin:large`: `builtin:demo` plus more of its template text, the documentation of the
+  installed Python packages and `builtin:human`, millions of tokens for training offline
+  (`builtin_corpus.large_documents`);
 - `builtin:organisms`: English chunks of `builtin:demo` plus training texts of every model organism
   and of the null control (`organism_texts.organism_corpus`), the corpus organisms are diffed on.
 
@@ -38,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from crossdiff_core.corpus import builtin as builtin_corpus
+from crossdiff_core.corpus import human_docs
 from crossdiff_core.corpus.organism_texts import organism_corpus
 from crossdiff_core.errors import CorpusError
 
@@ -47,11 +52,14 @@ SPEC_FORMS = (
     "hf:<dataset>[:config][:split][:column] (a Hugging Face dataset, streamed)",
     "a path to a .txt, .jsonl or .parquet file",
     "builtin:demo or builtin:demo:<en|zh|es|fr|de|code> (generated offline demo corpus)",
-    "builtin:large (builtin:demo plus installed documentation, millions of tokens, offline)",
+    "builtin:human or builtin:human:<en|zh|es|fr|de> (Debian's manuals, written by people, offline once installed)",
+    "builtin:large (builtin:demo, installed documentation and builtin:human, millions of tokens, offline)",
     "builtin:organisms (English demo text plus the model organisms' training texts, offline)",
 )
 ORGANISMS = "organisms"
 """The built-in corpus name of `organism_texts.organism_corpus`."""
+HUMAN = "human"
+"""The built-in corpus name of `builtin_corpus.human_documents`."""
 FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
 MIN_WINDOW_TOKENS = 8
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -101,9 +109,8 @@ def describe(spec: str) -> str:
             "texts of every model organism and the null control)"
         )
     if parsed.target == "large":
-        return ("built-in large corpus (builtin:demo, more of its template text, and the documentation of the "
-                "installed Python packages; millions of tokens)")  # fmt: skip
-    docs = builtin_corpus.demo_documents(language)
+        return ("built-in large corpus (builtin:demo, more of its template text, the documentation of the "
+                "installed Python packages, and builtin:human when installed; millions of tokens)")  # fmt: skip
     what = {
         "en": "English prose",
         "zh": "Chinese prose",
@@ -111,8 +118,13 @@ def describe(spec: str) -> str:
         "fr": "French prose",
         "de": "German prose",
         "code": "code",
-    }.get(language or "", "English, Chinese, Spanish, French, German, code")
-    return f"built-in demo corpus ({len(docs)} generated documents: {what})"
+    }
+    if parsed.target == HUMAN:
+        languages = what.get(language or "", "English, Chinese, Spanish, French, German")
+        return f"built-in human corpus (Debian's man pages and manuals, written by people: {languages})"
+    docs = builtin_corpus.demo_documents(language)
+    described = what.get(language or "", "English, Chinese, Spanish, French, German, code")
+    return f"built-in demo corpus ({len(docs)} generated documents: {described})"
 
 
 def iter_documents(spec: str, limit: int | None = None, stats: CorpusStats | None = None) -> Iterator[str]:
@@ -131,7 +143,9 @@ def iter_documents(spec: str, limit: int | None = None, stats: CorpusStats | Non
     elif parsed.target == ORGANISMS:
         source = iter(organism_corpus())
     else:
-        read = builtin_corpus.large_documents if parsed.target == "large" else builtin_corpus.demo_documents
+        read = {"large": builtin_corpus.large_documents, HUMAN: builtin_corpus.human_documents}.get(
+            parsed.target, builtin_corpus.demo_documents
+        )
         source = (d.text for d in read(parsed.config))
     return _counted(itertools.islice((d for d in source if d.strip()), limit), stats)
 
@@ -236,12 +250,12 @@ def _parse(spec: str) -> _Spec:
         return _Spec("hf", parts[0], parts[1] or None, parts[2] or "train", parts[3] or "text")
     if spec.startswith("builtin:"):
         name, _, language = spec[len("builtin:") :].partition(":")
-        if name not in (*builtin_corpus.CORPORA, ORGANISMS) or (
-            language and (name == ORGANISMS or language not in builtin_corpus.LANGUAGES)
-        ):
+        languages = {ORGANISMS: (), HUMAN: human_docs.LANGUAGES}.get(name, builtin_corpus.LANGUAGES)
+        if name not in (*builtin_corpus.CORPORA, ORGANISMS) or (language and language not in languages):
             raise CorpusError(
-                f"unknown built-in corpus {spec!r}; use builtin:demo, builtin:large, builtin:organisms, or builtin:demo:<language> "
-                f"with language one of {', '.join(builtin_corpus.LANGUAGES)}."
+                f"unknown built-in corpus {spec!r}; use builtin:demo, builtin:large, builtin:human, builtin:organisms, "
+                f"or builtin:demo:<language> with language one of {', '.join(builtin_corpus.LANGUAGES)} "
+                "(builtin:human:<language>: the same but code)."
             )
         return _Spec("builtin", name, language or None)
     path = Path(spec).expanduser()

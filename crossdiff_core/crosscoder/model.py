@@ -175,17 +175,18 @@ class CrossCoder(
         return pre_BF
 
     @torch.no_grad()
-    def encoder_products(self, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor) -> torch.Tensor:
+    def encoder_products(
+        self, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor, workspace: EncoderWorkspace | None = None
+    ) -> torch.Tensor:
         """Return the [B, F] pre-activations WITHOUT the encoder bias, not differentiable (the training fast path).
 
-        Leaving the bias out spares a full [B, F] copy: the matmul of model A writes its latents
-        directly (beta = 0), and selection and gather add `b_enc` only where they look.
+        One matmul `[x_a | x_b] · [W_enc_a | W_enc_b]ᵀ` over both models (inner dimension d_a + d_b) writes
+        every product once, where a matmul per model would write the shared block twice. Leaving the bias
+        out spares a full [B, F] copy: selection and gather add `b_enc` only where they look. With a
+        `workspace` the result is its buffer, overwritten by the next call with that workspace.
         """
-        products_BF = x_a_BD.new_empty(x_a_BD.shape[0], self.dict_size)
-        products_BF[:, self.slice_a].addmm_(x_a_BD, self.W_enc_a.T, beta=0)
-        products_BF[:, self.slice_a.stop :].zero_()
-        products_BF[:, self.slice_b].addmm_(x_b_BD, self.W_enc_b.T)
-        return products_BF
+        workspace = workspace if workspace is not None else EncoderWorkspace()
+        return workspace.products(self, torch.cat([x_a_BD, x_b_BD], dim=1))
 
     def decoder_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (norm_a_F, norm_b_F): each latent's decoder-row L2 norm per model, 0 where it has no weights."""
@@ -329,6 +330,38 @@ class CrossCoder(
         model.load_state_dict(read_weights(weights_file, model.state_dict()))
         _check_config_matches_weights(weights_file, model.config, model_id)
         return model.to(map_location).eval()
+
+
+class EncoderWorkspace:
+    """The buffers of `CrossCoder.encoder_products` that a training run keeps from step to step.
+
+    Both encoders side by side, `[F, d_a + d_b]` with zeros where a model has no weights (copied from the
+    encoders at each call; the zeros are written once), and the `[B, F]` result. On a CPU a new
+    result of that size (32 MiB at F = 8192, batch 1024) is mapped afresh at every step and its pages
+    are faulted in one by one, which costs more than the copy of the encoders.
+    """
+
+    def __init__(self) -> None:
+        self.encoders_FD: torch.Tensor | None = None
+        self.products_BF: torch.Tensor | None = None
+
+    def products(self, crosscoder: CrossCoder, x_BD: torch.Tensor) -> torch.Tensor:
+        """Return `x_BD · encodersᵀ` for inputs `[x_a | x_b]` (see `CrossCoder.encoder_products`)."""
+        W_enc_a, W_enc_b = crosscoder.W_enc_a.detach(), crosscoder.W_enc_b.detach()
+        d_a = W_enc_a.shape[1]
+        shape = (crosscoder.dict_size, d_a + W_enc_b.shape[1])
+        if not _fits(self.encoders_FD, shape, W_enc_a):
+            self.encoders_FD = W_enc_a.new_zeros(shape)
+        self.encoders_FD[crosscoder.slice_a, :d_a] = W_enc_a
+        self.encoders_FD[crosscoder.slice_b, d_a:] = W_enc_b
+        if not _fits(self.products_BF, (x_BD.shape[0], shape[0]), x_BD):
+            self.products_BF = x_BD.new_empty(x_BD.shape[0], shape[0])
+        return torch.mm(x_BD, self.encoders_FD.T, out=self.products_BF)
+
+
+def _fits(buffer: torch.Tensor | None, shape: tuple[int, int], like: torch.Tensor) -> bool:
+    """Return whether `buffer` exists with `shape` and the dtype and device of `like`."""
+    return buffer is not None and buffer.shape == shape and buffer.dtype == like.dtype and buffer.device == like.device
 
 
 def check_models(crosscoder: CrossCoder, model_a, model_b) -> None:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from crossdiff_core.activations.batches import BatchSource
 from crossdiff_core.crosscoder.batchtopk import updated_threshold
 from crossdiff_core.crosscoder.config import CrossCoderConfig
-from crossdiff_core.crosscoder.model import CrossCoder
+from crossdiff_core.crosscoder.model import CrossCoder, EncoderWorkspace
 from crossdiff_core.distributed import Dist, RankSource
 from crossdiff_core.errors import is_out_of_memory
 from crossdiff_core.training.checkpoint import (
@@ -224,9 +224,12 @@ class _StepModule(torch.nn.Module):
         self.crosscoder = crosscoder
         self.train_config = train_config
         self.group = group
+        self.workspace = EncoderWorkspace()
 
     def forward(self, x_a_BD: torch.Tensor, x_b_BD: torch.Tensor, dead_F: torch.Tensor) -> StepOutput:
-        return training_loss(self.crosscoder, x_a_BD, x_b_BD, dead_F, self.train_config, group=self.group)
+        return training_loss(
+            self.crosscoder, x_a_BD, x_b_BD, dead_F, self.train_config, group=self.group, workspace=self.workspace
+        )
 
 
 def _metrics(

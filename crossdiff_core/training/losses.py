@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as nnf
 
 from crossdiff_core.crosscoder.batchtopk import LatentSelection, default_k_aux, select_batch_topk, select_dead_topk
-from crossdiff_core.crosscoder.model import CrossCoder
+from crossdiff_core.crosscoder.model import CrossCoder, EncoderWorkspace
 from crossdiff_core.crosscoder.sparse_ops import SPARSE, LatentOps
 from crossdiff_core.distributed import Dist
 from crossdiff_core.training.config import TrainConfig
@@ -50,19 +50,21 @@ def training_loss(
     train_config: TrainConfig,
     ops: LatentOps = SPARSE,
     group: Dist | None = None,
+    workspace: EncoderWorkspace | None = None,
 ) -> StepOutput:
     """Return the loss and statistics of one step on NORMALIZED activations.
 
     `dead_F` marks dead latents (for auxk). `ops` chooses the BatchTopK kernels: the sparse fast
     path, or `sparse_ops.DENSE_REFERENCE` to check it. With a data-parallel `group` the batch is
     this rank's part of the global batch; the selection and the auxk normalization are global, and
-    the loss is scaled so that DDP's gradient average is the gradient of the global batch's loss.
+    the loss is scaled so that DDP's gradient average is the gradient of the global batch's loss. A training
+    run passes the same `workspace` to every step (buffers of the encoder matmul kept between steps).
     """
     if model.config.sparsity == "l1":
         return _l1_loss(model, x_a_BD, x_b_BD)
     batch = x_a_BD.shape[0]
     with torch.no_grad():
-        pre_BF = model.encoder_products(x_a_BD, x_b_BD)  # without b_enc: selection and gather add it
+        pre_BF = model.encoder_products(x_a_BD, x_b_BD, workspace)  # without b_enc: selection and gather add it
         norm_a_F, norm_b_F = model.decoder_norms()
     selection = select_batch_topk(pre_BF, norm_a_F + norm_b_F, model.config.k, group, bias_F=model.b_enc.detach())
     values_N = _gather(ops, model, pre_BF, selection, x_a_BD, x_b_BD)

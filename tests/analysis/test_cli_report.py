@@ -1,4 +1,4 @@
-"""CLI commands `index`, `report` and `steer` (models injected in-process), the report files, explanations."""
+"""CLI commands `index`, `explain`, `report` and `steer` (models injected in-process), the report files, explanations."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def test_index_then_report_then_steer(tiny_cli, tiny_folder, tiny_store, tmp_pat
     html = (out / "report.html").read_text()
     markdown = (out / "report.md").read_text()
     assert "Model A" in html and "Model B" in html and "<img src='frequency.png'" in html
-    assert "## Model A" in markdown and "| rank | latent | label | verdict |" in markdown
+    assert "## Model A" in markdown and "| rank | latent | name | verdict |" in markdown
     assert "<th>verdict</th>" in html
     for side in ("A", "B"):  # the summary counts each verdict per model
         presented = index.presented(side.lower())
@@ -135,3 +135,41 @@ def test_chat_model_explanations_are_stored_with_their_author(tiny_pair, tiny_df
     reloaded = FeatureIndex.load(tmp_path / "index")
     for e in explanations:
         assert reloaded.explanations[e.latent] == {"text": e.text, "model": tiny_pair[0].model_id}
+
+
+def test_explain_scores_shows_progress_keeps_what_is_done_when_interrupted_and_resumes(
+    tiny_cli, tiny_folder, tiny_store, monkeypatch, capsys
+):
+    index_args = ["index", "--crosscoder", str(tiny_folder), "--store", str(tiny_store), "--top-contexts", "4"]
+    assert cli.main([*index_args, "--windows", "8"]) == 0
+    monkeypatch.setattr("crossdiff_core.models.load_model", lambda *args, **kwargs: tiny_cli[0])
+    from crossdiff_core.analysis import explanation_scores
+
+    explained, explain = [], explanation_scores.explain_latent
+
+    def interrupted_after_one(index, explainer, latent, *args):
+        if explained:
+            raise KeyboardInterrupt
+        explained.append(latent)
+        return explain(index, explainer, latent, *args)
+
+    command = ["explain", "--crosscoder", str(tiny_folder), "--explain-with", "smollm2-135m", "--explain-top", "2"]
+    monkeypatch.setattr(explanation_scores, "explain_latent", interrupted_after_one)
+    assert cli.main(command) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+    assert list(load_index(tiny_folder).explanations) == explained  # saved as soon as it was done
+
+    def counted(index, explainer, latent, *args):
+        explained.append(latent)
+        return explain(index, explainer, latent, *args)
+
+    monkeypatch.setattr(explanation_scores, "explain_latent", counted)
+    assert cli.main(command) == 0
+    captured = capsys.readouterr()
+    assert "explaining and scoring" in captured.err and "0.5 is chance" in captured.err  # progress, then the summary
+    index = load_index(tiny_folder)
+    latents = [j for side in ("a", "b") for j in index.ranked(side, 2) if index.arrays["n_fires"][j] > 0]
+    assert sorted(explained) == sorted(latents) and sorted(index.explanations) == sorted(latents)  # each once
+    scored = [j for j in latents if index.explanations[j].get("scorer") == tiny_cli[0].model_id]
+    assert scored and all(0 <= index.explanation_score(j) <= 1 for j in scored)
+    assert all(str(j) in captured.out for j in latents)

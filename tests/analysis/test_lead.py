@@ -17,7 +17,8 @@ def view(side: str, model: str, hits: list[ExclusiveHit]) -> ModelDiff:
 
 def hit(latent: int, activation: float, peak: int, code: str | None) -> ExclusiveHit:
     verdict = Verdict(code, VERDICTS[code], "why") if code else None
-    return ExclusiveHit(latent, activation, activation / 2, 2, peak, f"feature {latent}", verdict)
+    name = f"feature {latent}"
+    return ExclusiveHit(latent, activation, activation / 2, 2, peak, name, name, verdict=verdict)
 
 
 def diff_of(hits_a, hits_b) -> PromptDiff:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from crossdiff_core import cli
-from crossdiff_core.analysis import diff
+from crossdiff_core.analysis import FeatureIndex, diff, index_dir
+from crossdiff_core.analysis.labels import UNCLEAR
 from crossdiff_core.errors import CrossDiffError
 
 PROMPT = "The history of the Roman Empire. 中国的历史。 def f(x): return x"
@@ -84,6 +86,31 @@ def test_cli_diff_json_keeps_its_keys(real_dfc, real_index, demo_pair, monkeypat
     text = capsys.readouterr().out
     assert f"[{rows[0]['verdict']['label']}]" in text  # the plain output names each verdict
     assert text.splitlines()[0] == parsed["lead"].replace("**", "").replace("*", "")  # the lead comes first, plain
+
+
+def test_cli_diff_json_names_each_latent_by_its_explanation_only_when_it_scored_clear(
+    real_dfc, demo_pair, monkeypatch, capsys, tmp_path
+):
+    folder = shutil.copytree(real_dfc.out_dir, tmp_path / "dfc")
+    index = FeatureIndex.load(index_dir(folder))
+    scores = {}
+    for n, latent in enumerate(int(j) for side in ("a", "b") for j in index.exclusive(side)):
+        index.set_explanation(latent, f"explanation {latent}", "explainer")
+        scores[latent] = (0.9, 0.5, None)[n % 3]
+        if scores[latent] is not None:
+            index.set_explanation_score(latent, scores[latent], "scorer")
+    index.save_labels()
+    monkeypatch.setattr("crossdiff_core.cli.pipeline._load_pair", lambda *args, **kwargs: demo_pair)
+    assert cli.main(["diff", "--crosscoder", str(folder), PROMPT, "--json"]) == 0
+    parsed = json.loads(capsys.readouterr().out)
+    rows = [row for side in ("model_a", "model_b") for row in parsed[side]["exclusive"]]
+    assert rows, "no exclusive latent fired: the naming check is vacuous"
+    for row in rows:
+        latent, label = row["latent"], index.labels[row["latent"]]
+        assert row["label"] == label and row["explanation"] == f"explanation {latent}"
+        assert row["explanation_score"] == scores[latent]
+        expected = {0.9: row["explanation"], 0.5: f"{UNCLEAR} · {label}", None: label}[scores[latent]]
+        assert row["name"] == expected
 
 
 def test_bad_prompts_are_clear(tiny_dfc, tiny_pair):

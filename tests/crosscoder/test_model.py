@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
+from crossdiff_core.crosscoder.model import EncoderWorkspace
 from crossdiff_core.errors import CrossCoderError
 
 D_A, D_B, F = 12, 20, 40
@@ -201,3 +202,19 @@ def test_encoder_products_are_the_pre_activations_without_the_bias(exclusive):
     products = cc.encoder_products(x_a, x_b)
     assert not products.requires_grad and products.isfinite().all()
     torch.testing.assert_close(products + cc.b_enc.detach(), cc.pre_activations(x_a, x_b).detach())
+
+
+def test_a_workspace_reuses_its_buffers_with_the_current_weights():
+    config = CrossCoderConfig(d_a=12, d_b=20, dict_size=64, exclusive_a=0.1, exclusive_b=0.2)
+    cc = CrossCoder(config, seed=3)
+    workspace = EncoderWorkspace()
+    x_a, x_b = torch.randn(5, 12), torch.randn(5, 20)
+    first = cc.encoder_products(x_a, x_b, workspace).data_ptr()
+    with torch.no_grad():  # as an optimizer step does: the next call reads the new weights
+        cc.W_enc_a.mul_(2.0)
+        cc.W_enc_b.add_(1.0)
+    products = cc.encoder_products(x_a, x_b, workspace)
+    assert products.data_ptr() == first
+    torch.testing.assert_close(products, cc.pre_activations(x_a, x_b).detach() - cc.b_enc.detach())
+    fewer = cc.encoder_products(x_a[:3], x_b[:3], workspace)  # another batch size gets its own buffer
+    torch.testing.assert_close(fewer, products[:3])

@@ -2,7 +2,7 @@
 
 The inverse of `hub.importers.dictionary_learning`. What dfc_learning's classes read
 (`dictionary_learning/dictionary.py`): `CrossCoder`, `BatchTopKCrossCoder`, `DedicatedFeatureCrossCoder` and
-`DedicatedFeatureBatchTopKCrossCoder` all load a local file with `torch.load(path, weights_only=True)` (the DFC
+`DedicatedFeatureBatchTopKCrossCoder` all load a local file with `torch.load` with `weights_only=True` (the DFC
 classes read no other local format; safetensors reach them only through the Hub mixin), build themselves from
 its shapes, `k` and `_partition_config`, and `load_state_dict` strictly. So the export is that state dict, with
 their names, shapes and dtypes, in `model_final.pt` (the name their training gives the final checkpoint):
