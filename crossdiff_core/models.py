@@ -17,7 +17,8 @@ A model is named by a *spec*:
 `load_model` returns a `LoadedModel` whose `activations()` runs the forward pass only up to the read
 layer (no later layers, no LM head). Models compute in the dtype `crossdiff_core.compute_dtype`
 picks (`auto`, the default: bf16 on GPUs and on CPUs that run bf16 fast, fp32 on CPUs without
-bf16 instructions, where bf16 runs tens of times slower); the `LoadedModel` records which and why.
+bf16 instructions, where bf16 runs tens of times slower); the `LoadedModel` records which and why. A quantized
+model that computes in fp32 keeps its embeddings and LM head in bf16 (`crossdiff_core.embedding_storage`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from crossdiff_core.allocator import trimming_freed_memory
 from crossdiff_core.compute_dtype import DEFAULT_DTYPE, DTYPE_CHOICES, ComputeDtype, dtype_name, pick_compute_dtype
 from crossdiff_core.corpus.organism_texts import ORGANISM_NAMES
+from crossdiff_core.embedding_storage import STORAGE_DTYPE, compute_in
 from crossdiff_core.errors import Cancelled, ModelLoadError, is_out_of_memory
 from crossdiff_core.files import cache_dir, write_folder_atomically
 from crossdiff_core.planning import QUANT_CHOICES
@@ -561,10 +564,11 @@ def _converted(folder: Path) -> bool:
 
 
 def convert_gguf(gguf_path: Path) -> Path:
-    """Return a safetensors folder holding the dequantized GGUF model and its tokenizer, converting once.
+    """Return a safetensors folder holding the dequantized GGUF model (in bf16) and its tokenizer, converting once.
 
-    The folder lives in the cache, keyed by the file's size and modification time, and is written
-    atomically, so an interrupted conversion is redone rather than half-used.
+    Each tensor is cast to bf16 as soon as it is dequantized, so no fp32 copy of the whole model is made. The folder
+    lives in the cache, keyed by the file's size and modification time, and is written atomically, so an interrupted
+    conversion is redone rather than half-used.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -578,7 +582,7 @@ def convert_gguf(gguf_path: Path) -> Path:
         try:
             tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
             model = AutoModelForCausalLM.from_pretrained(
-                gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+                gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.bfloat16
             )
         except (ValueError, KeyError, NotImplementedError) as exc:
             raise ModelLoadError(
@@ -589,7 +593,7 @@ def convert_gguf(gguf_path: Path) -> Path:
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        model.to(torch.bfloat16).save_pretrained(tmp)
+        model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "crossdiff_source.json").write_text(json.dumps({"gguf": str(gguf_path)}))
 
@@ -648,16 +652,20 @@ def _load_folder(
         raise _explain_load_failure(str(target), exc) from exc
     n_layers = _n_layers(config)
     layer = _check_layer(layer, n_layers, model_id)
-    kwargs = dict(common, dtype=torch_dtype, device_map=device)
     quant_config = _quant_config(quant, torch_dtype)
+    stored = torch_dtype if quant_config is None or torch_dtype.itemsize <= STORAGE_DTYPE.itemsize else STORAGE_DTYPE
+    kwargs = dict(common, dtype=stored, device_map=device)
     if quant_config is not None:
         kwargs["quantization_config"] = quant_config
     try:
-        model = AutoModelForCausalLM.from_pretrained(target, **kwargs)
+        with trimming_freed_memory() if quant_config is not None else contextlib.nullcontext():
+            model = AutoModelForCausalLM.from_pretrained(target, **kwargs)
     except Exception as exc:
         if is_out_of_memory(exc):
             raise _out_of_memory(model_id, quant, dtype) from exc
         raise _explain_load_failure(str(target), exc) from exc
+    if stored != torch_dtype:
+        compute_in(model, torch_dtype)
     model.eval()
     revision = revision or getattr(config, "_commit_hash", None)
     return _wrap(model, tokenizer, model_id, source, layer, revision, quant, compute)

@@ -20,7 +20,7 @@ APP_SHARED = {"state", "render", "estimates", "errors", "gpu", "server", "known_
 STAGES = [
     {"errors", "files", "distributed", "cpu_threads", "__init__"},
     {"corpus"},
-    {"compute_dtype", "models", "planning"},
+    {"compute_dtype", "allocator", "embedding_storage", "models", "planning"},
     {"alignment"},
     {"crosscoder"},
     {"activations"},
