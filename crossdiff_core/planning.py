@@ -59,6 +59,12 @@ INT8_BYTES_PER_PARAM = 1.0
 MXFP4_BYTES_PER_PARAM = 4.25 / 8
 """MXFP4: 4-bit values plus one 8-bit scale per 32 (GPT-OSS stores its expert weights this way)."""
 
+STORED_EMBEDDING_BYTES = 2
+"""Bytes per parameter of a quantized model's embeddings when it computes in a wider dtype (bf16)."""
+
+QUANTIZE_COPIES = 4
+"""fp32 copies of one weight matrix that bitsandbytes makes while quantizing it on CPU."""
+
 RUNTIME_BYTES = {"cpu": int(0.27 * GIB), "cuda": int(0.5 * GIB)}
 """Memory taken before any model is loaded: Python with torch and transformers imported (CPU resident
 memory, measured 0.24–0.29 GiB on Linux with torch 2.13), or the CUDA context and kernels (GPU memory)."""
@@ -142,10 +148,12 @@ class ModelMemory:
     """Weight bytes by part: linear layers, experts, embeddings (and LM head), norms."""
     checkpoint_bytes: int
     """Size of the checkpoint files, memory-mapped by the loader."""
-    in_place: bool
-    """True when the weights are used straight from the mapped checkpoint (no quantization, bf16 compute)."""
+    in_place_bytes: int
+    """Weight bytes used straight from the mapped checkpoint on CPU: all of them unquantized in bf16; a quantized
+    model's embeddings when it computes in a wider dtype (they stay bf16, `crossdiff_core.embedding_storage`)."""
     staging_bytes: int
-    """Blocks quantizing on CPU leaves with the allocator (fp32 copies of the linear weights); 0 unquantized."""
+    """Temporaries of quantizing on CPU: fp32 copies of the weight being quantized (the allocator hands freed blocks
+    back after each, `crossdiff_core.allocator`); 0 unquantized."""
     forward_bytes: int
     """Working set of one truncated forward pass of `max_batch_tokens` tokens."""
     prompt_bytes: int
@@ -206,7 +214,7 @@ class MemoryEstimate:
         """Return what a loaded model keeps resident: weights, plus the mapped checkpoint on CPU."""
         if self.device != "cpu":
             return model.weights_bytes
-        return model.checkpoint_bytes + (0 if model.in_place else model.weights_bytes)
+        return model.checkpoint_bytes + model.weights_bytes - model.in_place_bytes
 
     @property
     def peak_bytes(self) -> int:
@@ -454,10 +462,12 @@ def model_memory(
         expert_bytes = expert_params * arch.expert_checkpoint_bytes  # transformers keeps MXFP4 experts on a GPU
     else:
         expert_bytes = expert_params * compute  # fused 3-D expert tensors: bitsandbytes leaves them as they are
+    # a quantized model keeps its embeddings in bf16 (the checkpoint's dtype) when it computes in a wider dtype
+    embedding_bytes = arch.embedding_params * (min(compute, STORED_EMBEDDING_BYTES) if quant != "none" else compute)
     parts = {
         "linear": int(linear_params * per_param),
         "experts": int(expert_bytes),
-        "embeddings": arch.embedding_params * compute,
+        "embeddings": embedding_bytes,
         "norms": arch.norm_params * compute,
     }
     expert_ckpt = arch.expert_checkpoint_bytes or 2
@@ -467,11 +477,22 @@ def model_memory(
         weights_bytes=sum(parts.values()),
         parts=parts,
         checkpoint_bytes=checkpoint,
-        in_place=quant == "none" and dtype == "bf16" and not arch.expert_checkpoint_bytes,
-        staging_bytes=4 * linear_params if quant != "none" else 0,
+        in_place_bytes=_in_place_bytes(arch, quant, dtype, parts),
+        staging_bytes=QUANTIZE_COPIES * 4 * arch.hidden * max(arch.intermediate, arch.n_heads * arch.head_dim)
+        if quant != "none"
+        else 0,
         forward_bytes=forward_bytes(arch, quant, dtype, max_batch_tokens),
         prompt_bytes=forward_bytes(arch, quant, dtype, PROMPT_TOKENS),
     )
+
+
+def _in_place_bytes(arch: ModelArch, quant: str, dtype: str, parts: dict[str, int]) -> int:
+    """Return the weight bytes a model uses straight from its mapped bf16 checkpoint on CPU."""
+    if arch.expert_checkpoint_bytes:
+        return 0
+    if quant == "none":
+        return sum(parts.values()) if dtype == "bf16" else 0
+    return parts["embeddings"] if DTYPE_BYTES[dtype] > STORED_EMBEDDING_BYTES else 0
 
 
 def forward_bytes(arch: ModelArch, quant: str, dtype: str, n_tokens: int) -> int:
