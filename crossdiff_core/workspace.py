@@ -269,7 +269,7 @@ ProgressFn = Callable[[str, float, str], None]
 class TrainSettings:
     """How a crosscoder is trained on a store: its size and sparsity and the schedule, with the defaults of a short
     run (the CLI's `train` options read theirs from here). The one place a training run's `CrossCoderConfig` and
-    `TrainConfig` are built: the CLI's `train` and the app's jobs (`TrainJob.settings`) both train through
+    `TrainConfig` are built: the CLI's `train` and the app's jobs (`TrainJob.train_settings`) both train through
     `train_phase`. Validates itself when made, in the configs' words, so nothing is written for a bad setting.
     """
 
@@ -329,7 +329,8 @@ class TrainJob:
     """Everything a "train a new DFC" job needs, with the defaults the app shows; validates itself.
 
     Folders are reused, so running a cancelled job again resumes it; a job folder records its job's settings
-    (`JOB_FILE`). What it trains with is `settings()`: the `TrainSettings` the CLI's `train` builds from its options.
+    (`JOB_FILE`). What it trains with is `train_settings()`: a `TrainSettings`, as the CLI's `train` builds from its
+    options.
     """
 
     pair: PairKey
@@ -362,9 +363,9 @@ class TrainJob:
             )
         if self.dead_after_tokens is not None and self.dead_after_tokens < 1:
             raise CrossDiffError("the tokens after which a feature counts as dead must be 1 or more (or automatic).")
-        self.settings()
+        self.train_settings()
 
-    def settings(self, store_rows: int | None = None) -> TrainSettings:
+    def train_settings(self, store_rows: int | None = None) -> TrainSettings:
         """Return what this job trains with: its own settings, the `TrainSettings` defaults for the rest, and two
         choices of a short job: a checkpoint every tenth of the steps (at least 25, so a crashed app loses little)
         and, given the row count of its store, a batch of at most a quarter of the rows (at least 32)."""
@@ -499,7 +500,7 @@ def run_train_job(
 
     if not _trained(cc_dir, job.steps):
         report("train", 0.0, f"step 0/{job.steps}")
-        result = train_phase(job.settings(meta["counts"]["rows"]), store_dir, cc_dir, on_step, stop)
+        result = train_phase(job.train_settings(meta["counts"]["rows"]), store_dir, cc_dir, on_step, stop)
         if result.steps_done < job.steps:
             return None
         workspace.forget(str(cc_dir))

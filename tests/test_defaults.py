@@ -49,7 +49,7 @@ def test_cli_defaults_are_the_config_defaults():
     assert (args.quant, args.dtype) == (PAIR.quant, PAIR.dtype)
     assert job.n_tokens == harvest.n_tokens
     assert _train_settings(args) == TrainSettings(), "every train option defaults to what an app job trains with"
-    assert job.settings() == TrainSettings(checkpoint_every=max(25, job.steps // 10)), "a job checkpoints more often"
+    assert job.train_settings() == TrainSettings(checkpoint_every=max(25, job.steps // 10)), "its checkpoints"
     args = parser.parse_args(["index", "--crosscoder", "c"])
     index = IndexConfig()
     assert (args.windows, args.top_contexts) == (index.n_windows, index.top_contexts)
