@@ -2,7 +2,9 @@
 
 A `Workspace` loads models, crosscoders and feature indexes once and shares them between callers
 (the app's users, a CLI command); per-user choices (which pair, which crosscoder) are plain keys.
-`run_train_job` is the whole "train a new DFC" job: harvest, train, then index.
+`run_train_job` is the whole "train a new DFC" job: `harvest_phase`, `train_phase`, then the index. The CLI's
+`harvest` and `train` run the same two phases, and `TrainSettings` is the one place a training run's configs are
+built, so a crosscoder trained on the command line and one trained by the app differ only in what they were asked.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from crossdiff_core.training.config import TrainConfig
 if TYPE_CHECKING:  # what imports torch is imported where it is used: the CLI's parser reads PairKey and TrainJob
     from crossdiff_core.analysis.index import FeatureIndex
     from crossdiff_core.crosscoder.model import CrossCoder
+    from crossdiff_core.distributed import Dist
     from crossdiff_core.models import LoadedModel
+    from crossdiff_core.training.config import TrainProgress, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -262,33 +266,91 @@ ProgressFn = Callable[[str, float, str], None]
 
 
 @dataclass
+class TrainSettings:
+    """How a crosscoder is trained on a store: its size and sparsity and the schedule, with the defaults of a short
+    run (the CLI's `train` options read theirs from here). The one place a training run's `CrossCoderConfig` and
+    `TrainConfig` are built: the CLI's `train` and the app's jobs (`TrainJob.train_settings`) both train through
+    `train_phase`. Validates itself when made, in the configs' words, so nothing is written for a bad setting.
+    """
+
+    dict_size: int = 1024
+    k: int = 16
+    """Active latents per token: fewer than `CrossCoderConfig.k`, which suits the larger dictionaries of long runs."""
+    exclusive_a: float | int = CrossCoderConfig.exclusive_a
+    """A-exclusive latents: a fraction of `dict_size` below 1, or a whole count (kept as an int)."""
+    exclusive_b: float | int = CrossCoderConfig.exclusive_b
+    sparsity: str = CrossCoderConfig.sparsity
+    l1_coeff: float = CrossCoderConfig.l1_coeff
+    steps: int = 300
+    """Training steps: a short run that a CPU finishes in minutes (`TrainConfig.steps` is for long runs)."""
+    batch_size: int = 512
+    lr: float | None = TrainConfig.lr
+    seed: int = TrainConfig.seed
+    checkpoint_every: int = TrainConfig.checkpoint_every
+    dead_after_tokens: int | None = TrainConfig.dead_after_tokens
+    auxk_exclusive: bool = TrainConfig.auxk_exclusive
+
+    def __post_init__(self) -> None:
+        for name in ("exclusive_a", "exclusive_b"):
+            value = getattr(self, name)
+            if isinstance(value, float) and value >= 1 and value.is_integer():
+                setattr(self, name, int(value))  # a count, whichever way it was typed
+        self.crosscoder_config(1, 1)
+        self.train_config().validate()
+
+    def crosscoder_config(self, d_a: int, d_b: int) -> CrossCoderConfig:
+        """Return the crosscoder config for models of widths `d_a` and `d_b` (it validates itself)."""
+        return CrossCoderConfig(
+            d_a=d_a,
+            d_b=d_b,
+            dict_size=self.dict_size,
+            k=self.k,
+            exclusive_a=self.exclusive_a,
+            exclusive_b=self.exclusive_b,
+            sparsity=self.sparsity,
+            l1_coeff=self.l1_coeff,
+        )
+
+    def train_config(self) -> TrainConfig:
+        """Return the train config of these settings."""
+        return TrainConfig(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            seed=self.seed,
+            checkpoint_every=self.checkpoint_every,
+            dead_after_tokens=self.dead_after_tokens,
+            auxk_exclusive=self.auxk_exclusive,
+        )
+
+
+@dataclass
 class TrainJob:
-    """Everything a "train a new DFC" job needs, with the defaults the app and the CLI show; validates itself.
+    """Everything a "train a new DFC" job needs, with the defaults the app shows; validates itself.
 
     Folders are reused, so running a cancelled job again resumes it; a job folder records its job's settings
-    (`JOB_FILE`).
+    (`JOB_FILE`). What it trains with is `train_settings()`: a `TrainSettings`, as the CLI's `train` builds from its
+    options.
     """
 
     pair: PairKey
     out_dir: Path | None = None
     corpus: str = IndexConfig.corpus
     n_tokens: int = HarvestConfig.n_tokens
-    dict_size: int = 1024
-    k: int = 16
-    """Active latents per token: fewer than `CrossCoderConfig.k`, which suits the larger dictionaries of long runs."""
-    exclusive_a: float = CrossCoderConfig.exclusive_a
-    exclusive_b: float = CrossCoderConfig.exclusive_b
-    steps: int = 300
-    """Training steps: a short run that a CPU finishes in minutes (`TrainConfig.steps` is for long runs)."""
-    batch_size: int = 512
+    dict_size: int = TrainSettings.dict_size
+    k: int = TrainSettings.k
+    exclusive_a: float = TrainSettings.exclusive_a
+    exclusive_b: float = TrainSettings.exclusive_b
+    steps: int = TrainSettings.steps
+    batch_size: int = TrainSettings.batch_size
     index_windows: int = 64
     """Corpus windows the feature index reads after training (0: no index); a first look, fewer than `IndexConfig`'s."""
-    auxk_exclusive: bool = TrainConfig.auxk_exclusive
+    auxk_exclusive: bool = TrainSettings.auxk_exclusive
     """Let auxk revive exclusive latents (see `TrainConfig.auxk_exclusive`). Off, as in the CLI: on the organism
     benchmark (benchmarks/organisms/RESULTS.md) reviving them found no planted behaviour the defaults missed and
     called 6 features of an unmodified pair "likely real" (none without it); exclusive latents that stay dead
     are shown as what they are."""
-    dead_after_tokens: int | None = None
+    dead_after_tokens: int | None = TrainSettings.dead_after_tokens
     """Tokens without firing after which a latent is dead (`TrainConfig.dead_after_tokens`); None = automatic."""
 
     def __post_init__(self) -> None:
@@ -301,17 +363,23 @@ class TrainJob:
             )
         if self.dead_after_tokens is not None and self.dead_after_tokens < 1:
             raise CrossDiffError("the tokens after which a feature counts as dead must be 1 or more (or automatic).")
-        self.crosscoder_config(1, 1).validate()
+        self.train_settings()
 
-    def crosscoder_config(self, d_a: int, d_b: int) -> CrossCoderConfig:
-        """Return the crosscoder config of this job for models of widths `d_a` and `d_b`."""
-        return CrossCoderConfig(
-            d_a=d_a,
-            d_b=d_b,
+    def train_settings(self, store_rows: int | None = None) -> TrainSettings:
+        """Return what this job trains with: its own settings, the `TrainSettings` defaults for the rest, and two
+        choices of a short job: a checkpoint every tenth of the steps (at least 25, so a crashed app loses little)
+        and, given the row count of its store, a batch of at most a quarter of the rows (at least 32)."""
+        batch_size = self.batch_size if store_rows is None else min(self.batch_size, max(32, store_rows // 4))
+        return TrainSettings(
             dict_size=self.dict_size,
             k=self.k,
             exclusive_a=self.exclusive_a,
             exclusive_b=self.exclusive_b,
+            steps=self.steps,
+            batch_size=batch_size,
+            checkpoint_every=max(25, self.steps // 10),
+            dead_after_tokens=self.dead_after_tokens,
+            auxk_exclusive=self.auxk_exclusive,
         )
 
 
@@ -403,10 +471,7 @@ def run_train_job(
     resumes from there. The job folder records the job's settings (`JOB_FILE`); a folder holding a job with other
     settings is refused (`saved_job` reads them, to continue it as it was).
     """
-    from crossdiff_core.activations.harvest import harvest
-    from crossdiff_core.activations.store import PairedActivationStore
     from crossdiff_core.analysis.index import has_index
-    from crossdiff_core.training.loop import train
 
     if job.out_dir is None:
         raise CrossDiffError("the training job has no folder: give it a job folder")
@@ -423,29 +488,10 @@ def run_train_job(
     out_dir.mkdir(parents=True, exist_ok=True)
     if saved is None:
         write_text_atomically(out_dir / JOB_FILE, json.dumps(job_settings(job), indent=1) + "\n")
-    with workspace.model_lock:
-        report("load", 0.0, "loading the two models")
-        pair = _load_pair(workspace, job.pair, stop)
-        if pair is None:
-            return None
-        model_a, model_b = pair
-        kept = _stored_tokens(store_dir)
-        report(
-            "harvest", kept / job.n_tokens, f"{kept:,} / {job.n_tokens:,} paired tokens read · time left: measuring…"
-        )
-        harvest_config = HarvestConfig(n_tokens=job.n_tokens, batch_windows=JOB_HARVEST_WINDOWS)
-        meta = harvest(
-            model_a,
-            model_b,
-            job.corpus,
-            store_dir,
-            harvest_config,
-            progress=lambda p: report("harvest", p.tokens / max(p.target, 1), harvest_message(p)),
-            should_stop=stop,
-        )
-    if not meta.get("complete") or stop():
+    harvest_config = HarvestConfig(n_tokens=job.n_tokens, batch_windows=JOB_HARVEST_WINDOWS)
+    meta = harvest_phase(workspace, job.pair, job.corpus, store_dir, harvest_config, report, stop)
+    if meta is None or not meta.get("complete") or stop():
         return None
-    batch_size = min(job.batch_size, max(32, meta["counts"]["rows"] // 4))
 
     def on_step(p) -> None:
         report("train", p.step / max(p.total_steps, 1), f"step {p.step}/{p.total_steps}")
@@ -453,22 +499,8 @@ def run_train_job(
             on_metrics(dict(p.metrics, step=p.step))
 
     if not _trained(cc_dir, job.steps):
-        train_config = TrainConfig(
-            steps=job.steps,
-            batch_size=batch_size,
-            auxk_exclusive=job.auxk_exclusive,
-            checkpoint_every=max(25, job.steps // 10),
-            dead_after_tokens=job.dead_after_tokens,
-        )
         report("train", 0.0, f"step 0/{job.steps}")
-        result = train(
-            job.crosscoder_config(model_a.d_model, model_b.d_model),
-            train_config,
-            PairedActivationStore(store_dir),
-            cc_dir,
-            progress=on_step,
-            should_stop=stop,
-        )
+        result = train_phase(job.train_settings(meta["counts"]["rows"]), store_dir, cc_dir, on_step, stop)
         if result.steps_done < job.steps:
             return None
         workspace.forget(str(cc_dir))
@@ -481,6 +513,83 @@ def run_train_job(
             return None
     report("done", 1.0, f"saved to {cc_dir}")
     return cc_dir
+
+
+def harvest_phase(
+    workspace: Workspace,
+    key: PairKey,
+    corpus: str,
+    store_dir: str | Path,
+    config: HarvestConfig,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    group: Dist | None = None,
+    show_tqdm: bool = False,
+) -> dict | None:
+    """Load the pair of `key` and harvest `corpus` into `store_dir` (resuming a store of the same harvest there);
+    return the store's metadata (incomplete when `should_stop()` stopped it), or None when stopped while the models
+    loaded. The models load and run under `workspace.model_lock`; reports the phases load and harvest.
+
+    A training job and the CLI's `harvest` and `train` harvest through here; with a data-parallel `group`, each
+    process harvests its share (see `activations.harvest.harvest`).
+    """
+    from crossdiff_core.activations.harvest import harvest
+
+    report = progress or (lambda *_: None)
+    with workspace.model_lock:
+        report("load", 0.0, "loading the two models")
+        pair = workspace.pair(key) if should_stop is None else _load_pair(workspace, key, should_stop)
+        if pair is None:
+            return None
+        kept, target = _stored_tokens(Path(store_dir)), config.n_tokens
+        report("harvest", kept / target, f"{kept:,} / {target:,} paired tokens read · time left: measuring…")
+        return harvest(
+            *pair,
+            corpus,
+            store_dir,
+            config,
+            progress=lambda p: report("harvest", p.tokens / max(p.target, 1), harvest_message(p)),
+            should_stop=should_stop,
+            show_tqdm=show_tqdm,
+            group=group,
+        )
+
+
+def train_phase(
+    settings: TrainSettings,
+    store_dir: str | Path,
+    out_dir: str | Path,
+    progress: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    group: Dist | None = None,
+    resume: bool = True,
+    show_tqdm: bool = False,
+) -> TrainResult:
+    """Train a crosscoder with `settings` on the (complete) store in `store_dir` into `out_dir`, and return the
+    `TrainResult`; no model is loaded (the widths are the store's). A training job and the CLI's `train` train
+    through here, so the same settings and store give the same configs, checkpoints and weights.
+
+    With `resume` (the default), a checkpoint in `out_dir` continues, but only a run of the same settings: the
+    checkpoint refuses other ones (steps included: the learning-rate schedule and the automatic dead-latent window
+    depend on them), naming each difference, except `checkpoint_every`, which may change. With a data-parallel
+    `group`, each process trains on its own shards of the store (`PairedActivationStore.for_rank`).
+    """
+    from crossdiff_core.activations.store import PairedActivationStore
+    from crossdiff_core.training.loop import train
+
+    store = PairedActivationStore(store_dir)
+    source = store if group is None else store.for_rank(group.rank, group.world)
+    return train(
+        settings.crosscoder_config(source.d_a, source.d_b),
+        settings.train_config(),
+        source,
+        out_dir,
+        progress=progress,
+        resume=resume,
+        show_tqdm=show_tqdm,
+        should_stop=should_stop,
+        group=group,
+    )
 
 
 def _load_pair(workspace: Workspace, key: PairKey, stop: Callable[[], bool]):

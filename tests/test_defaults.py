@@ -12,10 +12,11 @@ from crossdiff_core.activations.store import STORE_FORMAT
 from crossdiff_core.analysis import IndexConfig
 from crossdiff_core.analysis.config import ExplainConfig
 from crossdiff_core.cli.args import build_parser
+from crossdiff_core.cli.pipeline import _train_settings
 from crossdiff_core.crosscoder import CrossCoderConfig
 from crossdiff_core.errors import CrossDiffError
 from crossdiff_core.training.config import TrainConfig
-from crossdiff_core.workspace import PairKey, TrainJob, index_config
+from crossdiff_core.workspace import PairKey, TrainJob, TrainSettings, index_config
 
 PAIR = PairKey("smollm2-135m", "gemma3-270m")
 
@@ -47,6 +48,8 @@ def test_cli_defaults_are_the_config_defaults():
     )
     assert (args.quant, args.dtype) == (PAIR.quant, PAIR.dtype)
     assert job.n_tokens == harvest.n_tokens
+    assert _train_settings(args) == TrainSettings(), "every train option defaults to what an app job trains with"
+    assert job.train_settings() == TrainSettings(checkpoint_every=max(25, job.steps // 10)), "its checkpoints"
     args = parser.parse_args(["index", "--crosscoder", "c"])
     index = IndexConfig()
     assert (args.windows, args.top_contexts) == (index.n_windows, index.top_contexts)

@@ -12,10 +12,9 @@ from crossdiff_core.activations.config import HarvestConfig
 from crossdiff_core.analysis.config import ExplainConfig, IndexConfig
 from crossdiff_core.compute_dtype import DEFAULT_DTYPE, DTYPE_CHOICES
 from crossdiff_core.corpus.builtin import CORPORA
-from crossdiff_core.crosscoder.config import CrossCoderConfig
+from crossdiff_core.crosscoder.config import SPARSITY_KINDS
 from crossdiff_core.planning import QUANT_CHOICES
-from crossdiff_core.training.config import TrainConfig
-from crossdiff_core.workspace import PairKey, TrainJob
+from crossdiff_core.workspace import PairKey, TrainJob, TrainSettings
 
 CROSSCODER_HELP = "crosscoder folder, or Hub repo id (owner/name) of a published one"
 DEFAULT_TOKEN_ENV = "HF_TOKEN"
@@ -118,52 +117,62 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train a DFC or standard crosscoder on a store (harvesting first if asked)",
-        description="Train a crosscoder. With --model-a/--model-b and a --store that does not exist yet, harvest first.",
+        description="Train a crosscoder. With --model-a/--model-b and a --store that is missing or incomplete, harvest "
+        "it first.",
     )
     p.add_argument("--store", required=True, help="activation store folder")
     p.add_argument("--out", required=True, help="crosscoder folder (an interrupted run into it resumes)")
-    job, t = TrainJob(PairKey("", "")), TrainConfig()
+    run = TrainSettings()
     p.add_argument(
-        "--dict-size", type=int, default=job.dict_size, help=f"number of latents F (default {job.dict_size})"
+        "--dict-size", type=int, default=run.dict_size, help=f"number of latents F (default {run.dict_size})"
     )
     p.add_argument(
-        "--k", type=int, default=job.k, help=f"BatchTopK: active latents per token on average (default {job.k})"
+        "--k", type=int, default=run.k, help=f"BatchTopK: active latents per token on average (default {run.k})"
     )
     p.add_argument(
         "--exclusive",
         type=float,
         nargs=2,
-        default=[job.exclusive_a, job.exclusive_b],
+        default=[run.exclusive_a, run.exclusive_b],
         metavar=("A", "B"),
         help="fractions (or counts, if ≥ 1) of A- and B-exclusive latents; 0 0 = standard crosscoder "
-        f"(default {job.exclusive_a:g} {job.exclusive_b:g})",
+        f"(default {run.exclusive_a:g} {run.exclusive_b:g})",
     )
     p.add_argument(
         "--sparsity",
-        choices=["batchtopk", "l1"],
-        default=CrossCoderConfig.sparsity,
-        help=f"sparsity (default {CrossCoderConfig.sparsity})",
+        choices=SPARSITY_KINDS,
+        default=run.sparsity,
+        help=f"sparsity (default {run.sparsity})",
     )
-    p.add_argument("--l1-coeff", type=float, default=None, help="L1 coefficient when --sparsity l1")
-    p.add_argument("--steps", type=int, default=job.steps, help=f"training steps (default {job.steps})")
-    p.add_argument("--batch-size", type=int, default=job.batch_size, help=f"tokens per step (default {job.batch_size})")
-    p.add_argument("--lr", type=float, default=t.lr, help="learning rate (default: scaled to the dictionary size)")
-    p.add_argument("--seed", type=int, default=t.seed, help=f"random seed (default {t.seed})")
+    p.add_argument(
+        "--l1-coeff",
+        type=float,
+        default=run.l1_coeff,
+        help=f"L1 coefficient when --sparsity l1 (default {run.l1_coeff:g})",
+    )
+    p.add_argument("--steps", type=int, default=run.steps, help=f"training steps (default {run.steps})")
+    p.add_argument("--batch-size", type=int, default=run.batch_size, help=f"tokens per step (default {run.batch_size})")
+    p.add_argument("--lr", type=float, default=run.lr, help="learning rate (default: scaled to the dictionary size)")
+    p.add_argument("--seed", type=int, default=run.seed, help=f"random seed (default {run.seed})")
     p.add_argument(
         "--checkpoint-every",
         type=int,
-        default=t.checkpoint_every,
-        help=f"steps between checkpoints (default {t.checkpoint_every})",
+        default=run.checkpoint_every,
+        help=f"steps between checkpoints (default {run.checkpoint_every})",
     )
     p.add_argument(
         "--dead-after-tokens",
         type=int,
-        default=None,
+        default=run.dead_after_tokens,
         metavar="N",
         help="a latent counts as dead after N tokens without firing (default: automatic, 5%% of the "
         "run's tokens, at least 4 batches, at most 10M)",
     )
-    p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start over even if --out holds a checkpoint (one of other settings is refused otherwise)",
+    )
     _add_model_args(p, required=False)
     _add_harvest_args(p)
 

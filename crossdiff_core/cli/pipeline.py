@@ -9,17 +9,31 @@ import sys
 from pathlib import Path
 
 from crossdiff_core.errors import CrossDiffError
-from crossdiff_core.workspace import OpenedCrosscoder, PairKey, Workspace, index_config, open_source
+from crossdiff_core.workspace import (
+    OpenedCrosscoder,
+    PairKey,
+    TrainSettings,
+    Workspace,
+    harvest_phase,
+    index_config,
+    open_source,
+    train_phase,
+)
 
 log = logging.getLogger("crossdiff_core")
 
 
-def _load_pair(args, model_a=None, model_b=None, layer_a=None, layer_b=None, group=None):
-    """Return the model pair the model options (or the given overrides) name, loaded through a `Workspace`."""
+def _workspace(args, group=None) -> Workspace:
+    """Return a `Workspace` on the device the options name (under torchrun with `--device auto`: the process's own)."""
     device = args.device
     if group is not None and device == "auto":  # each data-parallel process on its own GPU
         device = str(group.device())
-    key = PairKey(
+    return Workspace(device=device)
+
+
+def _pair_key(args, model_a=None, model_b=None, layer_a=None, layer_b=None) -> PairKey:
+    """Return the key of the model pair the model options (or the given overrides) name."""
+    return PairKey(
         model_a or args.model_a,
         model_b or args.model_b,
         args.quant,
@@ -28,18 +42,22 @@ def _load_pair(args, model_a=None, model_b=None, layer_a=None, layer_b=None, gro
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
     )
-    return Workspace(device=device).pair(key)
+
+
+def _load_pair(args, model_a=None, model_b=None, layer_a=None, layer_b=None):
+    """Return the model pair the model options (or the given overrides) name, loaded through a `Workspace`."""
+    return _workspace(args).pair(_pair_key(args, model_a, model_b, layer_a, layer_b))
 
 
 def _harvest(args, out: str, group=None) -> dict:
+    """Harvest the store the model and harvest options ask for into `out` (resuming one there); return its metadata."""
     from crossdiff_core.activations.config import HarvestConfig
-    from crossdiff_core.activations.harvest import harvest
 
-    model_a, model_b = _load_pair(args, group=group)
     config = HarvestConfig(
         n_tokens=args.tokens, ctx_len=args.ctx_len, batch_windows=args.batch_windows, dtype=args.store_dtype
     )
-    meta = harvest(model_a, model_b, args.corpus, out, config, show_tqdm=True, group=group)
+    workspace = _workspace(args, group)
+    meta = harvest_phase(workspace, _pair_key(args), args.corpus, out, config, group=group, show_tqdm=True)
     counts = meta["counts"]
     if group is not None and not group.is_main:
         return meta
@@ -115,12 +133,14 @@ def _fmt_loss(value) -> str:
 
 
 def cmd_train(args) -> int:
-    """Train a crosscoder on a store, harvesting it first when models are given and it does not exist."""
-    from crossdiff_core.activations.store import PairedActivationStore, is_store
-    from crossdiff_core.crosscoder import CrossCoderConfig
+    """Train a crosscoder on a store, harvesting it first when models are given and it is missing or incomplete.
+
+    Trains through the core's `train_phase`, as the app's jobs do: the options are a `TrainSettings`. Into an `--out`
+    holding a checkpoint, it continues that run when the settings are the same, and otherwise refuses, naming what
+    differs (`--no-resume` starts over).
+    """
+    from crossdiff_core.activations.store import is_store
     from crossdiff_core.distributed import from_environment
-    from crossdiff_core.training.config import TrainConfig
-    from crossdiff_core.training.loop import train
 
     for value in args.exclusive:
         if value >= 1 and value != int(value):
@@ -128,6 +148,7 @@ def cmd_train(args) -> int:
                 f"--exclusive {value:g} is neither a fraction below 1 nor a whole count of latents: "
                 "give e.g. 0.05 (5% of the latents) or 50 (50 latents)"
             )
+    settings = _train_settings(args)  # checked before anything is harvested or written
     group = from_environment()  # under torchrun: data-parallel over the processes it started
     if args.model_a or args.model_b:
         if not (args.model_a and args.model_b):
@@ -139,27 +160,7 @@ def cmd_train(args) -> int:
         raise CrossDiffError(
             f"{args.store} is not an activation store: harvest one first, or pass --model-a and --model-b"
         )
-    store = PairedActivationStore(args.store)
-    source = store if group is None else store.for_rank(group.rank, group.world)
-    excl_a, excl_b = (int(v) if v >= 1 else v for v in args.exclusive)
-    config = CrossCoderConfig(
-        d_a=source.d_a,
-        d_b=source.d_b,
-        dict_size=args.dict_size,
-        exclusive_a=excl_a,
-        exclusive_b=excl_b,
-        sparsity=args.sparsity,
-        k=args.k,
-        **({"l1_coeff": args.l1_coeff} if args.l1_coeff is not None else {}),
-    )
-    config.validate()
-    overrides = {"lr": args.lr} if args.lr is not None else {}
-    if args.checkpoint_every is not None:
-        overrides["checkpoint_every"] = args.checkpoint_every
-    if args.dead_after_tokens is not None:
-        overrides["dead_after_tokens"] = args.dead_after_tokens
-    train_config = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, **overrides)
-    result = train(config, train_config, source, args.out, resume=not args.no_resume, show_tqdm=True, group=group)
+    result = train_phase(settings, args.store, args.out, group=group, resume=not args.no_resume, show_tqdm=True)
     metrics = result.metrics
     if group is not None and not group.is_main:
         return 0
@@ -168,6 +169,24 @@ def cmd_train(args) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _train_settings(args) -> TrainSettings:
+    """Return the `TrainSettings` the train options ask for."""
+    return TrainSettings(
+        dict_size=args.dict_size,
+        k=args.k,
+        exclusive_a=args.exclusive[0],
+        exclusive_b=args.exclusive[1],
+        sparsity=args.sparsity,
+        l1_coeff=args.l1_coeff,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        dead_after_tokens=args.dead_after_tokens,
+    )
 
 
 def _store_complete(meta_path: Path) -> bool:
