@@ -94,6 +94,14 @@ def _add_explain_args(parser: argparse.ArgumentParser, required: bool) -> None:
         help="model that judges each explanation from its words alone (default: the --explain-with model)",
     )
     group.add_argument("--explain-top", type=int, default=e.top, help=f"latents per model to explain (default {e.top})")
+    group.add_argument(
+        "--latent",
+        type=int,
+        action="append",
+        default=None,
+        metavar="N",
+        help="explain this latent instead of the top ones (any latent, shared ones too; repeat for several)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -372,6 +372,24 @@ def _build_index(args, opened: OpenedCrosscoder, pair):
     return build_index(opened.crosscoder, pair, config, out_dir=index_dir(folder), show_tqdm=True)
 
 
+def _latents_to_explain(args, index, config) -> list[int]:
+    """Return the latents `--latent` names (each checked), else the top `config.top` exclusive latents per model."""
+    if not getattr(args, "latent", None):
+        return index.ranked("a", config.top) + index.ranked("b", config.top)
+    for latent in args.latent:
+        if not 0 <= latent < index.dict_size:
+            raise CrossDiffError(
+                f"--latent {latent} is not a latent of this crosscoder: give 0 to {index.dict_size - 1}"
+            )
+    silent = [latent for latent in args.latent if index.arrays["n_fires"][latent] == 0]
+    if silent:
+        raise CrossDiffError(
+            f"latent {silent[0]} never fired on the texts the feature index read, so there is nothing to explain: "
+            "pick one that fired (the Feature tab and `info` list them), or rebuild the index on more text"
+        )
+    return list(dict.fromkeys(args.latent))
+
+
 def _explain(args, index, crosscoder, pair) -> None:
     """Explain and score the top exclusive latents of each model as the explanation options say, printing progress
     and each score; the index keeps every latent done (an interrupted run resumes)."""
@@ -395,7 +413,7 @@ def _explain(args, index, crosscoder, pair) -> None:
     scorer = DetectionScorer(explainer if args.score_with in (None, args.explain_with) else load(args.score_with))
     log.info("reading %d index windows to find where each latent is silent", config.pool_windows)
     pool = measure_pool(index, crosscoder, pair, config.pool_windows, config.seed)
-    latents = index.ranked("a", config.top) + index.ranked("b", config.top)
+    latents = _latents_to_explain(args, index, config)
     with tqdm(total=len(latents), desc="explaining and scoring", unit="latent") as bar:
         scores = explain_and_score(
             index, explainer, scorer, pool, latents, config, progress=lambda done, total: bar.update(done - bar.n)

@@ -173,3 +173,24 @@ def test_explain_scores_shows_progress_keeps_what_is_done_when_interrupted_and_r
     scored = [j for j in latents if index.explanations[j].get("scorer") == tiny_cli[0].model_id]
     assert scored and all(0 <= index.explanation_score(j) <= 1 for j in scored)
     assert all(str(j) in captured.out for j in latents)
+
+
+def test_explain_takes_any_latent_on_demand_and_refuses_one_it_cannot_explain(
+    tiny_cli, tiny_folder, tiny_store, monkeypatch, capsys
+):
+    index_args = ["index", "--crosscoder", str(tiny_folder), "--store", str(tiny_store), "--top-contexts", "4"]
+    assert cli.main([*index_args, "--windows", "8"]) == 0
+    monkeypatch.setattr("crossdiff_core.models.load_model", lambda *args, **kwargs: tiny_cli[0])
+    index = load_index(tiny_folder)
+    fired = [j for j in range(index.dict_size) if index.arrays["n_fires"][j] > 0]
+    shared = next(j for j in fired if index.block(j) == "shared")  # not among the top exclusive ones
+    command = ["explain", "--crosscoder", str(tiny_folder), "--explain-with", "smollm2-135m"]
+    assert cli.main([*command, "--latent", str(shared)]) == 0
+    assert list(load_index(tiny_folder).explanations) == [shared]
+    capsys.readouterr()
+    assert cli.main([*command, "--latent", str(index.dict_size)]) == 2
+    assert f"give 0 to {index.dict_size - 1}" in capsys.readouterr().err
+    silent = [j for j in range(index.dict_size) if index.arrays["n_fires"][j] == 0]
+    if silent:
+        assert cli.main([*command, "--latent", str(silent[0])]) == 2
+        assert "never fired" in capsys.readouterr().err
