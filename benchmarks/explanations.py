@@ -14,7 +14,8 @@ gets for describing some other latent: a real explanation is worth something onl
 Works on a copy of the shipped index in the cache folder (`$CROSSDIFF_CACHE/benchmarks/explanations`), saved after
 each latent, so an interrupted run resumes (`--fresh` starts over). Writes `benchmarks/results/explanations.json`
 after each latent (`complete` false until the shuffled baseline is done) and prints the summary. `--write-index`
-copies the explanations into the shipped index only after a complete run over every alive exclusive latent.
+copies the explanations into the shipped index only after a complete run over every alive exclusive latent, and
+only when they beat the shuffled baseline by more than two standard errors (else their names would mislead).
 Greedy decoding and fixed seeds: the numbers depend on the models, the DFC and the seed, not on the machine.
 """
 
@@ -125,6 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_index:
         if args.limit is not None and args.limit < sum(len(found) for found in alive.values()):
             print("not written into the shipped index: run without --limit to explain every alive exclusive latent")
+            return 1
+        summary = results["summary"]
+        margin = summary["mean_score"] - summary["shuffled_baseline_score"]
+        if not margin > 2 * summary["mean_difference_stderr"]:
+            print(
+                f"not written into the shipped index: the explanations score {summary['mean_score']:.3f} against "
+                f"{summary['shuffled_baseline_score']:.3f} for the same explanations moved to other latents (standard "
+                f"error of the difference {summary['mean_difference_stderr']:.3f}), so as names they would say "
+                "nothing a random one would not; explain with a stronger chat model"
+            )
             return 1
         shipped.explanations = index.explanations
         shipped.save_labels()
