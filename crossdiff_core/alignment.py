@@ -1,4 +1,4 @@
-"""Cross-tokenizer alignment: pair the positions where two tokenizers have read the same text.
+"""Cross-tokenizer alignment: pair the positions where two (or more) tokenizers have read the same text.
 
 Two tokenizers cut the same text differently. A token of A and a token of B are paired when both end
 at the same character offset `e` and each tokenizer splits the text cleanly at `e`: every earlier
@@ -170,6 +170,61 @@ def align(tok_a: TokenizedText, tok_b: TokenizedText) -> Alignment:
         n_tokens_a=tok_a.n_content_tokens,
         n_tokens_b=tok_b.n_content_tokens,
     )
+
+
+@dataclass
+class MultiAlignment:
+    """Paired positions of N ≥ 2 tokenizations of the same text: the character offsets where every one of them
+    splits the text cleanly (the intersection of their clean boundaries), so all N models have read the same text
+    there. For two tokenizations it is exactly `align`'s pairing."""
+
+    positions: list[np.ndarray]
+    """Per tokenization, int64 `[P]` indices into its `input_ids`, strictly increasing."""
+    char_end: np.ndarray
+    """int64 `[P]` character offset where the paired tokens of all N end."""
+    n_tokens: list[int]
+    """Per tokenization, its non-special tokens."""
+
+    @property
+    def coverage(self) -> list[float]:
+        """Return, per tokenization, the fraction of its non-special tokens that are paired (0 when it has none)."""
+        return [len(self.char_end) / n if n else 0.0 for n in self.n_tokens]
+
+    def pair(self, i: int, j: int) -> Alignment:
+        """Return the positions of tokenizations `i` and `j` as a two-model `Alignment` (at the N-way offsets)."""
+        return Alignment(self.positions[i], self.positions[j], self.char_end, self.n_tokens[i], self.n_tokens[j])
+
+
+def align_many(toks: Sequence[TokenizedText]) -> MultiAlignment:
+    """Return the positions where all of `toks` (tokenizations of one text, at least two) have read the same text."""
+    if len(toks) < 2:
+        raise AlignmentError(f"pairing needs at least two tokenizations of the text, got {len(toks)}")
+    if any(tok.text != toks[0].text for tok in toks[1:]):
+        raise AlignmentError(
+            "the tokenizations are of different texts; tokenize the same text with every tokenizer "
+            "(align_many_texts does this for you)."
+        )
+    boundaries = [clean_boundaries(tok) for tok in toks]
+    shared = boundaries[0][1]
+    for _, ends in boundaries[1:]:
+        shared = np.intersect1d(shared, ends, assume_unique=True)
+    return MultiAlignment(
+        positions=[pos[np.searchsorted(ends, shared)] for pos, ends in boundaries],
+        char_end=shared.astype(np.int64),
+        n_tokens=[tok.n_content_tokens for tok in toks],
+    )
+
+
+def align_many_texts(
+    tokenizers: Sequence[Any], texts: Sequence[str], max_tokens: Sequence[int | None] | int | None = None
+) -> list[tuple[list[TokenizedText], MultiAlignment]]:
+    """Return, per text, its tokenization by each tokenizer and their N-way alignment (one batched call per
+    tokenizer). `max_tokens` limits every tokenizer alike, or each its own when given one per tokenizer."""
+    limits = list(max_tokens) if isinstance(max_tokens, Sequence) else [max_tokens] * len(tokenizers)
+    if len(limits) != len(tokenizers):
+        raise AlignmentError(f"give one max_tokens per tokenizer ({len(tokenizers)}), got {len(limits)}")
+    per_tokenizer = [_encode_batch(t, texts, limit, True) for t, limit in zip(tokenizers, limits)]
+    return [(list(toks), align_many(toks)) for toks in zip(*per_tokenizer)]
 
 
 def align_text(

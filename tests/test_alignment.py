@@ -14,7 +14,10 @@ from crossdiff_core.alignment import (
     TokenizedText,
     align,
     align_batch,
+    align_many,
+    align_many_texts,
     align_text,
+    clean_boundaries,
     tokenize_with_offsets,
 )
 from crossdiff_core.errors import AlignmentError
@@ -327,3 +330,63 @@ def test_coverage_stats_accumulates(demo_tokenizers):
     assert stats.n_tokens_a == sum(al.n_tokens_a for _, _, al in results)
     assert stats.coverage_b == pytest.approx(stats.n_paired / stats.n_tokens_b)
     assert stats.as_dict()["coverage_a"] == stats.coverage_a
+
+
+N_WAY_TEXTS = {
+    "english": "The tide rises over the harbour while the fishermen mend their nets and talk about the weather.",
+    "code": "def pair(a, b):\n    return [x + y for x, y in zip(a, b)]  # sums\n",
+    "chinese": "今天天气很好，我们去公园散步吧。长城是中国的著名景点。",
+}
+
+
+@pytest.fixture(scope="module")
+def word_tokenizer():
+    """A third real tokenizer of another kind: WordPiece, trained here on a few sentences (no download)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=400, special_tokens=["[UNK]", "[CLS]"])
+    tokenizer.train_from_iterator(list(N_WAY_TEXTS.values()) * 4, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", cls_token="[CLS]")
+
+
+@pytest.mark.parametrize("kind", sorted(N_WAY_TEXTS))
+def test_two_way_align_many_is_align(demo_tokenizers, kind):
+    _, many = align_many_texts(demo_tokenizers, [N_WAY_TEXTS[kind]])[0]
+    pair = align_batch(*demo_tokenizers, [N_WAY_TEXTS[kind]])[0][2]
+    assert len(pair.pos_a) > 0
+    np.testing.assert_array_equal(many.positions[0], pair.pos_a)
+    np.testing.assert_array_equal(many.positions[1], pair.pos_b)
+    np.testing.assert_array_equal(many.char_end, pair.char_end)
+    assert many.coverage == pytest.approx([pair.coverage_a, pair.coverage_b])
+
+
+@pytest.mark.parametrize("kind", sorted(N_WAY_TEXTS))
+def test_three_tokenizers_pair_where_all_split_cleanly(demo_tokenizers, word_tokenizer, kind):
+    tokenizers = [*demo_tokenizers, word_tokenizer]
+    toks, many = align_many_texts(tokenizers, [N_WAY_TEXTS[kind]])[0]
+    assert len(many.char_end) > 0 and np.all(np.diff(many.char_end) > 0)
+    for tok, positions in zip(toks, many.positions):
+        clean_positions, _ = clean_boundaries(tok)
+        assert set(positions.tolist()) <= set(clean_positions.tolist())  # each model splits cleanly there
+        np.testing.assert_array_equal([tok.offsets[p][1] for p in positions], many.char_end)
+    pairwise = {(i, j): align(toks[i], toks[j]) for i in range(3) for j in range(i + 1, 3)}
+    expected = set.intersection(*(set(p.char_end.tolist()) for p in pairwise.values()))
+    assert set(many.char_end.tolist()) == expected  # the intersection of the pairwise pairings
+    for (i, j), p in pairwise.items():  # a third tokenizer can only remove places
+        assert many.coverage[i] <= p.coverage_a and many.coverage[j] <= p.coverage_b
+        two = many.pair(i, j)
+        assert set(two.char_end.tolist()) <= set(p.char_end.tolist()) and two.n_tokens_a == p.n_tokens_a
+
+
+def test_align_many_rejects_one_tokenization_and_different_texts(demo_tokenizers):
+    tok = tokenize_with_offsets(demo_tokenizers[0], "one text")
+    with pytest.raises(AlignmentError, match="at least two"):
+        align_many([tok])
+    other = tokenize_with_offsets(demo_tokenizers[1], "another text")
+    with pytest.raises(AlignmentError, match="different texts"):
+        align_many([tok, other])
+    with pytest.raises(AlignmentError, match="one max_tokens per tokenizer"):
+        align_many_texts(demo_tokenizers, ["one text"], max_tokens=[8])
