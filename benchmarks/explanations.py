@@ -14,8 +14,9 @@ gets for describing some other latent: a real explanation is worth something onl
 Works on a copy of the shipped index in the cache folder (`$CROSSDIFF_CACHE/benchmarks/explanations`), saved after
 each latent, so an interrupted run resumes (`--fresh` starts over). Writes `benchmarks/results/explanations.json`
 after each latent (`complete` false until the shuffled baseline is done) and prints the summary. `--write-index`
-copies the explanations into the shipped index only after a complete run over every alive exclusive latent, and
-only when they beat the shuffled baseline by more than two standard errors (else their names would mislead).
+copies the explanations into the shipped index only after a complete run over every alive exclusive latent, each
+marked with whether the run beat the shuffled baseline by more than two standard errors: when it did not, none of
+them names its feature (`labels.beats_chance`), whatever its own score.
 Greedy decoding and fixed seeds: the numbers depend on the models, the DFC and the seed, not on the machine.
 """
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from crossdiff_core.analysis.explanation_scores import explain_and_score, shuffled_baseline
     from crossdiff_core.analysis.heldout import measure_pool
     from crossdiff_core.analysis.index import FeatureIndex, index_dir, load_index
-    from crossdiff_core.analysis.labels import CLEAR_EXPLANATION_SCORE
+    from crossdiff_core.analysis.labels import BEATS_CHANCE, CLEAR_EXPLANATION_SCORE
     from crossdiff_core.crosscoder import CrossCoder
     from crossdiff_core.files import cache_dir
     from crossdiff_core.models import load_model
@@ -129,17 +130,16 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         summary = results["summary"]
         margin = summary["mean_score"] - summary["shuffled_baseline_score"]
-        if not margin > 2 * summary["mean_difference_stderr"]:
-            print(
-                f"not written into the shipped index: the explanations score {summary['mean_score']:.3f} against "
-                f"{summary['shuffled_baseline_score']:.3f} for the same explanations moved to other latents (standard "
-                f"error of the difference {summary['mean_difference_stderr']:.3f}), so as names they would say "
-                "nothing a random one would not; explain with a stronger chat model"
-            )
-            return 1
-        shipped.explanations = index.explanations
+        better = bool(margin > 2 * summary["mean_difference_stderr"])
+        shipped.explanations = {j: {**entry, BEATS_CHANCE: better} for j, entry in index.explanations.items()}
         shipped.save_labels()
         print(f"wrote {len(index.explanations)} scored explanations into {shipped.path.relative_to(REPO)}")
+        if not better:
+            print(
+                f"none of them names its feature: they score {summary['mean_score']:.3f} against "
+                f"{summary['shuffled_baseline_score']:.3f} for the same explanations moved to other latents (standard "
+                f"error of the difference {summary['mean_difference_stderr']:.3f}); explain with a stronger chat model"
+            )
     return 0
 
 

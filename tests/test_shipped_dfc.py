@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import pytest
 from safetensors import safe_open
 
 from crossdiff_core.activations.config import HarvestConfig
 from crossdiff_core.activations.harvest import harvest
 from crossdiff_core.activations.store import PairedActivationStore
 from crossdiff_core.analysis.index import load_index
+from crossdiff_core.analysis.labels import BEATS_CHANCE, CLEAR_EXPLANATION_SCORE, UNCLEAR, explanation_note
 from crossdiff_core.crosscoder import CrossCoder
 from crossdiff_core.crosscoder.model import BLOCK_A_EXCLUSIVE, BLOCK_B_EXCLUSIVE
 from crossdiff_core.synthetic import reconstruction_report
@@ -92,3 +95,24 @@ def test_shipped_index_search_finds_labels_and_promoted_tokens_and_knows_each_la
         assert all(index.models_of(latent) == (side,) for latent in index.ranked(side))
     shared = next(j for j in range(index.dict_size) if index.block(j) == "shared")
     assert index.models_of(shared) == ("a", "b") and index.card(shared).models == ("a", "b")
+
+
+def test_shipped_explanations_are_scored_against_chance_and_name_nothing_they_do_not_beat():
+    results = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/explanations.json").read_text())
+    summary = results["summary"]
+    assert results["complete"] and summary["n_scored"] >= 100
+    index = load_index(SHIPPED)
+    alive = [j for side in ("a", "b") for j in index.ranked(side) if index.arrays["n_fires"][j] > 0]
+    assert alive and all(j in index.explanations for j in alive)  # every alive exclusive feature has one
+    scored = [j for j in alive if math.isfinite(index.explanation_score(j))]
+    assert len(scored) == summary["n_scored"]
+    assert sum(index.explanation_score(j) for j in scored) / len(scored) == pytest.approx(summary["mean_score"])
+    margin = summary["mean_score"] - summary["shuffled_baseline_score"]
+    beat = margin > 2 * summary["mean_difference_stderr"]
+    assert all(index.explanations[j][BEATS_CHANCE] is beat for j in alive)
+    named = [j for j in alive if index.name(j) == index.explanations[j]["text"]]
+    clear = [j for j in scored if index.explanation_score(j) >= CLEAR_EXPLANATION_SCORE]
+    assert named == (clear if beat else [])  # a run no better than chance names no feature, however it scored
+    if not beat:
+        assert all(index.name(j).startswith(UNCLEAR) for j in clear)
+        assert "no better on average" in explanation_note(index.explanations[clear[0]])

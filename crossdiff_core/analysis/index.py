@@ -25,7 +25,8 @@ On disk (`<crosscoder>/feature_index/`, written atomically by `FeatureIndex.save
 - `vocab.json`: the text of every token id the arrays mention, per model;
 - `labels.json`: one label per latent, plus optional explanations written by a chat model
   (`{"latent": {"text", "model", "score", "scorer"}}`: `score` is the explanation score of `detection`, how well the
-  explanation predicts where the latent fires, and `scorer` the model that judged it; both absent when unscored);
+  explanation predicts where the latent fires, and `scorer` the model that judged it; both absent when unscored;
+  `beats_chance` false when the run's explanations did no better than a shuffled baseline: then none names its latent);
 - `checksums.json`: SHA-256 of the large files, checked where they are read.
 """
 

@@ -30,6 +30,9 @@ LEGACY_LABELS = {"dead: never fired on the index corpus": UNSEEN_LABEL}
 CLEAR_EXPLANATION_SCORE = 0.65
 """Explanation score (0.5: chance, 1: perfect) from which an explanation is presented as the latent's name; below it,
 or unscored, the name is the evidence label, marked "unclear" when the explanation was scored too low."""
+BEATS_CHANCE = "beats_chance"
+"""Key of a stored explanation: False when its run's explanations scored no better than the same explanations moved to
+other latents (a shuffled baseline), so none of them names its latent, whatever its own score."""
 UNCLEAR = "unclear"
 """The word shown instead of an explanation that predicts badly where its latent fires."""
 
@@ -102,30 +105,44 @@ def explanation_clear(score: float) -> bool:
     return score >= CLEAR_EXPLANATION_SCORE
 
 
+def beats_chance(entry: dict | None) -> bool:
+    """Return False when the run that scored an explanation was measured to do no better than its shuffled baseline
+    (the same explanations moved to other latents: `BEATS_CHANCE` False in the entry), else True."""
+    return bool((entry or {}).get(BEATS_CHANCE, True))
+
+
 def feature_name(label: str, entry: dict | None) -> str:
-    """Return what to call a latent: its explanation when it scored `CLEAR_EXPLANATION_SCORE` or more, else its
-    evidence label, after `unclear · ` when an explanation was scored lower."""
+    """Return what to call a latent: its explanation when it scored `CLEAR_EXPLANATION_SCORE` or more in a run that
+    beat chance (`beats_chance`), else its evidence label, after `unclear · ` when an explanation was scored."""
     text, score = explanation_parts(entry)
-    if text and explanation_clear(score):
+    if text and explanation_clear(score) and beats_chance(entry):
         return text
     return f"{UNCLEAR} · {label}" if text and math.isfinite(score) else label
 
 
-def score_words(score: float) -> str:
-    """Return an explanation score in plain words: how well the explanation predicts where the feature fires."""
+def score_words(score: float, run_beats_chance: bool = True) -> str:
+    """Return an explanation score in plain words: how well the explanation predicts where the feature fires, and,
+    when its run did no better than chance, that its score means little."""
     if not math.isfinite(score):
         return "not scored yet: nobody checked whether it predicts where the feature fires"
-    verdict = "clear" if explanation_clear(score) else UNCLEAR
-    return (
+    verdict = "clear" if explanation_clear(score) and run_beats_chance else UNCLEAR
+    words = (
         f"{verdict}: it predicts where the feature fires with a score of {score:.2f} (0.5 is a coin toss, 1 is perfect)"
     )
+    if not run_beats_chance:
+        words += (
+            "; but this model's explanations scored no better on average than the same explanations given to other "
+            "features, so a single score means little"
+        )
+    return words
 
 
 def explanation_note(entry: dict) -> str:
     """Return one plain sentence on a stored explanation: who wrote it, who judged it, and how well it predicts
     where the feature fires."""
     judged = f", judged by {entry['scorer']}" if entry.get("scorer") else ""
-    return f"Explanation by {entry.get('model') or 'a chat model'}{judged}: {score_words(explanation_parts(entry)[1])}."
+    words = score_words(explanation_parts(entry)[1], beats_chance(entry))
+    return f"Explanation by {entry.get('model') or 'a chat model'}{judged}: {words}."
 
 
 def _visible(word: str) -> str:
