@@ -374,7 +374,7 @@ def _build_index(args, opened: OpenedCrosscoder, pair):
 
 def _latents_to_explain(args, index, config) -> list[int]:
     """Return the latents `--latent` names (each checked), else the top `config.top` exclusive latents per model."""
-    if not getattr(args, "latent", None):
+    if not args.latent:
         return index.ranked("a", config.top) + index.ranked("b", config.top)
     for latent in args.latent:
         if not 0 <= latent < index.dict_size:
