@@ -7,11 +7,13 @@ would give under the user's umask, so a crosscoder or store folder can be shared
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from crossdiff_core.errors import disk_full_error, is_disk_full
@@ -66,6 +68,23 @@ def write_folder_atomically(target: os.PathLike | str, fill: Callable[[Path], No
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def folder_lock(target: os.PathLike | str) -> Iterator[None]:
+    """Hold an exclusive lock on `target` (a sibling `.<name>.lock` file) for the `with` block, across processes.
+
+    Two processes that fill the same cache folder (the app and the CLI, or two test workers) then do it one after
+    the other: the second finds the folder done instead of replacing it while the first one reads it.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 RERUN_ADVICE = "free space on that disk and run the same command again"

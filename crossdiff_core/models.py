@@ -40,7 +40,7 @@ from crossdiff_core.compute_dtype import DEFAULT_DTYPE, DTYPE_CHOICES, ComputeDt
 from crossdiff_core.corpus.organism_texts import ORGANISM_NAMES
 from crossdiff_core.embedding_storage import STORAGE_DTYPE, compute_in
 from crossdiff_core.errors import Cancelled, ModelLoadError, is_out_of_memory
-from crossdiff_core.files import cache_dir, write_folder_atomically
+from crossdiff_core.files import cache_dir, folder_lock, write_folder_atomically
 from crossdiff_core.planning import QUANT_CHOICES
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,9 @@ def _organism_target(spec: str) -> tuple[Path, str] | None:
     folder = organism_folder(demo.short_name, name)
     shipped = shipped_delta(demo.short_name, name)
     if not organism_built(folder) and shipped is not None:
-        install_shipped_organism(demo, name, folder, shipped)
+        with folder_lock(folder):
+            if not organism_built(folder):
+                install_shipped_organism(demo, name, folder, shipped)
     if not organism_built(folder):
         raise ModelLoadError(
             f"the model organism {demo.short_name}+{name} is not built on this machine yet: build it "
@@ -568,14 +570,22 @@ def convert_gguf(gguf_path: Path) -> Path:
 
     Each tensor is cast to bf16 as soon as it is dequantized, so no fp32 copy of the whole model is made. The folder
     lives in the cache, keyed by the file's size and modification time, and is written atomically, so an interrupted
-    conversion is redone rather than half-used.
+    conversion is redone rather than half-used. Processes converting the same file at once take turns.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf_path = Path(gguf_path).resolve()
     target = _converted_folder(gguf_path)
     if _converted(target):
         return target
+    with folder_lock(target):
+        if _converted(target):  # another process converted it while this one waited
+            return target
+        return _convert(gguf_path, target)
+
+
+def _convert(gguf_path: Path, target: Path) -> Path:
+    """Write the dequantized model and tokenizer of `gguf_path` to the folder `target`; return `target`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     log.info("converting %s to safetensors (once) in %s", gguf_path.name, target)
 
     def fill(tmp: Path) -> None:

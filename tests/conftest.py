@@ -8,6 +8,32 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
+# Tests run on two worker processes (`-n 2` in the Makefile). Each worker builds the session fixtures it needs, so the
+# tests that share an expensive one run on one worker: every test of a module stays together, and so do all the tests
+# of these groups, whatever their module.
+_SHARED_FIXTURE_GROUPS = {
+    "served": "app",  # the launched app (tests/app/conftest.py)
+    "workspace": "app",
+    "real_store": "real-demo",  # the real demo pair's store, DFC and feature index (tests/analysis/conftest.py)
+    "real_dfc": "real-demo",
+    "real_index": "real-demo",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Give every test an `xdist_group`: that of the expensive session fixture its module uses, else its module's."""
+    if not config.pluginmanager.has_plugin("xdist"):
+        return
+    module_group = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        module_group.setdefault(module, module)
+        for name in item.fixturenames:
+            module_group[module] = _SHARED_FIXTURE_GROUPS.get(name, module_group[module])
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(module_group[item.nodeid.split("::")[0]]))
+
 
 @pytest.fixture(scope="session")
 def demo_tokenizers():

@@ -623,3 +623,39 @@ def test_out_of_memory_while_loading_a_model_names_the_options():
     assert last.startswith("ModelLoadError out of memory loading google/gemma-3-270m"), last
     for option in ("--quant nf4", "a smaller model", "--device cpu", "free memory"):
         assert option in last, (option, last)
+
+
+_FILL_ONCE = """
+import sys, time
+from pathlib import Path
+from crossdiff_core.files import folder_lock, write_folder_atomically
+
+target, log = Path(sys.argv[1]), Path(sys.argv[2])
+def fill(tmp):
+    with log.open("a") as handle:
+        handle.write("fill\\n")
+    time.sleep(1.0)
+    (tmp / "done").write_text("ok")
+with folder_lock(target):
+    if not (target / "done").is_file():
+        write_folder_atomically(target, fill)
+print((target / "done").read_text())
+"""
+
+
+def test_two_processes_filling_one_cache_folder_take_turns(tmp_path):
+    """The second process waits for the first and finds the folder done, rather than replacing it under its reader."""
+    target, log = tmp_path / "cache" / "converted", tmp_path / "fills.log"
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _FILL_ONCE, str(target), str(log)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=60)[0].strip() for run in runs]
+    assert [run.returncode for run in runs] == [0, 0]
+    assert outputs == ["ok", "ok"]
+    assert log.read_text().splitlines() == ["fill"]
