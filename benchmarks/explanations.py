@@ -15,8 +15,9 @@ Works on a copy of the shipped index in the cache folder (`$CROSSDIFF_CACHE/benc
 each latent, so an interrupted run resumes (`--fresh` starts over). Writes `benchmarks/results/explanations.json`
 after each latent (`complete` false until the shuffled baseline is done) and prints the summary. `--write-index`
 copies the explanations into the shipped index only after a complete run over every alive exclusive latent, each
-marked with whether the run beat the shuffled baseline by more than two standard errors: when it did not, none of
-them names its feature (`labels.beats_chance`), whatever its own score.
+marked with whether the run beat the shuffled baseline by more than two standard errors
+(`explanation_scores.compare_with_chance`, as the `explain` command does): when it did not, none of them names its
+feature (`labels.beats_chance`), whatever its own score.
 Greedy decoding and fixed seeds: the numbers depend on the models, the DFC and the seed, not on the machine.
 """
 
@@ -55,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from crossdiff_core.analysis.config import ExplainConfig
     from crossdiff_core.analysis.detection import CONTENT_FREE, DetectionScorer
-    from crossdiff_core.analysis.explanation_scores import explain_and_score, shuffled_baseline
+    from crossdiff_core.analysis.explanation_scores import compare_with_chance, explain_and_score
     from crossdiff_core.analysis.heldout import measure_pool
     from crossdiff_core.analysis.index import FeatureIndex, index_dir, load_index
-    from crossdiff_core.analysis.labels import BEATS_CHANCE, CLEAR_EXPLANATION_SCORE
+    from crossdiff_core.analysis.labels import CLEAR_EXPLANATION_SCORE
     from crossdiff_core.crosscoder import CrossCoder
     from crossdiff_core.files import cache_dir
     from crossdiff_core.models import load_model
@@ -100,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     clock = {"wall": time.perf_counter(), "cpu": time.process_time(), "latents": 0}
     timing = {"wall": 0.0, "cpu": 0.0}
 
-    def report(phase: str, done: int, total: int, shuffled: dict | None = None) -> None:
+    def report(phase: str, done: int, total: int) -> None:
         timing["wall"] += time.perf_counter() - clock["wall"]
         timing["cpu"] += time.process_time() - clock["cpu"]
         seconds[phase] = timing["wall"]
         seconds[f"{phase}_cpu"] = timing["cpu"]
-        results = _results(index, latents, settings, seconds, shuffled, complete=False)
+        results = _results(index, latents, settings, seconds, None, complete=False)
         _write(results)
         if phase == "explain":
             latent = latents[done - 1]
@@ -115,12 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         clock.update(wall=time.perf_counter(), cpu=time.process_time())
 
     explain_and_score(index, explainer, scorer, pool, latents, config, progress=lambda d, t: report("explain", d, t))
-    texts = {j: index.explanations[j]["text"] for j in latents if math.isfinite(index.explanation_score(j))}
     timing.update(wall=0.0, cpu=0.0)
     clock.update(wall=time.perf_counter(), cpu=time.process_time())
-    shuffled = shuffled_baseline(index, scorer, pool, texts, config)
-    report("shuffled", len(texts), len(texts))
-    results = _results(index, latents, settings, seconds, shuffled, complete=True)
+    check = compare_with_chance(index, scorer, pool, explainer.model_id, config)
+    index.save_labels()
+    report("shuffled", 0, 0)
+    results = _results(index, latents, settings, seconds, check, complete=True)
     _write(results)
     print(json.dumps(results["summary"], indent=1))
     print(f"wrote {RESULTS.relative_to(REPO)}")
@@ -128,18 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.limit is not None and args.limit < sum(len(found) for found in alive.values()):
             print("not written into the shipped index: run without --limit to explain every alive exclusive latent")
             return 1
-        summary = results["summary"]
-        margin = summary["mean_score"] - summary["shuffled_baseline_score"]
-        better = bool(margin > 2 * summary["mean_difference_stderr"])
-        shipped.explanations = {j: {**entry, BEATS_CHANCE: better} for j, entry in index.explanations.items()}
+        shipped.explanations = index.explanations
         shipped.save_labels()
         print(f"wrote {len(index.explanations)} scored explanations into {shipped.path.relative_to(REPO)}")
-        if not better:
-            print(
-                f"none of them names its feature: they score {summary['mean_score']:.3f} against "
-                f"{summary['shuffled_baseline_score']:.3f} for the same explanations moved to other latents (standard "
-                f"error of the difference {summary['mean_difference_stderr']:.3f}); explain with a stronger chat model"
-            )
+        if check is not None:
+            print(check.words())
     return 0
 
 
@@ -149,7 +143,7 @@ def _interleave(first: list[int], second: list[int]) -> list[tuple[int, ...]]:
     return [tuple(x[i] for x in (first, second) if i < len(x)) for i in range(n)]
 
 
-def _results(index, latents, settings, seconds, shuffled, complete) -> dict:
+def _results(index, latents, settings, seconds, check, complete) -> dict:
     from crossdiff_core.analysis.labels import explanation_clear
 
     entries = []
@@ -164,7 +158,7 @@ def _results(index, latents, settings, seconds, shuffled, complete) -> dict:
             "label": index.labels[latent],
             "explanation": entry["text"],
             "score": score,
-            "shuffled_score": (shuffled or {}).get(latent, float("nan")),
+            "shuffled_score": check.shuffled.get(latent, float("nan")) if check else float("nan"),
         })  # fmt: skip
     scored = [e for e in entries if math.isfinite(e["score"])]
     paired = [e for e in scored if math.isfinite(e["shuffled_score"])]
@@ -177,7 +171,8 @@ def _results(index, latents, settings, seconds, shuffled, complete) -> dict:
         "n_clear": sum(explanation_clear(e["score"]) for e in scored),
         "n_clear_shuffled": sum(explanation_clear(e["shuffled_score"]) for e in paired),
         "share_above_shuffled": sum(e["score"] > e["shuffled_score"] for e in paired) / len(paired) if paired else None,
-        "mean_difference_stderr": _stderr([e["score"] - e["shuffled_score"] for e in paired]),
+        "mean_difference_stderr": check.stderr if check else float("nan"),
+        "beats_chance": check.beats if check else None,
         "seconds_per_latent": seconds.get("explain", 0.0) / max(len(latents) - settings["resumed"], 1),
         "cpu_seconds_per_latent": seconds.get("explain_cpu", 0.0) / max(len(latents) - settings["resumed"], 1),
         "shuffled_seconds_per_latent": seconds.get("shuffled", 0.0) / max(len(paired), 1),
@@ -195,14 +190,6 @@ def _results(index, latents, settings, seconds, shuffled, complete) -> dict:
         "seconds": {name: round(value, 1) for name, value in seconds.items()},
         "latents": entries,
     }
-
-
-def _stderr(values: list[float]) -> float:
-    """Return the standard error of the mean of `values` (NaN for fewer than two)."""
-    if len(values) < 2:
-        return float("nan")
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
 
 
 def _write(results: dict) -> None:

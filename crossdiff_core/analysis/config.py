@@ -70,9 +70,14 @@ class ExplainConfig:
     """Held-out activating contexts a latent needs for its explanation to be scored (fewer: NaN)."""
     seed: int = 0
     """Seed of the pool's windows and crops and of each latent's pick of silent crops."""
+    chance_stderrs: float = 2.0
+    """An explainer's explanations beat chance when their mean score exceeds that of the same explanations moved to
+    other latents (the shuffled baseline) by more than this many standard errors of the paired difference."""
 
     def validate(self) -> None:
         """Raise `CrossDiffError` saying what to change when a field is out of range; returns None."""
+        if not self.chance_stderrs >= 0:
+            raise CrossDiffError(f"explain setting chance_stderrs={self.chance_stderrs!r} must be 0 or more")
         for name in ("top", "max_new_tokens", "pool_windows", "negatives", "min_positives"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

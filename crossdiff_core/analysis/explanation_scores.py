@@ -5,11 +5,15 @@ latent's held-out texts (`heldout`, `detection`); the index records text, author
 after each latent, so a stopped run keeps what it finished and the same run again skips what is done.
 `score_latents` scores given explanation texts, and `shuffled_baseline` the same texts moved to other latents:
 what the scorer gives explanations that describe some other latent, the score a real explanation must beat.
+`compare_with_chance` runs that baseline on every explanation one explainer wrote and one scorer judged, and records
+in each whether they beat it (`labels.BEATS_CHANCE`): when they do not, none of them names its latent.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,6 +22,7 @@ from crossdiff_core.analysis.detection import DetectionScorer
 from crossdiff_core.analysis.explain import explain_latent
 from crossdiff_core.analysis.heldout import SilentPool, held_out_texts
 from crossdiff_core.analysis.index import FeatureIndex
+from crossdiff_core.analysis.labels import BEATS_CHANCE
 from crossdiff_core.errors import Cancelled, CrossDiffError
 from crossdiff_core.models import LoadedModel
 
@@ -69,6 +74,88 @@ def shuffled_baseline(
 ) -> dict[int, float]:
     """Return each latent's detection score with another latent's explanation (`shuffled`): the chance level."""
     return score_latents(index, scorer, pool, shuffled(explanations, config.seed), config, progress)
+
+
+@dataclass(frozen=True)
+class ChanceCheck:
+    """How one explainer's scored explanations compare with the same explanations moved to other latents."""
+
+    n: int
+    """Explanations compared (each scored with its own text and with another latent's)."""
+    mean_score: float
+    """Their mean detection score."""
+    shuffled_score: float
+    """Their mean detection score with another latent's explanation: chance for this scorer and these latents."""
+    stderr: float
+    """Standard error of the mean paired difference (own − shuffled)."""
+    beats: bool
+    """Whether `mean_score` exceeds `shuffled_score` by more than `ExplainConfig.chance_stderrs` standard errors."""
+    shuffled: dict[int, float]
+    """Each compared latent's score with another latent's explanation."""
+
+    def words(self) -> str:
+        """Return the comparison in plain words, for the command line."""
+        verdict = (
+            "better than chance"
+            if self.beats
+            else "no better than chance, so none of them names its latent; explain with a stronger chat model"
+        )
+        return (
+            f"{self.n} explanations score {self.mean_score:.3f} on average against {self.shuffled_score:.3f} for the "
+            f"same explanations given to other latents (standard error {self.stderr:.3f}): {verdict}"
+        )
+
+
+def chance_check(scores: Mapping[int, float], shuffled: Mapping[int, float], stderrs: float) -> ChanceCheck | None:
+    """Return how explanation scores (latent → score) compare with the same latents' shuffled-baseline scores, over
+    the latents where both are finite; None when fewer than two are."""
+    paired = [
+        latent for latent in scores if math.isfinite(scores[latent]) and math.isfinite(shuffled.get(latent, math.nan))
+    ]
+    if len(paired) < 2:
+        return None
+    n = len(paired)
+    differences = [scores[latent] - shuffled[latent] for latent in paired]
+    mean_difference = sum(differences) / n
+    stderr = math.sqrt(sum((d - mean_difference) ** 2 for d in differences) / (n - 1) / n)
+    return ChanceCheck(
+        n=n,
+        mean_score=sum(scores[latent] for latent in paired) / n,
+        shuffled_score=sum(shuffled[latent] for latent in paired) / n,
+        stderr=stderr,
+        beats=mean_difference > stderrs * stderr,
+        shuffled={latent: shuffled[latent] for latent in paired},
+    )
+
+
+def compare_with_chance(
+    index: FeatureIndex,
+    scorer: DetectionScorer,
+    pool: SilentPool,
+    explainer_id: str,
+    config: ExplainConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ChanceCheck | None:
+    """Return how the explanations `explainer_id` wrote and `scorer` judged compare with the shuffled baseline, and
+    record the verdict in each of them (`BEATS_CHANCE`; call `save_labels` to persist); None, recording nothing,
+    when fewer than two such explanations have a finite score."""
+    config = config or ExplainConfig()
+    own = {
+        latent: entry["text"]
+        for latent, entry in index.explanations.items()
+        if entry.get("model") == explainer_id
+        and entry.get("scorer") == scorer.model_id
+        and math.isfinite(index.explanation_score(latent))
+    }
+    if len(own) < 2:
+        return None
+    scores = {latent: index.explanation_score(latent) for latent in own}
+    check = chance_check(scores, shuffled_baseline(index, scorer, pool, own, config, progress), config.chance_stderrs)
+    if check is None:
+        return None
+    for latent in own:
+        index.explanations[latent][BEATS_CHANCE] = check.beats
+    return check
 
 
 def explain_and_score(

@@ -102,6 +102,12 @@ def _add_explain_args(parser: argparse.ArgumentParser, required: bool) -> None:
         metavar="N",
         help="explain this latent instead of the top ones (any latent, shared ones too; repeat for several)",
     )
+    group.add_argument(
+        "--skip-chance-check",
+        action="store_true",
+        help="do not check the explanations against chance (the same explanations scored on other latents; on by "
+        "default, it doubles the scoring time)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

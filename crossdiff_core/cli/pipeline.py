@@ -397,7 +397,7 @@ def _explain(args, index, crosscoder, pair) -> None:
 
     from crossdiff_core.analysis.config import ExplainConfig
     from crossdiff_core.analysis.detection import DetectionScorer
-    from crossdiff_core.analysis.explanation_scores import explain_and_score
+    from crossdiff_core.analysis.explanation_scores import compare_with_chance, explain_and_score
     from crossdiff_core.analysis.heldout import measure_pool
     from crossdiff_core.analysis.labels import explanation_clear
     from crossdiff_core.models import load_model
@@ -428,6 +428,21 @@ def _explain(args, index, crosscoder, pair) -> None:
     for latent, score in scores.items():
         shown = f"{score:.2f}" if math.isfinite(score) else "  – "
         print(f"  {index.models_of(latent)[0].upper()} {latent:>6}  {shown}  {index.explanations[latent]['text']}")
+    if args.skip_chance_check:
+        return
+    with tqdm(desc="scoring them on other latents (chance)", unit="latent") as bar:
+        check = compare_with_chance(
+            index, scorer, pool, explainer.model_id, config, progress=lambda done, total: bar.update(done - bar.n)
+        )
+    if check is None:
+        print(
+            "not compared with chance: that needs at least two scored explanations by this model "
+            "(explain more latents)",
+            file=sys.stderr,
+        )
+        return
+    index.save_labels()
+    print(check.words(), file=sys.stderr)
 
 
 def cmd_explain(args) -> int:

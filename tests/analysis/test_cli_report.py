@@ -9,6 +9,7 @@ import pytest
 
 from crossdiff_core import cli
 from crossdiff_core.analysis import FeatureIndex, explain_latents, load_index
+from crossdiff_core.analysis.labels import BEATS_CHANCE
 from crossdiff_core.analysis.steering import STRENGTH_STEPS
 from crossdiff_core.analysis.verdict import VERDICTS
 
@@ -167,11 +168,14 @@ def test_explain_scores_shows_progress_keeps_what_is_done_when_interrupted_and_r
     assert cli.main(command) == 0
     captured = capsys.readouterr()
     assert "explaining and scoring" in captured.err and "0.5 is chance" in captured.err  # progress, then the summary
+    assert "for the same explanations given to other latents" in captured.err  # checked against chance
     index = load_index(tiny_folder)
     latents = [j for side in ("a", "b") for j in index.ranked(side, 2) if index.arrays["n_fires"][j] > 0]
     assert sorted(explained) == sorted(latents) and sorted(index.explanations) == sorted(latents)  # each once
     scored = [j for j in latents if index.explanations[j].get("scorer") == tiny_cli[0].model_id]
     assert scored and all(0 <= index.explanation_score(j) <= 1 for j in scored)
+    verdicts = {index.explanations[j][BEATS_CHANCE] for j in scored}  # one verdict for the run, recorded in each
+    assert len(verdicts) == 1 and ("no better than chance" in captured.err) == (verdicts == {False})
     assert all(str(j) in captured.out for j in latents)
 
 
@@ -187,7 +191,7 @@ def test_explain_takes_any_latent_on_demand_and_refuses_one_it_cannot_explain(
     command = ["explain", "--crosscoder", str(tiny_folder), "--explain-with", "smollm2-135m"]
     assert cli.main([*command, "--latent", str(shared)]) == 0
     assert list(load_index(tiny_folder).explanations) == [shared]
-    capsys.readouterr()
+    assert "not compared with chance" in capsys.readouterr().err  # one explanation has no other latent to move to
     assert cli.main([*command, "--latent", str(index.dict_size)]) == 2
     assert f"give 0 to {index.dict_size - 1}" in capsys.readouterr().err
     silent = [j for j in range(index.dict_size) if index.arrays["n_fires"][j] == 0]

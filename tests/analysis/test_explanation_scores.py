@@ -15,9 +15,16 @@ import torch
 from crossdiff_core.analysis import FeatureIndex
 from crossdiff_core.analysis.config import ExplainConfig
 from crossdiff_core.analysis.detection import DetectionScorer, auroc
-from crossdiff_core.analysis.explanation_scores import explain_and_score, scoring_texts, shuffled, shuffled_baseline
+from crossdiff_core.analysis.explanation_scores import (
+    chance_check,
+    compare_with_chance,
+    explain_and_score,
+    scoring_texts,
+    shuffled,
+    shuffled_baseline,
+)
 from crossdiff_core.analysis.heldout import explainer_contexts, held_out_texts, measure_pool
-from crossdiff_core.analysis.labels import UNCLEAR
+from crossdiff_core.analysis.labels import BEATS_CHANCE, UNCLEAR, beats_chance
 from crossdiff_core.errors import Cancelled, CrossDiffError
 
 KITTENS = ["Our kitten sleeps all day.", "She adopted a black kitten.", "A kitten chased the ball of wool."]
@@ -33,6 +40,18 @@ def test_auroc_and_shuffled_explanations():
     assert all(moved[latent] != text for latent, text in texts.items())
     with pytest.raises(CrossDiffError, match="at least two"):
         shuffled({3: "three"})
+
+
+def test_explanations_beat_chance_only_by_more_than_the_noise():
+    own = {1: 0.9, 2: 0.8, 3: 0.85, 4: 0.7}
+    clearly = chance_check(own, {1: 0.5, 2: 0.55, 3: 0.5, 4: 0.45}, stderrs=2.0)
+    assert clearly.beats and clearly.n == 4 and clearly.mean_score == pytest.approx(0.8125)
+    assert clearly.shuffled_score == pytest.approx(0.5) and "better than chance" in clearly.words()
+    noisy = chance_check(own, {1: 0.95, 2: 0.4, 3: 0.9, 4: 0.5}, stderrs=2.0)  # ahead on average, within the noise
+    assert noisy.mean_score > noisy.shuffled_score and not noisy.beats and "no better than chance" in noisy.words()
+    assert chance_check(own, {1: 0.95, 2: 0.4, 3: 0.9, 4: 0.5}, stderrs=0.0).beats
+    unpaired = chance_check({1: 0.9, 2: float("nan"), 3: 0.8}, {1: 0.5, 2: 0.5, 3: float("nan")}, stderrs=2.0)
+    assert unpaired is None  # one latent has both scores
 
 
 class KeywordReader(torch.nn.Module):
@@ -126,6 +145,13 @@ def test_explanations_are_scored_on_held_out_texts_recorded_and_resumed(
         assert entry["model"] == entry["scorer"] == explainer.model_id and entry["score"] == scores[latent]
     baseline = shuffled_baseline(index, scorer, pool, {j: index.explanations[j]["text"] for j in latents}, config)
     assert set(baseline) == set(latents) and all(0 <= s <= 1 for s in baseline.values())
+    check = compare_with_chance(index, scorer, pool, explainer.model_id, config)
+    assert check.n == 2 and check.shuffled == baseline  # the same seed moves the same texts
+    index.save_labels()
+    reloaded = FeatureIndex.load(index.path)
+    assert all(reloaded.explanations[j][BEATS_CHANCE] is check.beats == beats_chance(reloaded.explanations[j])
+               for j in latents)  # fmt: skip
+    assert compare_with_chance(index, scorer, pool, "another explainer", config) is None  # none of its own
 
     monkeypatch.setattr("crossdiff_core.analysis.explanation_scores.explain_latent", pytest.fail)
     assert explain_and_score(index, explainer, scorer, pool, latents, config) == scores  # done: nothing redone
