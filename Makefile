@@ -9,4 +9,4 @@ test:
 	scripts/bootstrap.sh test
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/python -m pytest -q -n 2 --dist loadgroup tests
+	.venv/bin/python -m pytest -q -n 2 tests

@@ -1,6 +1,9 @@
 """Shared fixtures: the real demo tokenizers and models, loaded once per test session, offline."""
 
+import functools
 import os
+import re
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -8,31 +11,29 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
-# Tests run on two worker processes (`-n 2` in the Makefile). Each worker builds the session fixtures it needs, so the
-# tests that share an expensive one run on one worker: every test of a module stays together, and so do all the tests
-# of these groups, whatever their module.
-_SHARED_FIXTURE_GROUPS = {
-    "served": "app",  # the launched app (tests/app/conftest.py)
-    "workspace": "app",
-    "real_store": "real-demo",  # the real demo pair's store, DFC and feature index (tests/analysis/conftest.py)
-    "real_dfc": "real-demo",
-    "real_index": "real-demo",
-}
+# `make test` runs the tests on two worker processes (pytest-xdist's `-n 2`). Each worker builds the session fixtures
+# its tests need, so the tests that share an expensive one go to the same worker: every module's tests stay together,
+# and so do the app's tests (one launched app) and those of the real demo pair's DFC and feature index.
+_REAL_DEMO_FIXTURES = re.compile(r"\b(real_store|real_dfc|real_index)\b")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Give every test an `xdist_group`: that of the expensive session fixture its module uses, else its module's."""
-    if not config.pluginmanager.has_plugin("xdist"):
-        return
-    module_group = {}
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        module_group.setdefault(module, module)
-        for name in item.fixturenames:
-            module_group[module] = _SHARED_FIXTURE_GROUPS.get(name, module_group[module])
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(module_group[item.nodeid.split("::")[0]]))
+@functools.cache
+def _worker_group(module: str, root: Path) -> str:
+    """Return the group of tests a module's tests run in: "app", "real-demo", or the module itself."""
+    if module.startswith("tests/app/"):
+        return "app"
+    return "real-demo" if _REAL_DEMO_FIXTURES.search((root / module).read_text()) else module
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Return pytest-xdist's scheduler of whole groups of tests (`_worker_group`), one group to one worker."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _worker_group(nodeid.split("::")[0], config.rootpath)
+
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
