@@ -15,6 +15,18 @@ import pytest
 # its tests need, so the tests that share an expensive one go to the same worker: every module's tests stay together,
 # and so do the app's tests (one launched app) and those of the real demo pair's DFC and feature index.
 _REAL_DEMO_FIXTURES = re.compile(r"\b(real_store|real_dfc|real_index)\b")
+_LONGEST_GROUPS = (
+    "tests/test_pipeline_demo.py",
+    "app",
+    "real-demo",
+    "tests/test_organism_small.py",
+    "tests/test_organisms.py",
+    "tests/test_distributed.py",
+    "tests/test_faults.py",
+    "tests/test_corpus.py",
+)
+"""The groups that take longest (several minutes each on a 2-core CPU), started first so that the two workers end
+together; the others follow, most tests first."""
 
 
 @functools.cache
@@ -32,6 +44,12 @@ def pytest_xdist_make_scheduler(config, log):
     class GroupScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return _worker_group(nodeid.split("::")[0], config.rootpath)
+
+        def _assign_work_unit(self, node) -> None:
+            longest = [group for group in _LONGEST_GROUPS if group in self.workqueue]
+            if longest:
+                self.workqueue.move_to_end(longest[0], last=False)
+            super()._assign_work_unit(node)
 
     return GroupScheduling(config, log)
 
