@@ -37,6 +37,7 @@ def _worker_group(module: str, root: Path) -> str:
     return "real-demo" if _REAL_DEMO_FIXTURES.search((root / module).read_text()) else module
 
 
+@pytest.hookimpl(optionalhook=True)  # a run without pytest-xdist (`-p no:xdist`) has no such hook
 def pytest_xdist_make_scheduler(config, log):
     """Return pytest-xdist's scheduler of whole groups of tests (`_worker_group`), one group to one worker."""
     from xdist.scheduler import LoadScopeScheduling
