@@ -24,6 +24,7 @@ model that computes in fp32 keeps its embeddings and LM head in bf16 (`crossdiff
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -40,7 +41,7 @@ from crossdiff_core.compute_dtype import DEFAULT_DTYPE, DTYPE_CHOICES, ComputeDt
 from crossdiff_core.corpus.organism_texts import ORGANISM_NAMES
 from crossdiff_core.embedding_storage import STORAGE_DTYPE, compute_in
 from crossdiff_core.errors import Cancelled, ModelLoadError, is_out_of_memory
-from crossdiff_core.files import cache_dir, folder_lock, write_folder_atomically
+from crossdiff_core.files import cache_dir, file_sha256, folder_lock, write_folder_atomically
 from crossdiff_core.planning import QUANT_CHOICES
 
 log = logging.getLogger(__name__)
@@ -555,10 +556,16 @@ def conversion_seconds(spec: str) -> float | None:
 
 
 def _converted_folder(gguf_path: Path) -> Path:
-    """Return the cache folder a GGUF file is converted into, keyed by its path, size and modification time."""
+    """Return the cache folder a GGUF file is converted into, keyed by the file's content: every copy of one file (in
+    each clone's virtual environment, say) shares one conversion."""
     stat = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:12]
-    return cache_dir() / "converted" / f"{gguf_path.stem}-{key}"
+    return cache_dir() / "converted" / f"{gguf_path.stem}-{_content_key(gguf_path, stat.st_size, stat.st_mtime_ns)}"
+
+
+@functools.cache
+def _content_key(path: Path, size: int, mtime_ns: int) -> str:
+    """Return the first 12 hex digits of the file's SHA-256 (a second for a few hundred MB; once per file version)."""
+    return file_sha256(path)[:12]
 
 
 def _converted(folder: Path) -> bool:
@@ -569,7 +576,7 @@ def convert_gguf(gguf_path: Path) -> Path:
     """Return a safetensors folder holding the dequantized GGUF model (in bf16) and its tokenizer, converting once.
 
     Each tensor is cast to bf16 as soon as it is dequantized, so no fp32 copy of the whole model is made. The folder
-    lives in the cache, keyed by the file's size and modification time, and is written atomically, so an interrupted
+    lives in the cache, keyed by the file's content, and is written atomically, so an interrupted
     conversion is redone rather than half-used. Processes converting the same file at once take turns.
     """
     gguf_path = Path(gguf_path).resolve()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig
 
 from crossdiff_core.compute_dtype import pick_compute_dtype
 from crossdiff_core.errors import ModelLoadError
-from crossdiff_core.models import find_demo, load_model, tokenizer_fingerprint
+from crossdiff_core.models import conversion_seconds, find_demo, load_model, tokenizer_fingerprint
 
 
 def _tiny_folder(tmp_path, tokenizer, kind: str):
@@ -167,3 +169,18 @@ def test_gguf_file_converts_once_to_a_cached_safetensors_folder(demo_pair):
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     assert convert_gguf(gguf) == folder and (folder / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_every_copy_of_a_converted_gguf_file_shares_its_conversion(demo_tokenizers, tmp_path):
+    """The cache is keyed by the file's bytes: a second clone's copy of a demo model is not converted again."""
+    original = find_demo("smollm2-135m").local_gguf()
+    assert conversion_seconds(str(original)) is None  # converted when the demo tokenizers loaded
+    copy = tmp_path / original.name
+    shutil.copyfile(original, copy)
+    assert conversion_seconds(str(copy)) is None
+    with open(copy, "r+b") as handle:  # one bit changed: another file, converted on its own
+        handle.seek(-1, 2)
+        last = handle.read(1)[0]
+        handle.seek(-1, 2)
+        handle.write(bytes([last ^ 1]))
+    assert conversion_seconds(str(copy)) > 0
