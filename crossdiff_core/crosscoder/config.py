@@ -6,13 +6,22 @@ Dedicated Feature Crosscoder (DFC). Latents are ordered `[A-exclusive | shared |
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import warnings
 from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
 
 from crossdiff_core.errors import CrossCoderError
 
 SPARSITY_KINDS = ("batchtopk", "l1")
+
+KIND_KEY = "crosscoder_kind"
+"""`config.json` key that marks an N-model crosscoder (`crossdiff_core.crosscoder.multi`); absent in a two-model one."""
+
+MULTI_KIND = "multi"
+"""The value of `KIND_KEY` in an N-model crosscoder's `config.json`."""
 
 # Fields `check_pair` compares, as (name, label shown to the user).
 _PAIR_FIELDS = (("model", "model"), ("revision", "revision"), ("layer", "layer"), ("tokenizer", "tokenizer"))
@@ -212,6 +221,11 @@ class CrossCoderConfig:
             raise CrossCoderError(
                 f"a crosscoder config must be a JSON object, got {type(data).__name__}; the config.json is corrupt"
             )
+        if data.get(KIND_KEY) == MULTI_KIND:
+            raise CrossCoderError(
+                f"this config.json is an N-model crosscoder's ({len(data.get('d') or [])} models): load it with "
+                "MultiCrossCoder.from_pretrained (crossdiff_core.crosscoder.multi)"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -226,6 +240,18 @@ class CrossCoderConfig:
                 "re-download or re-train"
             )
         return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def is_multi_folder(folder: str | os.PathLike) -> bool:
+    """Return whether `folder` holds an N-model crosscoder (its `config.json` says `"crosscoder_kind": "multi"`).
+
+    False for a two-model crosscoder, a folder without a readable `config.json`, or one that is not JSON.
+    """
+    try:
+        data = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get(KIND_KEY) == MULTI_KIND
 
 
 def _check_block_spec(name: str, value: float) -> None:
