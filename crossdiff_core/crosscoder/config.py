@@ -217,29 +217,42 @@ class CrossCoderConfig:
 
         Unknown keys are ignored with a warning; missing optional keys take their defaults.
         """
-        if not isinstance(data, dict):
-            raise CrossCoderError(
-                f"a crosscoder config must be a JSON object, got {type(data).__name__}; the config.json is corrupt"
-            )
-        if data.get(KIND_KEY) == MULTI_KIND:
+        return config_from_dict(cls, data, kind=None)
+
+
+def config_from_dict(cls: type, data: dict, kind: str | None):
+    """Return the config of dataclass `cls` stored in `data`, a `config.json` whose `KIND_KEY` must be `kind`.
+
+    Unknown keys are ignored with a warning; missing optional keys take their defaults. A config of the
+    other kind of crosscoder (two-model for `kind=None`, N-model for `MULTI_KIND`) is refused, saying what loads it.
+    """
+    if not isinstance(data, dict):
+        raise CrossCoderError(
+            f"a crosscoder config must be a JSON object, got {type(data).__name__}; the config.json is corrupt"
+        )
+    if data.get(KIND_KEY) != kind:
+        if kind is None:
             raise CrossCoderError(
                 f"this config.json is an N-model crosscoder's ({len(data.get('d') or [])} models): load it with "
                 "MultiCrossCoder.from_pretrained (crossdiff_core.crosscoder.multi)"
             )
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            warnings.warn(
-                f"ignoring unknown crosscoder config keys {unknown} (written by a newer CrossDiff?)", stacklevel=2
-            )
-        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
-        missing = [name for name in required if name not in data]
-        if missing:
-            raise CrossCoderError(
-                f"crosscoder config lacks required keys {missing}; the config.json is incomplete: "
-                "re-download or re-train"
-            )
-        return cls(**{key: value for key, value in data.items() if key in known})
+        raise CrossCoderError(
+            f'this config.json is not an N-model crosscoder\'s (it has no "{KIND_KEY}": "{kind}"): load a '
+            "two-model crosscoder with CrossCoder.from_pretrained"
+        )
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known - {KIND_KEY})
+    if unknown:
+        warnings.warn(
+            f"ignoring unknown crosscoder config keys {unknown} (written by a newer CrossDiff?)", stacklevel=3
+        )
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise CrossCoderError(
+            f"crosscoder config lacks required keys {missing}; the config.json is incomplete: re-download or re-train"
+        )
+    return cls(**{key: value for key, value in data.items() if key in known})
 
 
 def is_multi_folder(folder: str | os.PathLike) -> bool:

@@ -18,8 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -27,7 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from crossdiff_core.crosscoder.config import KIND_KEY, MULTI_KIND, _block_count, _check_block_spec
+from crossdiff_core.crosscoder.config import KIND_KEY, MULTI_KIND, _block_count, _check_block_spec, config_from_dict
 from crossdiff_core.crosscoder.model import (
     BLOCK_SHARED,
     CONFIG_FILE,
@@ -152,29 +151,7 @@ class MultiCrossCoderConfig:
     @classmethod
     def from_dict(cls, data: dict) -> MultiCrossCoderConfig:
         """Return the config stored in `data`; a two-model crosscoder's config is refused, saying what loads it."""
-        if not isinstance(data, dict):
-            raise CrossCoderError(
-                f"a crosscoder config must be a JSON object, got {type(data).__name__}; the config.json is corrupt"
-            )
-        if data.get(KIND_KEY) != MULTI_KIND:
-            raise CrossCoderError(
-                "this config.json is not an N-model crosscoder's (it has no "
-                f'"{KIND_KEY}": "{MULTI_KIND}"): load a two-model crosscoder with CrossCoder.from_pretrained'
-            )
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known - {KIND_KEY})
-        if unknown:
-            warnings.warn(
-                f"ignoring unknown crosscoder config keys {unknown} (written by a newer CrossDiff?)", stacklevel=2
-            )
-        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
-        missing = [name for name in required if name not in data]
-        if missing:
-            raise CrossCoderError(
-                f"crosscoder config lacks required keys {missing}; the config.json is incomplete: "
-                "re-download or re-train"
-            )
-        return cls(**{key: value for key, value in data.items() if key in known})
+        return config_from_dict(cls, data, kind=MULTI_KIND)
 
 
 def exclusive_block_name(m: int) -> str:

@@ -9,8 +9,8 @@ Adam with the two-model schedule (`loop.learning_rate`) on
 with BatchTopK over the scores `relu(pre) · Σ_m ‖d_m‖` (`multi_training_loss`: gradients through the
 selected latents only). auxk revives dead shared latents (as `auxk_exclusive=False`
 does for two models). Every `relocate_every` steps an alive shared latent that writes to one model
-only (its decoder norm for model m above `relocate_relative_norm` of the sum over models) moves into
-a dead latent of model m's exclusive block, as `relocation.relocate_one_sided` does for two.
+only (against every other model, its relative decoder norm is beyond `relocate_relative_norm`) moves
+into a dead latent of model m's exclusive block, as `relocation.relocate_one_sided` does for two.
 A source yields one batch per step as a tuple of N `[B, d_m]` tensors (`iter_batches(batch_size,
 seed, start_batch)`) and knows its widths `d` and `mean_sq_norms()`. There are no checkpoints: a
 stopped run (`should_stop`) returns its partly trained crosscoder.
@@ -170,16 +170,18 @@ def relocate_multi(
 ) -> int:
     """Move alive shared latents that write to one model only into dead exclusive latents of it; return how many.
 
-    A shared latent writes to model m only when ‖d_m‖ / Σ_n ‖d_n‖ > `relocate_relative_norm`. The
-    most one-sided move first, as many as model m's block has dead latents. A moved latent keeps its
-    Adam moments and is marked as just fired; the vacated shared latent is re-drawn (seeded by
-    `train_config.seed` and `step`), loses its first Adam moment and is marked dead, so auxk revives it.
+    A shared latent writes to model m only when, against EACH other model n, its relative decoder norm
+    ‖d_m‖ / (‖d_m‖ + ‖d_n‖) is above `relocate_relative_norm` (the two-model rule, pair by pair): Adam
+    leaves every unused decoder row a small norm, and against their sum over N − 1 models a one-model
+    latent would look less one-sided the more models there are. The most one-sided move first, as many
+    as model m's block has dead latents. A moved latent keeps its Adam moments and is marked as just
+    fired; the vacated shared latent is re-drawn (seeded by `train_config.seed` and `step`), loses its
+    first Adam moment and is marked dead, so auxk revives it.
     """
     dead_after = train_config.dead_after()
     dead_F = tokens_since_fired_F >= dead_after
     with torch.no_grad():
         norms_NF = model.decoder_norms()
-        relative_NF = norms_NF / norms_NF.sum(0).clamp_min(1e-12)
     shared_S = torch.arange(model.n_shared, device=dead_F.device)
     alive_S = shared_S[~dead_F[shared_S]]
     moved = 0
@@ -187,11 +189,13 @@ def relocate_multi(
         block = model.slice_exclusive(m)
         slots_N = torch.arange(block.start, block.stop, device=dead_F.device)
         slots_N = slots_N[dead_F[slots_N]]
-        candidates_N = alive_S[relative_NF[m, alive_S] > train_config.relocate_relative_norm]
+        others_OF = norms_NF[torch.arange(model.n_models) != m]
+        elsewhere_F = (others_OF / (others_OF + norms_NF[m]).clamp_min(1e-12)).amax(0)
+        candidates_N = alive_S[elsewhere_F[alive_S] < 1 - train_config.relocate_relative_norm]
         count = min(slots_N.numel(), candidates_N.numel())
         if count == 0:
             continue
-        order = relative_NF[m, candidates_N].argsort(descending=True)
+        order = elsewhere_F[candidates_N].argsort()
         shared_N, exclusive_N = candidates_N[order[:count]], slots_N[:count]
         generator = torch.Generator().manual_seed(train_config.seed * 1_000_003 + step * 64 + m)
         model.move_to_exclusive(m, shared_N, exclusive_N, generator)

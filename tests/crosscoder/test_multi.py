@@ -11,6 +11,7 @@ import torch
 from crossdiff_core.crosscoder import CrossCoder, CrossCoderConfig
 from crossdiff_core.crosscoder.multi import MultiCrossCoder, MultiCrossCoderConfig
 from crossdiff_core.errors import CrossCoderError
+from tests.crosscoder.test_model import trained_looking
 
 D = [12, 20, 16]
 F = 48
@@ -22,16 +23,6 @@ def make(seed: int = 0, **overrides) -> MultiCrossCoder:
     values = dict(d=D, dict_size=F, exclusive=EXCLUSIVE, k=3, scales=[0.5, 2.0, 1.5])
     values.update(overrides)
     return MultiCrossCoder(MultiCrossCoderConfig(**values), seed=seed)
-
-
-def trained_looking(model: torch.nn.Module) -> torch.nn.Module:
-    """Give every parameter a distinctive value and the threshold a positive one, as after training."""
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator))
-        model.threshold.fill_(0.37)
-    return model
 
 
 def inputs(batch: int = 7, seed: int = 2) -> list[torch.Tensor]:
@@ -159,7 +150,7 @@ def test_move_to_exclusive_keeps_the_models_weights_and_redraws_the_shared_laten
     row = int(model.exclusive_row(1, target))
     torch.testing.assert_close(model.W_enc[1][row], before_enc)
     torch.testing.assert_close(model.W_dec[1][row], before_dec)
-    assert float(model.b_enc[40]) == bias and float(model.b_enc[3]) == 0.0
+    assert float(model.b_enc[40].detach()) == bias and float(model.b_enc[3].detach()) == 0.0
     torch.testing.assert_close(model.W_dec[0][3].norm(), torch.tensor(0.1))
 
 
