@@ -413,6 +413,9 @@ class MultiBenchmark:
     dead_after_tokens: int
     """Tokens without firing after which a latent is dead (auxk and relocation act on dead latents)."""
 
+    relocate_every: int
+    """Steps between relocations of one-model shared latents into the DFC's exclusive blocks."""
+
     seeds: tuple[int, ...]
     """Each seed draws a new true dictionary, crosscoder initialization and data stream."""
 
@@ -435,6 +438,7 @@ N3 = MultiBenchmark(
     batch_size=512,
     lr=1e-2,
     dead_after_tokens=25_000,
+    relocate_every=50,
     seeds=(0,),
     held_out_tokens=8192,
     timing_width=128,
@@ -445,7 +449,8 @@ N3 = MultiBenchmark(
 def _multi_train_config(bench: MultiBenchmark, seed: int, steps: int) -> TrainConfig:
     """Return the `TrainConfig` of a three-model-table run."""
     return TrainConfig(steps=steps, batch_size=bench.batch_size, lr=bench.lr, seed=seed, device="cpu",
-                       dead_after_tokens=bench.dead_after_tokens, log_every=steps)  # fmt: skip
+                       dead_after_tokens=bench.dead_after_tokens, relocate_every=bench.relocate_every,
+                       log_every=steps)  # fmt: skip
 
 
 def run_multi(bench: MultiBenchmark, exclusive: float, seed: int) -> dict:
@@ -566,7 +571,7 @@ Three synthetic models (`crossdiff_core.synthetic_multi`) of widths {", ".join(m
 features: {100 * data["exclusive"]:.0f}% exclusive to each model, {100 * data["pair_shared"]:.0f}% shared by each pair of models
 (and no third), the rest shared by all three; the statistics of the two-model table ({data["features_per_token"]:.0f} active features
 per token). Both crosscoders have F = {bench["dict_size"]} latents, BatchTopK k = {bench["k"]}, {bench["steps"]} steps ×
-{bench["batch_size"]} tokens (lr {bench["lr"]}); the DFC gives each model an exclusive block of {100 * bench["exclusive"]:.0f}% of the
+{bench["batch_size"]} tokens (lr {bench["lr"]}, relocation every {bench["relocate_every"]} steps); the DFC gives each model an exclusive block of {100 * bench["exclusive"]:.0f}% of the
 latents (`MultiCrossCoder`, `training.multi.train_multi`: relocation of one-model shared latents, auxk on
 dead shared latents). A model's exclusive feature is in its correct block when an alive latent of THAT
 model's exclusive block (standard crosscoder: a latent whose decoder norm for that model is above 0.9 of
@@ -832,8 +837,32 @@ CONDITIONAL_FINDINGS = """### What the conditional table says
 """
 
 
-N3_FINDINGS = ""
-"""What the three-model table says (written once its numbers are in)."""
+N3_FINDINGS = """
+### What the three-model table says
+
+- **Target not met, by a little**: 88.9% of the exclusive features in their own model's block (32 of 36)
+  against the 90% target, on one seed at 1,000 steps (the machine's time allowed no more); shared
+  recovery is 100% for both crosscoders, so the shared part of the target is met. With relocation
+  every 100 steps (the two-model default) the same seed gave 80.6%; every 50 steps, 88.9%. The four
+  features still missing are not learned by any latent at cosine ≥ 0.9 (the DFC's exclusive recovery
+  by any latent is the same 88.9%; the standard crosscoder learns 94.4% of them somewhere); more
+  steps or seeds were not tried.
+- **One-sidedness has to be judged pair by pair.** Adam leaves every decoder row a latent does not
+  use at about 5% of the used row's norm. The first N-model relocation asked for ‖d_m‖ above 0.9 of
+  the SUM over models; with two other models a one-model latent sat at 0.88-0.90 and never moved (on
+  the test configuration 15 of 18 exclusive features reached their block). Relocation now asks, as
+  the two-model rule does, ‖d_m‖ / (‖d_m‖ + ‖d_n‖) > 0.9 against each other model n (18 of 18, and
+  earlier in the run).
+- **The standard crosscoder read by the sum rule loses those features** (69.4%): the rule the issue
+  names for it (decoder norm above 0.9 of the sum over models) counts the noise of N − 1 unused rows
+  against a one-model latent; it gets harder to meet the more models there are.
+- **Pair-shared features land in shared latents**: all recovered by one latent in both their models,
+  none split into exclusive latents, with a few percent of the latent's decoder norm on the third model.
+- **Cost**: a step's CPU time grows less than linearly in N (the dense encoder products are Σ_m B·d_m·F;
+  selection and the sparse gradients do not grow with N). Wall times on this shared machine vary
+  with its other load (the first run's DFC took 70 s, this one's 208 s, for about the same work).
+"""
+"""What the three-model table says (numbers from the run recorded in results.json)."""
 
 
 def conditional_section(summary: dict, quick: bool) -> str:
