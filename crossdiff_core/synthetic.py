@@ -315,11 +315,7 @@ def _draw_truth(config: SyntheticConfig) -> GroundTruth:
     dirs_b_GD = torch.randn(n_s + n_b, config.d_b, generator=generator)
     norm_a_G = torch.exp(config.norm_sigma * torch.randn(n_a + n_s, generator=generator))
     norm_b_G = torch.exp(config.norm_sigma * torch.randn(n_s + n_b, generator=generator))
-    top_rank = config.frequency_range ** (1 / config.frequency_exponent)
-    rank_G = torch.linspace(1.0, top_rank, config.n_features, dtype=torch.float64)
-    frequency_G = rank_G.pow(-config.frequency_exponent)
-    frequency_G = (frequency_G * config.features_per_token / frequency_G.sum()).clamp(max=1.0).float()
-    frequency_G = frequency_G[torch.randperm(config.n_features, generator=generator)]
+    frequency_G = power_law_frequencies(config, generator)
     dirs_a_GD = dirs_a_GD / dirs_a_GD.norm(dim=1, keepdim=True)
     dirs_b_GD = dirs_b_GD / dirs_b_GD.norm(dim=1, keepdim=True)
     if config.shared_map > 0:
@@ -345,6 +341,20 @@ def _draw_truth(config: SyntheticConfig) -> GroundTruth:
         cond_parent_b_C=parent_b_C,
         cond_norm_b_C=config.conditional_scale * norm_b_G[parent_b_C],
     )
+
+
+def power_law_frequencies(config, generator: torch.Generator) -> torch.Tensor:
+    """Return the firing probability of each of `config.n_features` features, [n_features], in random order.
+
+    The feature of frequency rank r fires with probability ∝ r^(−frequency_exponent), ranks spread so that
+    the most frequent fires `frequency_range` times as often as the least; they sum to `features_per_token`
+    (each capped at 1). `config` is a `SyntheticConfig` or anything with those four fields.
+    """
+    top_rank = config.frequency_range ** (1 / config.frequency_exponent)
+    rank_G = torch.linspace(1.0, top_rank, config.n_features, dtype=torch.float64)
+    frequency_G = rank_G.pow(-config.frequency_exponent)
+    frequency_G = (frequency_G * config.features_per_token / frequency_G.sum()).clamp(max=1.0).float()
+    return frequency_G[torch.randperm(config.n_features, generator=generator)]
 
 
 def _linearly_related(dirs_a_SD: torch.Tensor, independent_SE: torch.Tensor, config: SyntheticConfig) -> torch.Tensor:

@@ -27,7 +27,7 @@ STAGES = [
     {"training"},
     {"analysis"},
     {"hub"},
-    {"organisms", "demo_corpus", "synthetic"},
+    {"organisms", "demo_corpus", "synthetic", "synthetic_multi"},
     {"workspace"},
     {"cli", "__main__"},
 ]

@@ -229,10 +229,30 @@ def crosscoder_summary(path, crosscoder=None) -> dict:
     return summary
 
 
+def multi_crosscoder_summary(path) -> dict:
+    """Return what `info` prints about an N-model crosscoder folder: its models, widths, layers and block sizes."""
+    from crossdiff_core.crosscoder.multi import MultiCrossCoder
+
+    c = MultiCrossCoder.from_pretrained(path).config
+    return {
+        "kind": "multi-crosscoder",
+        "path": str(path),
+        "n_models": c.n_models,
+        "models": c.models or [None] * c.n_models,
+        "layers": c.layers or [None] * c.n_models,
+        "d": c.d,
+        "dict_size": c.dict_size,
+        "n_shared": c.n_shared,
+        "n_exclusive": c.n_exclusive,
+        "k": c.k,
+    }
+
+
 def cmd_info(args) -> int:
     """Describe a store or crosscoder (a local folder or a Hub repo), and the compute dtype models use here."""
     from crossdiff_core.activations.store import PairedActivationStore, is_store
     from crossdiff_core.compute_dtype import pick_compute_dtype
+    from crossdiff_core.crosscoder.config import is_multi_folder
     from crossdiff_core.models import resolve_device
 
     path = Path(args.path).expanduser() if args.path is not None else None
@@ -242,6 +262,8 @@ def cmd_info(args) -> int:
         summary = PairedActivationStore(path, verify=False, allow_incomplete=True).summary()
     elif path.is_dir() and not (path / "config.json").is_file():
         raise CrossDiffError(f"{path} is neither an activation store nor a crosscoder folder")
+    elif is_multi_folder(path):
+        summary = multi_crosscoder_summary(path)
     else:
         opened = open_source(args.path)
         summary = crosscoder_summary(opened.folder, opened.crosscoder)

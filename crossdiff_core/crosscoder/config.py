@@ -6,13 +6,22 @@ Dedicated Feature Crosscoder (DFC). Latents are ordered `[A-exclusive | shared |
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import warnings
 from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
 
 from crossdiff_core.errors import CrossCoderError
 
 SPARSITY_KINDS = ("batchtopk", "l1")
+
+KIND_KEY = "crosscoder_kind"
+"""`config.json` key that marks an N-model crosscoder (`crossdiff_core.crosscoder.multi`); absent in a two-model one."""
+
+MULTI_KIND = "multi"
+"""The value of `KIND_KEY` in an N-model crosscoder's `config.json`."""
 
 # Fields `check_pair` compares, as (name, label shown to the user).
 _PAIR_FIELDS = (("model", "model"), ("revision", "revision"), ("layer", "layer"), ("tokenizer", "tokenizer"))
@@ -208,24 +217,54 @@ class CrossCoderConfig:
 
         Unknown keys are ignored with a warning; missing optional keys take their defaults.
         """
-        if not isinstance(data, dict):
+        return config_from_dict(cls, data, kind=None)
+
+
+def config_from_dict(cls: type, data: dict, kind: str | None):
+    """Return the config of dataclass `cls` stored in `data`, a `config.json` whose `KIND_KEY` must be `kind`.
+
+    Unknown keys are ignored with a warning; missing optional keys take their defaults. A config of the
+    other kind of crosscoder (two-model for `kind=None`, N-model for `MULTI_KIND`) is refused, saying what loads it.
+    """
+    if not isinstance(data, dict):
+        raise CrossCoderError(
+            f"a crosscoder config must be a JSON object, got {type(data).__name__}; the config.json is corrupt"
+        )
+    if data.get(KIND_KEY) != kind:
+        if kind is None:
             raise CrossCoderError(
-                f"a crosscoder config must be a JSON object, got {type(data).__name__}; the config.json is corrupt"
+                f"this config.json is an N-model crosscoder's ({len(data.get('d') or [])} models): load it with "
+                "MultiCrossCoder.from_pretrained (crossdiff_core.crosscoder.multi)"
             )
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            warnings.warn(
-                f"ignoring unknown crosscoder config keys {unknown} (written by a newer CrossDiff?)", stacklevel=2
-            )
-        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
-        missing = [name for name in required if name not in data]
-        if missing:
-            raise CrossCoderError(
-                f"crosscoder config lacks required keys {missing}; the config.json is incomplete: "
-                "re-download or re-train"
-            )
-        return cls(**{key: value for key, value in data.items() if key in known})
+        raise CrossCoderError(
+            f'this config.json is not an N-model crosscoder\'s (it has no "{KIND_KEY}": "{kind}"): load a '
+            "two-model crosscoder with CrossCoder.from_pretrained"
+        )
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known - {KIND_KEY})
+    if unknown:
+        warnings.warn(
+            f"ignoring unknown crosscoder config keys {unknown} (written by a newer CrossDiff?)", stacklevel=3
+        )
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise CrossCoderError(
+            f"crosscoder config lacks required keys {missing}; the config.json is incomplete: re-download or re-train"
+        )
+    return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def is_multi_folder(folder: str | os.PathLike) -> bool:
+    """Return whether `folder` holds an N-model crosscoder (its `config.json` says `"crosscoder_kind": "multi"`).
+
+    False for a two-model crosscoder, a folder without a readable `config.json`, or one that is not JSON.
+    """
+    try:
+        data = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get(KIND_KEY) == MULTI_KIND
 
 
 def _check_block_spec(name: str, value: float) -> None:

@@ -57,24 +57,33 @@ def fit_to_source(
         sq_norms_of_means = (0.0, 0.0) if means is None else tuple(float(m.pow(2).sum()) for m in means)
         for side, d, mean_sq, sq_norm_of_mean in zip("ab", (config.d_a, config.d_b), source.mean_sq_norms(),
                                                      sq_norms_of_means, strict=True):  # fmt: skip
-            if not (mean_sq > 0 and math.isfinite(mean_sq)):
-                raise CrossCoderError(
-                    f"model {side.upper()}'s activations have mean squared norm {mean_sq}; they are all zero "
-                    "or contain NaN/inf: rebuild the activation store"
-                )
-            variance = mean_sq - sq_norm_of_mean
-            if not variance > 1e-6 * mean_sq:
-                raise CrossCoderError(
-                    f"model {side.upper()}'s activations hardly vary around their mean (variance {variance:.3g}, "
-                    f"mean squared norm {mean_sq:.3g}): every token looks the same; check the read layer and corpus"
-                )
+            scale = fitted_scale(f"model {side.upper()}", d, mean_sq, sq_norm_of_mean)
             if getattr(config, f"scale_{side}") is None:
-                updates[f"scale_{side}"] = math.sqrt(d / variance)
+                updates[f"scale_{side}"] = scale
     info = source.pair_info()
     for key in PAIR_INFO_KEYS:
         if getattr(config, key) is None and info.get(key) is not None:
             updates[key] = info[key]
     return dataclasses.replace(config, **updates)
+
+
+def fitted_scale(name: str, d: int, mean_sq: float, sq_norm_of_mean: float) -> float:
+    """Return sqrt(d / (E‖x‖² − ‖μ‖²)): the scale that gives activations a summed variance of d around their mean.
+
+    Raises `CrossCoderError` (naming the model `name`) when the activations are zero, not finite or all alike.
+    """
+    if not (mean_sq > 0 and math.isfinite(mean_sq)):
+        raise CrossCoderError(
+            f"{name}'s activations have mean squared norm {mean_sq}; they are all zero "
+            "or contain NaN/inf: rebuild the activation store"
+        )
+    variance = mean_sq - sq_norm_of_mean
+    if not variance > 1e-6 * mean_sq:
+        raise CrossCoderError(
+            f"{name}'s activations hardly vary around their mean (variance {variance:.3g}, "
+            f"mean squared norm {mean_sq:.3g}): every token looks the same; check the read layer and corpus"
+        )
+    return math.sqrt(d / variance)
 
 
 @torch.no_grad()
