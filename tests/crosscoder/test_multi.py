@@ -122,9 +122,10 @@ def test_two_models_give_the_two_model_crosscoders_encode_and_decode():
     f_two = two.encode(x_a, x_b)
     f_multi = multi.encode([x_a, x_b])
     assert (f_two > 0).any()
-    torch.testing.assert_close(f_multi, f_two[:, order])
+    close = {"rtol": 1e-5, "atol": 1e-4}  # the two sum the same products in another order (fp32 rounding)
+    torch.testing.assert_close(f_multi, f_two[:, order], **close)
     for got, want in zip(multi.decode(f_multi), two.decode(f_two), strict=True):
-        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got, want, **close)
     torch.testing.assert_close(multi.decoder_norms()[:, order.argsort()], torch.stack(two.decoder_norms()))
 
 
