@@ -1,0 +1,274 @@
+"""Three models at once: does an organism's own exclusive block catch what it was taught?
+
+    python -m benchmarks.organisms.three_models                  # every organism, 3 seeds
+    python -m benchmarks.organisms.three_models --organisms backdoor --seeds 1
+
+Diffed two at a time, no crosscoder finds a planted change across architectures (`RESULTS.md`: Gemma-3-270M
+against a SmolLM2 organism, recall 0 of 5). A researcher screening a fine-tune usually also has its base model. So
+each organism is diffed here together with its base model *and* the model of the other family, in one
+three-model DFC (`crossdiff_core.crosscoder.multi`): a shared block for all three and one exclusive block each. What
+only the organism has, its base model lacks too, so it can only live in the organism's block or in a shared latent;
+what only the SmolLM2 family has, both SmolLM2 models share. A null row puts the unmodified model in the
+organism's place (the base model twice: its own block should stay empty of anything).
+
+The same recall rule as the two-model benchmark: the organism counts as found when one of the top 10 latents of its
+exclusive block (ranked by how much they write, mean activation × decoder norm over the corpus) fires on its
+held-out probe tokens with AUROC ≥ 0.9. Also reported: the best AUROC anywhere in the organism's block, and the best
+in the whole dictionary with its block. Same data (`builtin:organisms`, three-way aligned with `align_many`), same
+dictionary size, k and steps as the two-model benchmark. Activations are read from (or written to) the two-model
+benchmark's cache (`runs/organisms/activations`). Writes `three_models.json` and a section of `RESULTS_N3.md`
+next to this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.organisms.activations import ModelActivations
+from benchmarks.organisms.run import AUROC_FOUND, NULL_PROBES, ORGANISMS, TOP, all_activations, corpus_texts, probe_sets
+from crossdiff_core.activations.config import OUTLIER_FACTOR
+from crossdiff_core.activations.paired import inliers
+from crossdiff_core.alignment import align_many
+from crossdiff_core.analysis.presented import auroc
+from crossdiff_core.corpus.organism_texts import ORGANISM_NAMES
+from crossdiff_core.crosscoder.multi import MultiCrossCoder, MultiCrossCoderConfig
+from crossdiff_core.organisms import UNMODIFIED
+from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.multi import train_multi
+
+HERE = Path(__file__).resolve().parent
+OTHER, BASE = "gemma3-270m", "smollm2-135m"
+
+
+@dataclass
+class Rows:
+    """Rows of N models at the positions where all N tokenizers split a text cleanly."""
+
+    xs: list[torch.Tensor]
+    text_N: torch.Tensor
+    char_end_N: torch.Tensor
+
+
+def aligned_rows(models: list[ModelActivations], texts: list[int] | None = None) -> Rows:
+    """Return the N-way aligned, inlier rows of `models` over the chosen texts (all by default), in text order."""
+    chosen = range(len(models[0].tokens)) if texts is None else texts
+    xs, text, ends = [[] for _ in models], [], []
+    for i in chosen:
+        alignment = align_many([m.tokens[i] for m in models])
+        if not len(alignment.char_end):
+            continue
+        for m, (model, positions) in enumerate(zip(models, alignment.positions)):
+            xs[m].append(model.acts[i][torch.as_tensor(positions, dtype=torch.long)].float())
+        text.append(torch.full((len(alignment.char_end),), i, dtype=torch.long))
+        ends.append(torch.as_tensor(alignment.char_end, dtype=torch.long))
+    stacked = [torch.cat(x) for x in xs]
+    keep = torch.stack([inliers(x, OUTLIER_FACTOR) for x in stacked]).all(0)
+    return Rows([x[keep] for x in stacked], torch.cat(text)[keep], torch.cat(ends)[keep])
+
+
+class RowSource:
+    """A `MultiSource` over rows held in memory: shuffled batches, a new order each pass."""
+
+    def __init__(self, rows: Rows):
+        self.rows = rows
+        self.d = [x.shape[1] for x in rows.xs]
+
+    def mean_sq_norms(self) -> list[float]:
+        """Return each model's mean squared activation norm."""
+        return [float(x.pow(2).sum(1).mean()) for x in self.rows.xs]
+
+    def iter_batches(self, batch_size: int, seed: int, start_batch: int = 0):
+        """Yield tuples of N `[batch, d_m]` tensors forever (skipping the first `start_batch`)."""
+        n, done = len(self.rows.text_N), 0
+        for epoch in range(1_000_000):
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+            for start in range(0, n - batch_size + 1, batch_size):
+                if done >= start_batch:
+                    yield tuple(x[order[start : start + batch_size]] for x in self.rows.xs)
+                done += 1
+
+
+def probe_labels(rows: Rows, probes: list, offset: int) -> np.ndarray:
+    """Return per row 1 (a behaviour token), 0 (a text without the behaviour) or NaN (elsewhere in a positive)."""
+    labels = np.full(len(rows.text_N), np.nan)
+    for r, (text, end) in enumerate(zip(rows.text_N.tolist(), rows.char_end_N.tolist())):
+        probe = probes[text - offset]
+        if not probe.spans:
+            labels[r] = 0.0
+        elif any(start < end <= stop for start, stop in probe.spans):
+            labels[r] = 1.0
+    return labels
+
+
+def base_shift(crosscoder: MultiCrossCoder, m: int, base: int) -> torch.Tensor:
+    """Return [F]: how far each latent's raw-space decoder row for model `m` is from its row for model `base` (a model of
+    the same architecture: the same residual basis), relative to the larger of the two; 0 where either has no row."""
+    with torch.no_grad():
+        rows = []
+        for model in (m, base):
+            raw_F = torch.zeros(crosscoder.dict_size, crosscoder.config.d[model])
+            raw_F[crosscoder.latents_of(model)] = crosscoder.W_dec[model] / crosscoder.scales[model]
+            rows.append(raw_F)
+        scale_F = torch.maximum(rows[0].norm(dim=1), rows[1].norm(dim=1)).clamp_min(1e-12)
+        shift_F = (rows[0] - rows[1]).norm(dim=1) / scale_F
+        both = (rows[0].norm(dim=1) > 0) & (rows[1].norm(dim=1) > 0)
+        return shift_F.where(both, 0.0)
+
+
+def _found(features: list[dict]) -> bool:
+    return any(np.isfinite(f["auroc"]) and f["auroc"] >= AUROC_FOUND for f in features)
+
+
+def evaluate(crosscoder: MultiCrossCoder, corpus: Rows, probes: Rows, labels: np.ndarray, m: int, base: int) -> dict:
+    """Return the top latents of model `m`'s exclusive block with their probe AUROC, the top latents by how much their
+    writing in model `m` differs from model `base`'s (`base_shift` × activation mass), and the best anywhere."""
+    with torch.no_grad():
+        mass_F = sum(crosscoder.encode(list(xs)).sum(0) for xs in zip(*(x.split(4096) for x in corpus.xs)))
+        mass_F = mass_F * crosscoder.decoder_norms()[m]
+        f_NF = crosscoder.encode(probes.xs).numpy()
+    keep = ~np.isnan(labels)
+    positives = labels[keep].astype(bool)
+    block = crosscoder.slice_exclusive(m)
+    ranked = [block.start + int(j) for j in torch.argsort(mass_F[block], descending=True) if mass_F[block][j] > 0]
+    top = [{"latent": j, "auroc": auroc(f_NF[keep, j], positives)} for j in ranked[:TOP]]
+    shifted = [int(j) for j in torch.argsort(mass_F * base_shift(crosscoder, m, base), descending=True)[:TOP]]
+    top_shift = [{"latent": j, "auroc": auroc(f_NF[keep, j], positives)} for j in shifted]
+    fired = np.flatnonzero((f_NF[keep] > 0).any(0))
+    scores = {int(j): auroc(f_NF[keep, j], positives) for j in fired}
+    best = max(scores, key=lambda j: scores[j] if np.isfinite(scores[j]) else -1.0, default=None)
+    in_block = [scores[j] for j in scores if block.start <= j < block.stop and np.isfinite(scores[j])]
+    names = crosscoder.block_names()
+    return {
+        "top": top,
+        "found": _found(top),
+        "top_shift": top_shift,
+        "found_by_shift": _found(top_shift),
+        "alive_in_block": len(ranked),
+        "best_in_block": max(in_block, default=float("nan")),
+        "best_anywhere": {"auroc": scores.get(best, float("nan")), "block": names[best] if best is not None else None},
+    }
+
+
+def run(organism: str, seeds: int, steps: int, dict_size: int, k: int, out: Path) -> dict:
+    """Return the results of one three-model diff (`organism` "unmodified": the null row)."""
+    name = BASE if organism == UNMODIFIED else f"{BASE}+{organism}"
+    probes_of = NULL_PROBES if organism == UNMODIFIED else organism
+    texts, probes = corpus_texts(), probe_sets()
+    probe_list = [p for o in ORGANISM_NAMES for p in probes[o][0] + probes[o][1]]
+    offset = sum(len(probes[o][0]) + len(probes[o][1]) for o in ORGANISM_NAMES[: ORGANISM_NAMES.index(probes_of)])
+    mine = probes[probes_of][0] + probes[probes_of][1]
+    order = [OTHER, BASE, name]
+    acts = all_activations(set(order), texts, out, "corpus")
+    probe_acts = all_activations(set(order), [p.text for p in probe_list], out, "probes")
+    corpus = aligned_rows([acts[n] for n in order])
+    probe_rows = aligned_rows([probe_acts[n] for n in order], list(range(offset, offset + len(mine))))
+    labels = probe_labels(probe_rows, mine, offset)
+    runs = []
+    for seed in range(seeds):
+        config = MultiCrossCoderConfig(d=[x.shape[1] for x in corpus.xs], dict_size=dict_size, exclusive=0.05, k=k)
+        train_config = TrainConfig(steps=steps, batch_size=512, seed=seed, log_every=steps, device="cpu")
+        start = time.perf_counter()
+        trained = train_multi(config, train_config, RowSource(corpus))
+        result = evaluate(trained.crosscoder, corpus, probe_rows, labels, m=2, base=1)
+        result.update(seed=seed, seconds=time.perf_counter() - start, fvu=trained.history[-1].get("fvu"))
+        runs.append(result)
+        print(f"  {organism} seed {seed}: found={result['found']} by shift={result['found_by_shift']} "
+              f"{[round(f['auroc'], 2) for f in result['top_shift']]} best in block {result['best_in_block']:.2f} "
+              f"best anywhere {result['best_anywhere']}", flush=True)  # fmt: skip
+    coverage = len(corpus.text_N) / sum(len(t.input_ids) for t in acts[name].tokens)
+    return {
+        "organism": organism,
+        "models": order,
+        "rows": len(corpus.text_N),
+        "organism_coverage": coverage,
+        "probe_rows": int((~np.isnan(labels)).sum()),
+        "found": statistics.mean(r["found"] for r in runs),
+        "found_by_shift": statistics.mean(r["found_by_shift"] for r in runs),
+        "best_in_block": statistics.mean(r["best_in_block"] for r in runs),
+        "runs": runs,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the organisms and the null row, and write three_models.json and RESULTS_N3.md."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/organisms", help="the two-model benchmark's folder (its caches)")
+    parser.add_argument("--organisms", nargs="*", default=[*ORGANISMS, UNMODIFIED], choices=[*ORGANISMS, UNMODIFIED])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--dict-size", type=int, default=1024)
+    parser.add_argument("--k", type=int, default=16)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    results = [run(o, args.seeds, args.steps, args.dict_size, args.k, Path(args.out)) for o in args.organisms]
+    real = [r for r in results if r["organism"] != UNMODIFIED]
+    null = [r for r in results if r["organism"] == UNMODIFIED]
+    summary = {
+        "n3_organisms_found": sum(r["found"] for r in real),
+        "n3_organisms_found_by_shift": sum(r["found_by_shift"] for r in real),
+        "n3_organisms_total": len(real),
+        "n3_null_found_by_shift": sum(r["found_by_shift"] for r in null) if null else None,
+        "settings": vars(args),
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.platform()} · {torch.get_num_threads()} threads · torch {torch.__version__}",
+        "minutes": round((time.perf_counter() - start) / 60, 1),
+        "results": results,
+    }
+    (HERE / "three_models.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    print(write_report(summary))
+
+
+def write_report(summary: dict) -> str:
+    """Write RESULTS_N3.md from the summary `main` wrote to three_models.json; return its text."""
+    settings = summary["settings"]
+    lines = [
+        "# Three models at once: an organism, its base model, and the other family",
+        "",
+        f"`python -m benchmarks.organisms.three_models --seeds {settings['seeds']} --steps {settings['steps']}` · "
+        f"{summary['machine']} · {summary['date']} · {summary['minutes']} min",
+        "",
+        f"Found by the organism's own block (a top-{TOP} latent with probe AUROC ≥ {AUROC_FOUND}): "
+        f"**{summary['n3_organisms_found']:.1f} of {summary['n3_organisms_total']}**. Found by the shift from the base "
+        f"model (a top-{TOP} latent by decoder shift × activation mass with probe AUROC ≥ {AUROC_FOUND}): "
+        f"**{summary['n3_organisms_found_by_shift']:.1f} of {summary['n3_organisms_total']}**; on the null row (the "
+        f"base model in the organism's place, scored on the backdoor's probes): {summary['n3_null_found_by_shift']}. "
+        "Means over seeds.",
+        "",
+        "| organism | rows (3-way aligned) | found by its block | alive latents in its block | found by shift | "
+        "probe AUROC of the top 10 by shift | best AUROC anywhere (block) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in summary["results"]:
+        first = r["runs"][0]
+        best = first["best_anywhere"]
+        shift = ", ".join(f"{f['auroc']:.2f}" for f in first["top_shift"])
+        lines.append(
+            f"| {r['organism']} | {r['rows']} | {r['found']:.1f} | "
+            f"{statistics.mean(x['alive_in_block'] for x in r['runs']):.0f} | {r['found_by_shift']:.1f} | {shift} | "
+            f"{best['auroc']:.2f} ({best['block']}) |"
+        )
+    lines += [
+        "",
+        "The probe AUROCs of the top 10 by shift are the first seed's. A shared latent that separates the backdoor's "
+        "probes exists in every row, the null included: both families read its trigger phrase, so the probes differ "
+        "on the surface. Whether the backdoor row's latent at 0.91 is the organism's change or that surface latent "
+        "ranked high by chance, one seed cannot tell: on the null row the top 10 by shift reaches 0.85, close to the "
+        "0.9 that counts as found.",
+    ]
+    text = "\n".join(lines) + "\n"
+    (HERE / "RESULTS_N3.md").write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
