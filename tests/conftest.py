@@ -8,6 +8,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share the two cores: one thread each (and in the processes they start), rather than four threads
+    # contending for two cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
