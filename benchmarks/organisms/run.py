@@ -148,14 +148,20 @@ def probe_rows(
 ) -> tuple[PairedRows, np.ndarray]:
     """Return the paired rows of the probe texts (at `offset` in the probe list) and their labels (True/False/NaN)."""
     rows = paired_rows(a, b, list(range(offset, offset + len(probes))))
-    labels = np.full(len(rows.text_N), np.nan)
-    for r, (text, end) in enumerate(zip(rows.text_N.tolist(), rows.char_end_N.tolist())):
+    return rows, probe_labels(rows.text_N, rows.char_end_N, probes, offset)
+
+
+def probe_labels(text_N: torch.Tensor, char_end_N: torch.Tensor, probes: list[Probe], offset: int) -> np.ndarray:
+    """Return per row (its probe text at `offset` in the probe list, and where its token ends) 1 for a behaviour
+    token, 0 for a token of a text without the behaviour, NaN elsewhere in a text with it."""
+    labels = np.full(len(text_N), np.nan)
+    for r, (text, end) in enumerate(zip(text_N.tolist(), char_end_N.tolist())):
         probe = probes[text - offset]
         if not probe.spans:
             labels[r] = 0.0
         elif any(start < end <= stop for start, stop in probe.spans):
             labels[r] = 1.0
-    return rows, labels
+    return labels
 
 
 def method_configs(store: PairedActivationStore, dict_size: int, k: int) -> dict[str, CrossCoderConfig]:

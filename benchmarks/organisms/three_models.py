@@ -35,7 +35,16 @@ import numpy as np
 import torch
 
 from benchmarks.organisms.activations import ModelActivations
-from benchmarks.organisms.run import AUROC_FOUND, NULL_PROBES, ORGANISMS, TOP, all_activations, corpus_texts, probe_sets
+from benchmarks.organisms.run import (
+    AUROC_FOUND,
+    NULL_PROBES,
+    ORGANISMS,
+    TOP,
+    all_activations,
+    corpus_texts,
+    probe_labels,
+    probe_sets,
+)
 from crossdiff_core.activations.config import OUTLIER_FACTOR
 from crossdiff_core.activations.paired import inliers
 from crossdiff_core.alignment import align_many
@@ -96,18 +105,6 @@ class RowSource:
                 if done >= start_batch:
                     yield tuple(x[order[start : start + batch_size]] for x in self.rows.xs)
                 done += 1
-
-
-def probe_labels(rows: Rows, probes: list, offset: int) -> np.ndarray:
-    """Return per row 1 (a behaviour token), 0 (a text without the behaviour) or NaN (elsewhere in a positive)."""
-    labels = np.full(len(rows.text_N), np.nan)
-    for r, (text, end) in enumerate(zip(rows.text_N.tolist(), rows.char_end_N.tolist())):
-        probe = probes[text - offset]
-        if not probe.spans:
-            labels[r] = 0.0
-        elif any(start < end <= stop for start, stop in probe.spans):
-            labels[r] = 1.0
-    return labels
 
 
 def base_shift(crosscoder: MultiCrossCoder, m: int, base: int) -> torch.Tensor:
@@ -172,7 +169,7 @@ def run(organism: str, seeds: int, steps: int, dict_size: int, k: int, out: Path
     probe_acts = all_activations(set(order), [p.text for p in probe_list], out, "probes")
     corpus = aligned_rows([acts[n] for n in order])
     probe_rows = aligned_rows([probe_acts[n] for n in order], list(range(offset, offset + len(mine))))
-    labels = probe_labels(probe_rows, mine, offset)
+    labels = probe_labels(probe_rows.text_N, probe_rows.char_end_N, mine, offset)
     runs = []
     for seed in range(seeds):
         config = MultiCrossCoderConfig(d=[x.shape[1] for x in corpus.xs], dict_size=dict_size, exclusive=0.05, k=k)
