@@ -67,23 +67,8 @@ _SEED_SALT = 0x5EED_CA11_AB
 
 
 @dataclass
-class SyntheticConfig:
-    """The shape and statistics of a synthetic model pair."""
-
-    d_a: int = 96
-    """Width of model A's activations."""
-
-    d_b: int = 128
-    """Width of model B's activations."""
-
-    n_features: int = 256
-    """Number of true features over all three kinds."""
-
-    a_only: float = 0.03
-    """Fraction of the true features that exist only in model A."""
-
-    b_only: float = 0.03
-    """Fraction of the true features that exist only in model B."""
+class FeatureStatistics:
+    """How often and how strongly true features fire, and the noise: what synthetic pairs and N-model sets share."""
 
     features_per_token: float = 4.0
     """Mean number of true features active on a token (the sum of all firing probabilities)."""
@@ -100,11 +85,31 @@ class SyntheticConfig:
     norm_sigma: float = 0.3
     """Log-normal spread of a true direction's norm, drawn independently per model."""
 
-    shared_jitter: float = 0.05
-    """Log-normal spread of model B's coefficient of a shared feature around model A's (0 = identical)."""
-
     noise: float = 0.05
     """Variance of the isotropic Gaussian noise, as a fraction of the mean squared signal norm (per model)."""
+
+
+@dataclass
+class SyntheticConfig(FeatureStatistics):
+    """The shape and statistics of a synthetic model pair (the statistics fields are `FeatureStatistics`')."""
+
+    d_a: int = 96
+    """Width of model A's activations."""
+
+    d_b: int = 128
+    """Width of model B's activations."""
+
+    n_features: int = 256
+    """Number of true features over all three kinds."""
+
+    a_only: float = 0.03
+    """Fraction of the true features that exist only in model A."""
+
+    b_only: float = 0.03
+    """Fraction of the true features that exist only in model B."""
+
+    shared_jitter: float = 0.05
+    """Log-normal spread of model B's coefficient of a shared feature around model A's (0 = identical)."""
 
     shared_map: float = 0.0
     """How much of model B's direction of a shared feature is a fixed random linear image of its direction in A.
@@ -348,7 +353,7 @@ def power_law_frequencies(config, generator: torch.Generator) -> torch.Tensor:
 
     The feature of frequency rank r fires with probability ∝ r^(−frequency_exponent), ranks spread so that
     the most frequent fires `frequency_range` times as often as the least; they sum to `features_per_token`
-    (each capped at 1). `config` is a `SyntheticConfig` or anything with those four fields.
+    (each capped at 1). `config` is any `FeatureStatistics` with `n_features`.
     """
     top_rank = config.frequency_range ** (1 / config.frequency_exponent)
     rank_G = torch.linspace(1.0, top_rank, config.n_features, dtype=torch.float64)

@@ -32,6 +32,7 @@ from crossdiff_core.synthetic import (
     JUDGE_RELATIVE_NORM,
     RECOVERY_COSINE,
     RELATIVE_NORM_EXCLUSIVE,
+    FeatureStatistics,
     _fvu,
     _generator,
     _mean,
@@ -47,8 +48,8 @@ _NORM_SAMPLE_TOKENS = 32_768
 
 
 @dataclass
-class SyntheticMultiConfig:
-    """The shape and statistics of N synthetic models (defaults: three models)."""
+class SyntheticMultiConfig(FeatureStatistics):
+    """The shape and statistics of N synthetic models (defaults: three models; statistics as in `FeatureStatistics`)."""
 
     d: tuple[int, ...] = (96, 128, 160)
     """Width of each model's activations."""
@@ -62,26 +63,8 @@ class SyntheticMultiConfig:
     pair_shared: float = 0.02
     """Fraction of the true features shared by exactly two models, for EACH pair of models."""
 
-    features_per_token: float = 4.0
-    """Mean number of true features active on a token (the sum of all firing probabilities)."""
-
-    frequency_exponent: float = 1.0
-    """Firing probability of the feature of frequency rank r is ∝ r^(−exponent) (Zipf-like)."""
-
-    frequency_range: float = 20.0
-    """Ratio of the most to the least frequent feature's firing probability."""
-
-    magnitude_sigma: float = 0.4
-    """Log-normal spread of a firing feature's coefficient (median 1)."""
-
-    norm_sigma: float = 0.3
-    """Log-normal spread of a true direction's norm, drawn independently per model."""
-
     shared_jitter: float = 0.05
     """Log-normal spread of a multi-model feature's coefficient in its other members around its first member's."""
-
-    noise: float = 0.05
-    """Variance of the isotropic Gaussian noise, as a fraction of the mean squared signal norm (per model)."""
 
     seed: int = 0
     """Seeds the true directions, frequencies and norms; batch streams also depend on it."""
