@@ -6,18 +6,23 @@
 Diffed two at a time, no crosscoder finds a planted change across architectures (`RESULTS.md`: Gemma-3-270M
 against a SmolLM2 organism, recall 0 of 5). A researcher screening a fine-tune usually also has its base model. So
 each organism is diffed here together with its base model *and* the model of the other family, in one
-three-model DFC (`crossdiff_core.crosscoder.multi`): a shared block for all three and one exclusive block each. What
-only the organism has, its base model lacks too, so it can only live in the organism's block or in a shared latent;
-what only the SmolLM2 family has, both SmolLM2 models share. A null row puts the unmodified model in the
-organism's place (the base model twice: its own block should stay empty of anything).
+three-model crosscoder (`crossdiff_core.crosscoder.multi`). In the DFC, a shared block serves all three and each
+model has an exclusive block: what only the organism has, its base model lacks too, so it can only live in the
+organism's block or in a shared latent. The standard three-model crosscoder (no exclusive blocks) runs on the
+same budget beside it.
 
-The same recall rule as the two-model benchmark: the organism counts as found when one of the top 10 latents of its
-exclusive block (ranked by how much they write, mean activation × decoder norm over the corpus) fires on its
-held-out probe tokens with AUROC ≥ 0.9. Also reported: the best AUROC anywhere in the organism's block, and the best
-in the whole dictionary with its block. Same data (`builtin:organisms`, three-way aligned with `align_many`), same
-dictionary size, k and steps as the two-model benchmark. Activations are read from (or written to) the two-model
-benchmark's cache (`runs/organisms/activations`). Writes `three_models.json` and a section of `RESULTS_N3.md`
-next to this file.
+Two readings, each with the two-model benchmark's recall rule (one of the top 10 fires on the organism's
+held-out probe tokens with AUROC ≥ 0.9):
+- *its block*: the top latents of the organism's exclusive block, ranked by how much they write (mean activation
+  × decoder norm over the corpus);
+- *shift*: every latent, ranked by how far its decoder row for the organism moved from its row for the base
+  model (the same residual basis) × how much it writes.
+
+Null rows put a model with nothing narrow planted in the organism's place (the base model itself, and the generic
+fine-tune made with the organisms' recipe), scored on the backdoor's probes: whatever they "find" is a false
+positive. Same data (`builtin:organisms`, three-way aligned with `align_many`), dictionary size, k and steps as
+the two-model benchmark. Activations are read from (or written to) the two-model benchmark's cache
+(`runs/organisms/activations`). Writes `three_models.json` and `RESULTS_N3.md` next to this file.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from benchmarks.organisms.activations import ModelActivations
 from benchmarks.organisms.run import (
     AUROC_FOUND,
     NULL_PROBES,
+    NULLS,
     ORGANISMS,
     TOP,
     all_activations,
@@ -122,8 +128,12 @@ def base_shift(crosscoder: MultiCrossCoder, m: int, base: int) -> torch.Tensor:
         return shift_F.where(both, 0.0)
 
 
+def _best(features: list[dict]) -> float:
+    return max((f["auroc"] for f in features if np.isfinite(f["auroc"])), default=float("nan"))
+
+
 def _found(features: list[dict]) -> bool:
-    return any(np.isfinite(f["auroc"]) and f["auroc"] >= AUROC_FOUND for f in features)
+    return _best(features) >= AUROC_FOUND
 
 
 def evaluate(crosscoder: MultiCrossCoder, corpus: Rows, probes: Rows, labels: np.ndarray, m: int, base: int) -> dict:
@@ -156,10 +166,14 @@ def evaluate(crosscoder: MultiCrossCoder, corpus: Rows, probes: Rows, labels: np
     }
 
 
-def run(organism: str, seeds: int, steps: int, dict_size: int, k: int, out: Path) -> dict:
-    """Return the results of one three-model diff (`organism` "unmodified": the null row)."""
+CROSSCODERS = {"dfc": 0.05, "standard": 0}
+"""The three-model crosscoders compared on the same budget, by the size of each model's exclusive block."""
+
+
+def run(organism: str, crosscoders: list[str], seeds: int, steps: int, dict_size: int, k: int, out: Path) -> dict:
+    """Return the results of one three-model diff per crosscoder (`organism` a null: the null row)."""
     name = BASE if organism == UNMODIFIED else f"{BASE}+{organism}"
-    probes_of = NULL_PROBES if organism == UNMODIFIED else organism
+    probes_of = NULL_PROBES if organism in NULLS else organism
     texts, probes = corpus_texts(), probe_sets()
     probe_list = [p for o in ORGANISM_NAMES for p in probes[o][0] + probes[o][1]]
     offset = sum(len(probes[o][0]) + len(probes[o][1]) for o in ORGANISM_NAMES[: ORGANISM_NAMES.index(probes_of)])
@@ -170,51 +184,72 @@ def run(organism: str, seeds: int, steps: int, dict_size: int, k: int, out: Path
     corpus = aligned_rows([acts[n] for n in order])
     probe_rows = aligned_rows([probe_acts[n] for n in order], list(range(offset, offset + len(mine))))
     labels = probe_labels(probe_rows.text_N, probe_rows.char_end_N, mine, offset)
-    runs = []
-    for seed in range(seeds):
-        config = MultiCrossCoderConfig(d=[x.shape[1] for x in corpus.xs], dict_size=dict_size, exclusive=0.05, k=k)
-        train_config = TrainConfig(steps=steps, batch_size=512, seed=seed, log_every=steps, device="cpu")
-        start = time.perf_counter()
-        trained = train_multi(config, train_config, RowSource(corpus))
-        result = evaluate(trained.crosscoder, corpus, probe_rows, labels, m=2, base=1)
-        result.update(seed=seed, seconds=time.perf_counter() - start, fvu=trained.history[-1].get("fvu"))
-        runs.append(result)
-        print(f"  {organism} seed {seed}: found={result['found']} by shift={result['found_by_shift']} "
-              f"{[round(f['auroc'], 2) for f in result['top_shift']]} best in block {result['best_in_block']:.2f} "
-              f"best anywhere {result['best_anywhere']}", flush=True)  # fmt: skip
+    by_crosscoder = {}
+    for kind in crosscoders:
+        runs = []
+        for seed in range(seeds):
+            config = MultiCrossCoderConfig(
+                d=[x.shape[1] for x in corpus.xs], dict_size=dict_size, exclusive=CROSSCODERS[kind], k=k
+            )
+            train_config = TrainConfig(steps=steps, batch_size=512, seed=seed, log_every=steps, device="cpu")
+            start = time.perf_counter()
+            trained = train_multi(config, train_config, RowSource(corpus))
+            result = evaluate(trained.crosscoder, corpus, probe_rows, labels, m=2, base=1)
+            result.update(seed=seed, seconds=time.perf_counter() - start, fvu=trained.history[-1].get("fvu"))
+            runs.append(result)
+            print(f"  {organism} {kind} seed {seed}: found={result['found']} by shift={result['found_by_shift']} "
+                  f"{[round(f['auroc'], 2) for f in result['top_shift']]} best anywhere {result['best_anywhere']}",
+                  flush=True)  # fmt: skip
+        by_crosscoder[kind] = {
+            "found": statistics.mean(r["found"] for r in runs),
+            "found_by_shift": statistics.mean(r["found_by_shift"] for r in runs),
+            "runs": runs,
+        }
     coverage = len(corpus.text_N) / sum(len(t.input_ids) for t in acts[name].tokens)
     return {
         "organism": organism,
+        "null": organism in NULLS,
+        "probes": probes_of,
         "models": order,
         "rows": len(corpus.text_N),
         "organism_coverage": coverage,
         "probe_rows": int((~np.isnan(labels)).sum()),
-        "found": statistics.mean(r["found"] for r in runs),
-        "found_by_shift": statistics.mean(r["found_by_shift"] for r in runs),
-        "best_in_block": statistics.mean(r["best_in_block"] for r in runs),
-        "runs": runs,
+        "crosscoders": by_crosscoder,
     }
 
 
+def summarize(results: list[dict], crosscoders: list[str]) -> dict:
+    """Return, per crosscoder, the organisms found (by the block and by the shift, means over seeds) and the null rows
+    where the shift 'finds' the backdoor's probes."""
+    real = [r for r in results if not r["null"]]
+    null = [r for r in results if r["null"]]
+    summary = {"n3_organisms_total": len(real), "n3_null_rows": len(null)}
+    for kind in crosscoders:
+        prefix = "n3" if kind == "dfc" else f"n3_{kind}"
+        summary[f"{prefix}_organisms_found"] = sum(r["crosscoders"][kind]["found"] for r in real)
+        summary[f"{prefix}_organisms_found_by_shift"] = sum(r["crosscoders"][kind]["found_by_shift"] for r in real)
+        summary[f"{prefix}_null_found_by_shift"] = sum(r["crosscoders"][kind]["found_by_shift"] for r in null)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the organisms and the null row, and write three_models.json and RESULTS_N3.md."""
+    """Run the organisms and the null rows, and write three_models.json and RESULTS_N3.md."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/organisms", help="the two-model benchmark's folder (its caches)")
-    parser.add_argument("--organisms", nargs="*", default=[*ORGANISMS, UNMODIFIED], choices=[*ORGANISMS, UNMODIFIED])
+    rows = [*ORGANISMS, *NULLS]
+    parser.add_argument("--organisms", nargs="*", default=rows, choices=rows)
+    parser.add_argument("--crosscoders", nargs="*", default=list(CROSSCODERS), choices=list(CROSSCODERS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--dict-size", type=int, default=1024)
     parser.add_argument("--k", type=int, default=16)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    results = [run(o, args.seeds, args.steps, args.dict_size, args.k, Path(args.out)) for o in args.organisms]
-    real = [r for r in results if r["organism"] != UNMODIFIED]
-    null = [r for r in results if r["organism"] == UNMODIFIED]
+    results = [
+        run(o, args.crosscoders, args.seeds, args.steps, args.dict_size, args.k, Path(args.out)) for o in args.organisms
+    ]
     summary = {
-        "n3_organisms_found": sum(r["found"] for r in real),
-        "n3_organisms_found_by_shift": sum(r["found_by_shift"] for r in real),
-        "n3_organisms_total": len(real),
-        "n3_null_found_by_shift": sum(r["found_by_shift"] for r in null) if null else None,
+        **summarize(results, args.crosscoders),
         "settings": vars(args),
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.platform()} · {torch.get_num_threads()} threads · torch {torch.__version__}",
@@ -228,40 +263,53 @@ def main(argv: list[str] | None = None) -> None:
 def write_report(summary: dict) -> str:
     """Write RESULTS_N3.md from the summary `main` wrote to three_models.json; return its text."""
     settings = summary["settings"]
+    total, seeds = summary["n3_organisms_total"], settings["seeds"]
     lines = [
         "# Three models at once: an organism, its base model, and the other family",
         "",
-        f"`python -m benchmarks.organisms.three_models --seeds {settings['seeds']} --steps {settings['steps']}` · "
+        f"`python -m benchmarks.organisms.three_models --seeds {seeds} --steps {settings['steps']}` · "
         f"{summary['machine']} · {summary['date']} · {summary['minutes']} min",
         "",
-        f"Found by the organism's own block (a top-{TOP} latent with probe AUROC ≥ {AUROC_FOUND}): "
-        f"**{summary['n3_organisms_found']:.1f} of {summary['n3_organisms_total']}**. Found by the shift from the base "
-        f"model (a top-{TOP} latent by decoder shift × activation mass with probe AUROC ≥ {AUROC_FOUND}): "
-        f"**{summary['n3_organisms_found_by_shift']:.1f} of {summary['n3_organisms_total']}**; on the null row (the "
-        f"base model in the organism's place, scored on the backdoor's probes): {summary['n3_null_found_by_shift']}. "
-        "Means over seeds.",
+        f"Same data, dictionary size ({settings['dict_size']}), k ({settings['k']}) and steps for both crosscoders; "
+        f"means over {seeds} seeds. *Found by its block*: one of the top {TOP} latents of the organism's exclusive "
+        f"block has probe AUROC ≥ {AUROC_FOUND} (the standard crosscoder has no blocks). *Found by shift*: one of the "
+        f"top {TOP} latents by the shift of its decoder row from the base model's × how much it writes has probe "
+        f"AUROC ≥ {AUROC_FOUND}. A null row puts a model with nothing planted in the organism's place and is scored on "
+        f"the {NULL_PROBES}'s probes: anything it 'finds' is a false positive.",
         "",
-        "| organism | rows (3-way aligned) | found by its block | alive latents in its block | found by shift | "
-        "probe AUROC of the top 10 by shift | best AUROC anywhere (block) |",
-        "|---|---|---|---|---|---|---|",
+        "| crosscoder | organisms found by its block | organisms found by shift | null rows 'found' by shift |",
+        "|---|---|---|---|",
     ]
-    for r in summary["results"]:
-        first = r["runs"][0]
-        best = first["best_anywhere"]
-        shift = ", ".join(f"{f['auroc']:.2f}" for f in first["top_shift"])
+    for kind in settings["crosscoders"]:
+        prefix = "n3" if kind == "dfc" else f"n3_{kind}"
+        by_block = f"{summary[f'{prefix}_organisms_found']:.1f} of {total}" if CROSSCODERS[kind] else "– (no blocks)"
         lines.append(
-            f"| {r['organism']} | {r['rows']} | {r['found']:.1f} | "
-            f"{statistics.mean(x['alive_in_block'] for x in r['runs']):.0f} | {r['found_by_shift']:.1f} | {shift} | "
-            f"{best['auroc']:.2f} ({best['block']}) |"
+            f"| {kind} | {by_block} | "
+            f"{summary[f'{prefix}_organisms_found_by_shift']:.1f} of {total} | "
+            f"{summary[f'{prefix}_null_found_by_shift']:.1f} of {summary['n3_null_rows']} |"
         )
     lines += [
         "",
-        "The probe AUROCs of the top 10 by shift are the first seed's. A shared latent that separates the backdoor's "
-        "probes exists in every row, the null included: both families read its trigger phrase, so the probes differ "
-        "on the surface. Whether the backdoor row's latent at 0.91 is the organism's change or that surface latent "
-        "ranked high by chance, one seed cannot tell: on the null row the top 10 by shift reaches 0.85, close to the "
-        "0.9 that counts as found.",
+        "Per row and crosscoder: found by shift in how many seeds, the best probe AUROC among the top "
+        f"{TOP} by shift in each seed, and the latent of the whole dictionary that best separates the probes "
+        "(first seed; a high AUROC in the shared block may only mean the probe texts differ on the surface, which "
+        "both families read):",
+        "",
+        "| row | probes | rows (3-way aligned) | crosscoder | found by shift (seeds) | best of the top 10 by shift, "
+        "per seed | alive latents in its block | best AUROC anywhere (block) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    for r in summary["results"]:
+        for kind, c in r["crosscoders"].items():
+            best = c["runs"][0]["best_anywhere"]
+            per_seed = ", ".join(f"{_best(x['top_shift']):.2f}" for x in c["runs"])
+            found = sum(x["found_by_shift"] for x in c["runs"])
+            alive = f"{statistics.mean(x['alive_in_block'] for x in c['runs']):.0f}" if CROSSCODERS[kind] else "–"
+            label = f"{r['organism']} (null)" if r["null"] else r["organism"]
+            lines.append(
+                f"| {label} | {r['probes']} | {r['rows']} | {kind} | {found} of {len(c['runs'])} | {per_seed} | "
+                f"{alive} | {best['auroc']:.2f} ({best['block']}) |"
+            )
     text = "\n".join(lines) + "\n"
     (HERE / "RESULTS_N3.md").write_text(text)
     return text
