@@ -71,8 +71,7 @@ def tiny_store(tmp_path_factory):
                                "corpus": "builtin:demo", "ctx_len": 32, "target_tokens": 256})  # fmt: skip
     gen = torch.Generator().manual_seed(0)
     writer.add(
-        torch.randn(256, 32, generator=gen),
-        torch.randn(256, 40, generator=gen),
+        (torch.randn(256, 32, generator=gen), torch.randn(256, 40, generator=gen)),
         {"windows": 8, "tokens_a": 256, "tokens_b": 256, "paired": 256, "outliers": 0},
     )
     writer.finish()

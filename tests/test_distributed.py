@@ -40,7 +40,7 @@ def store_path(tmp_path_factory) -> Path:
     generator = torch.Generator().manual_seed(0)
     for _ in range(5):
         x_a, x_b = pair.sample(512, generator)
-        writer.add(x_a, x_b, {"windows": 1, "tokens_a": 512, "tokens_b": 512, "paired": 512, "outliers": 0})
+        writer.add((x_a, x_b), {"windows": 1, "tokens_a": 512, "tokens_b": 512, "paired": 512, "outliers": 0})
     writer.finish()
     return path
 

@@ -40,7 +40,7 @@ def _write(path, sizes, shard_tokens=100, finish=True):
     writer = StoreWriter(path, _header(sum(sizes)), dtype="fp32", shard_tokens=shard_tokens)
     offset = 0
     for n in sizes:
-        writer.add(*_rows(n, offset), _counts(n))
+        writer.add(_rows(n, offset), _counts(n))
         offset += n
     if finish:
         writer.finish()
@@ -103,7 +103,7 @@ def test_interrupted_writer_resumes_without_duplicates(tmp_path):
     (path / "shards" / ".shard_00001.safetensors.tmp").write_bytes(b"half-written")
     resumed = StoreWriter(path, _header(120), dtype="fp32", shard_tokens=80)
     assert resumed.windows_done == 2 and not (path / "shards" / ".shard_00001.safetensors.tmp").exists()
-    resumed.add(*_rows(40, 80), _counts(40))
+    resumed.add(_rows(40, 80), _counts(40))
     resumed.finish()
     store = PairedActivationStore(path, holdout_fraction=0.0)
     rows = torch.cat([store.load_shard(i)[0][:, 0] for i in range(len(store.shards))])
