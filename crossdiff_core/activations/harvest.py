@@ -1,4 +1,4 @@
-"""Harvest paired activations of two models over a corpus into an on-disk store.
+"""Harvest paired activations of two models (or more: `harvest_many`) over a corpus into an on-disk store.
 
 Each corpus window is tokenized by both tokenizers, aligned at shared token boundaries
 (`crossdiff_core.alignment`), run through both models up to their read layers, and the paired rows
@@ -21,10 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from crossdiff_core.activations.config import HarvestConfig
-from crossdiff_core.activations.paired import paired_rows
-from crossdiff_core.activations.store import PARTS_DIR, StoreWriter, merge_parts, read_meta
-from crossdiff_core.alignment import align_batch
+from crossdiff_core.activations.paired import model_rows, paired_rows
+from crossdiff_core.activations.store import PAIR_SIDES, PARTS_DIR, StoreWriter, merge_parts, multi_sides, read_meta
+from crossdiff_core.alignment import align_batch, align_many_texts
 from crossdiff_core.corpus.sources import iter_windows
 from crossdiff_core.distributed import Dist
 from crossdiff_core.errors import Cancelled, StoreError
@@ -40,8 +42,8 @@ class HarvestProgress:
     tokens: int
     target: int
     windows: int
-    coverage_a: float
-    coverage_b: float
+    coverage: tuple[float, ...]
+    """Per model, the share of its tokens paired so far."""
     elapsed_s: float
     resumed_tokens: int = 0
     """Tokens the store already held when this harvest started (a resumed one)."""
@@ -65,17 +67,39 @@ def paired_activations(
 ):
     """Return `(x_a_ND, x_b_ND, counts)` for a batch of texts: paired rows in text order, coverage/outlier counts."""
     aligned = align_batch(model_a.tokenizer, model_b.tokenizer, texts, max_tokens=ctx_len, max_tokens_b=2 * ctx_len)
-    counts = {
-        "windows": len(texts),
-        "tokens_a": sum(al.n_tokens_a for _, _, al in aligned),
-        "tokens_b": sum(al.n_tokens_b for _, _, al in aligned),
-        "paired": 0,
-        "outliers": 0,
-    }
     x_a, x_b, ok = paired_rows(model_a, model_b, aligned, outlier_factor, max_batch_tokens)
-    counts["paired"] = int(x_a.shape[0])
-    counts["outliers"] = int((~ok).sum())
+    counts = _counts(texts, PAIR_SIDES, [[al.n_tokens_a, al.n_tokens_b] for _, _, al in aligned], ok)
     return x_a[ok], x_b[ok], counts
+
+
+def multi_activations(
+    models: list[LoadedModel], texts: list[str], ctx_len: int, outlier_factor: float, max_batch_tokens: int = 8192
+) -> tuple[list[torch.Tensor], dict]:
+    """Return `(xs, counts)` for a batch of texts: per model, its rows at the positions where every tokenizer splits
+    the text cleanly (`align_many`), in text order, and coverage/outlier counts. The first model's windows are
+    `ctx_len` tokens; the others get twice that, as model B does in `paired_activations`."""
+    limits = [ctx_len] + [2 * ctx_len] * (len(models) - 1)
+    aligned = align_many_texts([m.tokenizer for m in models], texts, limits)
+    xs, ok = model_rows(
+        models,
+        [[toks[m].input_ids for toks, _ in aligned] for m in range(len(models))],
+        [[al.positions[m] for _, al in aligned] for m in range(len(models))],
+        outlier_factor,
+        max_batch_tokens,
+    )
+    counts = _counts(texts, multi_sides(len(models)), [al.n_tokens for _, al in aligned], ok)
+    return [x[ok] for x in xs], counts
+
+
+def _counts(texts: list[str], sides: tuple[str, ...], tokens: list[list[int]], ok) -> dict:
+    """Return a batch's counts for the store: windows, tokens per model (`tokens[text][model]`), paired, outliers."""
+    per_side = [sum(t[m] for t in tokens) for m in range(len(sides))]
+    return {
+        "windows": len(texts),
+        **{f"tokens_{side}": n for side, n in zip(sides, per_side)},
+        "paired": int(ok.numel()),
+        "outliers": int((~ok).sum()),
+    }
 
 
 def harvest(
@@ -107,17 +131,51 @@ def harvest(
     if group is not None:
         return _harvest_parallel(model_a, model_b, corpus, Path(out_dir), config, progress, should_stop, show_tqdm,
                                  group)  # fmt: skip
-    header = {
-        "model_a": model_a.info(),
-        "model_b": model_b.info(),
-        "d_a": model_a.d_model,
-        "d_b": model_b.d_model,
-        "corpus": corpus,
-        "ctx_len": config.ctx_len,
-        "outlier_factor": config.outlier_factor,
-        "target_tokens": config.n_tokens,
-    }
-    writer = StoreWriter(out_dir, header, dtype=config.dtype, shard_tokens=config.shard_tokens)
+    header = {"model_a": model_a.info(), "model_b": model_b.info(), "d_a": model_a.d_model, "d_b": model_b.d_model}
+
+    def rows(batch: list[str]):
+        x_a, x_b, counts = paired_activations(
+            model_a, model_b, batch, config.ctx_len, config.outlier_factor, config.max_batch_tokens
+        )
+        return [x_a, x_b], counts
+
+    return _harvest_rows((model_a, model_b), header, PAIR_SIDES, rows, corpus, out_dir, config, progress,
+                         should_stop, show_tqdm, windows_of)  # fmt: skip
+
+
+def harvest_many(
+    models: list[LoadedModel],
+    corpus: str,
+    out_dir,
+    config: HarvestConfig | None = None,
+    progress: Callable[[HarvestProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    show_tqdm: bool = False,
+) -> dict:
+    """Harvest the activations of N models at the positions all their tokenizers share into `out_dir` (a two-model
+    store for two models, as `harvest` writes; an N-model store otherwise) and return the store's metadata.
+
+    Windows are cut in the first model's tokens. Resuming, cancelling and errors are as in `harvest`.
+    """
+    config = config or HarvestConfig()
+    if len(models) < 2:
+        raise StoreError(f"a harvest needs at least two models, got {len(models)}")
+    if len(models) == 2:
+        return harvest(*models, corpus, out_dir, config, progress, should_stop, show_tqdm)
+    header = {"models": [m.info() for m in models], "d": [m.d_model for m in models]}
+
+    def rows(batch: list[str]):
+        return multi_activations(models, batch, config.ctx_len, config.outlier_factor, config.max_batch_tokens)
+
+    return _harvest_rows(models, header, multi_sides(len(models)), rows, corpus, out_dir, config, progress,
+                         should_stop, show_tqdm, None)  # fmt: skip
+
+
+def _harvest_rows(models, header, sides, rows, corpus, out_dir, config, progress, should_stop, show_tqdm, windows_of):
+    """Run `rows(batch of windows) -> (xs, counts)` over the corpus windows into the store in `out_dir`."""
+    header = {**header, "corpus": corpus, "ctx_len": config.ctx_len, "outlier_factor": config.outlier_factor,
+              "target_tokens": config.n_tokens}  # fmt: skip
+    writer = StoreWriter(out_dir, header, dtype=config.dtype, shard_tokens=config.shard_tokens, sides=sides)
     if writer.meta["complete"]:
         log.info("store %s is already complete", out_dir)
         return writer.meta
@@ -132,16 +190,29 @@ def harvest(
         bar = tqdm(total=config.n_tokens, initial=min(done, config.n_tokens), unit="tok", desc="harvest")
     start = time.perf_counter()
     resumed_tokens = min(done, config.n_tokens)
-    counts_total = {"tokens_a": 0, "tokens_b": 0, "paired": 0}
-    windows = iter_windows(corpus, model_a.tokenizer, config.ctx_len)
+    counts_total = _counts([], sides, [], torch.zeros(0, dtype=torch.bool))
+    windows = iter_windows(corpus, models[0].tokenizer, config.ctx_len)
     if windows_of is not None:
         windows = itertools.islice(windows, windows_of[0], None, windows_of[1])
     stop = should_stop or (lambda: False)
+
+    def add(batch: list[str], done: int) -> int:
+        xs, counts = rows(batch)
+        need = config.n_tokens - done
+        xs = [x[:need] for x in xs]
+        for key, value in counts.items():
+            counts_total[key] += value
+        writer.add(xs, counts)
+        return done + int(xs[0].shape[0])
+
+    def coverage() -> tuple[float, ...]:
+        return tuple(_cov(counts_total, side) for side in sides)
+
     batch: list[str] = []
     seen = 0
     exhausted = True
     try:
-        with cancellable((model_a, model_b), should_stop):
+        with cancellable(models, should_stop):
             for text in windows:
                 seen += 1
                 if seen <= skip:
@@ -151,31 +222,22 @@ def harvest(
                     continue
                 if stop():
                     raise Cancelled
-                done = _harvest_batch(model_a, model_b, batch, config, writer, done, counts_total)
+                done = add(batch, done)
                 batch = []
                 if bar is not None:
                     bar.n = min(done, config.n_tokens)
-                    bar.set_postfix(cov_a=f"{_cov(counts_total, 'a'):.2f}", cov_b=f"{_cov(counts_total, 'b'):.2f}")
+                    bar.set_postfix(coverage=" ".join(f"{c:.2f}" for c in coverage()))
                     bar.refresh()
                 if progress is not None:
-                    progress(
-                        HarvestProgress(
-                            min(done, config.n_tokens),
-                            config.n_tokens,
-                            seen,
-                            _cov(counts_total, "a"),
-                            _cov(counts_total, "b"),
-                            time.perf_counter() - start,
-                            resumed_tokens,
-                        )
-                    )
+                    progress(HarvestProgress(min(done, config.n_tokens), config.n_tokens, seen, coverage(),
+                                             time.perf_counter() - start, resumed_tokens))  # fmt: skip
                 if done >= config.n_tokens:
                     exhausted = False
                     break
             if batch:
                 if stop():
                     raise Cancelled
-                done = _harvest_batch(model_a, model_b, batch, config, writer, done, counts_total)
+                done = add(batch, done)
     except Cancelled:  # the batch under way is dropped; the shards written so far stay, and a rerun resumes there
         writer.flush()
         return writer.meta
@@ -185,7 +247,7 @@ def harvest(
     if done == 0:
         writer.flush()
         raise StoreError(
-            f"corpus {corpus!r} produced no paired tokens (is it empty, or do the two tokenizers never "
+            f"corpus {corpus!r} produced no paired tokens (is it empty, or do the tokenizers never "
             "end a token at the same place?); use a larger corpus or builtin:demo"
         )
     if exhausted and done < config.n_tokens:
@@ -217,16 +279,3 @@ def _harvest_parallel(model_a, model_b, corpus, out_dir: Path, config, progress,
 def _cov(counts: dict, side: str) -> float:
     total = counts[f"tokens_{side}"]
     return counts["paired"] / total if total else 0.0
-
-
-def _harvest_batch(model_a, model_b, batch, config, writer, done, counts_total) -> int:
-    x_a, x_b, counts = paired_activations(
-        model_a, model_b, batch, config.ctx_len, config.outlier_factor, config.max_batch_tokens
-    )
-    need = config.n_tokens - done
-    if x_a.shape[0] > need:
-        x_a, x_b = x_a[:need], x_b[:need]
-    for key in counts_total:
-        counts_total[key] += counts[key]
-    writer.add(x_a, x_b, counts)
-    return done + int(x_a.shape[0])

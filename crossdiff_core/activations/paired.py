@@ -164,8 +164,32 @@ def inliers(x_ND: torch.Tensor, factor: float) -> torch.Tensor:
 
 
 def inlier_pairs(x_a_ND: torch.Tensor, x_b_ND: torch.Tensor, factor: float = OUTLIER_FACTOR) -> torch.Tensor:
-    """Return the bool `[N]` mask of the pairs to keep: rows that are `inliers` in both models."""
+    """Return the bool `[N]` mask of the pairs to keep: rows that are `inliers` in both models (`model_rows` applies
+    the same rule to N models)."""
     return inliers(x_a_ND, factor) & inliers(x_b_ND, factor)
+
+
+def model_rows(
+    models: list[LoadedModel] | tuple[LoadedModel, ...],
+    input_ids: list[list[list[int]]],
+    positions: list[list],
+    outlier_factor: float = OUTLIER_FACTOR,
+    max_batch_tokens: int | None = None,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Return `(xs, keep_N)`: per model, its fp32 activations at `positions[m][i]` of its tokens `input_ids[m][i]` of
+    every text i, in text order (row n is the same paired position in every model), and the mask of the rows that are
+    `inliers` in every model.
+
+    `max_batch_tokens=None` runs each model once over all texts (right-padded, with an attention mask); a number
+    runs the harvest's length-sorted passes of at most that many tokens (`rows_at_positions`).
+    """
+    xs = []
+    for model, ids, pos in zip(models, input_ids, positions, strict=True):
+        if max_batch_tokens is None:
+            xs.append(_rows_in_one_pass(model, ids, pos))
+        else:
+            xs.append(rows_at_positions(model, ids, pos, max_batch_tokens))
+    return xs, torch.stack([inliers(x_ND, outlier_factor) for x_ND in xs]).all(0)
 
 
 def paired_rows(
@@ -176,21 +200,15 @@ def paired_rows(
     max_batch_tokens: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return `(x_a_ND, x_b_ND, keep_N)`: both models' fp32 activations at every paired position, in text order, and
-    the `inlier_pairs` mask of the pairs to keep.
-
-    `max_batch_tokens=None` runs each model once over all texts (right-padded, with an attention mask); a number
-    runs the harvest's length-sorted passes of at most that many tokens (`rows_at_positions`).
-    """
-    x_ND = []
-    for side, model in ((0, model_a), (1, model_b)):
-        input_ids = [item[side].input_ids for item in aligned]
-        positions = [item[2].pos_a if side == 0 else item[2].pos_b for item in aligned]
-        if max_batch_tokens is None:
-            x_ND.append(_rows_in_one_pass(model, input_ids, positions))
-        else:
-            x_ND.append(rows_at_positions(model, input_ids, positions, max_batch_tokens))
-    x_a_ND, x_b_ND = x_ND
-    return x_a_ND, x_b_ND, inlier_pairs(x_a_ND, x_b_ND, outlier_factor)
+    the `inlier_pairs` mask of the pairs to keep (`model_rows` for two models)."""
+    (x_a_ND, x_b_ND), keep_N = model_rows(
+        (model_a, model_b),
+        [[a.input_ids for a, _, _ in aligned], [b.input_ids for _, b, _ in aligned]],
+        [[al.pos_a for _, _, al in aligned], [al.pos_b for _, _, al in aligned]],
+        outlier_factor,
+        max_batch_tokens,
+    )
+    return x_a_ND, x_b_ND, keep_N
 
 
 @torch.no_grad()
