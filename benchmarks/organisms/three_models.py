@@ -22,13 +22,15 @@ Null rows put a model with nothing narrow planted in the organism's place (the b
 fine-tune made with the organisms' recipe), scored on the backdoor's probes: whatever they "find" is a false
 positive. Same data (`builtin:organisms`, three-way aligned with `align_many`), dictionary size, k and steps as
 the two-model benchmark. Activations are read from (or written to) the two-model benchmark's cache
-(`runs/organisms/activations`). Writes `three_models.json` and `RESULTS_N3.md` next to this file.
+(`runs/organisms/activations`); each finished row is kept in `runs/organisms/three_models/`, so a rerun with the
+same settings goes on where one was stopped. Writes `three_models.json` and `RESULTS_N3.md` next to this file.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import platform
 import statistics
@@ -57,6 +59,7 @@ from crossdiff_core.alignment import align_many
 from crossdiff_core.analysis.presented import auroc
 from crossdiff_core.corpus.organism_texts import ORGANISM_NAMES
 from crossdiff_core.crosscoder.multi import MultiCrossCoder, MultiCrossCoderConfig
+from crossdiff_core.files import write_text_atomically
 from crossdiff_core.organisms import UNMODIFIED
 from crossdiff_core.training.config import TrainConfig
 from crossdiff_core.training.multi import train_multi
@@ -245,9 +248,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=16)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    results = [
-        run(o, args.crosscoders, args.seeds, args.steps, args.dict_size, args.k, Path(args.out)) for o in args.organisms
-    ]
+    results = []
+    for organism in args.organisms:  # each row is kept as it finishes: a rerun with the same settings skips it
+        key = json.dumps([organism, args.crosscoders, args.seeds, args.steps, args.dict_size, args.k])
+        done = Path(args.out) / "three_models" / f"{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+        if done.is_file():
+            results.append(json.loads(done.read_text()))
+            print(f"  {organism}: kept from {done}", flush=True)
+            continue
+        results.append(run(organism, args.crosscoders, args.seeds, args.steps, args.dict_size, args.k, Path(args.out)))
+        done.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(done, json.dumps(results[-1], default=float))
     summary = {
         **summarize(results, args.crosscoders),
         "settings": vars(args),
