@@ -1,9 +1,12 @@
 """Training checkpoints and logs: the resumable state in `out_dir/checkpoint/`, `metrics.jsonl` and the summary.
 
-Every `checkpoint_every` steps `train` writes the full training state (model, Adam moments, firing
-statistics, history) atomically to `out_dir/checkpoint/`, with a checksum; a later call with the same
-arguments continues from there and ends with the same weights as an uninterrupted run. At the end
-(or when stopped) `metrics.jsonl` and `training.json` (`SUMMARY_FILE`) are written next to it.
+Every `checkpoint_every` steps a training loop (`loop.train` for two models, `multi.train_multi` for N)
+writes the full training state (model, Adam moments, firing statistics, history) atomically to
+`out_dir/checkpoint/`, with a checksum; a later call with the same arguments continues from there and
+ends with the same weights as an uninterrupted run. At the end (or when stopped) `metrics.jsonl` and
+`training.json` (`SUMMARY_FILE`) are written next to it, and the finished crosscoder with its own
+`save_pretrained`. The helpers take the loop's crosscoder (anything with `state_dict`, `named_parameters`,
+`dict_size` and `save_pretrained`), its Adam optimizer and its config (anything with `to_dict`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,24 @@ class _RunState:
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     elapsed_s: float = 0.0
+    relocated: int | None = None
+    """Latents relocated so far, where the loop logs that count (the N-model loop); None where it does not."""
+
+
+def _start_run(
+    out_dir: Path | None, model, optimizer, config, train_config: TrainConfig, device, resume: bool
+) -> tuple[_RunState, int | None]:
+    """Return the run state to train from and the step it resumes from (None for a fresh start).
+
+    With `resume` and a checkpoint in `out_dir`, the model and optimizer are restored from it
+    (`_load_checkpoint`, which refuses another run's checkpoint); otherwise no step is done yet and
+    no latent has fired. Without `out_dir` the run always starts fresh.
+    """
+    checkpoint_dir = _existing_checkpoint(out_dir) if resume and out_dir is not None else None
+    if checkpoint_dir is None:
+        return _RunState(tokens_since_fired_F=torch.zeros(model.dict_size, dtype=torch.int64, device=device)), None
+    run = _load_checkpoint(checkpoint_dir, model, optimizer, config, train_config, device)
+    return run, run.step
 
 
 def _existing_checkpoint(out_dir: Path) -> Path | None:
@@ -78,6 +99,8 @@ def _save_checkpoint(out_dir: Path, model, optimizer, run: _RunState, config, tr
         "train_config": train_config.to_dict(),
         "history": run.history,
     }
+    if run.relocated is not None:
+        meta["relocated"] = run.relocated
     final, previous = out_dir / CHECKPOINT_DIR, out_dir / _PREVIOUS_CHECKPOINT_DIR
     partial = None
     try:
@@ -153,7 +176,11 @@ def _load_checkpoint(checkpoint_dir: Path, model, optimizer, config, train_confi
             f"{_START_OVER.format(folder=checkpoint_dir)}"
         ) from error
     return _RunState(
-        tokens_since_fired_F=tokens_since_fired_F, step=step, history=history, elapsed_s=float(meta.get("elapsed_s", 0))
+        tokens_since_fired_F=tokens_since_fired_F,
+        step=step,
+        history=history,
+        elapsed_s=float(meta.get("elapsed_s", 0)),
+        relocated=meta.get("relocated"),
     )
 
 
@@ -177,8 +204,13 @@ def _check_same_run(checkpoint_dir: Path, saved_config: dict, config: dict, save
         )
 
 
-def _write_logs(out_dir: Path, run: _RunState, config, train_config, resumed_from, finished: bool, elapsed_s: float):
-    """Write `metrics.jsonl` (one line per logged step) and the `training.json` summary."""
+def _write_results(
+    out_dir: Path, model, run: _RunState, config, train_config, resumed_from, finished: bool, elapsed_s: float
+) -> None:
+    """Write the crosscoder (`model.save_pretrained`, only when `finished`), `metrics.jsonl` (one line per logged
+    step) and the `training.json` summary."""
+    if finished:
+        model.save_pretrained(out_dir)
     write_text_atomically(out_dir / METRICS_FILE, "".join(json.dumps(metrics) + "\n" for metrics in run.history))
     summary = {
         "finished": finished,

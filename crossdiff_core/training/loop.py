@@ -29,12 +29,11 @@ from crossdiff_core.crosscoder.model import CrossCoder, EncoderWorkspace
 from crossdiff_core.distributed import Dist, RankSource
 from crossdiff_core.errors import is_out_of_memory
 from crossdiff_core.training.checkpoint import (
-    _existing_checkpoint,
-    _load_checkpoint,
     _remove_partial_checkpoints,
     _RunState,
     _save_checkpoint,
-    _write_logs,
+    _start_run,
+    _write_results,
 )
 from crossdiff_core.training.config import TrainConfig, TrainProgress, TrainResult
 from crossdiff_core.training.losses import StepOutput, training_loss
@@ -109,13 +108,7 @@ def train(
     optimizer = torch.optim.Adam(
         model.parameters(), lr=base_lr, betas=train_config.betas, fused=device.type in ("cpu", "cuda")
     )
-    run = _RunState(tokens_since_fired_F=torch.zeros(config.dict_size, dtype=torch.int64, device=device))
-    resumed_from = None
-    if resume:
-        checkpoint_dir = _existing_checkpoint(out_dir)
-        if checkpoint_dir is not None:
-            run = _load_checkpoint(checkpoint_dir, model, optimizer, config, train_config, device)
-            resumed_from = run.step
+    run, resumed_from = _start_run(out_dir, model, optimizer, config, train_config, device, resume)
     if resumed_from is None:
         _init_decoder_bias(model, source, train_config, device, dtype, group)
     if main:
@@ -201,9 +194,9 @@ def train(
 
     model.eval()
     if main:
-        if not stopped:
-            model.save_pretrained(out_dir)
-        _write_logs(out_dir, run, config, train_config, resumed_from, finished=not stopped, elapsed_s=elapsed())
+        _write_results(
+            out_dir, model, run, config, train_config, resumed_from, finished=not stopped, elapsed_s=elapsed()
+        )
     if group is not None:
         group.barrier()
     return TrainResult(

@@ -12,17 +12,21 @@ does for two models). Every `relocate_every` steps an alive shared latent that w
 only (against every other model, its relative decoder norm is beyond `relocate_relative_norm`) moves
 into a dead latent of model m's exclusive block, as `relocation.relocate_one_sided` does for two.
 A source yields one batch per step as a tuple of N `[B, d_m]` tensors (`iter_batches(batch_size,
-seed, start_batch)`) and knows its widths `d` and `mean_sq_norms()`. There are no checkpoints: a
-stopped run (`should_stop`) returns its partly trained crosscoder.
+seed, start_batch)`) and knows its widths `d` and `mean_sq_norms()`. Without an `out_dir` nothing is
+written and a stopped run (`should_stop`) returns its partly trained crosscoder; with one, checkpoints,
+resumption, `metrics.jsonl`, `training.json` and the finished crosscoder work as in the two-model
+`loop.train` (`checkpoint`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -31,7 +35,13 @@ from crossdiff_core.crosscoder.batchtopk import LatentSelection, select_batch_to
 from crossdiff_core.crosscoder.multi import MultiCrossCoder, MultiCrossCoderConfig
 from crossdiff_core.crosscoder.sparse_ops import sparse_decode
 from crossdiff_core.errors import CrossCoderError
-from crossdiff_core.training.config import TrainConfig
+from crossdiff_core.training.checkpoint import (
+    _remove_partial_checkpoints,
+    _save_checkpoint,
+    _start_run,
+    _write_results,
+)
+from crossdiff_core.training.config import TrainConfig, TrainProgress
 from crossdiff_core.training.loop import learning_rate
 from crossdiff_core.training.normalization import fitted_scale
 
@@ -71,13 +81,17 @@ class MultiTrainResult:
     """The trained (or, if stopped early, partly trained) crosscoder, in eval mode."""
 
     history: list[dict[str, float]]
-    """Metrics of every logged step (step, loss, mse, fvu, l0, auxk_loss, relocated, lr)."""
+    """Metrics of every logged step (step, loss, mse, fvu, l0, auxk_loss, relocated, lr), including those of runs
+    this one resumed."""
 
     steps_done: int
     """Optimizer steps completed (equals `TrainConfig.steps` unless stopped early)."""
 
     seconds: float
-    """Wall time of the steps (normalization fitting excluded)."""
+    """Wall time of this call's steps (normalization fitting and earlier runs it resumed excluded)."""
+
+    resumed_from: int | None
+    """The checkpoint step training continued from, or None for a fresh start (always None without `out_dir`)."""
 
 
 def fit_scales(config: MultiCrossCoderConfig, source: MultiSource, train_config: TrainConfig) -> MultiCrossCoderConfig:
@@ -223,56 +237,103 @@ def train_multi(
     config: MultiCrossCoderConfig,
     train_config: TrainConfig,
     source: MultiSource,
+    out_dir: str | os.PathLike | None = None,
+    progress: Callable[[TrainProgress], None] | None = None,
+    resume: bool = True,
     should_stop: Callable[[], bool] | None = None,
 ) -> MultiTrainResult:
-    """Train an N-model crosscoder on `source` and return the `MultiTrainResult` (nothing is written to disk).
+    """Train an N-model crosscoder on `source` and return the `MultiTrainResult`.
 
     Reads from `train_config`: steps, batch_size, lr (None: 2e-4 / sqrt(dict_size / 16384)), betas,
     warmup_steps, decay_start, auxk_coeff, k_aux, dead_after(), relocate_every, relocate_relative_norm,
-    threshold_decay, seed, log_every, device (None: CUDA when available) and dtype. `should_stop()` is
+    threshold_decay, seed, log_every, checkpoint_every (with `out_dir`), device (None: CUDA when
+    available) and dtype. `progress` receives a `TrainProgress` at every logged step. `should_stop()` is
     asked after each step; when it returns True the partly trained crosscoder is returned.
+
+    Without `out_dir` nothing is written. With it, as in `loop.train`: a checkpoint every
+    `checkpoint_every` steps, at the end and when stopped (and of the last completed step on
+    KeyboardInterrupt, which then propagates); with `resume` an existing checkpoint of the same run
+    is continued (another run's is refused with a `CheckpointError`); at the end `save_pretrained(out_dir)`
+    (`MultiCrossCoder.from_pretrained` loads it), `metrics.jsonl` and `training.json`.
     """
     train_config.validate()
+    train_config = dataclasses.replace(train_config)  # resuming a legacy checkpoint may adjust it (_load_checkpoint)
     config = fit_scales(config, source, train_config)
     device = torch.device(train_config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, train_config.dtype)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
     model = MultiCrossCoder(config, seed=train_config.seed).to(device=device, dtype=dtype).train()
-    with torch.no_grad():
-        first = next(source.iter_batches(train_config.batch_size, train_config.seed + 1))
-        for b_dec, x_BD in zip(model.b_dec, model.normalize([x.to(device, dtype) for x in first]), strict=True):
-            b_dec.copy_(x_BD.mean(0))
     base_lr = train_config.lr or 2e-4 / math.sqrt(config.dict_size / 2**14)
     optimizer = torch.optim.Adam(model.parameters(), lr=base_lr, betas=train_config.betas)
-    tokens_since_fired_F = torch.zeros(config.dict_size, dtype=torch.int64, device=device)
-    dead_after = train_config.dead_after()
-    history: list[dict[str, float]] = []
-    relocated = 0
-    step = 0
-    batches = source.iter_batches(train_config.batch_size, train_config.seed)
-    start = time.perf_counter()
-    while step < train_config.steps:
-        xs = model.normalize([x_BD.to(device, dtype) for x_BD in next(batches)])
-        lr = learning_rate(step, train_config, base_lr)
-        for param_group in optimizer.param_groups:
-            param_group["lr"] = lr
-        out = multi_training_loss(model, xs, tokens_since_fired_F >= dead_after, train_config)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
+    run, resumed_from = _start_run(out_dir, model, optimizer, config, train_config, device, resume)
+    if resumed_from is None:
         with torch.no_grad():
-            model.threshold.copy_(
-                updated_threshold(model.threshold, out.selection, train_config.threshold_decay, first=step == 0)
-            )
-        tokens_since_fired_F += xs[0].shape[0]
-        tokens_since_fired_F[out.fired_F] = 0
-        step += 1
-        if step % train_config.relocate_every == 0:
-            relocated += relocate_multi(model, optimizer, tokens_since_fired_F, train_config, step)
-        if step % train_config.log_every == 0 or step == train_config.steps:
-            history.append(
-                {"step": step, "loss": float(out.loss.detach()), **out.stats, "relocated": relocated, "lr": lr}
-            )
-        if should_stop is not None and step < train_config.steps and should_stop():
-            break
+            first = next(source.iter_batches(train_config.batch_size, train_config.seed + 1))
+            for b_dec, x_BD in zip(model.b_dec, model.normalize([x.to(device, dtype) for x in first]), strict=True):
+                b_dec.copy_(x_BD.mean(0))
+    if out_dir is not None:
+        _remove_partial_checkpoints(out_dir)
+    run.relocated = run.relocated or 0
+    dead_after = train_config.dead_after()
+    start = time.perf_counter()
+    elapsed_before = run.elapsed_s
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - start
+
+    def checkpoint() -> None:
+        if out_dir is not None:
+            run.elapsed_s = elapsed()
+            _save_checkpoint(out_dir, model, optimizer, run, config, train_config)
+
+    batches = source.iter_batches(train_config.batch_size, train_config.seed, start_batch=run.step)
+    applying = stopped = False
+    try:
+        while run.step < train_config.steps:
+            xs = model.normalize([x_BD.to(device, dtype) for x_BD in next(batches)])
+            lr = learning_rate(run.step, train_config, base_lr)
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr
+            out = multi_training_loss(model, xs, run.tokens_since_fired_F >= dead_after, train_config)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            applying = True
+            optimizer.step()
+            with torch.no_grad():
+                model.threshold.copy_(
+                    updated_threshold(model.threshold, out.selection, train_config.threshold_decay, first=run.step == 0)
+                )
+            run.tokens_since_fired_F += xs[0].shape[0]
+            run.tokens_since_fired_F[out.fired_F] = 0
+            run.step += 1
+            if run.step % train_config.relocate_every == 0:
+                run.relocated += relocate_multi(model, optimizer, run.tokens_since_fired_F, train_config, run.step)
+            applying = False
+            if run.step % train_config.log_every == 0 or run.step == train_config.steps:
+                metrics = {"step": run.step, "loss": float(out.loss.detach()), **out.stats, "relocated": run.relocated,
+                           "lr": lr}  # fmt: skip
+                run.history.append(metrics)
+                if progress is not None:
+                    progress(TrainProgress(run.step, train_config.steps, run.step * train_config.batch_size,
+                                           metrics, elapsed()))  # fmt: skip
+            if run.step % train_config.checkpoint_every == 0 or run.step == train_config.steps:
+                checkpoint()
+            if should_stop is not None and run.step < train_config.steps and should_stop():
+                checkpoint()
+                stopped = True
+                break
+    except KeyboardInterrupt:
+        if not applying:
+            checkpoint()
+        raise
     seconds = time.perf_counter() - start
-    return MultiTrainResult(crosscoder=model.eval(), history=history, steps_done=step, seconds=seconds)
+    model.eval()
+    if out_dir is not None:
+        _write_results(
+            out_dir, model, run, config, train_config, resumed_from, finished=not stopped, elapsed_s=elapsed()
+        )
+    return MultiTrainResult(
+        crosscoder=model, history=run.history, steps_done=run.step, seconds=seconds, resumed_from=resumed_from
+    )
