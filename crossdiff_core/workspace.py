@@ -29,6 +29,7 @@ from crossdiff_core.training.config import TrainConfig
 if TYPE_CHECKING:  # what imports torch is imported where it is used: the CLI's parser reads PairKey and TrainJob
     from crossdiff_core.analysis.index import FeatureIndex
     from crossdiff_core.crosscoder.model import CrossCoder
+    from crossdiff_core.crosscoder.multi import MultiCrossCoderConfig
     from crossdiff_core.distributed import Dist
     from crossdiff_core.models import LoadedModel
     from crossdiff_core.training.config import TrainProgress, TrainResult
@@ -311,6 +312,28 @@ class TrainSettings:
             l1_coeff=self.l1_coeff,
         )
 
+    def multi_crosscoder_config(
+        self, store_models: list[dict], d: list[int], exclusive: list[float | int] | None = None
+    ) -> MultiCrossCoderConfig:
+        """Return the crosscoder config for N models (their store records and widths): one exclusive block per model,
+        of `exclusive` (one size for all, or one per model; default `exclusive_a` each). BatchTopK only."""
+        from crossdiff_core.crosscoder.multi import MultiCrossCoderConfig
+
+        if self.sparsity != "batchtopk":
+            raise CrossDiffError(
+                f"a crosscoder of three models or more uses BatchTopK sparsity only, not {self.sparsity}: drop --sparsity"
+            )
+        sizes = [int(x) if x >= 1 else x for x in (exclusive or [self.exclusive_a])]
+        return MultiCrossCoderConfig(
+            d=list(d),
+            dict_size=self.dict_size,
+            exclusive=sizes if len(sizes) > 1 else sizes[0],
+            k=self.k,
+            models=[m["model_id"] for m in store_models],
+            layers=[m["layer"] for m in store_models],
+            tokenizers=[m["tokenizer"] for m in store_models],
+        )
+
     def train_config(self) -> TrainConfig:
         """Return the train config of these settings."""
         return TrainConfig(
@@ -590,6 +613,46 @@ def train_phase(
         should_stop=should_stop,
         group=group,
     )
+
+
+def train_multi_phase(
+    settings: TrainSettings,
+    store_dir: str | Path,
+    out_dir: str | Path,
+    exclusive: list[float | int] | None = None,
+    progress: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resume: bool = True,
+    show_tqdm: bool = False,
+):
+    """Train an N-model crosscoder with `settings` (and per-model `exclusive` block sizes, see
+    `TrainSettings.multi_crosscoder_config`) on the complete store of three models or more in `store_dir` into
+    `out_dir`; return the `MultiTrainResult`. Checkpoints and resuming as in `train_phase`."""
+    from crossdiff_core.activations.store import MultiActivationStore
+    from crossdiff_core.training.multi import train_multi
+
+    store = MultiActivationStore(store_dir)
+    config = settings.multi_crosscoder_config(store.models_info(), store.d, exclusive)
+    bar = None
+    if show_tqdm:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=settings.steps, unit="step", desc="train")
+
+    def report(p: TrainProgress) -> None:
+        if bar is not None:
+            bar.n = p.step
+            bar.set_postfix(fvu=f"{p.metrics.get('fvu', float('nan')):.3f}")
+            bar.refresh()
+        if progress is not None:
+            progress(p)
+
+    try:
+        return train_multi(config, settings.train_config(), store, out_dir=out_dir, progress=report, resume=resume,
+                           should_stop=should_stop)  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _load_pair(workspace: Workspace, key: PairKey, stop: Callable[[], bool]):

@@ -25,10 +25,12 @@ def test_cli_defaults_are_the_config_defaults():
     parser = build_parser()
     job, harvest, train = TrainJob(PAIR), HarvestConfig(), TrainConfig()
     args = parser.parse_args(["train", "--store", "s", "--out", "o"])
-    assert (args.dict_size, args.k, args.exclusive, args.steps, args.batch_size) == (
+    settings = _train_settings(args)  # --exclusive: None on the command line, the job's block sizes once read
+    assert (args.dict_size, args.k, settings.exclusive_a, settings.exclusive_b, args.steps, args.batch_size) == (
         job.dict_size,
         job.k,
-        [job.exclusive_a, job.exclusive_b],
+        job.exclusive_a,
+        job.exclusive_b,
         job.steps,
         job.batch_size,
     )
@@ -48,7 +50,7 @@ def test_cli_defaults_are_the_config_defaults():
     )
     assert (args.quant, args.dtype) == (PAIR.quant, PAIR.dtype)
     assert job.n_tokens == harvest.n_tokens
-    assert _train_settings(args) == TrainSettings(), "every train option defaults to what an app job trains with"
+    assert settings == TrainSettings(), "every train option defaults to what an app job trains with"
     assert job.train_settings() == TrainSettings(checkpoint_every=max(25, job.steps // 10)), "its checkpoints"
     args = parser.parse_args(["index", "--crosscoder", "c"])
     index = IndexConfig()

@@ -20,7 +20,7 @@ CROSSCODER_HELP = "crosscoder folder, or Hub repo id (owner/name) of a published
 DEFAULT_TOKEN_ENV = "HF_TOKEN"
 
 
-def _add_model_args(parser: argparse.ArgumentParser, required: bool) -> None:
+def _add_model_args(parser: argparse.ArgumentParser, required: bool, many: bool = False) -> None:
     group = parser.add_argument_group("models")
     group.add_argument(
         "--model-a",
@@ -30,6 +30,25 @@ def _add_model_args(parser: argparse.ArgumentParser, required: bool) -> None:
     group.add_argument("--model-b", required=required, help="model B: same forms as --model-a")
     group.add_argument("--layer-a", type=int, default=None, help="block of model A to read (default: the middle one)")
     group.add_argument("--layer-b", type=int, default=None, help="block of model B to read (default: the middle one)")
+    if many:
+        group.add_argument(
+            "--model",
+            dest="models",
+            action="append",
+            default=None,
+            metavar="MODEL",
+            help="instead of --model-a/--model-b: one model (same forms), repeated for each model to compare, three "
+            "or more at once (--model A --model B --model C)",
+        )
+        group.add_argument(
+            "--layer",
+            dest="layers",
+            type=int,
+            action="append",
+            default=None,
+            help="with --model: the block of each model to read, one per --model in the same order (default: the "
+            "middle ones)",
+        )
     group.add_argument(
         "--quant",
         choices=QUANT_CHOICES,
@@ -121,18 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "harvest",
-        help="store paired activations of two models over a corpus",
-        description="Run two models over a corpus and store their paired activations (resumable).",
+        help="store paired activations of two models (or more) over a corpus",
+        description="Run two models (--model-a, --model-b) or more (--model, repeated) over a corpus and store their "
+        "activations at the positions where all their tokenizers have read the same text (resumable).",
     )
-    _add_model_args(p, required=True)
+    _add_model_args(p, required=False, many=True)
     _add_harvest_args(p)
     p.add_argument("--out", required=True, help="store folder (an interrupted harvest into it resumes)")
 
     p = sub.add_parser(
         "train",
         help="train a DFC or standard crosscoder on a store (harvesting first if asked)",
-        description="Train a crosscoder. With --model-a/--model-b and a --store that is missing or incomplete, harvest "
-        "it first.",
+        description="Train a crosscoder. With --model-a/--model-b (or --model, repeated, for three models or more) and "
+        "a --store that is missing or incomplete, harvest it first. A store of three models or more trains an N-model "
+        "crosscoder (BatchTopK; one exclusive block per model).",
     )
     p.add_argument("--store", required=True, help="activation store folder")
     p.add_argument("--out", required=True, help="crosscoder folder (an interrupted run into it resumes)")
@@ -146,10 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--exclusive",
         type=float,
-        nargs=2,
-        default=[run.exclusive_a, run.exclusive_b],
-        metavar=("A", "B"),
-        help="fractions (or counts, if ≥ 1) of A- and B-exclusive latents; 0 0 = standard crosscoder "
+        nargs="+",
+        default=None,
+        metavar="SIZE",
+        help="fraction (or count, if ≥ 1) of exclusive latents: one value for every model, or one per model (A B, or "
+        "one per --model); 0 = standard crosscoder "
         f"(default {run.exclusive_a:g} {run.exclusive_b:g})",
     )
     p.add_argument(
@@ -187,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start over even if --out holds a checkpoint (one of other settings is refused otherwise)",
     )
-    _add_model_args(p, required=False)
+    _add_model_args(p, required=False, many=True)
     _add_harvest_args(p)
 
     p = sub.add_parser(

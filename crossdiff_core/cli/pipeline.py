@@ -49,15 +49,20 @@ def _load_pair(args, model_a=None, model_b=None, layer_a=None, layer_b=None):
     return _workspace(args).pair(_pair_key(args, model_a, model_b, layer_a, layer_b))
 
 
-def _harvest(args, out: str, group=None) -> dict:
-    """Harvest the store the model and harvest options ask for into `out` (resuming one there); return its metadata."""
+def _harvest_config(args):
+    """Return the `HarvestConfig` the harvest options ask for."""
     from crossdiff_core.activations.config import HarvestConfig
 
-    config = HarvestConfig(
+    return HarvestConfig(
         n_tokens=args.tokens, ctx_len=args.ctx_len, batch_windows=args.batch_windows, dtype=args.store_dtype
     )
+
+
+def _harvest(args, out: str, group=None) -> dict:
+    """Harvest the store the model and harvest options ask for into `out` (resuming one there); return its metadata."""
     workspace = _workspace(args, group)
-    meta = harvest_phase(workspace, _pair_key(args), args.corpus, out, config, group=group, show_tqdm=True)
+    meta = harvest_phase(workspace, _pair_key(args), args.corpus, out, _harvest_config(args), group=group,
+                         show_tqdm=True)  # fmt: skip
     counts = meta["counts"]
     if group is not None and not group.is_main:
         return meta
@@ -69,11 +74,61 @@ def _harvest(args, out: str, group=None) -> dict:
     return meta
 
 
+def _named_models(args) -> list[tuple[str, int | None]]:
+    """Return the models the options name, in order, each with the layer asked for (None: the middle one): `--model`
+    repeated, or `--model-a` and `--model-b`; [] when none is named. Two `--model`s become model A and model B."""
+    models = getattr(args, "models", None)
+    if not models:
+        if bool(args.model_a) != bool(args.model_b):
+            raise CrossDiffError("give both --model-a and --model-b (or --model once per model)")
+        return [(args.model_a, args.layer_a), (args.model_b, args.layer_b)] if args.model_a else []
+    if args.model_a or args.model_b:
+        raise CrossDiffError("name the models either with --model (repeated) or with --model-a/--model-b, not both")
+    layers = args.layers or [None] * len(models)
+    if len(layers) != len(models):
+        raise CrossDiffError(
+            f"--layer is given {len(layers)} times for {len(models)} models: give one --layer per --model, in the "
+            "same order, or none (the middle block of each)"
+        )
+    if len(models) < 2:
+        raise CrossDiffError("a diff needs at least two models: --model A --model B (and --model C … for more)")
+    if len(models) == 2:
+        (args.model_a, args.layer_a), (args.model_b, args.layer_b) = zip(models, layers, strict=True)
+    return list(zip(models, layers, strict=True))
+
+
+def _harvest_many(args, out: str, named: list[tuple[str, int | None]], group=None) -> dict:
+    """Harvest the store of three models or more that the options name into `out`; return its metadata."""
+    from crossdiff_core.activations.harvest import harvest_many
+    from crossdiff_core.models import load_model
+
+    if group is not None:
+        raise CrossDiffError("a harvest of three models or more runs in one process: run it without torchrun")
+    models = [
+        load_model(spec, layer=layer, quant=args.quant, dtype=args.dtype, device=args.device,
+                   trust_remote_code=args.trust_remote_code)
+        for spec, layer in named
+    ]  # fmt: skip
+    meta = harvest_many(models, args.corpus, out, _harvest_config(args), show_tqdm=True)
+    counts = meta["counts"]
+    coverage = ", ".join(f"{m.model_id} {counts[f'coverage_{i}']:.1%}" for i, m in enumerate(models))
+    print(f"stored {counts['rows']} positions of {len(models)} models in {out} (coverage {coverage}; "
+          f"{counts['outliers_dropped']} outliers dropped)", file=sys.stderr)  # fmt: skip
+    return meta
+
+
 def cmd_harvest(args) -> int:
-    """Harvest paired activations into a store (data-parallel under torchrun)."""
+    """Harvest paired activations into a store (data-parallel under torchrun; three models or more: one process)."""
     from crossdiff_core.distributed import from_environment
 
-    _harvest(args, args.out, from_environment())
+    named = _named_models(args)
+    if not named:
+        raise CrossDiffError("name the models: --model-a A --model-b B, or --model A --model B --model C")
+    group = from_environment()
+    if len(named) > 2:
+        _harvest_many(args, args.out, named, group)
+    else:
+        _harvest(args, args.out, group)
     return 0
 
 
@@ -137,29 +192,38 @@ def cmd_train(args) -> int:
 
     Trains through the core's `train_phase`, as the app's jobs do: the options are a `TrainSettings`. Into an `--out`
     holding a checkpoint, it continues that run when the settings are the same, and otherwise refuses, naming what
-    differs (`--no-resume` starts over).
+    differs (`--no-resume` starts over). A store of three models or more trains an N-model crosscoder
+    (`train_multi_phase`).
     """
-    from crossdiff_core.activations.store import is_store
+    from crossdiff_core.activations.store import MULTI_STORE_FORMAT, is_store, read_meta
     from crossdiff_core.distributed import from_environment
 
-    for value in args.exclusive:
+    for value in args.exclusive or []:
         if value >= 1 and value != int(value):
             raise CrossDiffError(
                 f"--exclusive {value:g} is neither a fraction below 1 nor a whole count of latents: "
                 "give e.g. 0.05 (5% of the latents) or 50 (50 latents)"
             )
+    named = _named_models(args)
     settings = _train_settings(args)  # checked before anything is harvested or written
+    if len(named) == 2 and len(args.exclusive or []) > 2:
+        raise CrossDiffError(f"--exclusive takes one size for both models or two (A B), got {len(args.exclusive)}")
     group = from_environment()  # under torchrun: data-parallel over the processes it started
-    if args.model_a or args.model_b:
-        if not (args.model_a and args.model_b):
-            raise CrossDiffError("give both --model-a and --model-b to harvest before training")
+    if named:
         meta = Path(args.store) / "meta.json"
         if not is_store(args.store) or not _store_complete(meta):
-            _harvest(args, args.store, group)
+            if len(named) > 2:
+                _harvest_many(args, args.store, named, group)
+            else:
+                _harvest(args, args.store, group)
     elif not is_store(args.store):
         raise CrossDiffError(
             f"{args.store} is not an activation store: harvest one first, or pass --model-a and --model-b"
         )
+    if read_meta(args.store)["format"] == MULTI_STORE_FORMAT:
+        return _train_many(args, settings, group)
+    if len(args.exclusive or []) > 2:
+        raise CrossDiffError(f"{args.store} holds two models: give --exclusive one size for both or two (A B)")
     result = train_phase(settings, args.store, args.out, group=group, resume=not args.no_resume, show_tqdm=True)
     metrics = result.metrics
     if group is not None and not group.is_main:
@@ -171,13 +235,29 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _train_many(args, settings: TrainSettings, group) -> int:
+    """Train an N-model crosscoder on the store of three models or more in `args.store`."""
+    from crossdiff_core.workspace import train_multi_phase
+
+    if group is not None:
+        raise CrossDiffError("a crosscoder of three models or more trains in one process: run it without torchrun")
+    result = train_multi_phase(settings, args.store, args.out, exclusive=args.exclusive, resume=not args.no_resume,
+                               show_tqdm=True)  # fmt: skip
+    last = result.history[-1] if result.history else {}
+    n_models = result.crosscoder.n_models
+    print(f"saved a crosscoder of {n_models} models to {args.out}: FVU {last.get('fvu', float('nan')):.3f}, "
+          f"L0 {last.get('l0', float('nan')):.1f}", file=sys.stderr)  # fmt: skip
+    return 0
+
+
 def _train_settings(args) -> TrainSettings:
-    """Return the `TrainSettings` the train options ask for."""
+    """Return the `TrainSettings` the train options ask for (with one --exclusive size, both blocks get it)."""
+    exclusive = args.exclusive or [TrainSettings.exclusive_a, TrainSettings.exclusive_b]
     return TrainSettings(
         dict_size=args.dict_size,
         k=args.k,
-        exclusive_a=args.exclusive[0],
-        exclusive_b=args.exclusive[1],
+        exclusive_a=exclusive[0],
+        exclusive_b=exclusive[1 if len(exclusive) > 1 else 0],
         sparsity=args.sparsity,
         l1_coeff=args.l1_coeff,
         steps=args.steps,
@@ -250,7 +330,7 @@ def multi_crosscoder_summary(path) -> dict:
 
 def cmd_info(args) -> int:
     """Describe a store or crosscoder (a local folder or a Hub repo), and the compute dtype models use here."""
-    from crossdiff_core.activations.store import PairedActivationStore, is_store
+    from crossdiff_core.activations.store import is_store, open_store
     from crossdiff_core.compute_dtype import pick_compute_dtype
     from crossdiff_core.crosscoder.config import is_multi_folder
     from crossdiff_core.models import resolve_device
@@ -259,7 +339,7 @@ def cmd_info(args) -> int:
     if path is None:
         summary = {"kind": "machine"}
     elif is_store(path):
-        summary = PairedActivationStore(path, verify=False, allow_incomplete=True).summary()
+        summary = open_store(path, verify=False, allow_incomplete=True).summary()
     elif path.is_dir() and not (path / "config.json").is_file():
         raise CrossDiffError(f"{path} is neither an activation store nor a crosscoder folder")
     elif is_multi_folder(path):
@@ -336,9 +416,12 @@ def _writable_folder(opened: OpenedCrosscoder, what: str) -> Path:
 def cmd_diff(args) -> int:
     """Print the exclusive latents that fire on a prompt for each model."""
     from crossdiff_core.analysis.prompt_diff import diff
+    from crossdiff_core.crosscoder.config import is_multi_folder
 
     if not args.prompt.strip():
         raise CrossDiffError("the prompt is empty: type some text to compare the two models on")
+    if is_multi_folder(Path(args.crosscoder).expanduser()):
+        return _diff_many(args)
     opened, (model_a, model_b) = _load_crosscoder_and_pair(args)
     index = _diff_index(opened)
     result = diff(
@@ -369,6 +452,40 @@ def cmd_diff(args) -> int:
         for row in entry["exclusive"]:
             verdict = f"  [{row['verdict']['label']}]" if row.get("verdict") else ""
             print(f"  {row['latent']:>6}  {row['activation']:8.3f}  {row['name']}{verdict}")
+    return 0
+
+
+def _diff_many(args) -> int:
+    """Print, for each model of an N-model crosscoder, the latents only it has and those only it lacks on a prompt."""
+    from crossdiff_core.analysis.multi_diff import diff_many
+    from crossdiff_core.crosscoder.multi import MultiCrossCoder
+    from crossdiff_core.models import load_model
+
+    crosscoder = MultiCrossCoder.from_pretrained(Path(args.crosscoder).expanduser())
+    c = crosscoder.config
+    if not c.models or not all(c.models):
+        raise CrossDiffError(
+            "this crosscoder does not record its models: train it with `train --model …` or from a store"
+        )
+    models = [
+        load_model(spec, layer=layer, quant=args.quant, dtype=args.dtype, device=args.device,
+                   trust_remote_code=args.trust_remote_code)
+        for spec, layer in zip(c.models, c.layers or [None] * c.n_models)
+    ]  # fmt: skip
+    result = diff_many(crosscoder, models, args.prompt, top=args.top).to_dict()
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    for message in result["warnings"]:
+        print(f"warning: {message}", file=sys.stderr)
+    print(f"{len(models)} models, {result['paired']} positions where all of them split the prompt alike")
+    for column in result["columns"]:
+        print(f"\n{column['model']}: {column['n_tokens']} tokens ({column['coverage']:.0%} at shared positions)")
+        for title, hits in (("only in this model", column["only_here"]),
+                            ("missing only in this model", column["missing_only_here"])):  # fmt: skip
+            print(f"  {title}:" + ("" if hits else " (none)"))
+            for hit in hits:
+                print(f"    {hit['latent']:>6}  {hit['activation']:8.3f}  …{hit['context']!r}")
     return 0
 
 
