@@ -17,7 +17,10 @@ The clean-split rule handles what real tokenizers report:
 - a tokenizer can lose text: SmolLM2 has no token for some bytes (control bytes such as 0x04, the
   lead bytes of U+40000..U+BFFFF) and silently drops them, after which its offsets can be wrong, and
   a normalizer can change characters. Tokenizing therefore checks, by decoding, up to where the
-  tokens reproduce the text (`TokenizedText.verified_end`); pairing stops there.
+  tokens reproduce the text (`TokenizedText.verified_end`); pairing stops there. A tokenizer whose own
+  normalizer rewrites characters (NFKC turns '，' into ',') reproduces the text when its tokens decode to the
+  normalized text: the model read those characters in the form it always reads them, and its offsets still
+  point into the original text.
 """
 
 from __future__ import annotations
@@ -301,7 +304,9 @@ def _encode_batch(
     full_ends = [max((e for _, e in tok.offsets), default=0) for tok in toks]
     decoded = _decode_batch(tokenizer, [_text_ids(tok, len(tok.input_ids)) for tok in toks])
     for tok, end, text in zip(toks, full_ends, decoded):
-        tok.verified_end = end if text == tok.text[:end] else _last_verified_boundary(tokenizer, tok)
+        tok.verified_end = (
+            end if _reproduces(tokenizer, text, tok.text[:end]) else _last_verified_boundary(tokenizer, tok)
+        )
     return toks
 
 
@@ -331,6 +336,15 @@ def _text_ids(tok: TokenizedText, stop: int) -> list[int]:
     return [i for i, (s, e) in zip(tok.input_ids[:stop], tok.offsets[:stop]) if e > s]
 
 
+def _reproduces(tokenizer: Any, decoded: str, text: str) -> bool:
+    """Return whether tokens that decode to `decoded` reproduce `text`: equal, or equal to it once normalized by the
+    tokenizer's own normalizer (if it has one)."""
+    if decoded == text:
+        return True
+    normalizer = tokenizer.backend_tokenizer.normalizer
+    return normalizer is not None and decoded == normalizer.normalize_str(text)
+
+
 def _decode_batch(tokenizer: Any, ids: list[list[int]]) -> list[str]:
     """Return the exact text each id list decodes to (special tokens kept, no space clean-up)."""
     return tokenizer.backend_tokenizer.decode_batch(ids, skip_special_tokens=False)
@@ -349,5 +363,5 @@ def _last_verified_boundary(tokenizer: Any, tok: TokenizedText) -> int:
     while bad - good > 1:
         mid = (good + bad) // 2
         text = _decode_batch(tokenizer, [_text_ids(tok, int(pos[mid]) + 1)])[0]
-        good, bad = (mid, bad) if text == tok.text[: int(ends[mid])] else (good, mid)
+        good, bad = (mid, bad) if _reproduces(tokenizer, text, tok.text[: int(ends[mid])]) else (good, mid)
     return int(ends[good]) if good >= 0 else 0
