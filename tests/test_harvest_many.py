@@ -23,6 +23,8 @@ from crossdiff_core.activations.store import (
 )
 from crossdiff_core.alignment import align_many_texts
 from crossdiff_core.analysis.multi_diff import diff_many
+from crossdiff_core.cli.args import build_parser
+from crossdiff_core.cli.pipeline import _named_models
 from crossdiff_core.corpus.sources import iter_windows
 from crossdiff_core.crosscoder.multi import MultiCrossCoder
 from crossdiff_core.errors import StoreError
@@ -161,6 +163,12 @@ def test_the_model_options_say_what_is_wrong(capsys, tmp_path):
     code, _, err = run_cli(capsys, "harvest", *MODELS, "--model-a", "smollm2-135m", "--out", store)
     assert code == 2 and "not both" in err
     assert not (tmp_path / "s").exists()
+    args = build_parser().parse_args(["harvest", "--model", "smollm2-135m", "--model", "gemma3-270m", "--layer", "3",
+                                      "--layer", "4", "--out", store])  # fmt: skip
+    assert _named_models(args) == [("smollm2-135m", 3), ("gemma3-270m", 4)]
+    assert (args.model_a, args.layer_a, args.model_b, args.layer_b) == ("smollm2-135m", 3, "gemma3-270m", 4), (
+        "two --model options are model A and model B: the two-model store and crosscoder"
+    )
 
 
 def test_a_store_of_three_models_is_not_opened_as_a_pair_nor_resumed_as_one(three_store, tmp_path):
