@@ -28,6 +28,7 @@ _LONGEST_GROUPS = (
     "tests/test_distributed.py",
     "tests/test_faults.py",
     "tests/test_corpus.py",
+    "tests/test_harvest_many.py",
 )
 """The groups that take longest (several minutes each on a 2-core CPU), started first so that the two workers end
 together; the others follow, most tests first."""
