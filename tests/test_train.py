@@ -325,6 +325,7 @@ def test_cli_dead_after_tokens_reaches_the_train_config(monkeypatch, tmp_path):
     monkeypatch.setattr(PairedActivationStore, "d_a", D_A, raising=False)
     monkeypatch.setattr(PairedActivationStore, "d_b", D_B, raising=False)
     monkeypatch.setattr("crossdiff_core.activations.store.is_store", lambda path: True)
+    monkeypatch.setattr("crossdiff_core.activations.store.read_meta", lambda path: {"format": "two models"})
     for extra, expected in (([], None), (["--dead-after-tokens", "4096"], 4096)):
         args = build_parser().parse_args(["train", "--store", str(tmp_path), "--out", str(tmp_path / "o"), *extra])
         assert args.dead_after_tokens == expected
