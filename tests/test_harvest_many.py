@@ -179,3 +179,25 @@ def test_a_store_of_three_models_is_not_opened_as_a_pair_nor_resumed_as_one(thre
         StoreWriter(three_store, header)
     writer = StoreWriter(tmp_path / "other", header, sides=multi_sides(3))
     assert writer.meta["format"] == "crossdiff-multi-activations"
+
+
+def test_a_crosscoder_of_three_models_goes_through_the_hub(hub, three_crosscoder, monkeypatch, capsys):
+    """Pushed to the Hub stand-in with a card that names every model; `info` and `diff` read it by its repo id."""
+    from hub_stand_in import TOKEN
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    code, _, err = run_cli(capsys, "push", str(three_crosscoder), "alice/three-dfc")
+    assert code == 0, err
+    files = hub.repos["alice/three-dfc"].files
+    assert {"config.json", "model.safetensors", "README.md", "training.json"} <= set(files)
+    card = files["README.md"].decode()
+    assert "library_name: crossdiff" in card and "multi-model" in card and "CrossDiff DFC of 3 models" in card
+    assert card.count("| model 1 exclusive | 13 |") == 1 and "n_exclusive:\n  - 13\n  - 13\n  - 13" in card
+    code, out, err = run_cli(capsys, "info", "alice/three-dfc", "--json")
+    info = json.loads(out)
+    assert code == 0, err
+    assert (info["hub_repo"], info["n_models"], info["layers"]) == ("alice/three-dfc", 3, [15, 9, 5])
+    code, out, err = run_cli(capsys, "diff", PROMPT, "--crosscoder", "alice/three-dfc", "--json", "--quant", "none",
+                             "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert len(json.loads(out)["columns"]) == 3

@@ -332,7 +332,7 @@ def cmd_info(args) -> int:
     """Describe a store or crosscoder (a local folder or a Hub repo), and the compute dtype models use here."""
     from crossdiff_core.activations.store import is_store, open_store
     from crossdiff_core.compute_dtype import pick_compute_dtype
-    from crossdiff_core.crosscoder.config import is_multi_folder
+    from crossdiff_core.hub.multi import multi_crosscoder_folder
     from crossdiff_core.models import resolve_device
 
     path = Path(args.path).expanduser() if args.path is not None else None
@@ -342,8 +342,10 @@ def cmd_info(args) -> int:
         summary = open_store(path, verify=False, allow_incomplete=True).summary()
     elif path.is_dir() and not (path / "config.json").is_file():
         raise CrossDiffError(f"{path} is neither an activation store nor a crosscoder folder")
-    elif is_multi_folder(path):
-        summary = multi_crosscoder_summary(path)
+    elif (multi := multi_crosscoder_folder(args.path)) is not None:
+        summary = multi_crosscoder_summary(multi)
+        if not path.is_dir():
+            summary.update(path=args.path, hub_repo=args.path)
     else:
         opened = open_source(args.path)
         summary = crosscoder_summary(opened.folder, opened.crosscoder)
@@ -416,12 +418,13 @@ def _writable_folder(opened: OpenedCrosscoder, what: str) -> Path:
 def cmd_diff(args) -> int:
     """Print the exclusive latents that fire on a prompt for each model."""
     from crossdiff_core.analysis.prompt_diff import diff
-    from crossdiff_core.crosscoder.config import is_multi_folder
+    from crossdiff_core.hub.multi import multi_crosscoder_folder
 
     if not args.prompt.strip():
         raise CrossDiffError("the prompt is empty: type some text to compare the two models on")
-    if is_multi_folder(Path(args.crosscoder).expanduser()):
-        return _diff_many(args)
+    multi = multi_crosscoder_folder(args.crosscoder)
+    if multi is not None:
+        return _diff_many(args, multi)
     opened, (model_a, model_b) = _load_crosscoder_and_pair(args)
     index = _diff_index(opened)
     result = diff(
@@ -455,13 +458,14 @@ def cmd_diff(args) -> int:
     return 0
 
 
-def _diff_many(args) -> int:
-    """Print, for each model of an N-model crosscoder, the latents only it has and those only it lacks on a prompt."""
+def _diff_many(args, folder: Path) -> int:
+    """Print, for each model of the N-model crosscoder in `folder`, the latents only it has and those only it lacks on
+    a prompt."""
     from crossdiff_core.analysis.multi_diff import diff_many
     from crossdiff_core.crosscoder.multi import MultiCrossCoder
     from crossdiff_core.models import load_model
 
-    crosscoder = MultiCrossCoder.from_pretrained(Path(args.crosscoder).expanduser())
+    crosscoder = MultiCrossCoder.from_pretrained(folder)
     c = crosscoder.config
     if not c.models or not all(c.models):
         raise CrossDiffError(

@@ -44,7 +44,7 @@ from huggingface_hub.repocard import metadata_load
 from huggingface_hub.utils import validate_repo_id
 
 from crossdiff_core import __version__
-from crossdiff_core.crosscoder.config import CrossCoderConfig
+from crossdiff_core.crosscoder.config import CrossCoderConfig, is_multi_folder
 from crossdiff_core.crosscoder.model import CONFIG_FILE, SUMMARY_FILE, WEIGHTS_FILE, CrossCoder
 from crossdiff_core.errors import CrossCoderError
 from crossdiff_core.models import identify
@@ -123,11 +123,19 @@ def push_to_hub(
 ) -> str:
     """Upload a crosscoder (a `CrossCoder` or its saved folder) with a generated model card; return the repo URL.
 
+    A folder of a crosscoder of three models or more goes through `hub.multi.push_multi_to_hub`.
+
     From a folder, `config.json` and `model.safetensors` are uploaded, plus `feature_index/` and the files
     `import-dl` writes (`import.json`, `latent_mapping.json`) when present; `training.json` (if any) fills
     the card's training section, `import.json` its import section. `extra_files` (files or folders) are
     uploaded next to them under their own names. The repo is created if needed (`private` only applies then).
     """
+    if not isinstance(crosscoder, CrossCoder) and is_multi_folder(crosscoder):
+        from crossdiff_core.hub.multi import push_multi_to_hub
+
+        if extra_files:
+            raise CrossCoderError("extra files are not published with a crosscoder of three models or more yet")
+        return push_multi_to_hub(crosscoder, repo_id, token, private, commit_message)
     require_online("pushing to the Hub")
     check_token(token)
     with tempfile.TemporaryDirectory(prefix="crossdiff-push-") as tmp:
