@@ -37,6 +37,12 @@ STORE_FORMAT = "crossdiff-paired-activations"
 MULTI_STORE_FORMAT = "crossdiff-multi-activations"
 PAIR_SIDES = ("a", "b")
 """The tensor names of a two-model store's shards, and the suffixes of its per-model counts."""
+STORE_VERSION = 1
+STORE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+_DISK_FULL_ADVICE = (
+    "the store keeps its {shards} complete shards ({rows} rows); free space on that disk and run "
+    "the same harvest command again to resume"
+)
 
 
 def multi_sides(n_models: int) -> tuple[str, ...]:
@@ -47,14 +53,6 @@ def multi_sides(n_models: int) -> tuple[str, ...]:
 def store_sides(meta: dict) -> tuple[str, ...]:
     """Return the tensor names of the shards of the store `meta` describes."""
     return multi_sides(len(meta["models"])) if meta.get("format") == MULTI_STORE_FORMAT else PAIR_SIDES
-
-
-STORE_VERSION = 1
-STORE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-_DISK_FULL_ADVICE = (
-    "the store keeps its {shards} complete shards ({rows} rows); free space on that disk and run "
-    "the same harvest command again to resume"
-)
 
 
 def is_store(path) -> bool:
