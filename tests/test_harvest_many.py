@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from crossdiff_core import cli
-from crossdiff_core.activations.harvest import multi_activations
+from crossdiff_core.activations.config import HarvestConfig
+from crossdiff_core.activations.harvest import harvest_many, multi_activations
 from crossdiff_core.activations.paired import model_rows
 from crossdiff_core.activations.store import (
     MultiActivationStore,
@@ -44,6 +45,14 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
+def models3():
+    """The three models of `MODELS` at `LAYERS`, loaded as the CLI loads them."""
+    return [load_model("smollm2-135m", layer=15, quant="none", device="cpu"),
+            load_model("gemma3-270m", layer=9, quant="none", device="cpu"),
+            load_model("smollm2-135m", layer=5, quant="none", device="cpu")]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
 def three_store(tmp_path_factory, sentences):
     """A store of three models harvested by the CLI from the sentences corpus."""
     out = tmp_path_factory.mktemp("three") / "store"
@@ -69,12 +78,11 @@ def test_a_store_of_three_models_records_each_model_and_its_coverage(three_store
     assert isinstance(open_store(three_store), MultiActivationStore)
 
 
-def test_rows_of_three_models_are_the_activations_at_the_positions_all_tokenizers_share(three_store, sentences):
+def test_rows_of_three_models_are_the_activations_at_the_positions_all_tokenizers_share(three_store, sentences,
+                                                                                       models3):  # fmt: skip
     """The harvest's fast path (length-sorted passes, no mask) stores what one masked pass gives at the aligned
     positions, in text order, for every model."""
-    models = [load_model("smollm2-135m", layer=15, quant="none", device="cpu"),
-              load_model("gemma3-270m", layer=9, quant="none", device="cpu"),
-              load_model("smollm2-135m", layer=5, quant="none", device="cpu")]  # fmt: skip
+    models = models3
     texts = [text for _, text in zip(range(4), iter_windows(sentences, models[0].tokenizer, 64))]
     xs, counts = multi_activations(models, texts, 64, outlier_factor=read_meta(three_store)["outlier_factor"])
     aligned = align_many_texts([m.tokenizer for m in models], texts, [64, 128, 128])
@@ -131,12 +139,10 @@ def test_diff_on_three_models_lists_what_only_one_has_and_what_only_one_lacks(th
             assert hit["block"] == "shared" and hit["share"][m] < 0.1
 
 
-def test_a_shared_latent_that_stops_writing_to_one_model_is_missing_only_there(three_crosscoder):
+def test_a_shared_latent_that_stops_writing_to_one_model_is_missing_only_there(three_crosscoder, models3):
     """Zero one shared latent's decoder for model 1: it must move to model 1's "missing only here" list."""
     crosscoder = MultiCrossCoder.from_pretrained(three_crosscoder)
-    models = [load_model("smollm2-135m", layer=15, quant="none", device="cpu"),
-              load_model("gemma3-270m", layer=9, quant="none", device="cpu"),
-              load_model("smollm2-135m", layer=5, quant="none", device="cpu")]  # fmt: skip
+    models = models3
     before = diff_many(crosscoder, models, PROMPT, top=1000)
     fired = {h.latent for c in before.columns for h in c.only_here + c.missing_only_here}
     listed_missing = {h.latent for h in before.columns[1].missing_only_here}
@@ -201,3 +207,23 @@ def test_a_crosscoder_of_three_models_goes_through_the_hub(hub, three_crosscoder
                              "--device", "cpu")  # fmt: skip
     assert code == 0, err
     assert len(json.loads(out)["columns"]) == 3
+
+
+def test_a_stopped_harvest_of_three_models_keeps_what_it_wrote_and_resumes_to_the_same_store(
+    three_store, models3, sentences, tmp_path
+):
+    """Stopped after its first shard, a harvest keeps that shard; run again, it ends with the rows of the harvest
+    that was never stopped."""
+    config = HarvestConfig(n_tokens=TOKENS, ctx_len=64, shard_tokens=400)
+    calls = []
+    stopped = harvest_many(models3, sentences, tmp_path / "s", config, progress=calls.append,
+                           should_stop=lambda: len(calls) > 0)  # fmt: skip
+    assert not stopped["complete"] and 0 < stopped["counts"]["rows"] < TOKENS
+    assert len(stopped["shards"]) >= 1
+    finished = harvest_many(models3, sentences, tmp_path / "s", config)
+    assert finished["complete"] and finished["counts"]["rows"] == TOKENS
+    resumed, whole = MultiActivationStore(tmp_path / "s"), MultiActivationStore(three_store)
+    rows = [torch.cat(side) for side in zip(*map(resumed.load_shard, range(len(resumed.shards))))]
+    reference = [torch.cat(side) for side in zip(*map(whole.load_shard, range(len(whole.shards))))]
+    for x, y in zip(rows, reference, strict=True):
+        torch.testing.assert_close(x, y)
