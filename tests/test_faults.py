@@ -79,7 +79,7 @@ def store_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("faults") / "store"
     writer = StoreWriter(path, _header(SHARD_ROWS * N_SHARDS), dtype="fp32", shard_tokens=SHARD_ROWS)
     for shard in range(N_SHARDS):
-        writer.add(*_synthetic_rows(SHARD_ROWS, shard), _counts(SHARD_ROWS))
+        writer.add(_synthetic_rows(SHARD_ROWS, shard), _counts(SHARD_ROWS))
     writer.finish()
     return path
 
@@ -460,18 +460,18 @@ def test_disk_full_while_harvesting_keeps_the_written_shards(tmp_path):
     path = tmp_path / "store"
     writer = StoreWriter(path, _header(3 * 200), dtype="fp32", shard_tokens=200)
     for shard in range(2):
-        writer.add(*_synthetic_rows(200, shard), _counts(200))
+        writer.add(_synthetic_rows(200, shard), _counts(200))
     meta_before = (path / "meta.json").read_bytes()
     with (
         file_size_limit(8192),
         pytest.raises(DiskFullError, match=r"disk is full: writing .*shard_00002.*2 complete shards"),
     ):
-        writer.add(*_synthetic_rows(200, 2), _counts(200))
+        writer.add(_synthetic_rows(200, 2), _counts(200))
     assert (path / "meta.json").read_bytes() == meta_before
     assert sorted(p.name for p in (path / "shards").iterdir()) == ["shard_00000.safetensors", "shard_00001.safetensors"]
 
     writer = StoreWriter(path, _header(3 * 200), dtype="fp32", shard_tokens=200)
-    writer.add(torch.zeros(0, D_A), torch.zeros(0, D_B), _counts(0))
+    writer.add((torch.zeros(0, D_A), torch.zeros(0, D_B)), _counts(0))
     with file_size_limit(256), pytest.raises(DiskFullError, match=r"meta\.json.*unchanged"):
         writer.flush()  # a window without pairs: only meta.json is written
     assert (path / "meta.json").read_bytes() == meta_before and sorted(p.name for p in path.iterdir()) == [
@@ -483,7 +483,7 @@ def test_disk_full_while_harvesting_keeps_the_written_shards(tmp_path):
 
     writer = StoreWriter(path, _header(3 * 200), dtype="fp32", shard_tokens=200)
     assert writer.windows_done == 2
-    writer.add(*_synthetic_rows(200, 2), _counts(200))
+    writer.add(_synthetic_rows(200, 2), _counts(200))
     writer.finish()
     store = PairedActivationStore(path, holdout_fraction=0.0)
     torch.testing.assert_close(store.load_shard(2)[0], _synthetic_rows(200, 2)[0])

@@ -149,6 +149,6 @@ def write_store(
     if writer.meta["complete"]:
         return Path(out_dir)
     counts = {"windows": 0, "tokens_a": 0, "tokens_b": 0, "paired": len(order), "outliers": 0}
-    writer.add(rows.x_a_ND[order], rows.x_b_ND[order], counts)
+    writer.add((rows.x_a_ND[order], rows.x_b_ND[order]), counts)
     writer.finish()
     return Path(out_dir)
