@@ -12,12 +12,9 @@ import os
 import tempfile
 from pathlib import Path
 
-import httpx2
-from huggingface_hub import HfApi, ModelCardData
+from huggingface_hub import ModelCardData
 from huggingface_hub import constants as hub_constants
-from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-from crossdiff_core import __version__
 from crossdiff_core.crosscoder.config import is_multi_folder
 from crossdiff_core.crosscoder.model import CONFIG_FILE, SUMMARY_FILE, WEIGHTS_FILE
 from crossdiff_core.crosscoder.multi import MultiCrossCoderConfig
@@ -36,8 +33,8 @@ from crossdiff_core.hub.repo import (
     _value,
     check_token,
     download_repo_files,
-    hub_error,
     require_online,
+    upload_staged,
 )
 from crossdiff_core.models import identify
 
@@ -66,13 +63,7 @@ def push_multi_to_hub(
                 _link_or_copy(folder / name, staging / name)
         training = _read_json_object(folder / SUMMARY_FILE)
         (staging / CARD_FILE).write_text(render_multi_card(config, repo_id, training), encoding="utf-8")
-        api = HfApi(token=token, library_name=LIBRARY_NAME, library_version=__version__)
-        try:
-            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-            api.upload_folder(repo_id=repo_id, folder_path=staging, commit_message=commit_message)
-        except (HfHubHTTPError, httpx2.HTTPError, OfflineModeIsEnabled) as error:
-            raise hub_error(error, f"pushing to {repo_id}", token, write=True) from None
-    return str(url)
+        return upload_staged(staging, repo_id, token, private, commit_message)
 
 
 def render_multi_card(config: MultiCrossCoderConfig, repo_id: str, training: dict | None) -> str:

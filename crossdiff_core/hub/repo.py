@@ -148,12 +148,17 @@ def push_to_hub(
             provenance=_read_json_object(staging / IMPORT_FILE),
         )  # fmt: skip
         (staging / CARD_FILE).write_text(card, encoding="utf-8")
-        api = HfApi(token=token, library_name=LIBRARY_NAME, library_version=__version__)
-        try:
-            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-            api.upload_folder(repo_id=repo_id, folder_path=staging, commit_message=commit_message)
-        except (HfHubHTTPError, httpx2.HTTPError, OfflineModeIsEnabled) as error:
-            raise hub_error(error, f"pushing to {repo_id}", token, write=True) from None
+        return upload_staged(staging, repo_id, token, private, commit_message)
+
+
+def upload_staged(staging: Path, repo_id: str, token: str | None, private: bool, commit_message: str) -> str:
+    """Create the repo if needed and upload the staged folder as one commit; return the repo URL."""
+    api = HfApi(token=token, library_name=LIBRARY_NAME, library_version=__version__)
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(repo_id=repo_id, folder_path=staging, commit_message=commit_message)
+    except (HfHubHTTPError, httpx2.HTTPError, OfflineModeIsEnabled) as error:
+        raise hub_error(error, f"pushing to {repo_id}", token, write=True) from None
     return str(url)
 
 
